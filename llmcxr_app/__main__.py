@@ -1,0 +1,206 @@
+"""Command line: `python -m llmcxr_app {describe,ask,draw} ...` (research use only; not a medical device).
+
+Input is checked before the model loads, so a typo costs no loading time. Bad input (missing or unreadable
+file, empty text, text too long for the context, incomplete weight flags) exits with status 2 and one line
+on stderr; Ctrl-C exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from .cli_args import add_weight_args, settings_from_args
+from .config import SamplingConfig
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+DESCRIPTION = "LLM-CXR Studio from the command line: chest X-ray -> report, questions, report -> X-ray."
+EPILOG = """examples:
+  python -m llmcxr_app describe cxr.png
+  python -m llmcxr_app ask cxr.dcm "Is there a pleural effusion?"
+  python -m llmcxr_app ask --no-image "What is a pneumothorax?"
+  python -m llmcxr_app draw "Moderate right pleural effusion." --out synthetic.png --seed 7
+  echo "No acute findings." | python -m llmcxr_app draw - --json
+
+Without weight flags the app's default weights are used (see the 'weights' flags). Text streams to stdout;
+--json prints one JSON object instead. Research use only: not for diagnosis."""
+
+
+class UserError(Exception):
+    """Bad command-line input, reported as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line instead of usage + message
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    s = SamplingConfig()
+    g = p.add_argument_group("sampling")
+    g.add_argument("--seed", type=int, help="random seed (default: a fresh one, reported with --json)")
+    g.add_argument("--temperature", type=float, default=s.temperature, help="0 = greedy (default %(default)s)")
+    g.add_argument("--top-p", type=float, default=s.top_p, help="nucleus mass, 1 = off (default %(default)s)")
+    g.add_argument("--top-k", type=int, default=s.top_k, help="0 = off (default %(default)s)")
+    g.add_argument(
+        "--max-new-tokens", type=int, default=s.max_new_tokens, help="text answer limit (default %(default)s)"
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object (text, codes, provenance, timings)")
+    p.add_argument("--verbose", action="store_true", help="show library warnings and tracebacks")
+    add_weight_args(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python -m llmcxr_app",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    p = sub.add_parser("describe", help="write a report for a chest X-ray", description="CXR -> free-text report.")
+    p.add_argument("image", metavar="IMAGE", help="PNG, JPEG, TIFF or DICOM file")
+    _add_common(p)
+    p = sub.add_parser(
+        "ask",
+        help="ask a question about a chest X-ray (or without one: --no-image)",
+        usage="python -m llmcxr_app ask IMAGE QUESTION [options]\n"
+        "       python -m llmcxr_app ask --no-image QUESTION [options]",
+        description="With IMAGE: visual question answering about that X-ray. With --no-image: the question is "
+        "a plain instruction to the language model, without any image.",
+    )
+    p.add_argument("positional", nargs="+", metavar="IMAGE QUESTION", help="image file, then the question")
+    p.add_argument("--no-image", action="store_true", help="ask without an image (give only QUESTION)")
+    _add_common(p)
+    p = sub.add_parser("draw", help="draw a synthetic chest X-ray from findings", description="Report -> CXR.")
+    p.add_argument("findings", metavar="FINDINGS", help="report text ('-' reads it from stdin)")
+    p.add_argument("--out", type=Path, metavar="PNG", help="where to write the PNG (marked SYNTHETIC)")
+    _add_common(p)
+    return parser
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _check_inputs(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """(image path or None, question/findings or None), failing fast before any model loads."""
+    image, text = None, None
+    if args.command == "describe":
+        image = args.image
+    elif args.command == "ask":
+        want = 1 if args.no_image else 2
+        if len(args.positional) != want:
+            form = "ask --no-image QUESTION" if args.no_image else "ask IMAGE QUESTION (or ask --no-image QUESTION)"
+            raise UserError(f"expected {form}; got {len(args.positional)} arguments.")
+        image = None if args.no_image else args.positional[0]
+        text = args.positional[-1]
+        if not text.strip():
+            raise UserError("The question is empty: please type a question.")
+    else:
+        text = sys.stdin.read() if args.findings == "-" else args.findings
+        if not text.strip():
+            raise UserError("The findings are empty: please give the report text to draw from.")
+        if args.out is None and not args.json:
+            raise UserError("draw needs --out PATH for the PNG (or --json for the codes only).")
+        if args.out is not None and not args.out.parent.is_dir():
+            raise UserError("The folder for --out does not exist.")
+    if image is not None and not Path(image).is_file():
+        # The file name may identify a patient: it is not repeated.
+        raise UserError("The image file does not exist (or is not a file).")
+    return image, text
+
+
+def _quiet_libraries() -> None:
+    import warnings
+
+    warnings.simplefilter("ignore")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def run(args: argparse.Namespace) -> int:
+    image_path, text = _check_inputs(args)
+    sampling = SamplingConfig(
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+    )
+    settings = settings_from_args(args)
+    if not args.verbose:
+        _quiet_libraries()
+    from . import imaging
+    from .exports import DISCLAIMER, save_png
+    from .studio import Studio
+
+    loaded = imaging.load_image(image_path) if image_path is not None else None
+    studio = Studio.from_settings(settings)
+    prepared = studio.prepare(loaded) if loaded is not None else None
+    if args.command == "describe":
+        updates = studio.describe(prepared, sampling=sampling)
+    elif args.command == "ask":
+        updates = studio.ask(text, prepared, sampling=sampling)
+    else:
+        updates = studio.draw(text, sampling=sampling, preview_every=0)
+
+    result, shown = None, ""
+    progress = args.command == "draw" and not args.json and sys.stderr.isatty()
+    for update in updates:
+        result = update.result or result
+        if args.command != "draw" and not args.json and update.text != shown:
+            sys.stdout.write(update.text[len(shown) :])
+            sys.stdout.flush()
+            shown = update.text
+        if progress:
+            sys.stderr.write(f"\rdrawing: row {update.rows_done}/{studio.info.grid}")
+    if progress:
+        sys.stderr.write("\n")
+    assert result is not None
+    out = save_png(result.image, args.out, result.provenance) if args.command == "draw" and args.out else None
+    if args.json:
+        payload = {
+            "task": result.task,
+            "text": result.text,
+            "image_codes": result.codes,
+            "probs": result.probs,
+            "input_codes": prepared.codes if prepared is not None else None,
+            "crop_box": list(prepared.crop_box) if prepared is not None else None,
+            "out": str(out) if out is not None else None,
+            "provenance": result.provenance,
+            "timings": result.timings,
+            "disclaimer": DISCLAIMER,
+        }
+        print(json.dumps(payload, ensure_ascii=False, default=str))
+    elif out is not None:
+        print(f"Wrote {out} (seed {result.provenance['seed']}; marked SYNTHETIC).")
+    else:
+        sys.stdout.write("\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print("llmcxr_app: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (UserError, ValueError, OSError) as exc:
+        # StudioInputError, ImageLoadError, WeightsError and SamplingConfig's checks are ValueErrors.
+        if args.verbose:
+            raise
+        print(f"llmcxr_app: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

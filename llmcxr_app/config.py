@@ -1,0 +1,139 @@
+"""Configuration as small frozen dataclasses. Nothing here touches files, models or the UI."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+WEIGHTS_DIR = REPO_ROOT / "weights"
+# Where weights/README.md tells users to put the official files (same names as upstream's release).
+OFFICIAL_LLM_DIR = WEIGHTS_DIR / "official" / "llmcxr_mimic-cxr-256-txvloss-medvqa-stage1_2"
+OFFICIAL_VQGAN_DIR = WEIGHTS_DIR / "official" / "vqgan_mimic-cxr-256-txvloss"
+OFFICIAL_VQGAN_CONFIG = OFFICIAL_VQGAN_DIR / "2023-09-05T13-56-50_mimic-cxr-256-txvloss-project-compat.yaml"
+OFFICIAL_VQGAN_CKPT = OFFICIAL_VQGAN_DIR / "2023-09-05T13-56-50_mimic-cxr-256-txvloss-4e-compat.ckpt"
+# The embedded demo model trained by `python -m llmcxr_app.demo.train` (committed to the repository).
+DEMO_DIR = WEIGHTS_DIR / "demo"
+DEMO_LLM_DIR = DEMO_DIR / "llm"
+DEMO_VQGAN_CONFIG = DEMO_DIR / "vqgan" / "demo-vqgan.yaml"
+DEMO_VQGAN_CKPT = DEMO_DIR / "vqgan" / "demo-vqgan.safetensors"
+
+# Environment variables that locate weights (below CLI flags, above the default folders).
+ENV_LLM = "LLMCXR_LLM"
+ENV_VQGAN_CONFIG = "LLMCXR_VQGAN_CONFIG"
+ENV_VQGAN_CKPT = "LLMCXR_VQGAN_CKPT"
+ENV_QUANTIZATION = "LLMCXR_QUANTIZATION"
+ENV_DEVICE = "LLMCXR_DEVICE"
+
+QUANTIZATIONS = ("auto", "nf4", "int8", "bf16", "fp32")
+
+
+@dataclass(frozen=True)
+class ModelLocation:
+    """Where one LLM-CXR model lives on disk (or on the Hugging Face Hub)."""
+
+    llm: str  # Hugging Face model directory (config.json, tokenizer, weights) or a Hub repo id
+    vqgan_config: str  # taming-style YAML with model.params {embed_dim, n_embed, ddconfig}
+    vqgan_ckpt: str  # Lightning .ckpt (state_dict) or .safetensors of the VQ-GAN
+    name: str = "LLM-CXR"  # shown in the UI and in provenance
+    is_demo: bool = False  # the embedded demo model trained on synthetic phantoms
+
+
+DEMO_MODEL = ModelLocation(
+    llm=str(DEMO_LLM_DIR),
+    vqgan_config=str(DEMO_VQGAN_CONFIG),
+    vqgan_ckpt=str(DEMO_VQGAN_CKPT),
+    name="LLM-CXR demo (synthetic phantoms)",
+    is_demo=True,
+)
+OFFICIAL_MODEL = ModelLocation(
+    llm=str(OFFICIAL_LLM_DIR),
+    vqgan_config=str(OFFICIAL_VQGAN_CONFIG),
+    vqgan_ckpt=str(OFFICIAL_VQGAN_CKPT),
+    name="LLM-CXR (mimic-cxr-256-txvloss-medvqa-stage1_2)",
+)
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """How the model runs."""
+
+    device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1"
+    quantization: str = "auto"  # one of QUANTIZATIONS; auto = nf4 on CUDA, fp32 on CPU (measured fastest)
+    fast_path: bool = True  # static KV cache + torch.compile where it measures faster; eager otherwise
+    warmup: bool = True  # compile and run one tiny generation at start-up, not in a user's request
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Sampling settings of one request (upstream defaults)."""
+
+    temperature: float = 1.0  # 0 = greedy
+    top_p: float = 0.92  # nucleus sampling mass; 1.0 = off
+    top_k: int = 0  # 0 = off
+    max_new_tokens: int = 512  # text answers stop here at the latest
+    seed: int | None = None  # None = a fresh random seed, reported in provenance
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.temperature <= 5.0:
+            raise ValueError(f"temperature must be in [0, 5], got {self.temperature}.")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}.")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {self.top_k}.")
+        if not 1 <= self.max_new_tokens <= 4096:
+            raise ValueError(f"max_new_tokens must be in [1, 4096], got {self.max_new_tokens}.")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Limits and privacy settings of the web server."""
+
+    host: str = "127.0.0.1"  # bind address; 0.0.0.0 inside a container or Space
+    port: int = 7860  # HTTP port
+    max_file_size: str = "25mb"  # uploads above this are refused by Gradio before reaching us
+    delete_cache_s: int = 3600  # uploads and outputs older than this are deleted (checked as often)
+    queue_size: int = 16  # requests waiting for the model beyond this are refused with a message
+    max_candidates: int = 4  # most images one Draw request may produce
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything app.py and the CLI need to build a Studio."""
+
+    model: ModelLocation = DEMO_MODEL  # which weights
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)  # device and precision
+    server: ServerConfig = field(default_factory=ServerConfig)  # web server limits
+
+
+def resolve_location(
+    llm: str | None = None, vqgan_config: str | None = None, vqgan_ckpt: str | None = None
+) -> ModelLocation:
+    """Pick weights: explicit arguments, then environment variables, then weights/official, then the demo.
+
+    Each of the three paths is resolved on its own, so a flag can override one file of an environment setup.
+    The official default folder is used only when all its files are present.
+    """
+    explicit = {
+        "llm": llm or os.environ.get(ENV_LLM),
+        "vqgan_config": vqgan_config or os.environ.get(ENV_VQGAN_CONFIG),
+        "vqgan_ckpt": vqgan_ckpt or os.environ.get(ENV_VQGAN_CKPT),
+    }
+    official_present = all(Path(p).exists() for p in (OFFICIAL_LLM_DIR, OFFICIAL_VQGAN_CONFIG, OFFICIAL_VQGAN_CKPT))
+    base = OFFICIAL_MODEL if official_present else DEMO_MODEL
+    if not any(explicit.values()):
+        return base
+    missing = [k for k, v in explicit.items() if not v]
+    if missing and not official_present:
+        flags = ", ".join("--" + k.replace("_", "-") for k in missing)
+        raise ValueError(
+            f"Custom weights need all three locations; missing {flags} "
+            f"(or the environment variables {ENV_LLM}, {ENV_VQGAN_CONFIG}, {ENV_VQGAN_CKPT})."
+        )
+    return ModelLocation(
+        llm=explicit["llm"] or base.llm,
+        vqgan_config=explicit["vqgan_config"] or base.vqgan_config,
+        vqgan_ckpt=explicit["vqgan_ckpt"] or base.vqgan_ckpt,
+        name=Path(str(explicit["llm"] or base.llm)).name or "LLM-CXR",
+    )

@@ -1,0 +1,1 @@
+"""The embedded demo model: synthetic phantom chest X-rays, training and evaluation."""

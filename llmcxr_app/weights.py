@@ -1,0 +1,567 @@
+"""Find and load LLM-CXR checkpoints: the VQ-GAN (taming YAML + .ckpt/.safetensors) and the LLM (HF directory).
+
+Every failure a user can cause (missing or misplaced files, a checkpoint from another model, a tokenizer that
+does not match the LLM) raises WeightsError with the fix in its message. Official layout: weights/README.md.
+"""
+
+from __future__ import annotations
+
+import builtins
+import codecs
+import collections
+import hashlib
+import io
+import json
+import os
+import pickle
+import re
+import struct
+import sys
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from . import config as cfg
+from .protocol import TokenLayout, token_layout
+from .vqgan import VQGAN, VQGANConfig, autoencoder_prefixes
+
+README = "weights/README.md"
+
+
+class WeightsError(ValueError):
+    """A checkpoint is missing, in the wrong format, or does not match the rest of the model."""
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(path.relative_to(cfg.REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def _local_path(spec: str | os.PathLike) -> Path:
+    """The local path a weights location names (the one seam where Hub repo ids will be downloaded)."""
+    path = Path(spec).expanduser()
+    if not path.exists() and _HUB_ID.match(str(spec)) and not path.suffix:
+        raise WeightsError(
+            f"{str(spec)!r} is not on disk. If it is a Hugging Face Hub repo id: loading from the Hub is not "
+            f"supported yet; download the files and pass the local directory (see {README})."
+        )
+    return path
+
+
+# ---------------------------------------------------------------- restricted unpickling of Lightning .ckpt files
+
+_STORAGE_DTYPES = {
+    "FloatStorage": torch.float32, "DoubleStorage": torch.float64, "HalfStorage": torch.float16,
+    "BFloat16Storage": torch.bfloat16, "LongStorage": torch.int64, "IntStorage": torch.int32,
+    "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8,
+    "BoolStorage": torch.bool, "ComplexFloatStorage": torch.complex64,
+    "ComplexDoubleStorage": torch.complex128, "UntypedStorage": torch.uint8,
+}  # fmt: skip
+
+# What a tensor checkpoint needs and nothing that can run code: tensor rebuilders, containers, plain builtins.
+_ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("torch._utils", "_rebuild_tensor"): torch._utils._rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): torch._utils._rebuild_parameter_with_state,
+    ("torch._tensor", "_rebuild_from_type_v2"): torch._tensor._rebuild_from_type_v2,
+    ("torch.nn.parameter", "Parameter"): torch.nn.Parameter,
+    ("torch", "Tensor"): torch.Tensor,
+    ("torch", "Size"): torch.Size,
+    ("torch", "device"): torch.device,
+    ("_codecs", "encode"): codecs.encode,  # how protocol-2 pickles spell bytes
+    **{("builtins", n): getattr(builtins, n) for n in ("set", "frozenset", "list", "dict", "tuple", "int", "float", "complex", "bool", "str",
+                 "bytes", "bytearray", "slice")},
+}  # fmt: skip
+
+
+class _Inert:
+    """Stands in for any class or function a checkpoint names beyond tensors; it runs nothing and keeps nothing."""
+
+    pickled_name = "?"
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> _Inert:
+        return object.__new__(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __call__(self, *args: Any, **kwargs: Any) -> _Inert:
+        return self
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+    def append(self, value: Any) -> None:
+        pass
+
+    def extend(self, values: Any) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"<not loaded: {self.pickled_name}>"
+
+
+@dataclass(frozen=True)
+class _StorageType:
+    dtype: torch.dtype
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Unpickles torch's zip checkpoints allowing only _ALLOWED_GLOBALS; anything else becomes an inert stub."""
+
+    def __init__(self, data: bytes, read_storage: Any):
+        super().__init__(io.BytesIO(data))
+        self._read_storage = read_storage  # (key, dtype, nbytes) -> UntypedStorage
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "torch.tensor":  # renamed in torch 1.8, still found in older pickles
+            module = "torch._tensor"
+        if module in ("torch", "torch.storage") and name in _STORAGE_DTYPES:
+            return _StorageType(_STORAGE_DTYPES[name])
+        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+            return getattr(torch, name)
+        if (module, name) in _ALLOWED_GLOBALS:
+            return _ALLOWED_GLOBALS[(module, name)]
+        return type(name, (_Inert,), {"pickled_name": f"{module}.{name}"})
+
+    def persistent_load(self, pid: Any) -> Any:
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] in ("storage", b"storage")):
+            raise pickle.UnpicklingError(f"unsupported persistent id {pid!r:.80}")
+        _, storage_type, key, _location, numel = pid
+        if not isinstance(storage_type, _StorageType):
+            raise pickle.UnpicklingError(f"unsupported storage type {storage_type!r}")
+        dtype = storage_type.dtype
+        nbytes = int(numel) * torch.empty((), dtype=dtype).element_size()
+        untyped = self._read_storage(str(key), dtype, nbytes)
+        return torch.storage.TypedStorage(wrap_storage=untyped, dtype=dtype, _internal=True)
+
+
+def _restricted_torch_load(path: Path) -> Any:
+    """torch.save zip format through _RestrictedUnpickler; tensors are memory-mapped, read only when touched."""
+    with zipfile.ZipFile(path) as zf:
+        infos = {i.filename: i for i in zf.infolist()}
+        pkls = [n for n in infos if n.endswith("/data.pkl") and n.count("/") == 1]
+        if len(pkls) != 1:
+            raise WeightsError(f"{path} is a zip file but not a torch checkpoint (no data.pkl).")
+        prefix = pkls[0][: -len("data.pkl")]
+        order = zf.read(prefix + "byteorder").decode() if prefix + "byteorder" in infos else "little"
+        data = zf.read(pkls[0])
+    mapped = torch.UntypedStorage.from_file(str(path), False, path.stat().st_size)
+
+    def read_storage(key: str, dtype: torch.dtype, nbytes: int) -> torch.UntypedStorage:
+        info = infos.get(f"{prefix}data/{key}")
+        if info is None or info.compress_type != zipfile.ZIP_STORED or info.file_size != nbytes:
+            raise WeightsError(
+                f"{path}: tensor record {key} is missing or malformed; the file may be truncated."
+            )
+        with open(path, "rb") as f:  # the data start is after the local header, whose extra field varies
+            f.seek(info.header_offset)
+            header = f.read(30)
+        name_len, extra_len = struct.unpack("<HH", header[26:30])
+        start = info.header_offset + 30 + name_len + extra_len
+        storage = mapped[start : start + nbytes]
+        if order != sys.byteorder:
+            storage.byteswap(dtype)
+        return storage
+
+    return _RestrictedUnpickler(data, read_storage).load()
+
+
+def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict of a .safetensors file, a Lightning .ckpt (its `state_dict`) or a plain torch state dict."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    if not zipfile.is_zipfile(path):
+        try:  # pre-1.6 torch format: only the safe loader, which refuses pickled classes
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise WeightsError(
+                f"Cannot read {path} ({type(exc).__name__}); expected a Lightning .ckpt saved by torch >= 1.6 "
+                "or a .safetensors file."
+            ) from exc
+    else:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except pickle.UnpicklingError:
+            # Lightning pickles training classes (callbacks, hyper-parameters) that the safe loader refuses;
+            # never fall back to weights_only=False, which would run whatever the file names.
+            obj = _restricted_torch_load(path)
+    sd = obj.get("state_dict", obj) if isinstance(obj, dict) else None
+    if not isinstance(sd, dict) or not sd:
+        raise WeightsError(
+            f"{path} holds no state dict (expected a Lightning .ckpt with a 'state_dict' entry)."
+        )
+    bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise WeightsError(f"{path}: state dict entries that are not tensors: {bad[:5]}.")
+    return sd
+
+
+# ---------------------------------------------------------------- VQ-GAN
+
+
+def _hint_vqgan(path: Path, what: str, official: Path, flag: str, env: str) -> str:
+    return (
+        f"VQ-GAN {what} not found: {path}. The official one is {official.name}, inside "
+        f"{official.parent.name}.tar from the LLM-CXR release; unpack it so the file is at {_rel(official)} "
+        f"(or pass {flag} / set {env}). See {README}."
+    )
+
+
+def infer_vqgan_config(state_dict: dict[str, torch.Tensor], resolution: int = 256) -> VQGANConfig:
+    """Read a taming VQModel's architecture off its tensor shapes (for a .ckpt without its YAML).
+
+    ``resolution`` (pixels) is not stored in the weights; it only decides which feature-map sizes the
+    attention levels are reported at (official: 256 px, attention at 16).
+    """
+    sd = {k: v for k, v in state_dict.items() if not k.startswith("loss.")}
+    try:
+        n_embed, embed_dim = sd["quantize.embedding.weight"].shape
+        ch, in_channels = sd["encoder.conv_in.weight"].shape[:2]
+        z_channels = sd["decoder.conv_in.weight"].shape[1]
+        levels = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("encoder.down."))
+        ch_mult = tuple(sd[f"encoder.down.{i}.block.0.conv1.weight"].shape[0] // ch for i in range(levels))
+        num_res_blocks = 1 + max(int(k.split(".")[4]) for k in sd if k.startswith("encoder.down.0.block."))
+        encoder_out = sd["encoder.conv_out.weight"].shape[0]
+        out_ch = sd["decoder.conv_out.weight"].shape[0]
+    except (KeyError, ValueError) as exc:
+        raise WeightsError(
+            f"Cannot read the VQ-GAN architecture from the checkpoint (missing {exc}); is it a taming VQModel?"
+        ) from exc
+    attn = tuple(resolution // 2**i for i in range(levels) if f"encoder.down.{i}.attn.0.q.weight" in sd)
+    return VQGANConfig(
+        embed_dim=int(embed_dim), n_embed=int(n_embed), ch=int(ch), ch_mult=ch_mult,
+        num_res_blocks=num_res_blocks, attn_resolutions=attn, z_channels=int(z_channels),
+        resolution=resolution, in_channels=int(in_channels), out_ch=int(out_ch),
+        double_z=encoder_out == 2 * z_channels,
+    )  # fmt: skip
+
+
+def _read_vqgan_yaml(path: Path) -> VQGANConfig:
+    try:
+        doc = yaml.safe_load(path.read_text())
+        params = doc["model"]["params"]
+    except (yaml.YAMLError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise WeightsError(
+            f"{path} is not a taming VQ-GAN YAML with model.params ({type(exc).__name__})."
+        ) from exc
+    try:
+        return VQGANConfig.from_params(params)
+    except ValueError as exc:
+        raise WeightsError(f"{path}: {exc}") from exc
+
+
+def _check_state_dict(path: Path, sd: dict[str, torch.Tensor], model: torch.nn.Module) -> None:
+    """Strict key and shape check with a message naming the first offending keys."""
+    want = model.state_dict()
+    unexpected = [k for k in sd if k not in want]
+    if unexpected:
+        prefixes = sorted({k.split(".")[0] + "." for k in unexpected})
+        raise WeightsError(
+            f"{path} holds keys a VQ-GAN does not have, under {prefixes}; first: {unexpected[:5]}. Expected only "
+            f"{list(autoencoder_prefixes())} (plus training-only 'loss.', dropped). A wrapper prefix such as "
+            "'model.' or 'module.' must be stripped; other prefixes mean this is not a taming VQModel checkpoint."
+        )
+    missing = [k for k in want if k not in sd]
+    if missing:
+        raise WeightsError(
+            f"{path} lacks {len(missing)} keys the config needs; first: {missing[:5]}. Does the YAML belong "
+            "to this checkpoint?"
+        )
+    wrong = [f"{k}: checkpoint {list(sd[k].shape)} vs config {list(v.shape)}" for k, v in want.items()
+             if sd[k].shape != v.shape]  # fmt: skip
+    if wrong:
+        raise WeightsError(
+            f"{path} does not match its config ({len(wrong)} shapes differ); first: {wrong[:5]}."
+        )
+
+
+def load_vqgan(
+    config_path: str | os.PathLike | None,
+    ckpt_path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    *,
+    resolution: int = 256,
+) -> VQGAN:
+    """Load a VQ-GAN in eval mode, fp32, on ``device``.
+
+    ``config_path``: taming YAML (``model.params``), or None to infer the architecture from the tensor shapes
+    (then ``resolution`` in pixels, which the weights do not store). ``ckpt_path``: Lightning ``.ckpt`` or
+    ``.safetensors``. ``loss.*`` keys are dropped; every other key must match the config exactly.
+    """
+    ckpt = _local_path(ckpt_path)
+    if not ckpt.is_file():
+        raise WeightsError(
+            _hint_vqgan(ckpt, "checkpoint", cfg.OFFICIAL_VQGAN_CKPT, "--vqgan-ckpt", cfg.ENV_VQGAN_CKPT)
+        )
+    if ckpt.suffix in (".yaml", ".yml"):
+        raise WeightsError(
+            f"{ckpt} is a YAML file given as the checkpoint; pass the config first, then the .ckpt."
+        )
+    sd = {k: v for k, v in _read_checkpoint(ckpt).items() if not k.startswith("loss.")}
+    if config_path in (None, ""):
+        config = infer_vqgan_config(sd, resolution=resolution)
+    else:
+        path = _local_path(config_path)
+        if not path.is_file():
+            raise WeightsError(
+                _hint_vqgan(path, "config", cfg.OFFICIAL_VQGAN_CONFIG, "--vqgan-config", cfg.ENV_VQGAN_CONFIG)
+            )
+        config = _read_vqgan_yaml(path)
+    with torch.device("meta"):  # no random init of 72 M parameters that are overwritten at once
+        model = VQGAN(config)
+    _check_state_dict(ckpt, sd, model)
+    # clone: the checkpoint may be memory-mapped; the model must own its fp32 weights.
+    sd = {k: v.to(torch.float32).clone() for k, v in sd.items()}
+    model.load_state_dict(sd, strict=True, assign=True)
+    return model.to(resolve_device(device)).eval()
+
+
+# ---------------------------------------------------------------- LLM
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """ "auto" -> the current CUDA device if there is one, else CPU; "cuda" -> "cuda:<current>"."""
+    if str(device) == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"Unknown device {device!r}; use auto, cpu, cuda or cuda:N.") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"Device {device!r} asked for, but this machine has no CUDA GPU; use --device cpu."
+            )
+        index = torch.cuda.current_device() if dev.index is None else dev.index
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"Device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here.")
+        dev = torch.device("cuda", index)
+    return dev
+
+
+def resolve_quantization(quantization: str, device: str | torch.device) -> str:
+    """ "auto" -> "nf4" on CUDA, "fp32" elsewhere; checks the name; warns about 4/8-bit on CPU (slow).
+
+    fp32 on CPU because bf16 is far slower there without native bf16 instructions. Measured on this 2-core
+    AMD EPYC (AVX2, no avx512_bf16), torch 2.13, GPT-NeoX of dolly-v2-3b width (2 of its 32 layers, d 2560,
+    vocab 51305), 300-id prompt then cached decode steps, median of 3 (`python bench_cpu_dtype2.py`, a
+    throw-away script around demo.builders.make_llm): prefill fp32 1.8 s vs bf16 21-27 s; decode step fp32
+    63-74 ms vs bf16 97-175 ms. (A 4-layer d256 toy decoded faster in bf16, 3.3 vs 4.5 ms/step: at that size
+    overhead dominates, so it says nothing about the real model.) bf16 remains a choice: half the memory.
+    """
+    quantization = str(quantization).lower()
+    if quantization not in cfg.QUANTIZATIONS:
+        raise ValueError(
+            f"Unknown quantization {quantization!r}; choose one of {', '.join(cfg.QUANTIZATIONS)}."
+        )
+    on_cuda = resolve_device(device).type == "cuda"
+    if quantization == "auto":
+        return "nf4" if on_cuda else "fp32"
+    if quantization in ("nf4", "int8") and not on_cuda:
+        warnings.warn(
+            f"{quantization} runs on CPU through bitsandbytes but is much slower than fp32 there; "
+            "use it only to save memory.",
+            stacklevel=2,
+        )
+    return quantization
+
+
+@dataclass(frozen=True)
+class LoadedLLM:
+    """An LLM-CXR language model ready to generate."""
+
+    model: Any  # transformers GPTNeoXForCausalLM in eval mode, KV cache on
+    tokenizer: Any  # its tokenizer (pad = eos); image ids are NOT in it
+    layout: TokenLayout  # protocol ids; layout.total_vocab == embedding rows
+    quantization: str  # "nf4", "int8", "bf16" or "fp32" (resolved, never "auto")
+    device: torch.device  # where the weights live
+    weight_hash: str  # 12 hex chars, see weight_hash()
+    context_length: int  # tokens the model attends over (config.max_position_embeddings)
+
+
+# transformers' preference order: safetensors before .bin, a single file before its sharded index.
+_WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
+def _llm_hint(path: Path) -> str:
+    return (
+        f"The official LLM is the directory {cfg.OFFICIAL_LLM_DIR.name}/ (config.json, tokenizer files, "
+        f"pytorch_model.bin) from {cfg.OFFICIAL_LLM_DIR.name}.tar of the LLM-CXR release; unpack it to "
+        f"{_rel(cfg.OFFICIAL_LLM_DIR)}/ (or pass --llm / set {cfg.ENV_LLM}). See {README}."
+    )
+
+
+def _llm_weight_files(path: Path) -> list[Path]:
+    """The files transformers will read, checked to be complete; raises WeightsError naming what is missing."""
+    for name in _WEIGHT_FILES:
+        file = path / name
+        if not file.is_file():
+            continue
+        if not name.endswith(".index.json"):
+            return [file]
+        shards = sorted(set(json.loads(file.read_text())["weight_map"].values()))
+        missing = [s for s in shards if not (path / s).is_file()]
+        if missing:
+            raise WeightsError(
+                f"{path}: {len(missing)} of {len(shards)} weight shards are missing: {missing[:3]}."
+            )
+        return [file, *(path / s for s in shards)]
+    hint = ""
+    if (path / "zero_to_fp32.py").exists() or any(path.glob("global_step*")):
+        hint = (
+            " This is a DeepSpeed checkpoint: convert it with `python zero_to_fp32.py . pytorch_model.bin`."
+        )
+    raise WeightsError(
+        f"{path} holds no weights (expected one of {list(_WEIGHT_FILES)}).{hint} {_llm_hint(path)}"
+    )
+
+
+def weight_hash(files: list[Path]) -> str:
+    """A short stable fingerprint of weight files: sha256 over each name, size, first and last MiB.
+
+    Reading 2 MiB per file keeps it instant on the 11 GB official file; any re-save, different checkpoint or
+    truncated download changes the size or those bytes. Paths do not count, so a moved directory keeps it.
+    """
+    h = hashlib.sha256()
+    mib = 1 << 20
+    for file in sorted(files, key=lambda f: f.name):
+        size = file.stat().st_size
+        h.update(f"{file.name}\0{size}\0".encode())
+        with open(file, "rb") as f:
+            h.update(f.read(mib))
+            if size > mib:
+                f.seek(max(mib, size - mib))
+                h.update(f.read())
+    return h.hexdigest()[:12]
+
+
+def _from_pretrained_kwargs(quantization: str, device: torch.device) -> dict[str, Any]:
+    # Compute dtype of the quantized matmuls: bf16 on GPUs that have it (fp16 on older ones such as the
+    # 1080 Ti upstream recommends), fp32 on CPU where bf16 is slow (see resolve_quantization).
+    if device.type == "cuda":
+        half = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    else:
+        half = torch.float32
+    kwargs: dict[str, Any] = {"device_map": {"": str(device)}}
+    if quantization in ("nf4", "int8"):
+        try:
+            import bitsandbytes  # noqa: F401
+            from transformers import BitsAndBytesConfig
+        except ImportError as exc:
+            raise WeightsError(
+                f"{quantization} needs bitsandbytes (pip install bitsandbytes), or use bf16."
+            ) from exc
+        if quantization == "nf4":
+            q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=half)
+        else:
+            q = BitsAndBytesConfig(load_in_8bit=True)
+        return {**kwargs, "quantization_config": q, "dtype": half}
+    return {**kwargs, "dtype": torch.bfloat16 if quantization == "bf16" else torch.float32}
+
+
+def load_llm(
+    path: str | os.PathLike,
+    *,
+    quantization: str = "auto",
+    device: str | torch.device = "auto",
+    codebook_size: int,
+) -> LoadedLLM:
+    """Load an LLM-CXR LLM from a Hugging Face directory and check it against the protocol.
+
+    Checks before reading the weights: config.json is GPT-NeoX; the tokenizer holds the special tokens; the
+    embedding has len(tokenizer) + codebook_size rows. ``codebook_size``: the VQ-GAN's n_embed.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    root = _local_path(path)
+    if not root.is_dir():
+        raise WeightsError(f"LLM directory not found: {root}. {_llm_hint(root)}")
+    config_file = root / "config.json"
+    if not config_file.is_file():
+        inner = [p.parent.name for p in root.glob("*/config.json")]
+        nested = f" It has a subdirectory with one: pass {root / inner[0]}." if inner else ""
+        raise WeightsError(
+            f"{root} holds no config.json, so it is not a model directory.{nested} {_llm_hint(root)}"
+        )
+    try:
+        hf_config = json.loads(config_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise WeightsError(f"{config_file} is not valid JSON: {exc}.") from exc
+    model_type = hf_config.get("model_type")
+    if model_type != "gpt_neox":
+        raise WeightsError(
+            f"{root} is a {model_type!r} model ({hf_config.get('architectures')}); LLM-CXR is a GPT-NeoX "
+            f"(GPTNeoXForCausalLM, fine-tuned dolly-v2-3b). {_llm_hint(root)}"
+        )
+    files = _llm_weight_files(root)
+    if not any((root / n).is_file() for n in ("tokenizer.json", "vocab.json")):
+        raise WeightsError(f"{root} has no tokenizer (tokenizer.json). {_llm_hint(root)}")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(root)
+        layout = token_layout(tokenizer, codebook_size)
+    except (OSError, ValueError) as exc:
+        raise WeightsError(f"Tokenizer in {root}: {exc}") from exc
+    rows = hf_config.get("vocab_size")
+    if rows != layout.total_vocab:
+        raise WeightsError(
+            f"The LLM in {root} has {rows} embedding rows, but its tokenizer holds {len(tokenizer)} tokens and "
+            f"the VQ-GAN codebook {codebook_size} entries: {len(tokenizer)} + {codebook_size} = "
+            f"{layout.total_vocab}. The tokenizer, the LLM and the VQ-GAN must come from the same release "
+            "(officially 50281 + 1024 = 51305)."
+        )
+    dev = resolve_device(device)
+    quant = resolve_quantization(quantization, dev)
+    model = AutoModelForCausalLM.from_pretrained(root, **_from_pretrained_kwargs(quant, dev))
+    if (
+        model.get_input_embeddings().weight.shape[0] != layout.total_vocab
+    ):  # config.json lied about vocab_size
+        raise WeightsError(f"{root}: the embedding in the weights does not have {layout.total_vocab} rows.")
+    if tokenizer.eos_token_id is not None:
+        tokenizer.pad_token = tokenizer.eos_token  # upstream's choice; generation pads with eos
+        model.generation_config.pad_token_id = tokenizer.eos_token_id
+    # The official generation_config.json may carry use_cache: false from training; decoding needs the cache.
+    model.generation_config.use_cache = True
+    model.config.use_cache = True
+    model.eval()
+    return LoadedLLM(
+        model=model,
+        tokenizer=tokenizer,
+        layout=layout,
+        quantization=quant,
+        device=dev,
+        weight_hash=weight_hash(files),
+        context_length=int(hf_config.get("max_position_embeddings", model.config.max_position_embeddings)),
+    )
+
+
+def load_model(location: cfg.ModelLocation, runtime: cfg.RuntimeConfig) -> tuple[LoadedLLM, VQGAN]:
+    """The LLM and VQ-GAN of one model, on one device. The VQ-GAN loads first (small; fixes the codebook size)."""
+    device = resolve_device(runtime.device)
+    vqgan = load_vqgan(location.vqgan_config or None, location.vqgan_ckpt, device=device)
+    llm = load_llm(
+        location.llm, quantization=runtime.quantization, device=device, codebook_size=vqgan.n_embed
+    )
+    return llm, vqgan

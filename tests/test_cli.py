@@ -1,0 +1,95 @@
+"""`python -m llmcxr_app` as a user runs it (subprocesses), on the tiny models of conftest."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from llmcxr_app.__main__ import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def weight_flags(location) -> list[str]:
+    return [
+        "--llm", location.llm, "--vqgan-config", location.vqgan_config, "--vqgan-ckpt", location.vqgan_ckpt,
+        "--device", "cpu", "--quantization", "fp32",
+    ]  # fmt: skip
+
+
+def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMCXR_")}
+    return subprocess.run(
+        [sys.executable, "-m", "llmcxr_app", *args],
+        cwd=ROOT,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_round_trip_draw_png_describe(tiny_location, tmp_path, capsys):
+    out = tmp_path / "synthetic.png"
+    flags = weight_flags(tiny_location)
+    drawn = cli("draw", "Moderate right pleural effusion.", "--out", str(out), "--seed", "5", "--json", *flags)
+    assert drawn.returncode == 0, drawn.stderr
+    payload = json.loads(drawn.stdout)
+    assert payload["task"] == "draw" and payload["out"] == str(out)
+    assert len(payload["image_codes"]) == 256 and all(0 <= c < 32 for c in payload["image_codes"])
+    assert len(payload["probs"]) == 256
+    assert payload["provenance"]["seed"] == 5 and payload["timings"]["tokens"] == 256
+    with Image.open(out) as im:
+        assert im.size == (32, 32) and "llmcxr:provenance" in im.text
+
+    # The PNG goes back in (in-process, to keep the suite fast: the subprocess above covers the entry point).
+    assert main(["describe", str(out), "--json", "--max-new-tokens", "5", "--temperature", "0", *flags]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["task"] == "report" and isinstance(report["text"], str)
+    assert len(report["input_codes"]) == 256 and report["image_codes"] is None
+    assert report["timings"]["tokens"] <= 5
+
+
+def test_streamed_text_equals_json_text(tiny_location, capsys):
+    args = ["ask", "--no-image", "What is deep learning?", "--max-new-tokens", "8", "--seed", "3"]
+    assert main([*args, *weight_flags(tiny_location)]) == 0
+    streamed = capsys.readouterr().out
+    assert main([*args, "--json", *weight_flags(tiny_location)]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["task"] == "instruct" and streamed == payload["text"] + "\n"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["describe", "does-not-exist.png"],
+        ["draw", "   ", "--out", "x.png"],
+        ["draw", "Lungs are clear."],  # nowhere to put the image
+        ["ask", "only-a-question"],  # IMAGE QUESTION needs two, or --no-image
+        ["draw", "Lungs are clear.", "--out", "x.png", "--top-p", "0"],
+        [],
+    ],
+)
+def test_bad_input_exits_2_with_one_line(args):
+    run = cli(*args)
+    assert run.returncode == 2
+    assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr
+
+
+def test_bad_input_after_loading(tiny_location, tmp_path, capsys):
+    not_an_image = tmp_path / "scan.png"
+    not_an_image.write_bytes(b"hello, this is text")
+    assert main(["describe", str(not_an_image), *weight_flags(tiny_location)]) == 2
+    too_long = "Moderate right pleural effusion with compressive atelectasis. " * 40
+    assert main(["draw", too_long, "--json", *weight_flags(tiny_location)]) == 2
+    assert main(["ask", "--no-image", "hi", "--llm", str(tmp_path / "missing")]) == 2  # incomplete weight flags
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("llmcxr_app: error:") for line in err)
+    assert "context" in err[1] and "words" in err[1]

@@ -1,0 +1,270 @@
+"""generation.py on a tiny random GPT-NeoX in the official layout (CPU)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from llmcxr_app import protocol
+from llmcxr_app.config import SamplingConfig
+from llmcxr_app.generation import (
+    GenerationCancelled,
+    decode_step,
+    generate_image,
+    generate_text,
+    hf_generate_greedy,
+    mask_logits,
+    prefill,
+    sample,
+)
+from tests.conftest import TINY_VQGAN
+
+GREEDY = SamplingConfig(temperature=0.0, max_new_tokens=16)
+
+
+@pytest.fixture(scope="module")
+def model(tiny_llm_dir):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(tiny_llm_dir).eval()
+
+
+@pytest.fixture(scope="module")
+def layout(tiny_tokenizer):
+    return protocol.token_layout(tiny_tokenizer, TINY_VQGAN.n_embed)
+
+
+@pytest.fixture(scope="module")
+def prompt(tiny_tokenizer):
+    return protocol.build_prompt_ids(tiny_tokenizer, "What is deep learning?", codebook_size=TINY_VQGAN.n_embed)
+
+
+def biased(bias: torch.Tensor, after: int = 0):
+    """A (prefill_fn, step) pair that adds ``bias`` to the logits from generated token ``after`` on."""
+
+    def pf(model, ids):
+        logits, past = prefill(model, ids)
+        return (logits + bias if after == 0 else logits), past
+
+    def st(model, token, past, position):
+        logits, past = decode_step(model, token, past, position)
+        generated = position - st.n_prompt + 1  # tokens already generated when these logits are used
+        return (logits + bias if generated >= after else logits), past
+
+    return pf, st
+
+
+def scripted(script: list[int], vocab: int):
+    """A (prefill_fn, step) pair that makes script[i] the only sensible choice for generated token i."""
+    n_prompt = {}
+
+    def forced(i):
+        logits = torch.full((1, vocab), -1e4)
+        logits[0, script[i]] = 0.0
+        return logits
+
+    def pf(model, ids):
+        _, past = prefill(model, ids)
+        n_prompt["n"] = ids.shape[1]
+        return forced(0), past
+
+    def st(model, token, past, position):
+        _, past = decode_step(model, token, past, position)
+        return forced(position - n_prompt["n"] + 1), past
+
+    return pf, st
+
+
+def test_mask_logits(layout):
+    v = layout.total_vocab + 3  # an LM head padded beyond the image ids
+    logits = torch.randn(1, v)
+    text = mask_logits(logits, "text", layout)
+    image = mask_logits(logits, "image", layout)
+    assert torch.equal(text[0, : layout.vocab_size], logits[0, : layout.vocab_size])
+    assert torch.isinf(text[0, layout.vocab_size :]).all()
+    assert torch.equal(image[0, layout.vocab_size : layout.total_vocab], logits[0, layout.vocab_size : layout.total_vocab])
+    assert torch.isinf(image[0, : layout.vocab_size]).all() and torch.isinf(image[0, layout.total_vocab :]).all()
+    with pytest.raises(ValueError):
+        mask_logits(logits, "audio", layout)
+
+
+def test_sample_filters_and_reports_untruncated_prob():
+    probs = torch.tensor([0.4, 0.3, 0.2, 0.1])
+    logits = probs.log()
+    gen = torch.Generator().manual_seed(0)
+    # top_p 0.5: id 0 (mass before 0) and id 1 (mass before 0.4) stay; id 2 has 0.7 before it.
+    seen = {sample(logits, temperature=1.0, top_p=0.5, generator=gen)[0] for _ in range(200)}
+    assert seen == {0, 1}
+    seen = {sample(logits, temperature=1.0, top_p=1.0, top_k=3, generator=gen)[0] for _ in range(300)}
+    assert seen == {0, 1, 2}
+    token, prob = sample(logits, temperature=1.0, top_p=0.3, generator=gen)
+    assert token == 0 and prob == pytest.approx(0.4)  # before truncation, not the renormalised 1.0
+    token, prob = sample(logits, temperature=2.0, top_k=1, generator=gen)
+    assert token == 0 and prob == pytest.approx(float(torch.softmax(logits / 2.0, -1)[0]))
+    assert sample(logits, temperature=0.0) == (0, pytest.approx(0.4))
+    # Frequencies follow the renormalised nucleus: 0.4/0.7 for id 0.
+    draws = [sample(logits, temperature=1.0, top_p=0.5, generator=gen)[0] for _ in range(2000)]
+    assert draws.count(0) / len(draws) == pytest.approx(0.4 / 0.7, abs=0.04)
+
+
+def test_greedy_matches_hf_generate(model, tiny_tokenizer, layout, prompt):
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    class NoImageIds(LogitsProcessor):  # written independently of mask_logits
+        def __call__(self, input_ids, scores):
+            scores = scores.clone()
+            scores[:, len(tiny_tokenizer) :] = -float("inf")
+            return scores
+
+    sampling = SamplingConfig(temperature=0.0, max_new_tokens=24)
+    pieces = list(generate_text(model, layout, tiny_tokenizer, prompt, sampling, None, 512))
+    ours = [p.token_id for p in pieces if p.stop != "end"]
+    ref = hf_generate_greedy(
+        model, prompt, 24, [layout.end_id, tiny_tokenizer.eos_token_id], LogitsProcessorList([NoImageIds()])
+    )
+    assert ours == ref and len(ours) > 0
+
+
+def test_text_never_emits_image_ids(model, tiny_tokenizer, layout, prompt):
+    bias = torch.zeros(1, layout.total_vocab)
+    bias[0, layout.vocab_size :] = 50.0  # the unmasked model would pick image ids every time
+    pf, st = biased(bias)
+    st.n_prompt = len(prompt)
+    sampling = SamplingConfig(temperature=1.0, top_p=1.0, max_new_tokens=20, seed=1)
+    pieces = list(generate_text(model, layout, tiny_tokenizer, prompt, sampling, None, 512, prefill_fn=pf, step=st))
+    assert len(pieces) == 20 and pieces[-1].stop == "length"
+    assert all(p.token_id < layout.vocab_size for p in pieces)
+
+
+def test_text_stops_at_end_and_hides_it(model, tiny_tokenizer, layout, prompt):
+    bias = torch.zeros(1, layout.total_vocab)
+    bias[0, layout.end_id] = 100.0
+    pf, st = biased(bias, after=3)
+    st.n_prompt = len(prompt)
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=50, seed=3)
+    pieces = list(generate_text(model, layout, tiny_tokenizer, prompt, sampling, None, 512, prefill_fn=pf, step=st))
+    assert pieces[-1].stop == "end" and pieces[-1].token_id == layout.end_id
+    assert pieces[-1].tokens == 3 and len(pieces) == 4
+    assert protocol.END_KEY not in pieces[-1].text
+
+
+def test_max_new_tokens_clamped_to_context(model, tiny_tokenizer, layout, prompt):
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=100, seed=0)
+    pieces = list(generate_text(model, layout, tiny_tokenizer, prompt, sampling, None, len(prompt) + 5))
+    assert pieces[-1].tokens <= 5
+    with pytest.raises(ValueError):
+        next(generate_text(model, layout, tiny_tokenizer, prompt, sampling, None, len(prompt)))
+
+
+def test_seed_reproduces_and_differs(model, tiny_tokenizer, layout, prompt):
+    def run(seed):
+        s = SamplingConfig(temperature=1.0, top_p=1.0, max_new_tokens=16, seed=seed)
+        return [p.token_id for p in generate_text(model, layout, tiny_tokenizer, prompt, s, None, 512)]
+
+    a, b, c = run(7), run(7), run(8)
+    assert a == b and a != c
+
+
+def test_streamed_pieces_concatenate_to_text(model, tiny_tokenizer, layout, prompt):
+    sampling = SamplingConfig(temperature=1.0, top_p=1.0, max_new_tokens=40, seed=11)
+    pieces = list(generate_text(model, layout, tiny_tokenizer, prompt, sampling, None, 512))
+    ids = [p.token_id for p in pieces if p.stop != "end"]
+    final = tiny_tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False).strip()
+    assert "".join(p.delta for p in pieces) == pieces[-1].text == final
+    assert all(p.text == "".join(q.delta for q in pieces[: i + 1]) for i, p in enumerate(pieces))
+
+
+def _byte_token_ids(tokenizer, text: str) -> list[int]:
+    """One id per UTF-8 byte of ``text`` (GPT-2 byte-to-unicode alphabet), so characters split across ids."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    table, n = {b: chr(b) for b in keep}, 0
+    for b in range(256):
+        if b not in table:
+            table[b], n = chr(256 + n), n + 1
+    ids = tokenizer.convert_tokens_to_ids([table[b] for b in text.encode("utf-8")])
+    assert tokenizer.unk_token_id not in ids or tokenizer.unk_token_id == tokenizer.eos_token_id
+    return ids
+
+
+def test_multibyte_characters_stream_whole(model, tiny_tokenizer, layout, prompt):
+    instr = tiny_tokenizer.convert_tokens_to_ids(protocol.INSTRUCTION_KEY)
+    script = (
+        _byte_token_ids(tiny_tokenizer, " Café, na")
+        + [instr]  # a special token mid-answer: skipped in the text
+        + _byte_token_ids(tiny_tokenizer, "ïve, 肺\n\n")
+        + [layout.end_id]
+    )
+    pf, st = scripted(script, layout.total_vocab)
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=100, seed=0)
+    pieces = list(generate_text(model, layout, tiny_tokenizer, prompt, sampling, None, 512, prefill_fn=pf, step=st))
+    assert [p.token_id for p in pieces] == script
+    deltas = [p.delta for p in pieces]
+    assert not any("\ufffd" in d for d in deltas)
+    assert "".join(deltas) == pieces[-1].text == "Café, naïve, 肺"
+    assert " 肺" in deltas  # emitted whole once its third byte arrived (with the space held back before it)
+    assert pieces[-1].stop == "end"
+
+
+def test_image_mode_shape_and_forced_frame(model, layout, prompt):
+    bias = torch.zeros(1, layout.total_vocab)
+    bias[0, : layout.vocab_size] = 50.0  # the unmasked model would write text every time
+    fed = []
+
+    def st(m, token, past, position):
+        fed.append((token, position))
+        logits, past = decode_step(m, token, past, position)
+        return logits + bias, past
+
+    sampling = SamplingConfig(temperature=1.0, seed=5)
+    steps = list(generate_image(model, layout, prompt, 256, sampling, None, 512, step=st))
+    final = steps[-1]
+    assert len(steps) == 256 and final.done and len(final.codes) == len(final.probs) == 256
+    assert all(0 <= c < TINY_VQGAN.n_embed for c in final.codes)
+    assert all(0.0 < p <= 1.0 for p in final.probs)
+    assert fed[0] == (layout.image_open_id, len(prompt))  # "<" forced first
+    assert [t for t, _ in fed[1:]] == layout.shift(final.codes[:-1])
+    assert [pos for _, pos in fed] == list(range(len(prompt), len(prompt) + 256))
+    assert steps[9].codes == final.codes[:10]
+    again = list(generate_image(model, layout, prompt, 256, sampling, None, 512, step=st))[-1]
+    assert again.codes == final.codes and again.probs == final.probs
+    with pytest.raises(ValueError):
+        next(generate_image(model, layout, prompt, 256, sampling, None, len(prompt) + 257))
+
+
+def test_image_greedy_probs_match_full_forward(model, layout, prompt):
+    steps = list(generate_image(model, layout, prompt, 8, SamplingConfig(temperature=0.0), None, 512))
+    codes, probs = steps[-1].codes, steps[-1].probs
+    ids = torch.tensor([list(prompt) + [layout.image_open_id] + layout.shift(codes)])
+    with torch.no_grad():
+        logits = model(ids).logits[0, len(prompt) : len(prompt) + 8, layout.vocab_size : layout.total_vocab]
+    ref = torch.softmax(logits.float(), -1)
+    assert ref.argmax(-1).tolist() == codes
+    assert torch.allclose(ref.max(-1).values, torch.tensor(probs), atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["text", "image"])
+def test_cancel_stops_within_one_step(model, tiny_tokenizer, layout, prompt, mode):
+    calls = []
+    handle = model.register_forward_pre_hook(lambda *_: calls.append(1))
+    cancel, k = threading.Event(), 3
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=50, seed=0)
+    if mode == "text":
+        stream = generate_text(model, layout, tiny_tokenizer, prompt, sampling, cancel, 512)
+    else:
+        stream = generate_image(model, layout, prompt, 256, sampling, cancel, 512)
+    got = 0
+    try:
+        with pytest.raises(GenerationCancelled):
+            for _ in stream:
+                got += 1
+                if got == k:
+                    cancel.set()
+    finally:
+        handle.remove()
+    assert got == k and len(calls) <= k + 1
+    cancel_first = threading.Event()
+    cancel_first.set()
+    with pytest.raises(GenerationCancelled):
+        next(generate_text(model, layout, tiny_tokenizer, prompt, sampling, cancel_first, 512))

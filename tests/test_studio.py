@@ -1,0 +1,163 @@
+"""studio.py end to end on the tiny random models of conftest (CPU)."""
+
+from __future__ import annotations
+
+import threading
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from llmcxr_app import imaging, protocol
+from llmcxr_app.config import RuntimeConfig, SamplingConfig, Settings
+from llmcxr_app.generation import GenerationCancelled, generate_text
+from llmcxr_app.studio import Studio, StudioInputError
+from tests.conftest import TINY_VQGAN
+
+GREEDY = SamplingConfig(temperature=0.0, max_new_tokens=6)
+
+
+@pytest.fixture(scope="module")
+def studio(tiny_location) -> Studio:
+    return Studio.from_settings(
+        Settings(model=tiny_location, runtime=RuntimeConfig(device="cpu", quantization="fp32", fast_path=False))
+    )
+
+
+@pytest.fixture(scope="module")
+def xray() -> Image.Image:
+    """A non-square gray image with structure (so the crop and the codes mean something)."""
+    y, x = np.mgrid[0:48, 0:40]
+    return Image.fromarray(((np.sin(x / 4.0) * np.cos(y / 6.0) + 1) * 120).astype(np.uint8), mode="L")
+
+
+def test_info(studio, tiny_location):
+    info = studio.info
+    assert (info.grid, info.resolution, info.codebook_size) == (16, TINY_VQGAN.resolution, TINY_VQGAN.n_embed)
+    assert info.context_length == 512 and info.device == "cpu" and info.model_name == tiny_location.name
+    assert info.weight_hash and info.quantization == "fp32"
+
+
+def test_prepare_matches_the_vqgan_path(studio, xray):
+    prepared = studio.prepare(xray)
+    model_input = imaging.to_model_input(xray, TINY_VQGAN.resolution)
+    ref = studio.vqgan.encode_codes(model_input.tensor)[0].tolist()
+    assert prepared.codes == ref and len(ref) == 256
+    assert prepared.reconstruction.mode == "L" and prepared.reconstruction.size == (32, 32)
+    assert prepared.crop_box == pytest.approx(model_input.crop_box)
+    assert prepared.crop_box[1] > 0  # the taller-than-wide image was cropped top and bottom
+    assert prepared.source is None
+    loaded = imaging.LoadedImage(image=xray, source_format="PNG", metadata={})
+    assert studio.prepare(loaded).source is loaded
+
+
+def test_draw_streams_rows_and_returns_a_full_image(studio):
+    updates = list(studio.draw("Moderate right pleural effusion.", sampling=SamplingConfig(seed=3), preview_every=4))
+    assert [u.rows_done for u in updates] == list(range(1, 17))
+    assert all(u.result is None for u in updates[:-1]) and updates[-1].result is not None
+    previews = {u.rows_done: u.image for u in updates[:-1] if u.image is not None}
+    assert sorted(previews) == [4, 8, 12]
+    px = np.asarray(previews[4])
+    assert (px[8:] == 128).all() and not (px[:8] == 128).all()  # 4 of 16 rows = 8 of 32 pixel rows known
+    result = updates[-1].result
+    assert result.task == protocol.TASK_DRAW and result.text == ""
+    assert len(result.codes) == 256 and all(0 <= c < TINY_VQGAN.n_embed for c in result.codes)
+    assert len(result.probs) == 256 and all(0 < p <= 1 for p in result.probs)
+    ref = imaging.tensor_to_image(studio.vqgan.decode_codes(torch.tensor([result.codes])))
+    assert result.image.mode == "L" and np.array_equal(np.asarray(result.image), np.asarray(ref))
+    assert updates[-1].image is result.image
+    for key in ("model", "weight_hash", "quantization", "device", "seed", "sampling", "app_version", "timestamp"):
+        assert key in result.provenance
+    assert result.provenance["seed"] == 3 and result.provenance["task"] == "draw"
+    assert result.timings["tokens"] == 256 and result.timings["tokens_per_s"] > 0
+
+
+def test_draw_seed_reproduces_and_random_seed_is_reported(studio):
+    a = Studio.finish(studio.draw("Lungs are clear.", sampling=SamplingConfig(seed=11), preview_every=0))
+    b = Studio.finish(studio.draw("Lungs are clear.", sampling=SamplingConfig(seed=11), preview_every=0))
+    assert a.codes == b.codes and a.probs == b.probs
+    c = Studio.finish(studio.draw("Lungs are clear.", preview_every=0))
+    seed = c.provenance["seed"]
+    assert isinstance(seed, int) and 0 <= seed < 2**31
+    d = Studio.finish(studio.draw("Lungs are clear.", sampling=SamplingConfig(seed=seed), preview_every=0))
+    assert d.codes == c.codes and c.codes != a.codes
+
+
+def test_describe_and_ask_build_the_upstream_prompts(studio, xray):
+    prepared = studio.prepare(xray)
+    llm = studio.llm
+
+    def reference(instruction, codes):
+        ids = protocol.build_prompt_ids(
+            llm.tokenizer, instruction, image_codes=codes, codebook_size=TINY_VQGAN.n_embed
+        )
+        pieces = list(generate_text(llm.model, llm.layout, llm.tokenizer, ids, GREEDY, None, 512))
+        return pieces[-1].text, len(ids)
+
+    updates = list(studio.describe(prepared, sampling=GREEDY))
+    result = updates[-1].result
+    text, n_prompt = reference(protocol.CXR_TO_REPORT_INSTRUCTIONS[0], prepared.codes)
+    assert result.task == protocol.TASK_REPORT and result.text == text
+    assert result.timings["prompt_tokens"] == n_prompt and result.timings["prompt_s"] > 0
+    assert all(u.text == result.text[: len(u.text)] for u in updates)
+
+    vqa = Studio.finish(studio.ask("Is there cardiomegaly?", prepared, sampling=GREEDY))
+    assert vqa.task == protocol.TASK_VQA and vqa.text == reference("Is there cardiomegaly?", prepared.codes)[0]
+    plain = Studio.finish(studio.ask("What is deep learning?", sampling=GREEDY))
+    assert plain.task == protocol.TASK_INSTRUCT and plain.text == reference("What is deep learning?", None)[0]
+    assert "What is deep learning?" not in str(plain.provenance)  # user text stays out of provenance
+
+
+def test_input_errors(studio, xray):
+    prepared = studio.prepare(xray)
+    for call in (
+        lambda: studio.draw("   "),
+        lambda: studio.ask(""),
+        lambda: studio.describe(None),
+        lambda: studio.ask("What is <image> here?", prepared),
+    ):
+        with pytest.raises(StudioInputError):
+            call()
+    long = "Moderate right pleural effusion with compressive atelectasis. " * 40
+    with pytest.raises(StudioInputError, match=r"512-token context.*words") as info:
+        studio.draw(long)
+    assert "tokens" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_cancel_releases_the_model(studio):
+    cancel = threading.Event()
+    stream = studio.draw("Lungs are clear.", sampling=SamplingConfig(seed=1), cancel=cancel, preview_every=0)
+    seen = 0
+    with pytest.raises(GenerationCancelled):
+        for _ in stream:
+            seen += 1
+            if seen == 2:
+                cancel.set()
+    assert seen == 2 and not studio._lock.locked()
+    assert Studio.finish(studio.ask("What is deep learning?", sampling=GREEDY)).task == protocol.TASK_INSTRUCT
+
+
+def test_one_request_at_a_time_and_cancel_while_queued(studio):
+    first = studio.draw("Lungs are clear.", sampling=SamplingConfig(seed=2), preview_every=0)
+    next(first)  # holds the model now
+    cancel = threading.Event()
+    queued = studio.ask("What is deep learning?", sampling=GREEDY, cancel=cancel)
+    box = {}
+
+    def consume():
+        try:
+            Studio.finish(queued)
+        except GenerationCancelled as exc:
+            box["cancelled"] = exc
+
+    worker = threading.Thread(target=consume)
+    worker.start()
+    worker.join(0.3)
+    assert worker.is_alive()  # waiting for the lock, not generating
+    cancel.set()
+    worker.join(5)
+    assert "cancelled" in box
+    first.close()  # abandoning a stream releases the model
+    assert not studio._lock.locked()
+    again = studio.draw("Lungs are clear.", sampling=SamplingConfig(seed=4), preview_every=0)
+    assert len(Studio.finish(again).codes) == 256
