@@ -44,13 +44,17 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     s = SamplingConfig()
     g = p.add_argument_group("sampling")
     g.add_argument("--seed", type=int, help="random seed (default: a fresh one, reported with --json)")
-    g.add_argument("--temperature", type=float, default=s.temperature, help="0 = greedy (default %(default)s)")
+    g.add_argument(
+        "--temperature", type=float, default=s.temperature, help="0 = greedy (default %(default)s)"
+    )
     g.add_argument("--top-p", type=float, default=s.top_p, help="nucleus mass, 1 = off (default %(default)s)")
     g.add_argument("--top-k", type=int, default=s.top_k, help="0 = off (default %(default)s)")
     g.add_argument(
         "--max-new-tokens", type=int, default=s.max_new_tokens, help="text answer limit (default %(default)s)"
     )
-    p.add_argument("--json", action="store_true", help="print one JSON object (text, codes, provenance, timings)")
+    p.add_argument(
+        "--json", action="store_true", help="print one JSON object (text, codes, provenance, timings)"
+    )
     p.add_argument("--verbose", action="store_true", help="show library warnings and tracebacks")
     add_weight_args(p)
 
@@ -63,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
-    p = sub.add_parser("describe", help="write a report for a chest X-ray", description="CXR -> free-text report.")
+    p = sub.add_parser(
+        "describe", help="write a report for a chest X-ray", description="CXR -> free-text report."
+    )
     p.add_argument("image", metavar="IMAGE", help="PNG, JPEG, TIFF or DICOM file")
     _add_common(p)
     p = sub.add_parser(
@@ -77,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("positional", nargs="+", metavar="IMAGE QUESTION", help="image file, then the question")
     p.add_argument("--no-image", action="store_true", help="ask without an image (give only QUESTION)")
     _add_common(p)
-    p = sub.add_parser("draw", help="draw a synthetic chest X-ray from findings", description="Report -> CXR.")
+    p = sub.add_parser(
+        "draw", help="draw a synthetic chest X-ray from findings", description="Report -> CXR."
+    )
     p.add_argument("findings", metavar="FINDINGS", help="report text ('-' reads it from stdin)")
     p.add_argument("--out", type=Path, metavar="PNG", help="where to write the PNG (marked SYNTHETIC)")
     _add_common(p)
@@ -96,7 +104,11 @@ def _check_inputs(args: argparse.Namespace) -> tuple[str | None, str | None]:
     elif args.command == "ask":
         want = 1 if args.no_image else 2
         if len(args.positional) != want:
-            form = "ask --no-image QUESTION" if args.no_image else "ask IMAGE QUESTION (or ask --no-image QUESTION)"
+            form = (
+                "ask --no-image QUESTION"
+                if args.no_image
+                else "ask IMAGE QUESTION (or ask --no-image QUESTION)"
+            )
             raise UserError(f"expected {form}; got {len(args.positional)} arguments.")
         image = None if args.no_image else args.positional[0]
         text = args.positional[-1]

@@ -51,7 +51,9 @@ def add_weight_args(parser: argparse.ArgumentParser) -> None:
         choices=QUANTIZATIONS,
         help=f"LLM precision; auto = nf4 on CUDA, the fastest measured on CPU (env {ENV_QUANTIZATION})",
     )
-    g.add_argument("--device", metavar="DEV", help=f"auto, cpu, cuda or cuda:N (env {ENV_DEVICE}; default auto)")
+    g.add_argument(
+        "--device", metavar="DEV", help=f"auto, cpu, cuda or cuda:N (env {ENV_DEVICE}; default auto)"
+    )
     g.add_argument(
         "--no-fast-path",
         action="store_true",

@@ -120,7 +120,9 @@ def resolve_location(
         "vqgan_config": vqgan_config or os.environ.get(ENV_VQGAN_CONFIG),
         "vqgan_ckpt": vqgan_ckpt or os.environ.get(ENV_VQGAN_CKPT),
     }
-    official_present = all(Path(p).exists() for p in (OFFICIAL_LLM_DIR, OFFICIAL_VQGAN_CONFIG, OFFICIAL_VQGAN_CKPT))
+    official_present = all(
+        Path(p).exists() for p in (OFFICIAL_LLM_DIR, OFFICIAL_VQGAN_CONFIG, OFFICIAL_VQGAN_CKPT)
+    )
     base = OFFICIAL_MODEL if official_present else DEMO_MODEL
     if not any(explicit.values()):
         return base

@@ -13,9 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-INTRO_BLURB = (
-    "Below is an instruction that describes a task. Write a response that appropriately completes the request."
-)
+INTRO_BLURB = "Below is an instruction that describes a task. Write a response that appropriately completes the request."
 INSTRUCTION_KEY = "### Instruction:"
 INPUT_KEY = "Input:"
 RESPONSE_KEY = "### Response:"
@@ -66,7 +64,9 @@ def format_prompt(instruction: str, input_text: str | None = None) -> str:
     """The Dolly-format generation prompt, ending with the response key and its newline."""
     if input_text is None:
         return f"{INTRO_BLURB}\n\n{INSTRUCTION_KEY}\n{instruction}\n\n{RESPONSE_KEY_NL}"
-    return f"{INTRO_BLURB}\n\n{INSTRUCTION_KEY}\n{instruction}\n\n{INPUT_KEY}\n{input_text}\n\n{RESPONSE_KEY_NL}"
+    return (
+        f"{INTRO_BLURB}\n\n{INSTRUCTION_KEY}\n{instruction}\n\n{INPUT_KEY}\n{input_text}\n\n{RESPONSE_KEY_NL}"
+    )
 
 
 @dataclass(frozen=True)
@@ -177,9 +177,7 @@ def build_prompt_ids(
     else:
         codes = check_codes(image_codes, codebook_size, grid_tokens)
         ids = list(tokenizer.encode(format_prompt(instruction, IMAGE_PLACEHOLDER), add_special_tokens=False))
-        starts = [
-            i for i in range(len(ids) - 2) if tuple(ids[i : i + 3]) == layout.placeholder_ids
-        ]
+        starts = [i for i in range(len(ids) - 2) if tuple(ids[i : i + 3]) == layout.placeholder_ids]
         if len(starts) != 1:
             raise ValueError(
                 f"Expected exactly one {IMAGE_PLACEHOLDER!r} in the prompt, found {len(starts)}; "

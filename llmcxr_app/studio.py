@@ -36,6 +36,7 @@ from .vqgan import VQGAN
 
 MIN_ANSWER_TOKENS = 16  # a text prompt must leave at least this much of the context for the answer
 PREVIEW_GREY = 128  # preview pixels of grid rows not generated yet
+DEFAULT_SAMPLING = SamplingConfig()  # upstream's defaults (frozen, so safe to share)
 
 
 class StudioInputError(ValueError):
@@ -87,7 +88,9 @@ class Update:
     """One streamed event."""
 
     text: str  # full answer text so far ("" in draw mode)
-    image: Image.Image | None  # draw: a preview (rows not generated yet grey) or the final image; None = no change
+    image: (
+        Image.Image | None
+    )  # draw: a preview (rows not generated yet grey) or the final image; None = no change
     rows_done: int  # draw: complete grid rows so far (0..grid)
     result: Result | None = None  # set on the last Update only
 
@@ -143,7 +146,13 @@ class Studio:
 
     @classmethod
     def from_parts(
-        cls, llm: Any, vqgan: VQGAN, location: ModelLocation, *, prefill_fn: PrefillFn = prefill, step: StepFn = decode_step
+        cls,
+        llm: Any,
+        vqgan: VQGAN,
+        location: ModelLocation,
+        *,
+        prefill_fn: PrefillFn = prefill,
+        step: StepFn = decode_step,
     ) -> Studio:
         """Wrap an already loaded weights.LoadedLLM and VQ-GAN (optionally with other model step functions)."""
         return cls(llm, vqgan, location, prefill_fn=prefill_fn, step=step)
@@ -169,7 +178,9 @@ class Studio:
             source=source,
         )
 
-    def _prompt(self, instruction: str, *, input_text: str | None = None, image: PreparedImage | None = None) -> list[int]:
+    def _prompt(
+        self, instruction: str, *, input_text: str | None = None, image: PreparedImage | None = None
+    ) -> list[int]:
         try:
             return protocol.build_prompt_ids(
                 self.llm.tokenizer,
@@ -201,7 +212,11 @@ class Studio:
     # Requests
 
     def describe(
-        self, image: PreparedImage | None, *, sampling: SamplingConfig = SamplingConfig(), cancel: threading.Event | None = None
+        self,
+        image: PreparedImage | None,
+        *,
+        sampling: SamplingConfig = DEFAULT_SAMPLING,
+        cancel: threading.Event | None = None,
     ) -> Iterator[Update]:
         """CXR -> free-text report (upstream's first CXR-to-report instruction)."""
         if image is None:
@@ -220,7 +235,7 @@ class Studio:
         question: str,
         image: PreparedImage | None = None,
         *,
-        sampling: SamplingConfig = SamplingConfig(),
+        sampling: SamplingConfig = DEFAULT_SAMPLING,
         cancel: threading.Event | None = None,
     ) -> Iterator[Update]:
         """A question about an image (VQA: the question is the instruction, the image the input), or a plain
@@ -238,7 +253,7 @@ class Studio:
         self,
         findings: str,
         *,
-        sampling: SamplingConfig = SamplingConfig(),
+        sampling: SamplingConfig = DEFAULT_SAMPLING,
         cancel: threading.Event | None = None,
         preview_every: int = 2,
     ) -> Iterator[Update]:
@@ -328,7 +343,12 @@ class Studio:
         return sampling if sampling.seed is not None else replace(sampling, seed=secrets.randbelow(2**31))
 
     def _text_stream(
-        self, task: str, ids: list[int], sampling: SamplingConfig, cancel: threading.Event | None, instruction: str | None
+        self,
+        task: str,
+        ids: list[int],
+        sampling: SamplingConfig,
+        cancel: threading.Event | None,
+        instruction: str | None,
     ) -> Iterator[Update]:
         sampling = self._seeded(sampling)
         provenance = self._provenance(task, sampling, instruction)
@@ -380,7 +400,12 @@ class Studio:
         return image
 
     def _image_stream(
-        self, ids: list[int], sampling: SamplingConfig, cancel: threading.Event | None, preview_every: int, instruction: str
+        self,
+        ids: list[int],
+        sampling: SamplingConfig,
+        cancel: threading.Event | None,
+        preview_every: int,
+        instruction: str,
     ) -> Iterator[Update]:
         sampling = self._seeded(sampling)
         provenance = self._provenance(protocol.TASK_DRAW, sampling, instruction)
@@ -413,5 +438,7 @@ class Studio:
             image = self._decode(last.codes)
             timings = self._timings(marks, t0, first, len(last.codes), len(ids))
         provenance["stop_reason"] = "image"
-        result = Result(protocol.TASK_DRAW, "", image, list(last.codes), list(last.probs), provenance, timings)
+        result = Result(
+            protocol.TASK_DRAW, "", image, list(last.codes), list(last.probs), provenance, timings
+        )
         yield Update(text="", image=image, rows_done=g, result=result)

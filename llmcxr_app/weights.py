@@ -81,8 +81,10 @@ _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     ("torch", "Size"): torch.Size,
     ("torch", "device"): torch.device,
     ("_codecs", "encode"): codecs.encode,  # how protocol-2 pickles spell bytes
-    **{("builtins", n): getattr(builtins, n) for n in ("set", "frozenset", "list", "dict", "tuple", "int", "float", "complex", "bool", "str",
-                 "bytes", "bytearray", "slice")},
+    **{("builtins", n): getattr(builtins, n) for n in (
+        "set", "frozenset", "list", "dict", "tuple", "int", "float", "complex", "bool", "str", "bytes",
+        "bytearray", "slice",
+    )},
 }  # fmt: skip
 
 
@@ -94,23 +96,13 @@ class _Inert:
     def __new__(cls, *args: Any, **kwargs: Any) -> _Inert:
         return object.__new__(cls)
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
+    def _drop(self, *args: Any, **kwargs: Any) -> None:
+        """Takes what unpickling feeds an object (constructor arguments, state, items) and ignores it."""
+
+    __init__ = __setstate__ = __setitem__ = append = extend = _drop
 
     def __call__(self, *args: Any, **kwargs: Any) -> _Inert:
         return self
-
-    def __setstate__(self, state: Any) -> None:
-        pass
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        pass
-
-    def append(self, value: Any) -> None:
-        pass
-
-    def extend(self, values: Any) -> None:
-        pass
 
     def __repr__(self) -> str:
         return f"<not loaded: {self.pickled_name}>"
@@ -202,7 +194,15 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
         except pickle.UnpicklingError:
             # Lightning pickles training classes (callbacks, hyper-parameters) that the safe loader refuses;
             # never fall back to weights_only=False, which would run whatever the file names.
-            obj = _restricted_torch_load(path)
+            try:
+                obj = _restricted_torch_load(path)
+            except (pickle.UnpicklingError, AttributeError, TypeError, ValueError, EOFError) as exc:
+                raise WeightsError(
+                    f"Cannot read {path} safely ({type(exc).__name__}: {str(exc)[:200]}); convert it to "
+                    ".safetensors where it was made (state_dict without loss.* keys)."
+                ) from exc
+        except (RuntimeError, EOFError) as exc:
+            raise WeightsError(f"Cannot read {path} ({exc}); the download may be truncated.") from exc
     sd = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(sd, dict) or not sd:
         raise WeightsError(
@@ -311,6 +311,8 @@ def load_vqgan(
         raise WeightsError(
             _hint_vqgan(ckpt, "checkpoint", cfg.OFFICIAL_VQGAN_CKPT, "--vqgan-ckpt", cfg.ENV_VQGAN_CKPT)
         )
+    if ckpt.name.endswith((".tar", ".tar.gz")):
+        raise WeightsError(f"{ckpt} is the downloaded archive; unpack it and pass the .ckpt inside.")
     if ckpt.suffix in (".yaml", ".yml"):
         raise WeightsError(
             f"{ckpt} is a YAML file given as the checkpoint; pass the config first, then the .ckpt."
@@ -338,7 +340,7 @@ def load_vqgan(
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """ "auto" -> the current CUDA device if there is one, else CPU; "cuda" -> "cuda:<current>"."""
+    """Map "auto" to the current CUDA device if there is one, else CPU; "cuda" to "cuda:<current index>"."""
     if str(device) == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -357,15 +359,18 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+# CPU default fp32, not bf16: without native bf16 instructions bf16 matmuls are far slower. Measured
+# 2026-11-23 on this project's 2-core AMD EPYC (AVX2, no avx512_bf16), torch 2.13, transformers 5.23: a
+# GPT-NeoX of dolly-v2-3b width (demo.builders.make_llm(50281, 1024, LLMShape(num_layers=2, hidden_size=2560,
+# num_heads=32, intermediate_size=10240, max_positions=2048)), i.e. 2 of its 32 layers), a 300-id prompt,
+# then 20 cached greedy decode steps, median of 3, run under `nice` on a shared machine:
+#   prefill: fp32 1.8 s, bf16 21-27 s;  decode step: fp32 63-74 ms, bf16 97-175 ms.
+# A 4-layer d256 toy decoded faster in bf16 (3.3 vs 4.5 ms/step, 50 steps): at that size per-op overhead
+# dominates, so it says nothing about the real model. bf16 stays available on CPU: it halves the memory.
 def resolve_quantization(quantization: str, device: str | torch.device) -> str:
-    """ "auto" -> "nf4" on CUDA, "fp32" elsewhere; checks the name; warns about 4/8-bit on CPU (slow).
+    """Check a quantization name and resolve "auto": "nf4" on CUDA, "fp32" elsewhere.
 
-    fp32 on CPU because bf16 is far slower there without native bf16 instructions. Measured on this 2-core
-    AMD EPYC (AVX2, no avx512_bf16), torch 2.13, GPT-NeoX of dolly-v2-3b width (2 of its 32 layers, d 2560,
-    vocab 51305), 300-id prompt then cached decode steps, median of 3 (`python bench_cpu_dtype2.py`, a
-    throw-away script around demo.builders.make_llm): prefill fp32 1.8 s vs bf16 21-27 s; decode step fp32
-    63-74 ms vs bf16 97-175 ms. (A 4-layer d256 toy decoded faster in bf16, 3.3 vs 4.5 ms/step: at that size
-    overhead dominates, so it says nothing about the real model.) bf16 remains a choice: half the memory.
+    nf4 and int8 on CPU work (bitsandbytes) but warn: they are slow there.
     """
     quantization = str(quantization).lower()
     if quantization not in cfg.QUANTIZATIONS:
@@ -406,7 +411,7 @@ _WEIGHT_FILES = (
 )
 
 
-def _llm_hint(path: Path) -> str:
+def _llm_hint() -> str:
     return (
         f"The official LLM is the directory {cfg.OFFICIAL_LLM_DIR.name}/ (config.json, tokenizer files, "
         f"pytorch_model.bin) from {cfg.OFFICIAL_LLM_DIR.name}.tar of the LLM-CXR release; unpack it to "
@@ -435,7 +440,7 @@ def _llm_weight_files(path: Path) -> list[Path]:
             " This is a DeepSpeed checkpoint: convert it with `python zero_to_fp32.py . pytorch_model.bin`."
         )
     raise WeightsError(
-        f"{path} holds no weights (expected one of {list(_WEIGHT_FILES)}).{hint} {_llm_hint(path)}"
+        f"{path} holds no weights (expected one of {list(_WEIGHT_FILES)}).{hint} {_llm_hint()}"
     )
 
 
@@ -497,14 +502,16 @@ def load_llm(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     root = _local_path(path)
+    if root.is_file() and root.name.endswith((".tar", ".tar.gz", ".zip")):
+        raise WeightsError(f"{root} is the downloaded archive; unpack it and pass the directory inside.")
     if not root.is_dir():
-        raise WeightsError(f"LLM directory not found: {root}. {_llm_hint(root)}")
+        raise WeightsError(f"LLM directory not found: {root}. {_llm_hint()}")
     config_file = root / "config.json"
     if not config_file.is_file():
         inner = [p.parent.name for p in root.glob("*/config.json")]
         nested = f" It has a subdirectory with one: pass {root / inner[0]}." if inner else ""
         raise WeightsError(
-            f"{root} holds no config.json, so it is not a model directory.{nested} {_llm_hint(root)}"
+            f"{root} holds no config.json, so it is not a model directory.{nested} {_llm_hint()}"
         )
     try:
         hf_config = json.loads(config_file.read_text())
@@ -514,11 +521,11 @@ def load_llm(
     if model_type != "gpt_neox":
         raise WeightsError(
             f"{root} is a {model_type!r} model ({hf_config.get('architectures')}); LLM-CXR is a GPT-NeoX "
-            f"(GPTNeoXForCausalLM, fine-tuned dolly-v2-3b). {_llm_hint(root)}"
+            f"(GPTNeoXForCausalLM, fine-tuned dolly-v2-3b). {_llm_hint()}"
         )
     files = _llm_weight_files(root)
     if not any((root / n).is_file() for n in ("tokenizer.json", "vocab.json")):
-        raise WeightsError(f"{root} has no tokenizer (tokenizer.json). {_llm_hint(root)}")
+        raise WeightsError(f"{root} has no tokenizer (tokenizer.json). {_llm_hint()}")
     try:
         tokenizer = AutoTokenizer.from_pretrained(root)
         layout = token_layout(tokenizer, codebook_size)
@@ -534,11 +541,20 @@ def load_llm(
         )
     dev = resolve_device(device)
     quant = resolve_quantization(quantization, dev)
-    model = AutoModelForCausalLM.from_pretrained(root, **_from_pretrained_kwargs(quant, dev))
-    if (
-        model.get_input_embeddings().weight.shape[0] != layout.total_vocab
-    ):  # config.json lied about vocab_size
-        raise WeightsError(f"{root}: the embedding in the weights does not have {layout.total_vocab} rows.")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(root, **_from_pretrained_kwargs(quant, dev))
+    except torch.OutOfMemoryError:
+        raise
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        raise WeightsError(
+            f"Cannot read the LLM weights in {root} ({type(exc).__name__}: {str(exc)[:200]}). A truncated "
+            "download is the usual cause: compare the file sizes with the release."
+        ) from exc
+    rows = model.get_input_embeddings().weight.shape[0]
+    if rows != layout.total_vocab:  # config.json and the weight file disagree
+        raise WeightsError(
+            f"{root}: the weights hold {rows} embedding rows, config.json {layout.total_vocab}."
+        )
     if tokenizer.eos_token_id is not None:
         tokenizer.pad_token = tokenizer.eos_token  # upstream's choice; generation pads with eos
         model.generation_config.pad_token_id = tokenizer.eos_token_id

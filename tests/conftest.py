@@ -12,6 +12,9 @@ from llmcxr_app import protocol
 from llmcxr_app.config import ModelLocation
 from llmcxr_app.vqgan import VQGAN, VQGANConfig
 
+# Tiny models run faster on one thread (no OpenMP hand-offs), and CI machines have only two cores.
+torch.set_num_threads(1)
+
 # 32 px with one 2x downsample gives the official 16 x 16 = 256-code grid at a tiny cost.
 TINY_VQGAN = VQGANConfig(
     embed_dim=8,
@@ -73,7 +76,10 @@ def write_vqgan_yaml(cfg: VQGANConfig, path: Path) -> None:
         "model": {
             "base_learning_rate": 4.5e-6,
             "target": "taming.models.vqgan.VQModel",
-            "params": {**cfg.to_params(), "lossconfig": {"target": "taming.modules.losses.vqperceptual.DummyLoss"}},
+            "params": {
+                **cfg.to_params(),
+                "lossconfig": {"target": "taming.modules.losses.vqperceptual.DummyLoss"},
+            },
         }
     }
     path.write_text(yaml.safe_dump(doc))

@@ -9,11 +9,21 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from llmcxr_app.__main__ import main
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and on a loaded 2-core machine OpenMP waits make them 10x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def weight_flags(location) -> list[str]:
@@ -25,6 +35,7 @@ def weight_flags(location) -> list[str]:
 
 def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLMCXR_")}
+    env["OMP_NUM_THREADS"] = "1"  # see one_thread
     return subprocess.run(
         [sys.executable, "-m", "llmcxr_app", *args],
         cwd=ROOT,
@@ -39,7 +50,9 @@ def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
 def test_round_trip_draw_png_describe(tiny_location, tmp_path, capsys):
     out = tmp_path / "synthetic.png"
     flags = weight_flags(tiny_location)
-    drawn = cli("draw", "Moderate right pleural effusion.", "--out", str(out), "--seed", "5", "--json", *flags)
+    drawn = cli(
+        "draw", "Moderate right pleural effusion.", "--out", str(out), "--seed", "5", "--json", *flags
+    )
     assert drawn.returncode == 0, drawn.stderr
     payload = json.loads(drawn.stdout)
     assert payload["task"] == "draw" and payload["out"] == str(out)
@@ -89,7 +102,9 @@ def test_bad_input_after_loading(tiny_location, tmp_path, capsys):
     assert main(["describe", str(not_an_image), *weight_flags(tiny_location)]) == 2
     too_long = "Moderate right pleural effusion with compressive atelectasis. " * 40
     assert main(["draw", too_long, "--json", *weight_flags(tiny_location)]) == 2
-    assert main(["ask", "--no-image", "hi", "--llm", str(tmp_path / "missing")]) == 2  # incomplete weight flags
+    assert (
+        main(["ask", "--no-image", "hi", "--llm", str(tmp_path / "missing")]) == 2
+    )  # incomplete weight flags
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("llmcxr_app: error:") for line in err)
     assert "context" in err[1] and "words" in err[1]

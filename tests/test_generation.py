@@ -21,7 +21,14 @@ from llmcxr_app.generation import (
 )
 from tests.conftest import TINY_VQGAN
 
-GREEDY = SamplingConfig(temperature=0.0, max_new_tokens=16)
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and on a loaded 2-core machine OpenMP waits make them 10x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +45,9 @@ def layout(tiny_tokenizer):
 
 @pytest.fixture(scope="module")
 def prompt(tiny_tokenizer):
-    return protocol.build_prompt_ids(tiny_tokenizer, "What is deep learning?", codebook_size=TINY_VQGAN.n_embed)
+    return protocol.build_prompt_ids(
+        tiny_tokenizer, "What is deep learning?", codebook_size=TINY_VQGAN.n_embed
+    )
 
 
 def biased(bias: torch.Tensor, after: int = 0):
@@ -84,8 +93,12 @@ def test_mask_logits(layout):
     image = mask_logits(logits, "image", layout)
     assert torch.equal(text[0, : layout.vocab_size], logits[0, : layout.vocab_size])
     assert torch.isinf(text[0, layout.vocab_size :]).all()
-    assert torch.equal(image[0, layout.vocab_size : layout.total_vocab], logits[0, layout.vocab_size : layout.total_vocab])
-    assert torch.isinf(image[0, : layout.vocab_size]).all() and torch.isinf(image[0, layout.total_vocab :]).all()
+    assert torch.equal(
+        image[0, layout.vocab_size : layout.total_vocab], logits[0, layout.vocab_size : layout.total_vocab]
+    )
+    assert (
+        torch.isinf(image[0, : layout.vocab_size]).all() and torch.isinf(image[0, layout.total_vocab :]).all()
+    )
     with pytest.raises(ValueError):
         mask_logits(logits, "audio", layout)
 
@@ -133,7 +146,9 @@ def test_text_never_emits_image_ids(model, tiny_tokenizer, layout, prompt):
     pf, st = biased(bias)
     st.n_prompt = len(prompt)
     sampling = SamplingConfig(temperature=1.0, top_p=1.0, max_new_tokens=20, seed=1)
-    pieces = list(generate_text(model, layout, tiny_tokenizer, prompt, sampling, None, 512, prefill_fn=pf, step=st))
+    pieces = list(
+        generate_text(model, layout, tiny_tokenizer, prompt, sampling, None, 512, prefill_fn=pf, step=st)
+    )
     assert len(pieces) == 20 and pieces[-1].stop == "length"
     assert all(p.token_id < layout.vocab_size for p in pieces)
 
@@ -144,7 +159,9 @@ def test_text_stops_at_end_and_hides_it(model, tiny_tokenizer, layout, prompt):
     pf, st = biased(bias, after=3)
     st.n_prompt = len(prompt)
     sampling = SamplingConfig(temperature=1.0, max_new_tokens=50, seed=3)
-    pieces = list(generate_text(model, layout, tiny_tokenizer, prompt, sampling, None, 512, prefill_fn=pf, step=st))
+    pieces = list(
+        generate_text(model, layout, tiny_tokenizer, prompt, sampling, None, 512, prefill_fn=pf, step=st)
+    )
     assert pieces[-1].stop == "end" and pieces[-1].token_id == layout.end_id
     assert pieces[-1].tokens == 3 and len(pieces) == 4
     assert protocol.END_KEY not in pieces[-1].text
@@ -198,7 +215,9 @@ def test_multibyte_characters_stream_whole(model, tiny_tokenizer, layout, prompt
     )
     pf, st = scripted(script, layout.total_vocab)
     sampling = SamplingConfig(temperature=1.0, max_new_tokens=100, seed=0)
-    pieces = list(generate_text(model, layout, tiny_tokenizer, prompt, sampling, None, 512, prefill_fn=pf, step=st))
+    pieces = list(
+        generate_text(model, layout, tiny_tokenizer, prompt, sampling, None, 512, prefill_fn=pf, step=st)
+    )
     assert [p.token_id for p in pieces] == script
     deltas = [p.delta for p in pieces]
     assert not any("\ufffd" in d for d in deltas)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+
 import numpy as np
 import pytest
 import torch
@@ -17,10 +18,21 @@ from tests.conftest import TINY_VQGAN
 GREEDY = SamplingConfig(temperature=0.0, max_new_tokens=6)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and on a loaded 2-core machine OpenMP waits make them 10x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def studio(tiny_location) -> Studio:
     return Studio.from_settings(
-        Settings(model=tiny_location, runtime=RuntimeConfig(device="cpu", quantization="fp32", fast_path=False))
+        Settings(
+            model=tiny_location, runtime=RuntimeConfig(device="cpu", quantization="fp32", fast_path=False)
+        )
     )
 
 
@@ -52,7 +64,9 @@ def test_prepare_matches_the_vqgan_path(studio, xray):
 
 
 def test_draw_streams_rows_and_returns_a_full_image(studio):
-    updates = list(studio.draw("Moderate right pleural effusion.", sampling=SamplingConfig(seed=3), preview_every=4))
+    updates = list(
+        studio.draw("Moderate right pleural effusion.", sampling=SamplingConfig(seed=3), preview_every=4)
+    )
     assert [u.rows_done for u in updates] == list(range(1, 17))
     assert all(u.result is None for u in updates[:-1]) and updates[-1].result is not None
     previews = {u.rows_done: u.image for u in updates[:-1] if u.image is not None}
@@ -66,7 +80,16 @@ def test_draw_streams_rows_and_returns_a_full_image(studio):
     ref = imaging.tensor_to_image(studio.vqgan.decode_codes(torch.tensor([result.codes])))
     assert result.image.mode == "L" and np.array_equal(np.asarray(result.image), np.asarray(ref))
     assert updates[-1].image is result.image
-    for key in ("model", "weight_hash", "quantization", "device", "seed", "sampling", "app_version", "timestamp"):
+    for key in (
+        "model",
+        "weight_hash",
+        "quantization",
+        "device",
+        "seed",
+        "sampling",
+        "app_version",
+        "timestamp",
+    ):
         assert key in result.provenance
     assert result.provenance["seed"] == 3 and result.provenance["task"] == "draw"
     assert result.timings["tokens"] == 256 and result.timings["tokens_per_s"] > 0
@@ -102,7 +125,9 @@ def test_describe_and_ask_build_the_upstream_prompts(studio, xray):
     assert all(u.text == result.text[: len(u.text)] for u in updates)
 
     vqa = Studio.finish(studio.ask("Is there cardiomegaly?", prepared, sampling=GREEDY))
-    assert vqa.task == protocol.TASK_VQA and vqa.text == reference("Is there cardiomegaly?", prepared.codes)[0]
+    assert (
+        vqa.task == protocol.TASK_VQA and vqa.text == reference("Is there cardiomegaly?", prepared.codes)[0]
+    )
     plain = Studio.finish(studio.ask("What is deep learning?", sampling=GREEDY))
     assert plain.task == protocol.TASK_INSTRUCT and plain.text == reference("What is deep learning?", None)[0]
     assert "What is deep learning?" not in str(plain.provenance)  # user text stays out of provenance

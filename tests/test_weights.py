@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_VQGAN, write_lightning_ckpt, write_vqgan_yaml
-from safetensors.torch import load_file, save_file
+from conftest import TINY_VQGAN, TOKENIZER_TEXTS, write_lightning_ckpt, write_vqgan_yaml
+from safetensors.torch import save_file
 
 from llmcxr_app import protocol
 from llmcxr_app.config import RuntimeConfig
@@ -39,7 +39,9 @@ def _logits(llm: LoadedLLM, ids: torch.Tensor) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def ids(tiny_tokenizer) -> torch.Tensor:
-    text = protocol.format_prompt(protocol.CXR_TO_REPORT_INSTRUCTIONS[0], "Heart size is normal. Lungs are clear.")
+    text = protocol.format_prompt(
+        protocol.CXR_TO_REPORT_INSTRUCTIONS[0], "Heart size is normal. Lungs are clear."
+    )
     return torch.tensor([tiny_tokenizer.encode(text, add_special_tokens=False)[:64]])
 
 
@@ -54,27 +56,56 @@ def _copy_llm(src: Path, dst: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def official_llm_dir(tiny_llm_dir, tmp_path_factory) -> Path:
-    """The official layout: pytorch_model.bin (a torch.save'd state dict with transformers-4 key names and
-    buffers, as zero_to_fp32.py writes it) next to config.json and the tokenizer; use_cache false as trained."""
-    out = tmp_path_factory.mktemp("official") / "llmcxr"
-    out.mkdir()
-    sd = OrderedDict(load_file(str(tiny_llm_dir / "model.safetensors")))
-    assert "embed_out.weight" in sd  # save_pretrained keeps the transformers-4 name of the LM head, as upstream
-    conf = json.loads((tiny_llm_dir / "config.json").read_text())
-    n_pos, head = conf["max_position_embeddings"], conf["hidden_size"] // conf["num_attention_heads"]
-    rot = int(head * conf.get("rotary_pct", 0.25))
-    for i in range(conf["num_hidden_layers"]):
-        sd[f"gpt_neox.layers.{i}.attention.bias"] = torch.tril(torch.ones(n_pos, n_pos, dtype=torch.bool))[None, None]
+def official(tmp_path_factory) -> tuple[Path, torch.nn.Module]:
+    """A tiny LLM laid out like the official directory, built here: tokenizer files as dolly-v2 ships them
+    (tokenizer_class GPTNeoXTokenizer, <|endoftext|> = 0 and <|padding|> = 1, added special tokens),
+    config.json with use_cache false, and pytorch_model.bin, a torch.save'd state dict with transformers-4 key
+    names and buffers, as DeepSpeed's zero_to_fp32.py writes it."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from llmcxr_app.demo.builders import LLMShape, make_llm
+
+    out = tmp_path_factory.mktemp("official") / "llmcxr_mimic-cxr-256-txvloss-medvqa-stage1_2"
+    t = Tokenizer(models.BPE())
+    t.normalizer = normalizers.NFC()
+    t.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    t.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<|endoftext|>", "<|padding|>"], show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )  # fmt: skip
+    t.train_from_iterator([*TOKENIZER_TEXTS * 5, "<image>" * 50], trainer=trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=t, eos_token="<|endoftext|>")
+    special = list(protocol.SPECIAL_TOKENS)
+    tok.add_special_tokens({"additional_special_tokens": special})
+    tok.save_pretrained(out)
+    eot = "<|endoftext|>"
+    (out / "tokenizer_config.json").write_text(json.dumps({
+        "add_prefix_space": False, "additional_special_tokens": special, "bos_token": eot,
+        "clean_up_tokenization_spaces": True, "eos_token": eot, "model_max_length": 2048,
+        "tokenizer_class": "GPTNeoXTokenizer", "unk_token": eot,
+    }))  # fmt: skip
+    (out / "special_tokens_map.json").write_text(json.dumps({
+        "additional_special_tokens": special, "bos_token": eot, "eos_token": eot, "pad_token": eot, "unk_token": eot,
+    }))  # fmt: skip
+    shape = LLMShape(num_layers=2, hidden_size=64, num_heads=4, intermediate_size=128, max_positions=256)
+    model = make_llm(len(tok), CODEBOOK, shape, seed=3).eval()
+    sd = OrderedDict(model.state_dict())
+    sd["embed_out.weight"] = sd.pop("lm_head.weight")  # transformers 4 named GPT-NeoX's LM head embed_out
+    rot = int(shape.hidden_size // shape.num_heads * shape.rotary_pct)
+    causal = torch.tril(torch.ones(shape.max_positions, shape.max_positions, dtype=torch.bool))[None, None]
+    for i in range(shape.num_layers):
+        sd[f"gpt_neox.layers.{i}.attention.bias"] = causal
         sd[f"gpt_neox.layers.{i}.attention.masked_bias"] = torch.tensor(-1e9)
-        sd[f"gpt_neox.layers.{i}.attention.rotary_emb.inv_freq"] = 1.0 / 10000 ** (torch.arange(0, rot, 2) / rot)
+        sd[f"gpt_neox.layers.{i}.attention.rotary_emb.inv_freq"] = 1.0 / 10000 ** (
+            torch.arange(0, rot, 2) / rot
+        )
     torch.save(sd, out / "pytorch_model.bin")
-    conf["use_cache"] = False
-    (out / "config.json").write_text(json.dumps(conf))
+    model.config.use_cache = False
+    model.config.save_pretrained(out)
     (out / "generation_config.json").write_text(json.dumps({"eos_token_id": 0, "use_cache": False}))
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(tiny_llm_dir / name, out / name)
-    return out
+    return out, model
 
 
 # ---------------------------------------------------------------- LLM
@@ -86,7 +117,11 @@ def test_load_llm_fp32_matches_transformers(fp32, tiny_llm_dir, tiny_tokenizer, 
     assert fp32.quantization == "fp32" and fp32.device == torch.device("cpu")
     assert fp32.model.dtype == torch.float32 and not fp32.model.training
     assert len(fp32.tokenizer) == len(tiny_tokenizer)
-    assert fp32.layout.total_vocab == fp32.model.get_input_embeddings().weight.shape[0] == len(tiny_tokenizer) + 32
+    assert (
+        fp32.layout.total_vocab
+        == fp32.model.get_input_embeddings().weight.shape[0]
+        == len(tiny_tokenizer) + 32
+    )
     assert fp32.layout.response_key_id == tiny_tokenizer.convert_tokens_to_ids("### Response:\n")
     assert fp32.context_length == 512
     assert fp32.model.generation_config.use_cache is True
@@ -97,11 +132,31 @@ def test_load_llm_fp32_matches_transformers(fp32, tiny_llm_dir, tiny_tokenizer, 
         torch.testing.assert_close(_logits(fp32, ids), ref(ids).logits, rtol=0, atol=0)
 
 
-def test_official_pytorch_model_bin_layout(official_llm_dir, fp32, ids):
-    llm = load_llm(official_llm_dir, quantization="fp32", device="cpu", codebook_size=CODEBOOK)
-    torch.testing.assert_close(_logits(llm, ids), _logits(fp32, ids), rtol=0, atol=0)
+def test_official_pytorch_model_bin_layout(official, fp32, ids):
+    path, model = official
+    assert "GPTNeoXTokenizer" in (path / "tokenizer_config.json").read_text()
+    llm = load_llm(path, quantization="fp32", device="cpu", codebook_size=CODEBOOK)
+    assert type(llm.tokenizer).__name__ == "GPTNeoXTokenizer"
+    assert llm.layout.total_vocab == model.get_input_embeddings().weight.shape[0]  # no token added on load
+    assert llm.tokenizer.convert_ids_to_tokens([0, 1]) == ["<|endoftext|>", "<|padding|>"]
+    assert llm.tokenizer.pad_token == "<|endoftext|>"  # upstream pads with eos
+    ids = ids.clamp(max=len(llm.tokenizer) - 1)
+    with torch.no_grad():
+        torch.testing.assert_close(_logits(llm, ids), model(ids).logits, rtol=0, atol=0)
     assert llm.model.generation_config.use_cache is True and llm.model.config.use_cache is True
-    assert llm.weight_hash != fp32.weight_hash  # different files, different fingerprint
+    assert llm.context_length == 256 and llm.weight_hash != fp32.weight_hash
+
+
+def test_truncated_download(official, tmp_path):
+    d = _copy_llm(official[0], tmp_path / "llm")
+    data = (d / "pytorch_model.bin").read_bytes()
+    (d / "pytorch_model.bin").write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightsError, match="Cannot read the LLM weights.*truncated download"):
+        load_llm(d, device="cpu", codebook_size=CODEBOOK)
+    archive = tmp_path / "llmcxr_mimic-cxr-256-txvloss-medvqa-stage1_2.tar"
+    archive.write_bytes(b"\0" * 1024)
+    with pytest.raises(WeightsError, match="downloaded archive; unpack it"):
+        load_llm(archive, codebook_size=CODEBOOK)
 
 
 def test_bf16_close_to_fp32(tiny_llm_dir, fp32, ids):
@@ -118,7 +173,9 @@ def test_nf4_uses_bitsandbytes_4bit(tiny_llm_dir, fp32, ids):
         llm = load_llm(tiny_llm_dir, quantization="nf4", device="cpu", codebook_size=CODEBOOK)
     assert llm.quantization == "nf4"
     linears = [m for n, m in llm.model.named_modules() if isinstance(m, torch.nn.Linear) and ".layers." in n]
-    assert len(linears) == 4 * 2 and all(isinstance(m, bnb.nn.Linear4bit) for m in linears)  # qkv, dense, 2 MLP
+    assert len(linears) == 4 * 2 and all(
+        isinstance(m, bnb.nn.Linear4bit) for m in linears
+    )  # qkv, dense, 2 MLP
     assert llm.model.get_input_embeddings().weight.shape[0] == fp32.layout.total_vocab
     a, b = _logits(fp32, ids), _logits(llm, ids)
     assert b.shape == a.shape and torch.isfinite(b).all()
@@ -165,8 +222,22 @@ def test_load_model_combines_vqgan_and_llm(tiny_location, tiny_tokenizer):
     assert llm.layout.vocab_size == len(tiny_tokenizer) and not vqgan.training
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_auto_is_nf4_on_cuda(tiny_location, fp32, ids):
+    bnb = pytest.importorskip("bitsandbytes")
+    llm, vqgan = load_model(tiny_location, RuntimeConfig(device="auto", quantization="auto"))
+    assert llm.quantization == "nf4" and llm.device == torch.device("cuda", torch.cuda.current_device())
+    assert isinstance(llm.model.gpt_neox.layers[0].attention.query_key_value, bnb.nn.Linear4bit)
+    assert next(vqgan.parameters()).device == llm.device
+    a, b = _logits(fp32, ids), _logits(llm, ids).cpu()
+    assert torch.isfinite(b).all() and (a.argmax(-1) == b.argmax(-1)).float().mean() >= 0.7
+
+
 def test_llm_missing_directory_points_to_readme(tmp_path):
-    with pytest.raises(WeightsError, match=r"LLM directory not found.*llmcxr_mimic-cxr-256.*weights/README.md"):
+    with pytest.raises(
+        WeightsError, match=r"LLM directory not found.*llmcxr_mimic-cxr-256.*weights/README.md"
+    ):
         load_llm(tmp_path / "nope", codebook_size=CODEBOOK)
     with pytest.raises(WeightsError, match="Hub.*not supported yet"):
         load_llm("someone/llm-cxr", codebook_size=CODEBOOK)
@@ -174,7 +245,9 @@ def test_llm_missing_directory_points_to_readme(tmp_path):
 
 def test_llm_directory_without_config_names_subdirectory(tiny_llm_dir, tmp_path):
     _copy_llm(tiny_llm_dir, tmp_path / "llmcxr_mimic-cxr-256-txvloss-medvqa-stage1_2")
-    with pytest.raises(WeightsError, match=r"no config.json.*pass .*llmcxr_mimic-cxr-256-txvloss-medvqa-stage1_2"):
+    with pytest.raises(
+        WeightsError, match=r"no config.json.*pass .*llmcxr_mimic-cxr-256-txvloss-medvqa-stage1_2"
+    ):
         load_llm(tmp_path, codebook_size=CODEBOOK)
 
 
@@ -199,14 +272,18 @@ def test_llm_missing_shard(tiny_llm_dir, tmp_path):
     shards = sorted(d.glob("model-*.safetensors"))
     assert len(shards) > 1
     shards[-1].unlink()
-    with pytest.raises(WeightsError, match=rf"1 of {len(shards)} weight shards are missing.*{shards[-1].name}"):
+    with pytest.raises(
+        WeightsError, match=rf"1 of {len(shards)} weight shards are missing.*{shards[-1].name}"
+    ):
         load_llm(d, codebook_size=CODEBOOK)
 
 
 def test_llm_wrong_model_type(tiny_llm_dir, tmp_path):
     d = _copy_llm(tiny_llm_dir, tmp_path / "llm")
     conf = json.loads((d / "config.json").read_text())
-    (d / "config.json").write_text(json.dumps({**conf, "model_type": "llama", "architectures": ["LlamaForCausalLM"]}))
+    (d / "config.json").write_text(
+        json.dumps({**conf, "model_type": "llama", "architectures": ["LlamaForCausalLM"]})
+    )
     with pytest.raises(WeightsError, match=r"is a 'llama' model.*GPT-NeoX"):
         load_llm(d, codebook_size=CODEBOOK)
 
@@ -217,9 +294,13 @@ def test_llm_embedding_mismatch(tiny_llm_dir, tiny_tokenizer, tmp_path):
     tok.add_tokens(["pneumomediastinum"])
     tok.save_pretrained(d)
     n = len(tiny_tokenizer)
-    with pytest.raises(WeightsError, match=rf"{n + 32} embedding rows.*holds {n + 1} tokens.*{n + 1} \+ 32 = {n + 33}"):
+    with pytest.raises(
+        WeightsError, match=rf"{n + 32} embedding rows.*holds {n + 1} tokens.*{n + 1} \+ 32 = {n + 33}"
+    ):
         load_llm(d, codebook_size=CODEBOOK)
-    with pytest.raises(WeightsError, match=rf"{n + 32} embedding rows.*{n} \+ 1024"):  # VQ-GAN of another model
+    with pytest.raises(
+        WeightsError, match=rf"{n + 32} embedding rows.*{n} \+ 1024"
+    ):  # VQ-GAN of another model
         load_llm(tiny_llm_dir, codebook_size=1024)
 
 
@@ -242,25 +323,20 @@ def test_llm_tokenizer_without_special_token(tiny_llm_dir, tmp_path):
 @pytest.fixture(scope="module")
 def vqgan_and_files(tmp_path_factory) -> tuple[VQGAN, Path, Path]:
     out = tmp_path_factory.mktemp("vq")
-    torch.manual_seed(1)
     model = VQGAN(TINY_VQGAN).eval()
-    with torch.no_grad():
-        model.quantize.embedding.weight.normal_()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # larger than default init so that images spread over many codes
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
     write_vqgan_yaml(TINY_VQGAN, out / "vq.yaml")
     write_lightning_ckpt(model, out / "vq.ckpt")  # with loss.* keys
     return model, out / "vq.yaml", out / "vq.ckpt"
 
 
-def _images(n: int = 3) -> torch.Tensor:
-    return torch.rand(n, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
-
-
-def _assert_same_vqgan(loaded: VQGAN, model: VQGAN) -> None:
-    x = _images()
-    codes = model.encode_codes(x)
-    assert len(set(codes.flatten().tolist())) > 3  # a meaningful comparison, not all one code
-    assert torch.equal(loaded.encode_codes(x), codes)
-    assert torch.equal(loaded.decode_codes(codes), model.decode_codes(codes))
+def _assert_same_weights(loaded: VQGAN, model: VQGAN) -> None:
+    want = model.state_dict()
+    got = loaded.state_dict()
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
     assert not loaded.training and next(loaded.parameters()).dtype == torch.float32
 
 
@@ -269,16 +345,21 @@ def test_vqgan_yaml_and_lightning_ckpt(vqgan_and_files):
     assert any(k.startswith("loss.") for k in torch.load(ckpt_path, weights_only=True)["state_dict"])
     loaded = load_vqgan(yaml_path, ckpt_path)
     assert loaded.config == TINY_VQGAN
-    _assert_same_vqgan(loaded, model)
+    _assert_same_weights(loaded, model)
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    codes = model.encode_codes(x)
+    assert len(set(codes.flatten().tolist())) > 8  # a meaningful comparison, not all one code
+    assert torch.equal(loaded.encode_codes(x), codes)
+    assert torch.equal(loaded.decode_codes(codes), model.decode_codes(codes))
 
 
 def test_vqgan_safetensors_and_inferred_config(vqgan_and_files, tmp_path):
     model, yaml_path, _ = vqgan_and_files
     save_file(model.state_dict(), str(tmp_path / "vq.safetensors"))
-    _assert_same_vqgan(load_vqgan(yaml_path, tmp_path / "vq.safetensors"), model)
+    _assert_same_weights(load_vqgan(yaml_path, tmp_path / "vq.safetensors"), model)
     loaded = load_vqgan(None, tmp_path / "vq.safetensors", resolution=32)
     assert loaded.config == TINY_VQGAN
-    _assert_same_vqgan(loaded, model)
+    _assert_same_weights(loaded, model)
 
 
 class FakeCallback:
@@ -302,17 +383,19 @@ def test_ckpt_with_pickled_classes_loads_without_running_code(vqgan_and_files, t
     marker = tmp_path / "pwned"
     sd = {**model.state_dict(), "loss.discriminator.main.0.weight": torch.zeros(4, 3, 4, 4)}
     ckpt = tmp_path / "trained.ckpt"
-    torch.save({"state_dict": sd, "callbacks": {"ModelCheckpoint": FakeCallback()}, "x": Exploit(marker)}, ckpt)
+    torch.save(
+        {"state_dict": sd, "callbacks": {"ModelCheckpoint": FakeCallback()}, "x": Exploit(marker)}, ckpt
+    )
     with pytest.raises(pickle.UnpicklingError):  # the safe loader refuses, so the restricted one is exercised
         torch.load(ckpt, weights_only=True)
-    _assert_same_vqgan(load_vqgan(yaml_path, ckpt), model)
+    _assert_same_weights(load_vqgan(yaml_path, ckpt), model)
     assert not marker.exists()
 
 
 def test_plain_state_dict_ckpt(vqgan_and_files, tmp_path):
     model, yaml_path, _ = vqgan_and_files
     torch.save(model.state_dict(), tmp_path / "plain.pt")
-    _assert_same_vqgan(load_vqgan(yaml_path, tmp_path / "plain.pt"), model)
+    _assert_same_weights(load_vqgan(yaml_path, tmp_path / "plain.pt"), model)
 
 
 @pytest.mark.parametrize(
@@ -320,8 +403,15 @@ def test_plain_state_dict_ckpt(vqgan_and_files, tmp_path):
     [
         TINY_VQGAN,
         VQGANConfig(
-            embed_dim=4, n_embed=16, ch=32, ch_mult=(1, 2, 1), num_res_blocks=2, attn_resolutions=(8,),
-            z_channels=4, resolution=32, double_z=True,
+            embed_dim=4,
+            n_embed=16,
+            ch=32,
+            ch_mult=(1, 2, 1),
+            num_res_blocks=2,
+            attn_resolutions=(8,),
+            z_channels=4,
+            resolution=32,
+            double_z=True,
         ),  # fmt: skip
     ],
 )
@@ -361,7 +451,9 @@ def test_vqgan_missing_key_and_shape_mismatch(vqgan_and_files, tmp_path):
     with pytest.raises(WeightsError, match=r"lacks 1 keys.*\['decoder.conv_out.bias'\]"):
         load_vqgan(yaml_path, _ckpt_with(tmp_path, sd))
     sd = {**model.state_dict(), "quantize.embedding.weight": torch.zeros(64, 8)}
-    with pytest.raises(WeightsError, match=r"quantize.embedding.weight: checkpoint \[64, 8\] vs config \[32, 8\]"):
+    with pytest.raises(
+        WeightsError, match=r"quantize.embedding.weight: checkpoint \[64, 8\] vs config \[32, 8\]"
+    ):
         load_vqgan(yaml_path, _ckpt_with(tmp_path, sd))
 
 

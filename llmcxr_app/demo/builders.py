@@ -36,7 +36,11 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 2000):
     # The placeholder's middle word must be one token, as in GPT-NeoX's vocabulary.
     tok.train_from_iterator([*texts, *[IMAGE_PLACEHOLDER] * 1000], trainer=trainer)
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token=EOS_TOKEN, bos_token=EOS_TOKEN, unk_token=EOS_TOKEN, pad_token=EOS_TOKEN
+        tokenizer_object=tok,
+        eos_token=EOS_TOKEN,
+        bos_token=EOS_TOKEN,
+        unk_token=EOS_TOKEN,
+        pad_token=EOS_TOKEN,
     )
     fast.add_special_tokens({"additional_special_tokens": list(SPECIAL_TOKENS)})
     if len(fast.encode(IMAGE_PLACEHOLDER, add_special_tokens=False)) != 3:

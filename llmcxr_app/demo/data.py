@@ -5,8 +5,10 @@ Seeds below EVAL_SEED_START are training data; evaluation only uses seeds at or 
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,13 +32,24 @@ class Sample:
     report: str  # the phantom's report
 
 
-def render_samples(seeds: Sequence[int], resolution: int) -> list[Sample]:
-    """Draw phantoms and preprocess them exactly as the app preprocesses an upload."""
+def render_samples(seeds: Sequence[int], resolution: int, cache: Path | None = None) -> list[Sample]:
+    """Draw phantoms and preprocess them exactly as the app preprocesses an upload.
+
+    `cache`: a pickle of our own samples to reuse between runs (rendering thousands takes minutes).
+    """
+    seeds = [int(s) for s in seeds]
+    if cache is not None and cache.exists():
+        cached = pickle.loads(cache.read_bytes())
+        if [s.seed for s in cached] == seeds and cached[0].pixels.shape == (resolution, resolution):
+            return cached
     out = []
     for seed in seeds:
         ph = make_phantom(int(seed), size=PHANTOM_SIZE)
         view = to_model_input(ph.image, resolution)
         out.append(Sample(int(seed), np.asarray(view.image.convert("L")), ph.findings, ph.report))
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_bytes(pickle.dumps(out))
     return out
 
 
@@ -79,10 +92,18 @@ def build_examples(
         code = [int(c) for c in code]
         # report -> CXR: half the time the full report, half a short findings text a user would type.
         text = sample.report if rng.random() < 0.5 else reports.write_findings_prompt(sample.findings, rng)
-        add(protocol.TASK_DRAW, str(rng.choice(protocol.REPORT_TO_CXR_INSTRUCTIONS)), input_text=text,
-            response_codes=code)
-        add(protocol.TASK_REPORT, str(rng.choice(protocol.CXR_TO_REPORT_INSTRUCTIONS)), image_codes=code,
-            response_text=sample.report)
+        add(
+            protocol.TASK_DRAW,
+            str(rng.choice(protocol.REPORT_TO_CXR_INSTRUCTIONS)),
+            input_text=text,
+            response_codes=code,
+        )
+        add(
+            protocol.TASK_REPORT,
+            str(rng.choice(protocol.CXR_TO_REPORT_INSTRUCTIONS)),
+            image_codes=code,
+            response_text=sample.report,
+        )
         for question, answer in reports.make_qa(sample.findings, rng, qa_per_image):
             add(protocol.TASK_VQA, question, image_codes=code, response_text=answer)
     n_plain = int(round(plain_fraction * len(samples)))

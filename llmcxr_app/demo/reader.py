@@ -46,6 +46,7 @@ HEADS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("consolidation_zone", ZONES),
 )
 ATTRIBUTES = tuple(name for name, _ in HEADS)
+DEFAULT_N, DEFAULT_STEPS = 1500, 800  # phantoms and optimizer steps: < 4 min on one CPU core
 WEIGHTS_NAME, META_NAME = "reader.safetensors", "reader.json"
 
 
@@ -54,17 +55,13 @@ class ReaderConfig:
     """Network and training settings of the reader."""
 
     resolution: int = 128  # input side in pixels (images of another size are resized to it)
-    widths: tuple[int, ...] = (16, 32, 32, 64, 64, 64)  # conv channels; stride 2 on layers 0, 1, 3, 5
+    widths: tuple[int, ...] = (8, 16, 32, 32)  # conv channels, each layer stride 2: 128 px -> 8 x 8 x 32
     hidden: int = 128  # width of the fully connected layer before the heads
     dropout: float = 0.2  # before the heads
     batch: int = 48  # images per optimizer step
     lr: float = 2e-3  # peak AdamW learning rate (cosine decay)
     recon_fraction: float = 0.3  # share of training phantoms also seen as their VQ-GAN reconstruction
-    threads: int = 2  # torch CPU threads while training
-
-
-def _strides(n: int) -> list[int]:
-    return [2 if i in (0, 1, 3, 5) else 1 for i in range(n)]
+    threads: int = 1  # torch CPU threads while training: on a busy 2-core machine 2 threads ran 4x slower
 
 
 class ReaderNet(nn.Module):
@@ -74,9 +71,9 @@ class ReaderNet(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         c_in, side = 1, cfg.resolution
-        for c_out, stride in zip(cfg.widths, _strides(len(cfg.widths)), strict=True):
-            layers += [nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
-            c_in, side = c_out, (side + 1) // stride if stride == 2 else side
+        for c_out in cfg.widths:
+            layers += [nn.Conv2d(c_in, c_out, 3, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+            c_in, side = c_out, (side + 1) // 2
         self.features = nn.Sequential(*layers)
         self.fc = nn.Sequential(nn.Flatten(), nn.Linear(c_in * side * side, cfg.hidden), nn.ReLU(inplace=True))
         self.drop = nn.Dropout(cfg.dropout)
@@ -260,10 +257,52 @@ def score(predictions: Sequence[dict], truths: Sequence[Findings]) -> dict:
     }
 
 
+def fit(
+    x: torch.Tensor,
+    findings: Sequence[Findings],
+    steps: int,
+    seed: int = 0,
+    config: ReaderConfig = ReaderConfig(),
+    log: Callable[[str], None] | None = None,
+) -> tuple[ReaderNet, list[float]]:
+    """Train a new ReaderNet on images x [N, 1, R, R] in [-1, 1] with their findings; returns (net, losses).
+
+    Loss: BCE on presence + cross-entropy of each attribute head on the items where its finding is present
+    (weighted by that share of the batch). Augmentation: `_augment`. AdamW with a one-cycle schedule.
+    """
+    if len(x) != len(findings) or steps < 1:
+        raise ValueError(f"{len(x)} images for {len(findings)} findings, steps={steps}.")
+    pres_all, attr_all = targets(findings)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    net = ReaderNet(config)
+    opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=steps, pct_start=0.1)
+    net.train()
+    losses: list[float] = []
+    t0 = time.time()
+    for step in range(steps):
+        idx = torch.randint(0, len(x), (min(config.batch, len(x)),), generator=gen)
+        pres, heads = net(_augment(x[idx], gen))
+        loss = F.binary_cross_entropy_with_logits(pres, pres_all[idx])
+        for name in ATTRIBUTES:
+            t = attr_all[name][idx]
+            if (t >= 0).any():
+                loss = loss + F.cross_entropy(heads[name], t, ignore_index=-1) * (t >= 0).float().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if log and (step % 100 == 0 or step == steps - 1):
+            log(f"step {step}/{steps} loss {np.mean(losses[-50:]):.4f} ({time.time() - t0:.0f} s)")
+    return net.eval(), losses
+
+
 def train_reader(
     vqgan: VQGAN | None,
-    n: int = 1800,
-    steps: int = 700,
+    n: int = DEFAULT_N,
+    steps: int = DEFAULT_STEPS,
     seed: int = 0,
     *,
     config: ReaderConfig = ReaderConfig(),
@@ -284,7 +323,7 @@ def train_reader(
     old_threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
     try:
-        t0 = time.time()
+        t0, cpu0 = time.time(), time.process_time()
         resolution = vqgan.resolution if vqgan is not None else config.resolution
         samples = data.render_samples(range(base, base + n), resolution)
         pixels = [s.pixels for s in samples]
@@ -296,32 +335,7 @@ def train_reader(
             findings += findings[:n_rec]
         t_recon = time.time() - t0 - t_render
         say(f"{n} phantoms in {t_render:.0f} s, {n_rec} reconstructions in {t_recon:.0f} s")
-
-        x_all = to_input(pixels, config.resolution)
-        pres_all, attr_all = targets(findings)
-        torch.manual_seed(seed)
-        gen = torch.Generator().manual_seed(seed)
-        net = ReaderNet(config)
-        opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=steps, pct_start=0.1)
-        net.train()
-        losses = []
-        for step in range(steps):
-            idx = torch.randint(0, len(x_all), (min(config.batch, len(x_all)),), generator=gen)
-            pres, heads = net(_augment(x_all[idx], gen))
-            loss = F.binary_cross_entropy_with_logits(pres, pres_all[idx])
-            for name in ATTRIBUTES:
-                t = attr_all[name][idx]
-                if (t >= 0).any():
-                    loss = loss + F.cross_entropy(heads[name], t, ignore_index=-1) * (t >= 0).float().mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(float(loss))
-            if step % 100 == 0 or step == steps - 1:
-                say(f"step {step}/{steps} loss {np.mean(losses[-50:]):.4f} ({time.time() - t0:.0f} s)")
-        net.eval()
+        net, losses = fit(to_input(pixels, config.resolution), findings, steps, seed, config, say)
         meta = {
             "seeds": [base, base + n],
             "n_phantoms": n,
@@ -330,6 +344,8 @@ def train_reader(
             "seed": seed,
             "vqgan_fingerprint": vqgan_fingerprint(vqgan) if vqgan is not None else None,
             "train_s": round(time.time() - t0, 1),
+            # CPU seconds of this process: with a busy machine, cpu_s / threads estimates an idle one's wall time
+            "cpu_s": round(time.process_time() - cpu0, 1),
             "render_s": round(t_render, 1),
             "recon_s": round(t_recon, 1),
             "threads": config.threads,
@@ -356,8 +372,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Train the phantom reader, save it, and score it on held-out phantoms.")
     p.add_argument("--weights", type=Path, default=Path("weights/demo"), help="demo model folder (its vqgan/ is used)")
     p.add_argument("--out", type=Path, default=None, help="where to save (default: WEIGHTS/reader)")
-    p.add_argument("--n", type=int, default=1800, help="training phantoms")
-    p.add_argument("--steps", type=int, default=700, help="optimizer steps")
+    p.add_argument("--n", type=int, default=DEFAULT_N, help="training phantoms")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="optimizer steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-val", type=int, default=300, help="held-out phantoms to score on (0 = skip)")
     a = p.parse_args(argv)

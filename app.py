@@ -1,0 +1,36 @@
+"""Start the LLM-CXR Studio web app: `python app.py [--llm DIR --vqgan-config YAML --vqgan-ckpt FILE]`.
+
+Without weight flags it serves weights/official/ when complete, else the embedded demo model (weights/demo/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import replace
+
+from llmcxr_app import ui
+from llmcxr_app.cli_args import add_weight_args, settings_from_args
+from llmcxr_app.config import ServerConfig
+from llmcxr_app.studio import Studio
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_weight_args(parser)
+    server = ServerConfig()
+    parser.add_argument("--host", default=server.host, help=f"bind address (default {server.host}; 0.0.0.0 in a container)")
+    parser.add_argument("--port", type=int, default=server.port, help=f"HTTP port (default {server.port})")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        settings = settings_from_args(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    settings = replace(settings, server=replace(settings.server, host=args.host, port=args.port))
+    studio = Studio.from_settings(settings)
+    ui.build(studio, settings.server).launch(**ui.launch_kwargs(settings.server))
+
+
+if __name__ == "__main__":
+    main()

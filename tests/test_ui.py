@@ -1,0 +1,237 @@
+"""The chat app through gradio_client against the launched server, plus its pure parts (routing, rendering)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from dicom_corpus import SECRETS
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+from ui_harness import files, serve, texts, tiny_studio, write_examples
+
+from llmcxr_app import protocol, ui, ui_render
+from llmcxr_app.config import ServerConfig
+from llmcxr_app.exports import mark_box
+from llmcxr_app.studio import StudioInputError
+from llmcxr_app.ui_routing import findings_from_request, is_draw_request, route
+
+# --- routing and rendering (pure) --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mode", "text", "new", "has", "task", "arg"),
+    [
+        ("Auto", "", True, True, protocol.TASK_REPORT, ""),
+        ("Auto", "Is there an effusion?", True, True, protocol.TASK_VQA, "Is there an effusion?"),
+        ("Auto", "Is there an effusion?", False, True, protocol.TASK_VQA, "Is there an effusion?"),
+        ("Auto", "What is a pneumothorax?", False, False, protocol.TASK_INSTRUCT, "What is a pneumothorax?"),
+        ("Auto", "Describe this X-ray", False, True, protocol.TASK_REPORT, ""),
+        ("Auto", "Draw a chest X-ray: Large left effusion.", False, True, protocol.TASK_DRAW, "Large left effusion."),
+        ("Auto", "Create a report for this image", False, True, protocol.TASK_VQA, "Create a report for this image"),
+        ("Draw", "Small right pneumothorax.", False, False, protocol.TASK_DRAW, "Small right pneumothorax."),
+        ("Report", "anything", False, True, protocol.TASK_REPORT, ""),
+        ("Ask", "Describe this X-ray", False, True, protocol.TASK_VQA, "Describe this X-ray"),
+        ("Ask", "Hello", False, False, protocol.TASK_INSTRUCT, "Hello"),
+    ],
+)
+def test_route(mode, text, new, has, task, arg):
+    plan = route(mode, text, new, has)
+    assert (plan.task, plan.text) == (task, arg)
+
+
+def test_route_refuses_an_empty_message():
+    with pytest.raises(StudioInputError, match="empty"):
+        route("Auto", "  ", False, True)
+
+
+def test_findings_are_cut_from_draw_requests():
+    assert findings_from_request("Please generate a synthetic frontal chest x-ray with cardiomegaly") == "cardiomegaly"
+    assert findings_from_request("Large left effusion. Please draw the X-ray.") == "Large left effusion."
+    assert findings_from_request("make me an xray showing bilateral opacities") == "bilateral opacities"
+    assert not is_draw_request("Is the heart enlarged on this image?")
+
+
+def test_seed_box_and_candidate_seeds():
+    assert ui_render.parse_seed("  ") is None and ui_render.parse_seed(" 42 ") == 42
+    for bad in ("abc", "1.5", "-1", str(2**31)):
+        with pytest.raises(ValueError, match="seed"):
+            ui_render.parse_seed(bad)
+    assert ui_render.candidate_seeds(7, 3) == [7, 8, 9]
+    assert ui_render.candidate_seeds(None, 2) == [None, None]
+
+
+def test_confidence_map_colours_follow_the_probabilities():
+    grid = 16
+    probs = np.zeros((grid, grid))
+    probs[:, grid // 2 :] = 1.0  # right half certain, left half not
+    fig = np.asarray(ui_render.confidence_map(Image.new("L", (32, 32), 128), probs.ravel().tolist(), grid))
+    # Sample the plot area: the overlay's left and right halves must differ in colour (viridis 0 vs 1).
+    h, w, _ = fig.shape
+    row = fig[h // 2, : int(w * 0.7)].astype(int)
+    left, right = row[int(len(row) * 0.2)], row[int(len(row) * 0.85)]
+    assert np.abs(left - right).sum() > 100
+    with pytest.raises(ValueError):
+        ui_render.confidence_map(Image.new("L", (32, 32)), [0.5] * 10, grid)
+
+
+def test_crop_overlay_dims_only_outside_the_crop():
+    im = Image.new("L", (200, 100), 200)
+    out = np.asarray(ui_render.crop_overlay(im, (50, 0, 150, 100)))
+    assert out[50, 100].tolist() == [200, 200, 200]  # inside, untouched
+    assert out[50, 10].max() < 100  # outside, dimmed
+
+
+def test_launch_kwargs_keep_the_server_private():
+    kw = ui.launch_kwargs(ServerConfig(max_file_size="5mb"))
+    assert kw["share"] is False and kw["ssr_mode"] is False and kw["run_history"] is False
+    assert kw["enable_monitoring"] is False and kw["max_file_size"] == "5mb"
+
+
+# --- the launched app ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def examples(tmp_path_factory) -> dict[str, Path]:
+    return write_examples(tmp_path_factory.mktemp("examples"))
+
+
+@pytest.fixture(scope="module")
+def url(tiny_location, examples):
+    # A 3 ms pause per token (a slower model) gives Stop time to land mid-answer.
+    with serve(tiny_studio(tiny_location, step_delay_s=0.003), examples["phantom_a"].parent) as address:
+        yield address
+
+
+def send(client, text="", file=None, mode="Auto", max_new_tokens=24, seed="1", candidates=1):
+    message = {"text": text, "files": [handle_file(str(file))] if file else []}
+    return client.submit(message, mode, 1.0, 0.92, max_new_tokens, seed, candidates, api_name="/chat")
+
+
+def json_downloads(chat) -> list[dict]:
+    return [json.loads(Path(p).read_text()) for p in files(chat) if p.endswith(".json")]
+
+
+def test_queue_and_concurrency_settings(url):
+    config = Client(url, verbose=False).config
+    chat = next(d for d in config["dependencies"] if d.get("api_name") == "chat")
+    assert chat["concurrency_id"] == ui.GPU and chat["concurrency_limit"] == 1
+    assert config.get("run_history") in (False, None)
+
+
+def test_answer_streams_token_by_token(url):
+    client = Client(url, verbose=False)
+    job = send(client, "What is a pleural effusion?", max_new_tokens=30)
+    partials = []
+    for out in job:
+        answer = [t for role, t in texts(out[0]) if role == "assistant"]
+        if answer and (not partials or answer[0] != partials[-1]):
+            partials.append(answer[0])
+    assert len(partials) >= 4, partials
+    grown = [p for p in partials if not p.startswith("Details")]
+    assert all(len(a) <= len(b) for a, b in zip(grown, grown[1:], strict=False))
+    final = job.outputs()[-1][0]
+    (record,) = json_downloads(final)
+    assert record["provenance"]["task"] == protocol.TASK_INSTRUCT and record["provenance"]["seed"] == 1
+    assert record["text"] == texts(final)[1][1]  # the JSON download holds the answer shown
+
+
+def test_png_upload_gives_a_report_and_the_panel(url, examples):
+    client = Client(url, verbose=False)
+    chat, *_, panel_summary = None, None
+    out = send(client, file=examples["phantom_a"]).result()
+    chat, summary = out[0], out[3]
+    assert chat[0]["role"] == "user" and chat[0]["content"][0]["type"] == "file"
+    assert "PNG" in summary and "96 × 96" in summary
+    (record,) = json_downloads(chat)
+    assert record["provenance"]["task"] == protocol.TASK_REPORT
+    # The follow-up question refers to the remembered image.
+    chat = send(client, "Is the heart enlarged?").result()[0]
+    assert [r["provenance"]["task"] for r in json_downloads(chat)] == [protocol.TASK_REPORT, protocol.TASK_VQA]
+
+
+def test_dicom_upload_by_content_shows_window_and_histogram(url, examples, tmp_path):
+    client = Client(url, verbose=False)
+    bare = tmp_path / "IM0001"  # a DICOM exported without an extension: recognised by its content
+    bare.write_bytes(examples["dicom"].read_bytes())
+    out = send(client, "Is there cardiomegaly?", file=bare).result()
+    chat, overview, summary, warnings, model_in, recon, hist = out[0], *out[4:10]
+    assert "DICOM" in summary and "Display window" in summary and "64 × 48" in summary
+    assert "centre square" in summary  # the non-square film is cropped, and the panel says so
+    assert Path(hist).exists() and Path(overview).exists() and Path(recon).exists()
+    dump = json.dumps(out, default=str) + "".join(Path(p).read_text() for p in files(chat) if p.endswith(".json"))
+    assert not [s for s in SECRETS if s in dump], "patient identifiers leaked into the UI"
+
+
+def test_errors_reach_the_client_and_the_conversation_is_kept(url, tmp_path):
+    client = Client(url, verbose=False)
+    first = send(client, "Hello there", max_new_tokens=4).result()[0]
+    pdf = tmp_path / "report.pdf"
+    pdf.write_bytes(b"%PDF-1.4 not an x-ray")
+    with pytest.raises(AppError, match="PDF document, not an image"):
+        send(client, "Is this normal?", file=pdf).result()
+    with pytest.raises(AppError, match="empty"):
+        send(client, "").result()
+    with pytest.raises(AppError, match="seed"):
+        send(client, "Hi", seed="lots").result()
+    after = send(client, "And now?", max_new_tokens=4).result()[0]
+    assert after[: len(first)] == first  # earlier turns intact, failed ones not added
+    assert [t for r, t in texts(after) if r == "user"] == ["Hello there", "And now?"]
+
+
+def test_two_clients_conversations_stay_apart(url, examples):
+    a, b = Client(url, verbose=False), Client(url, verbose=False)
+    send(a, "Is there an effusion?", file=examples["phantom_b"]).result()
+    chat_b = send(b, "What is a chest X-ray?").result()[0]
+    assert [t for r, t in texts(chat_b) if r == "user"] == ["What is a chest X-ray?"]
+    assert not any(m["content"][0].get("type") == "file" for m in chat_b if m["role"] == "user")
+    assert [r["provenance"]["task"] for r in json_downloads(chat_b)] == [protocol.TASK_INSTRUCT]
+    # a still has its image: its follow-up is a VQA; b's follow-up stays an instruction
+    chat_a = send(a, "Any pneumothorax?").result()[0]
+    assert [r["provenance"]["task"] for r in json_downloads(chat_a)][-1] == protocol.TASK_VQA
+    a.predict(api_name="/forget")
+    chat_a = send(a, "Any pneumothorax?").result()[0]
+    assert [r["provenance"]["task"] for r in json_downloads(chat_a)][-1] == protocol.TASK_INSTRUCT
+
+
+def test_draw_returns_a_marked_image_with_exports(url):
+    client = Client(url, verbose=False)
+    job = send(client, "Draw a chest X-ray: Large left pleural effusion.", seed="5")
+    outs = list(job)
+    previews = {p for out in outs for p in files(out[0]) if "preview" in Path(p).name}
+    assert len(previews) >= 3  # the picture sharpened row by row in the chat
+    chat = job.outputs()[-1][0]
+    paths = files(chat)
+    shown = Image.open(next(p for p in paths if "synthetic" in Path(p).name and p.endswith(".png")))
+    assert shown.size == (ui_render.DISPLAY_SIDE, ui_render.DISPLAY_SIDE)
+    l, t, r, b = mark_box(shown)
+    assert np.asarray(shown)[t:b, l:r].min() == 0  # the SYNTHETIC mark's black box is burned in
+    (record,) = json_downloads(chat)
+    assert len(record["image_codes"]) == 256 and record["provenance"]["seed"] == 5
+    dcm = pydicom.dcmread(next(p for p in paths if p.endswith(".dcm")))
+    assert str(dcm.PatientName) == "SYNTHETIC^PHANTOM" and dcm.BurnedInAnnotation == "YES"
+    titles = [m["metadata"]["title"] for m in chat if m.get("metadata")]
+    assert any(t.startswith("Confidence map") for t in titles) and any("demo" not in t for t in titles)
+
+
+def test_stop_keeps_the_partial_answer(url):
+    client = Client(url, verbose=False)
+    job = send(client, "Tell me about chest X-rays.", max_new_tokens=150, seed="1")
+    seen = threading.Event()
+    for out in job:
+        if any(r == "assistant" and t for r, t in texts(out[0])):
+            seen.set()
+            break
+    assert seen.is_set()
+    chat, _box = client.predict(api_name="/stop")
+    job.cancel()
+    answer = [t for r, t in texts(chat) if r == "assistant"]
+    assert answer and answer[-1].endswith("_(stopped)_")
+    assert not any(m.get("metadata") for m in chat)  # no provenance: the answer never finished
+    # The model was released: the next request runs.
+    assert send(client, "Again?", max_new_tokens=4).result()[0][-1]["role"] == "assistant"

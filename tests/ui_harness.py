@@ -1,0 +1,101 @@
+"""Launches the chat app exactly as app.py does (ui.build + ui.launch_kwargs) on a free local port, for the
+gradio_client and browser tests, with the tiny random model of conftest.py."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+from dicom_corpus import make_dataset, pattern, to_bytes, to_stored
+
+from llmcxr_app import ui
+from llmcxr_app.config import ModelLocation, RuntimeConfig, ServerConfig, Settings
+from llmcxr_app.demo.phantoms import make_phantom
+from llmcxr_app.generation import decode_step
+from llmcxr_app.studio import Studio
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tiny_studio(location: ModelLocation, step_delay_s: float = 0.0) -> Studio:
+    """The tiny random model; step_delay_s slows each decode step (as a big model would be) so a Stop can be
+    pressed mid-generation deterministically."""
+    studio = Studio.from_settings(Settings(model=location, runtime=RuntimeConfig(fast_path=False, warmup=False)))
+    if step_delay_s <= 0:
+        return studio
+
+    def slow_step(*args):
+        time.sleep(step_delay_s)
+        return decode_step(*args)
+
+    return Studio.from_parts(studio.llm, studio.vqgan, studio.location, step=slow_step)
+
+
+def write_examples(folder: Path) -> dict[str, Path]:
+    """Two phantom PNGs and a DICOM (with fake identifiers from dicom_corpus) in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for seed, name in ((3, "phantom_a"), (7, "phantom_b")):
+        out[name] = folder / f"{name}.png"
+        make_phantom(seed, size=96).image.save(out[name])
+    out["dicom"] = folder / "chest.dcm"
+    out["dicom"].write_bytes(to_bytes(make_dataset(to_stored(pattern(), 0, 4095, "uint16"), 12)))
+    return out
+
+
+@contextmanager
+def serve(studio: Studio, examples_dir: Path, **server: object) -> Iterator[str]:
+    """Build and launch the app in this process; yield its URL; close it."""
+    config = replace(ServerConfig(host="127.0.0.1", port=free_port()), **server)
+    demo = ui.build(studio, config, examples_dir=examples_dir)
+    kwargs = ui.launch_kwargs(config)
+    kwargs["allowed_paths"] = [str(examples_dir)]
+    demo.launch(prevent_thread_lock=True, quiet=True, **kwargs)
+    try:
+        yield f"http://127.0.0.1:{config.port}/"
+    finally:
+        demo.close()
+
+
+def texts(chat: list[dict]) -> list[tuple[str, str]]:
+    """(role, text) of every text part of a chat as the API returns it."""
+    out = []
+    for message in chat:
+        content = message["content"]
+        for part in content if isinstance(content, list) else [content]:
+            if isinstance(part, dict) and part.get("type") == "text":
+                out.append((message["role"], part["text"]))
+            elif isinstance(part, str):
+                out.append((message["role"], part))
+    return out
+
+
+def files(chat: list[dict]) -> list[str]:
+    """Server paths of every file in a chat (image messages and download lists)."""
+    out = []
+    for message in chat:
+        content = message["content"]
+        for part in content if isinstance(content, list) else [content]:
+            if not isinstance(part, dict):
+                continue
+            if part.get("type") == "file":
+                out.append(part["file"]["path"])
+            elif part.get("type") == "component":
+                value = part.get("value")
+                values = value if isinstance(value, list) else [value]
+                for v in values:
+                    if isinstance(v, str):
+                        out.append(v)
+                    elif isinstance(v, dict) and "path" in v:
+                        out.append(v["path"])
+                    elif isinstance(v, dict) and "image" in v:  # gallery items
+                        out.append(v["image"]["path"])
+    return out
