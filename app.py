@@ -13,22 +13,29 @@ from llmcxr_app import ui
 from llmcxr_app.cli_args import add_weight_args, settings_from_args
 from llmcxr_app.config import ServerConfig
 from llmcxr_app.studio import Studio
+from llmcxr_app.weights import WeightsError
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_weight_args(parser)
     server = ServerConfig()
-    parser.add_argument("--host", default=server.host, help=f"bind address (default {server.host}; 0.0.0.0 in a container)")
+    parser.add_argument(
+        "--host", default=server.host, help=f"bind address (default {server.host}; 0.0.0.0 in a container)"
+    )
     parser.add_argument("--port", type=int, default=server.port, help=f"HTTP port (default {server.port})")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up probes
     try:
         settings = settings_from_args(args)
     except ValueError as exc:
         parser.error(str(exc))
     settings = replace(settings, server=replace(settings.server, host=args.host, port=args.port))
-    studio = Studio.from_settings(settings)
+    try:
+        studio = Studio.from_settings(settings)
+    except WeightsError as exc:  # missing or mismatched files: the message names the fix
+        parser.exit(2, f"error: {exc}\n")
     ui.build(studio, settings.server).launch(**ui.launch_kwargs(settings.server))
 
 

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from .weights import WeightsError
+from .checkpoint_io import WeightsError  # also weights.WeightsError; this module is import-light
 
 log = logging.getLogger(__name__)
 
@@ -127,12 +127,14 @@ def cache_dir() -> Path:
 
 
 def _complete(target: Path, hub: HubSpec) -> bool:
-    """The file exists, or the folder has config.json and every weight file its index names."""
+    """The file exists, or the folder has config.json, a tokenizer and every weight file its index names."""
     if hub.is_file:
         return target.is_file()
     from .weights import _llm_weight_files
 
-    if not (target / "config.json").is_file():
+    if not (target / "config.json").is_file() or not any(
+        (target / name).is_file() for name in ("tokenizer.json", "vocab.json")
+    ):
         return False
     try:
         _llm_weight_files(target)
@@ -242,9 +244,9 @@ def _download(hub: HubSpec, spec: str, cache: Path) -> Path:
         if _complete(target, hub):
             return target
     found = sorted(str(p.relative_to(root)) for p in Path(root).rglob("*") if p.is_file()) if root else []
-    what = "that file" if hub.is_file else "an LLM folder (config.json, tokenizer and model*.safetensors)"
+    what = "such file" if hub.is_file else "LLM folder (config.json, tokenizer, model*.safetensors)"
     raise WeightsError(
-        f"{url} (revision {hub.revision or 'main'}) has no {what} at {hub.path or 'its root'!r}; "
+        f"{url} (revision {hub.revision or 'main'}) has no {what} at {hub.path or 'its root'}; "
         f"fetched only {found[:8]}. Convert and upload the weights as docs/DEPLOY.md shows."
     )
 

@@ -67,7 +67,12 @@ def _examples(examples_dir: Path) -> tuple[list[list], list[str]]:
     if dicoms:
         rows.append([{"text": "", "files": [str(dicoms[0])]}, "Auto"])
         labels.append("Report: a DICOM file")
-    rows.append([{"text": "Draw a chest X-ray: Large left pleural effusion. Heart size is normal.", "files": []}, "Auto"])
+    rows.append(
+        [
+            {"text": "Draw a chest X-ray: Large left pleural effusion. Heart size is normal.", "files": []},
+            "Auto",
+        ]
+    )
     labels.append("Draw: left pleural effusion")
     rows.append([{"text": "No acute cardiopulmonary process. Lungs are clear.", "files": []}, "Draw"])
     labels.append("Draw: normal chest")
@@ -89,7 +94,7 @@ def build(studio: Studio, server: ServerConfig | None = None, examples_dir: Path
         with gr.Row(equal_height=False):
             with gr.Column(scale=7, min_width=420):
                 chatbot = gr.Chatbot(
-                    elem_id="chat", show_label=False, height=620, placeholder=PLACEHOLDER,
+                    elem_id="chat", show_label=False, height="64vh", min_height=420, placeholder=PLACEHOLDER,
                     buttons=["copy", "copy_all"], feedback_options=None, layout="bubble",
                 )  # fmt: skip
                 mode = gr.Radio(list(MODES), value="Auto", label="Mode", info=MODE_INFO, elem_id="mode")
@@ -98,7 +103,9 @@ def build(studio: Studio, server: ServerConfig | None = None, examples_dir: Path
                     sources=["upload"], submit_btn=True, stop_btn=False, autofocus=True, max_lines=8,
                     placeholder="Attach an X-ray (PNG, JPEG, DICOM) and/or type a question or findings to draw…",
                 )  # fmt: skip
-                staged = gr.MultimodalTextbox(visible=False, file_types=FILE_TYPES)  # the message being answered
+                staged = gr.MultimodalTextbox(
+                    visible=False, file_types=FILE_TYPES
+                )  # the message being answered
                 rows, labels = _examples(examples_dir or EXAMPLES_DIR)
                 gr.Examples(rows, [box, mode], example_labels=labels, label="Examples", cache_examples=False)
             with gr.Column(scale=4, min_width=300, elem_id="side"):
@@ -108,12 +115,14 @@ def build(studio: Studio, server: ServerConfig | None = None, examples_dir: Path
                     elem_classes="panel-empty",
                 )
                 overview = gr.Image(
-                    label="Outlined: the part the model sees", type="pil", format="png",
+                    label="Current X-ray", show_label=False, type="pil", format="png",
                     interactive=False, visible=False, height=300, buttons=["fullscreen"], elem_id="overview",
                 )  # fmt: skip
                 summary = gr.Markdown(elem_classes="panel-text")
                 warn = gr.Markdown(visible=False, elem_classes="image-warnings")
-                with gr.Accordion("Model view: crop and VQ-GAN reconstruction", open=False, elem_id="model-view"):
+                with gr.Accordion(
+                    "Model view: crop and VQ-GAN reconstruction", open=False, elem_id="model-view"
+                ):
                     gr.Markdown(
                         "Left: the centre crop the VQ-GAN encodes. Right: its reconstruction from the image "
                         "tokens, which is what the LLM actually receives.",
@@ -131,16 +140,19 @@ def build(studio: Studio, server: ServerConfig | None = None, examples_dir: Path
                     temperature = gr.Slider(0, 2, value=1.0, step=0.05, label="Temperature",
                                             info="0 = always the most likely token (deterministic)")  # fmt: skip
                     top_p = gr.Slider(0.05, 1.0, value=0.92, step=0.01, label="Top-p (nucleus)")
-                    max_tokens = gr.Slider(16, 1024, value=512, step=16, label="Max new tokens (text answers)")
-                    seed = gr.Textbox(label="Seed", placeholder="blank = random; the seed used is shown under each answer",
+                    max_tokens = gr.Slider(
+                        16, 1024, value=512, step=16, label="Max new tokens (text answers)"
+                    )
+                    seed = gr.Textbox(label="Seed", placeholder="blank = random (shown under each answer)",
                                       elem_id="seed")  # fmt: skip
                     candidates = gr.Slider(1, server.max_candidates, value=1, step=1, label="Draw: candidates",
                                            info="several X-rays from the same findings, shown as a grid")  # fmt: skip
         panel = [empty, overview, summary, warn, model_in, recon, hist, forget]
         idle_box = gr.update(submit_btn=True, stop_btn=False)
 
+        quiet = {"queue": False, "show_progress": "hidden"}  # instant UI bookkeeping: no spinner, no queue
         staging = box.submit(
-            app.stage, [box, session], [staged, box, chatbot, session], queue=False, api_visibility="private"
+            app.stage, [box, session], [staged, box, chatbot, session], api_visibility="private", **quiet
         )
         answer = staging.success(
             app.chat,
@@ -150,11 +162,12 @@ def build(studio: Studio, server: ServerConfig | None = None, examples_dir: Path
             concurrency_id=GPU,
             concurrency_limit=1,
             show_progress="minimal",
+            show_progress_on=[chatbot],  # the queue position / timer shows on the conversation only
         )
-        answer.then(lambda: idle_box, None, box, queue=False, api_visibility="private")
-        box.stop(app.stop, [session], [chatbot, box], cancels=[answer], queue=False, api_name="stop")
-        forget.click(app.forget, [session], [session, *panel], queue=False, api_name="forget")
-        chatbot.clear(app.clear, [session], [session, *panel], queue=False, api_name="clear")
+        answer.then(lambda: idle_box, None, box, api_visibility="private", **quiet)
+        box.stop(app.stop, [session], [chatbot, box], cancels=[answer], api_name="stop", **quiet)
+        forget.click(app.forget, [session], [session, *panel], api_name="forget", **quiet)
+        chatbot.clear(app.clear, [session], [session, *panel], api_name="clear", **quiet)
     demo.queue(default_concurrency_limit=1, max_size=server.queue_size)
     return demo
 

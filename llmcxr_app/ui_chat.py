@@ -170,7 +170,9 @@ class ChatApp:
         session.idle.wait(STOP_WAIT_S)
         return list(session.history), idle_box
 
-    def chat(self, message, mode, temperature, top_p, max_new_tokens, seed, candidates, session: Session | None):
+    def chat(
+        self, message, mode, temperature, top_p, max_new_tokens, seed, candidates, session: Session | None
+    ):
         """Answer one message: route it (see ui_routing), stream the answer into the conversation.
 
         Yields (chat messages, session, textbox, *panel updates). Input problems raise gr.Error with their
@@ -186,7 +188,9 @@ class ChatApp:
             new = self._load(path, session) if path else None
             has_image = new is not None or session.current is not None
             plan = route(str(mode or "Auto"), text, new is not None, has_image)
-            image = new.prepared if new is not None else (session.current.prepared if session.current else None)
+            image = (
+                new.prepared if new is not None else (session.current.prepared if session.current else None)
+            )
             first = self._start(plan, image, sampling, None)  # validates the request before it is shown
         except (ImageLoadError, StudioInputError) as exc:
             keep = {"text": text, "files": [] if isinstance(exc, ImageLoadError) or not path else [path]}
@@ -228,11 +232,7 @@ class ChatApp:
         loaded = load_image(path)
         prepared = self.studio.prepare(loaded)
         chat_path = session.path("upload", "png")
-        shown = loaded.image
-        if max(shown.size) > render.PANEL_MAX_SIDE:
-            scale = render.PANEL_MAX_SIDE / max(shown.size)
-            shown = shown.resize((round(shown.width * scale), round(shown.height * scale)))
-        shown.save(chat_path)
+        render.fit(loaded.image).save(chat_path)  # a display copy: the original upload is never served back
         return CurrentXray(loaded=loaded, prepared=prepared, chat_path=str(chat_path))
 
     def _start(self, plan: Route, image: PreparedImage | None, sampling: SamplingConfig, cancel):
@@ -241,7 +241,9 @@ class ChatApp:
             return self.studio.draw(plan.text, sampling=sampling, cancel=cancel, preview_every=PREVIEW_EVERY)
         if plan.task == protocol.TASK_REPORT:
             return self.studio.describe(image, sampling=sampling, cancel=cancel)
-        return self.studio.ask(plan.text, image if plan.task == protocol.TASK_VQA else None, sampling=sampling, cancel=cancel)
+        return self.studio.ask(
+            plan.text, image if plan.task == protocol.TASK_VQA else None, sampling=sampling, cancel=cancel
+        )
 
     def _text(self, session: Session, plan: Route, image, sampling, cancel) -> Iterator[None]:
         msg: dict | None = None
@@ -256,7 +258,9 @@ class ChatApp:
                 yield
         except GenerationCancelled:
             if msg is None:
-                session.history.append({"role": "assistant", "content": "_(stopped before the answer began)_"})
+                session.history.append(
+                    {"role": "assistant", "content": "_(stopped before the answer began)_"}
+                )
             else:
                 msg["content"] = f"{msg['content']} _(stopped)_"
             raise
@@ -278,18 +282,29 @@ class ChatApp:
             {
                 "role": "assistant",
                 "content": render.provenance_markdown(result.provenance, result.timings, extra),
-                "metadata": {"title": render.provenance_title(result.provenance, result.timings), "status": "done"},
+                "metadata": {
+                    "title": render.provenance_title(result.provenance, result.timings),
+                    "status": "done",
+                },
             }
         )
         session.history.append(
-            {"role": "assistant", "content": gr.File(value=[str(f) for f in files], label="Downloads", show_label=False)}
+            {
+                "role": "assistant",
+                "content": gr.File(value=[str(f) for f in files], label="Downloads", show_label=False),
+            }
         )
 
-    def _draw(self, session: Session, findings: str, sampling: SamplingConfig, n: int, cancel) -> Iterator[None]:
+    def _draw(
+        self, session: Session, findings: str, sampling: SamplingConfig, n: int, cancel
+    ) -> Iterator[None]:
         """Draw n candidates one after the other; each shows a preview that sharpens row by row."""
         grid = self.studio.info.grid
         done: list[tuple[str, str]] = []  # (display path, gallery caption) of finished candidates
-        msg = {"role": "assistant", "content": f"Drawing {'a synthetic X-ray' if n == 1 else f'{n} synthetic X-rays'}…"}
+        msg = {
+            "role": "assistant",
+            "content": f"Drawing {'a synthetic X-ray' if n == 1 else f'{n} synthetic X-rays'}…",
+        }
         session.history.append(msg)
         results: list[Result] = []
 
@@ -307,7 +322,10 @@ class ChatApp:
             preview = None
             try:
                 for update in self.studio.draw(
-                    findings, sampling=replace(sampling, seed=seed), cancel=cancel, preview_every=PREVIEW_EVERY
+                    findings,
+                    sampling=replace(sampling, seed=seed),
+                    cancel=cancel,
+                    preview_every=PREVIEW_EVERY,
                 ):
                     if update.result is not None:
                         results.append(update.result)
@@ -320,7 +338,9 @@ class ChatApp:
                 self._draw_details(session, results)
                 raise
             seed_used = results[-1].provenance.get("seed")
-            done.append((self._save_display(session, results[-1].image, "synthetic"), f"{i + 1}: seed {seed_used}"))
+            done.append(
+                (self._save_display(session, results[-1].image, "synthetic"), f"{i + 1}: seed {seed_used}")
+            )
             show(f"Drawn {i + 1} of {n}…" if i + 1 < n else "")
             yield
         what = "A synthetic X-ray" if n == 1 else f"{n} synthetic X-rays"
@@ -344,7 +364,9 @@ class ChatApp:
                 }
             )
             png = save_png(result.image, session.path(f"{self.tag}-synthetic-cxr", "png"), result.provenance)
-            dcm = save_dicom_sc(result.image, session.path(f"{self.tag}-synthetic-cxr", "dcm"), result.provenance)
+            dcm = save_dicom_sc(
+                result.image, session.path(f"{self.tag}-synthetic-cxr", "dcm"), result.provenance
+            )
             js = session.path(f"{self.tag}-synthetic-cxr", "json")
             js.write_text(answer_json("", result.codes, result.provenance), encoding="utf-8")
             self._details(session, result, [png, dcm, js], render.confidence_summary(result.probs, grid))
@@ -353,4 +375,3 @@ class ChatApp:
         path = session.path(stem, "png")
         mark_synthetic(render.display_copy(image)).save(path)
         return str(path)
-

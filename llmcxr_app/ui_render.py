@@ -13,12 +13,14 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 from PIL import Image, ImageDraw
 
 from llmcxr_app.imaging import LoadedImage
 
 DISPLAY_SIDE = 512  # chat/panel copies of model-resolution images (128 px demo, 32 px tests) are upscaled
-PANEL_MAX_SIDE = 640  # the original shown in the side panel is shrunk to this (browser bandwidth)
+PANEL_MAX_SIDE = 640  # uploads shown in the chat and panel are shrunk to this (browser bandwidth)...
+PANEL_MIN_SIDE = 384  # ...and small ones enlarged to this, so a 64 px test film is not a speck
 CROP_COLOUR = (245, 158, 11)  # amber outline of the model's crop on the original
 DEMO_LABEL = "demo model: trained on synthetic phantoms, not on real X-rays"
 STOP_REASONS = {"end": "end of answer", "length": "length limit reached", "image": "image complete"}
@@ -32,14 +34,24 @@ def display_copy(image: Image.Image, side: int = DISPLAY_SIDE) -> Image.Image:
     return gray.resize((side, round(side * gray.height / gray.width)), Image.LANCZOS)
 
 
-def crop_overlay(image: Image.Image, crop_box: Sequence[float], max_side: int = PANEL_MAX_SIDE) -> Image.Image:
-    """The original with everything outside the model's crop dimmed and the crop outlined (RGB, <= max_side).
-
-    crop_box is (left, top, right, bottom) in original pixels, as PreparedImage.crop_box.
-    """
-    scale = min(1.0, max_side / max(image.size))
+def fit(image: Image.Image, min_side: int = PANEL_MIN_SIDE, max_side: int = PANEL_MAX_SIDE) -> Image.Image:
+    """Copy scaled (aspect kept, LANCZOS) so its longer side is within [min_side, max_side]."""
+    longest = max(image.size)
+    scale = max_side / longest if longest > max_side else (min_side / longest if longest < min_side else 1.0)
+    if scale == 1.0:
+        return image.copy()
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    base = image.convert("RGB").resize(size, Image.LANCZOS) if scale < 1 else image.convert("RGB")
+    return image.resize(size, Image.LANCZOS)
+
+
+def crop_overlay(image: Image.Image, crop_box: Sequence[float]) -> Image.Image:
+    """The original (scaled by `fit`) with everything outside the model's crop dimmed and the crop outlined.
+
+    crop_box is (left, top, right, bottom) in original pixels, as PreparedImage.crop_box. Returns RGB.
+    """
+    base = fit(image.convert("RGB"))
+    scale = base.width / image.width
+    size = base.size
     left, top, right, bottom = (round(v * scale) for v in crop_box)
     dim = Image.blend(base, Image.new("RGB", base.size, (0, 0, 0)), 0.6)
     dim.paste(base.crop((left, top, right, bottom)), (left, top))
@@ -66,7 +78,13 @@ def confidence_map(image: Image.Image, probs: Sequence[float], grid: int) -> Ima
     extent = (0, grid, grid, 0)  # one unit per token cell, row 0 at the top
     ax.imshow(np.asarray(image.convert("L")), cmap="gray", vmin=0, vmax=255, extent=extent)
     overlay = ax.imshow(
-        p.reshape(grid, grid), cmap="viridis", vmin=0.0, vmax=1.0, alpha=0.5, extent=extent, interpolation="nearest"
+        p.reshape(grid, grid),
+        cmap="viridis",
+        vmin=0.0,
+        vmax=1.0,
+        alpha=0.5,
+        extent=extent,
+        interpolation="nearest",
     )
     ax.set_xticks([])
     ax.set_yticks([])
@@ -91,18 +109,20 @@ def confidence_summary(probs: Sequence[float], grid: int) -> str:
 def histogram_plot(counts: np.ndarray, edges: np.ndarray, window: tuple[float, float] | None) -> Image.Image:
     """Histogram of a DICOM's stored (modality) values, log count axis, the display window shaded (RGB)."""
     fig = Figure(figsize=(4.6, 2.2), dpi=112)
-    ax = fig.add_axes((0.14, 0.24, 0.83, 0.66))
-    widths = np.diff(edges)
-    ax.bar(edges[:-1], np.maximum(counts, 0), width=widths, align="edge", color="#52606d", linewidth=0)
+    ax = fig.add_axes((0.17, 0.24, 0.79, 0.66))
+    ax.stairs(np.maximum(counts, 0), edges, fill=True, color="#52606d")
     if counts.max() > 0:
         ax.set_yscale("log")
     if window is not None:
         centre, width = window
-        ax.axvspan(centre - width / 2, centre + width / 2, color="#f59e0b", alpha=0.18, label="display window")
+        ax.axvspan(
+            centre - width / 2, centre + width / 2, color="#f59e0b", alpha=0.18, label="display window"
+        )
         ax.legend(fontsize=7, frameon=False, loc="upper right")
     ax.set_xlabel("stored value (modality units)", fontsize=8)
     ax.set_ylabel("pixels (log)", fontsize=8)
-    ax.tick_params(labelsize=7)
+    ax.yaxis.set_minor_formatter(NullFormatter())  # log axes label minor ticks too: too busy at this size
+    ax.tick_params(which="both", labelsize=7)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     return _figure_to_image(fig)
@@ -130,14 +150,16 @@ def image_summary(loaded: LoadedImage, crop_box: Sequence[float], model_resoluti
         lines.append(f"The model sees the whole image at {model_resolution} px ({grid} × {grid} tokens).")
     else:
         lines.append(
-            f"The model sees only the centre square (outlined): {100 * kept:.0f}% of the image, at "
+            f"The model sees only the centre square (outlined in amber): {100 * kept:.0f}% of the image, at "
             f"{model_resolution} px ({grid} × {grid} tokens). The dimmed edges are cut, as in LLM-CXR."
         )
+    voi = str(meta.get("voi") or "")
     if loaded.window is not None:
         c, wd = loaded.window
-        lines.append(f"Display window: level {_fmt_number(c)}, width {_fmt_number(wd)} ({meta.get('voi', 'window')}).")
-    elif meta.get("voi"):
-        lines.append(f"Display: {meta['voi']}.")
+        source = "the full range of stored values" if voi.startswith("full range") else f"the file's {voi}"
+        lines.append(f"Display window: level {_fmt_number(c)}, width {_fmt_number(wd)} ({source}).")
+    elif voi:
+        lines.append(f"Display: {voi}.")
     return "\n\n".join(lines)
 
 
@@ -178,13 +200,16 @@ def provenance_title(provenance: Mapping, timings: Mapping, stopped: bool = Fals
 
 
 def provenance_markdown(provenance: Mapping, timings: Mapping, extra: str = "") -> str:
-    """A small two-column table of the model, weights, precision, seed, sampling and timings of one answer."""
+    """Markdown lines "**Key:** value" for the task, model, weights, precision, seed, sampling and timings."""
     sampling = provenance.get("sampling") or {}
     model = str(provenance.get("model"))
     if provenance.get("is_demo"):
         model += f" ({DEMO_LABEL})"
     rate = timings.get("tokens_per_s")
-    time_bits = [f"{_seconds(timings.get('total_s'))} total", f"first token {_seconds(timings.get('first_token_s'))}"]
+    time_bits = [
+        f"{_seconds(timings.get('total_s'))} total",
+        f"first token {_seconds(timings.get('first_token_s'))}",
+    ]
     if rate:
         time_bits.append(f"{rate:.1f} tokens/s")
     if timings.get("queue_s") and timings["queue_s"] > 0.5:
@@ -205,8 +230,8 @@ def provenance_markdown(provenance: Mapping, timings: Mapping, extra: str = "") 
         ("Ended", STOP_REASONS.get(str(provenance.get("stop_reason")), str(provenance.get("stop_reason")))),
         ("Made by", f"LLM-CXR Studio {provenance.get('app_version')} · {provenance.get('timestamp')}"),
     ]
-    table = "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
-    return table + (f"\n\n{extra}" if extra else "")
+    lines = "  \n".join(f"**{k}:** {v}" for k, v in rows)  # two spaces: a line break in Markdown
+    return lines + (f"\n\n{extra}" if extra else "")
 
 
 def candidate_seeds(seed: int | None, n: int) -> list[int | None]:

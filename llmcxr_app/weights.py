@@ -2,23 +2,16 @@
 
 Every failure a user can cause (missing or misplaced files, a checkpoint from another model, a tokenizer that
 does not match the LLM) raises WeightsError with the fix in its message. Official layout: weights/README.md.
+Reading checkpoint files without running their pickled code: checkpoint_io.py.
 """
 
 from __future__ import annotations
 
-import builtins
-import codecs
-import collections
 import hashlib
-import io
 import json
 import os
 import pickle
-import re
-import struct
-import sys
 import warnings
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,14 +20,12 @@ import torch
 import yaml
 
 from . import config as cfg
+from .checkpoint_io import WeightsError, read_state_dict
+from .hub import local_path
 from .protocol import TokenLayout, token_layout
 from .vqgan import VQGAN, VQGANConfig, autoencoder_prefixes
 
 README = "weights/README.md"
-
-
-class WeightsError(ValueError):
-    """A checkpoint is missing, in the wrong format, or does not match the rest of the model."""
 
 
 def _rel(path: Path) -> str:
@@ -44,174 +35,9 @@ def _rel(path: Path) -> str:
         return str(path)
 
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
 def _local_path(spec: str | os.PathLike) -> Path:
-    """The local path a weights location names (the one seam where Hub repo ids will be downloaded)."""
-    path = Path(spec).expanduser()
-    if not path.exists() and _HUB_ID.match(str(spec)) and not path.suffix:
-        raise WeightsError(
-            f"{str(spec)!r} is not on disk. If it is a Hugging Face Hub repo id: loading from the Hub is not "
-            f"supported yet; download the files and pass the local directory (see {README})."
-        )
-    return path
-
-
-# ---------------------------------------------------------------- restricted unpickling of Lightning .ckpt files
-
-_STORAGE_DTYPES = {
-    "FloatStorage": torch.float32, "DoubleStorage": torch.float64, "HalfStorage": torch.float16,
-    "BFloat16Storage": torch.bfloat16, "LongStorage": torch.int64, "IntStorage": torch.int32,
-    "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8,
-    "BoolStorage": torch.bool, "ComplexFloatStorage": torch.complex64,
-    "ComplexDoubleStorage": torch.complex128, "UntypedStorage": torch.uint8,
-}  # fmt: skip
-
-# What a tensor checkpoint needs and nothing that can run code: tensor rebuilders, containers, plain builtins.
-_ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("torch._utils", "_rebuild_tensor"): torch._utils._rebuild_tensor,
-    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
-    ("torch._utils", "_rebuild_parameter_with_state"): torch._utils._rebuild_parameter_with_state,
-    ("torch._tensor", "_rebuild_from_type_v2"): torch._tensor._rebuild_from_type_v2,
-    ("torch.nn.parameter", "Parameter"): torch.nn.Parameter,
-    ("torch", "Tensor"): torch.Tensor,
-    ("torch", "Size"): torch.Size,
-    ("torch", "device"): torch.device,
-    ("_codecs", "encode"): codecs.encode,  # how protocol-2 pickles spell bytes
-    **{("builtins", n): getattr(builtins, n) for n in (
-        "set", "frozenset", "list", "dict", "tuple", "int", "float", "complex", "bool", "str", "bytes",
-        "bytearray", "slice",
-    )},
-}  # fmt: skip
-
-
-class _Inert:
-    """Stands in for any class or function a checkpoint names beyond tensors; it runs nothing and keeps nothing."""
-
-    pickled_name = "?"
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> _Inert:
-        return object.__new__(cls)
-
-    def _drop(self, *args: Any, **kwargs: Any) -> None:
-        """Takes what unpickling feeds an object (constructor arguments, state, items) and ignores it."""
-
-    __init__ = __setstate__ = __setitem__ = append = extend = _drop
-
-    def __call__(self, *args: Any, **kwargs: Any) -> _Inert:
-        return self
-
-    def __repr__(self) -> str:
-        return f"<not loaded: {self.pickled_name}>"
-
-
-@dataclass(frozen=True)
-class _StorageType:
-    dtype: torch.dtype
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Unpickles torch's zip checkpoints allowing only _ALLOWED_GLOBALS; anything else becomes an inert stub."""
-
-    def __init__(self, data: bytes, read_storage: Any):
-        super().__init__(io.BytesIO(data))
-        self._read_storage = read_storage  # (key, dtype, nbytes) -> UntypedStorage
-
-    def find_class(self, module: str, name: str) -> Any:
-        if module == "torch.tensor":  # renamed in torch 1.8, still found in older pickles
-            module = "torch._tensor"
-        if module in ("torch", "torch.storage") and name in _STORAGE_DTYPES:
-            return _StorageType(_STORAGE_DTYPES[name])
-        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
-            return getattr(torch, name)
-        if (module, name) in _ALLOWED_GLOBALS:
-            return _ALLOWED_GLOBALS[(module, name)]
-        return type(name, (_Inert,), {"pickled_name": f"{module}.{name}"})
-
-    def persistent_load(self, pid: Any) -> Any:
-        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] in ("storage", b"storage")):
-            raise pickle.UnpicklingError(f"unsupported persistent id {pid!r:.80}")
-        _, storage_type, key, _location, numel = pid
-        if not isinstance(storage_type, _StorageType):
-            raise pickle.UnpicklingError(f"unsupported storage type {storage_type!r}")
-        dtype = storage_type.dtype
-        nbytes = int(numel) * torch.empty((), dtype=dtype).element_size()
-        untyped = self._read_storage(str(key), dtype, nbytes)
-        return torch.storage.TypedStorage(wrap_storage=untyped, dtype=dtype, _internal=True)
-
-
-def _restricted_torch_load(path: Path) -> Any:
-    """torch.save zip format through _RestrictedUnpickler; tensors are memory-mapped, read only when touched."""
-    with zipfile.ZipFile(path) as zf:
-        infos = {i.filename: i for i in zf.infolist()}
-        pkls = [n for n in infos if n.endswith("/data.pkl") and n.count("/") == 1]
-        if len(pkls) != 1:
-            raise WeightsError(f"{path} is a zip file but not a torch checkpoint (no data.pkl).")
-        prefix = pkls[0][: -len("data.pkl")]
-        order = zf.read(prefix + "byteorder").decode() if prefix + "byteorder" in infos else "little"
-        data = zf.read(pkls[0])
-    mapped = torch.UntypedStorage.from_file(str(path), False, path.stat().st_size)
-
-    def read_storage(key: str, dtype: torch.dtype, nbytes: int) -> torch.UntypedStorage:
-        info = infos.get(f"{prefix}data/{key}")
-        if info is None or info.compress_type != zipfile.ZIP_STORED or info.file_size != nbytes:
-            raise WeightsError(
-                f"{path}: tensor record {key} is missing or malformed; the file may be truncated."
-            )
-        with open(path, "rb") as f:  # the data start is after the local header, whose extra field varies
-            f.seek(info.header_offset)
-            header = f.read(30)
-        name_len, extra_len = struct.unpack("<HH", header[26:30])
-        start = info.header_offset + 30 + name_len + extra_len
-        storage = mapped[start : start + nbytes]
-        if order != sys.byteorder:
-            storage.byteswap(dtype)
-        return storage
-
-    return _RestrictedUnpickler(data, read_storage).load()
-
-
-def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
-    """The state dict of a .safetensors file, a Lightning .ckpt (its `state_dict`) or a plain torch state dict."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path), device="cpu")
-    if not zipfile.is_zipfile(path):
-        try:  # pre-1.6 torch format: only the safe loader, which refuses pickled classes
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise WeightsError(
-                f"Cannot read {path} ({type(exc).__name__}); expected a Lightning .ckpt saved by torch >= 1.6 "
-                "or a .safetensors file."
-            ) from exc
-    else:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except pickle.UnpicklingError:
-            # Lightning pickles training classes (callbacks, hyper-parameters) that the safe loader refuses;
-            # never fall back to weights_only=False, which would run whatever the file names.
-            try:
-                obj = _restricted_torch_load(path)
-            except (pickle.UnpicklingError, AttributeError, TypeError, ValueError, EOFError) as exc:
-                raise WeightsError(
-                    f"Cannot read {path} safely ({type(exc).__name__}: {str(exc)[:200]}); convert it to "
-                    ".safetensors where it was made (state_dict without loss.* keys)."
-                ) from exc
-        except (RuntimeError, EOFError) as exc:
-            raise WeightsError(f"Cannot read {path} ({exc}); the download may be truncated.") from exc
-    sd = obj.get("state_dict", obj) if isinstance(obj, dict) else None
-    if not isinstance(sd, dict) or not sd:
-        raise WeightsError(
-            f"{path} holds no state dict (expected a Lightning .ckpt with a 'state_dict' entry)."
-        )
-    bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise WeightsError(f"{path}: state dict entries that are not tensors: {bad[:5]}.")
-    return sd
+    """The local path a weights location names; Hub locations (org/name, hf://...) are fetched by hub.py."""
+    return local_path(spec)
 
 
 # ---------------------------------------------------------------- VQ-GAN
@@ -317,7 +143,7 @@ def load_vqgan(
         raise WeightsError(
             f"{ckpt} is a YAML file given as the checkpoint; pass the config first, then the .ckpt."
         )
-    sd = {k: v for k, v in _read_checkpoint(ckpt).items() if not k.startswith("loss.")}
+    sd = {k: v for k, v in read_state_dict(ckpt).items() if not k.startswith("loss.")}
     if config_path in (None, ""):
         config = infer_vqgan_config(sd, resolution=resolution)
     else:
@@ -487,6 +313,25 @@ def _from_pretrained_kwargs(quantization: str, device: torch.device) -> dict[str
     return {**kwargs, "dtype": torch.bfloat16 if quantization == "bf16" else torch.float32}
 
 
+def _prequantized(root: Path, hf_config: dict[str, Any]) -> str | None:
+    """ "nf4" or "int8" when config.json carries a bitsandbytes quantization_config, else None."""
+    q = hf_config.get("quantization_config")
+    if not q:
+        return None
+    if (
+        q.get("quant_method") == "bitsandbytes"
+        and q.get("load_in_4bit")
+        and q.get("bnb_4bit_quant_type") == "nf4"
+    ):
+        return "nf4"
+    if q.get("quant_method") == "bitsandbytes" and q.get("load_in_8bit"):
+        return "int8"
+    raise WeightsError(
+        f"{root}/config.json holds a {q.get('quant_method')!r} quantization this app does not load; use the "
+        "original weights, or convert them with `python -m llmcxr_app.convert llm --quantize nf4`."
+    )
+
+
 def load_llm(
     path: str | os.PathLike,
     *,
@@ -540,9 +385,22 @@ def load_llm(
             "(officially 50281 + 1024 = 51305)."
         )
     dev = resolve_device(device)
-    quant = resolve_quantization(quantization, dev)
+    stored = _prequantized(root, hf_config)
+    if stored is None:
+        quant = resolve_quantization(quantization, dev)
+        kwargs = _from_pretrained_kwargs(quant, dev)
+    else:  # written by `python -m llmcxr_app.convert llm --quantize nf4`: it loads as what it is
+        if str(quantization).lower() not in ("auto", stored):
+            raise WeightsError(
+                f"{root} holds weights pre-quantized to {stored}, which load only as {stored} (use "
+                f"--quantization auto); for {quantization}, convert the original weights instead."
+            )
+        quant = resolve_quantization(stored, dev)
+        # dtype "auto" = as stored: transformers 5.23 casts only some tensors of a pre-quantized checkpoint
+        # to another dtype, and the mixed model then fails in its first layer norm.
+        kwargs = {"device_map": {"": str(dev)}, "dtype": "auto"}
     try:
-        model = AutoModelForCausalLM.from_pretrained(root, **_from_pretrained_kwargs(quant, dev))
+        model = AutoModelForCausalLM.from_pretrained(root, **kwargs)
     except torch.OutOfMemoryError:
         raise
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:

@@ -19,7 +19,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 ENV = "SPACES_ZERO_GPU"  # set to "true" by Hugging Face on ZeroGPU hardware
-DEFAULT_DURATION = 120  # seconds a request may hold the GPU: a 512-token report or a 256-token image with margin
+DEFAULT_DURATION = (
+    120  # seconds a request may hold the GPU: a 512-token report or a 256-token image with margin
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

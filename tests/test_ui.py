@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,8 @@ from ui_harness import files, serve, texts, tiny_studio, write_examples
 from llmcxr_app import protocol, ui, ui_render
 from llmcxr_app.config import ServerConfig
 from llmcxr_app.exports import mark_box
-from llmcxr_app.studio import StudioInputError
+from llmcxr_app.studio import Studio, StudioInputError
+from llmcxr_app.ui_chat import ChatApp
 from llmcxr_app.ui_routing import findings_from_request, is_draw_request, route
 
 # --- routing and rendering (pure) --------------------------------------------------------------------------
@@ -32,8 +34,22 @@ from llmcxr_app.ui_routing import findings_from_request, is_draw_request, route
         ("Auto", "Is there an effusion?", False, True, protocol.TASK_VQA, "Is there an effusion?"),
         ("Auto", "What is a pneumothorax?", False, False, protocol.TASK_INSTRUCT, "What is a pneumothorax?"),
         ("Auto", "Describe this X-ray", False, True, protocol.TASK_REPORT, ""),
-        ("Auto", "Draw a chest X-ray: Large left effusion.", False, True, protocol.TASK_DRAW, "Large left effusion."),
-        ("Auto", "Create a report for this image", False, True, protocol.TASK_VQA, "Create a report for this image"),
+        (
+            "Auto",
+            "Draw a chest X-ray: Large left effusion.",
+            False,
+            True,
+            protocol.TASK_DRAW,
+            "Large left effusion.",
+        ),
+        (
+            "Auto",
+            "Create a report for this image",
+            False,
+            True,
+            protocol.TASK_VQA,
+            "Create a report for this image",
+        ),
         ("Draw", "Small right pneumothorax.", False, False, protocol.TASK_DRAW, "Small right pneumothorax."),
         ("Report", "anything", False, True, protocol.TASK_REPORT, ""),
         ("Ask", "Describe this X-ray", False, True, protocol.TASK_VQA, "Describe this X-ray"),
@@ -51,7 +67,10 @@ def test_route_refuses_an_empty_message():
 
 
 def test_findings_are_cut_from_draw_requests():
-    assert findings_from_request("Please generate a synthetic frontal chest x-ray with cardiomegaly") == "cardiomegaly"
+    assert (
+        findings_from_request("Please generate a synthetic frontal chest x-ray with cardiomegaly")
+        == "cardiomegaly"
+    )
     assert findings_from_request("Large left effusion. Please draw the X-ray.") == "Large left effusion."
     assert findings_from_request("make me an xray showing bilateral opacities") == "bilateral opacities"
     assert not is_draw_request("Is the heart enlarged on this image?")
@@ -102,30 +121,64 @@ def examples(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def url(tiny_location, examples):
+def studio(tiny_location):
     # A 3 ms pause per token (a slower model) gives Stop time to land mid-answer.
-    with serve(tiny_studio(tiny_location, step_delay_s=0.003), examples["phantom_a"].parent) as address:
+    return tiny_studio(tiny_location, step_delay_s=0.003)
+
+
+@pytest.fixture(scope="module")
+def url(studio, examples):
+    with serve(studio, examples["phantom_a"].parent) as address:
         yield address
 
 
-def send(client, text="", file=None, mode="Auto", max_new_tokens=24, seed="1", candidates=1):
+def test_demo_model_is_labelled_everywhere(studio):
+    demo_studio = Studio.from_parts(studio.llm, studio.vqgan, replace(studio.location, is_demo=True))
+    blocks = ui.build(demo_studio, ServerConfig())
+    page = json.dumps(blocks.get_config_file(), default=str)
+    assert "demo" in blocks.title.lower() and "DEMO MODEL" in page and ui_render.DEMO_LABEL in page
+    assert "demo" in ChatApp(demo_studio, ServerConfig()).tag  # download file names
+    assert "demo model" in ui_render.provenance_title({"seed": 1, "is_demo": True}, {"total_s": 1.0})
+    assert "demo" not in ChatApp(studio, ServerConfig()).tag
+
+
+def send(client, text="", file=None, mode="Auto", max_new_tokens=16, seed="1", candidates=1):
     message = {"text": text, "files": [handle_file(str(file))] if file else []}
     return client.submit(message, mode, 1.0, 0.92, max_new_tokens, seed, candidates, api_name="/chat")
+
+
+def finish(job) -> tuple[list[dict], list]:
+    """(final chat, panel values) of a /chat job; the panel (outputs 2..8) is sent once, when it changes."""
+    outs = list(job)
+    panel: list = [None] * 7
+    for out in outs:
+        for i, value in enumerate(out[2:9]):
+            if isinstance(value, dict) and "value" in value:
+                value = value["value"]
+                panel[i] = value["path"] if isinstance(value, dict) and "path" in value else value
+            elif not isinstance(value, dict):
+                panel[i] = value
+    return job.outputs()[-1][0], panel
 
 
 def json_downloads(chat) -> list[dict]:
     return [json.loads(Path(p).read_text()) for p in files(chat) if p.endswith(".json")]
 
 
-def test_queue_and_concurrency_settings(url):
-    config = Client(url, verbose=False).config
-    chat = next(d for d in config["dependencies"] if d.get("api_name") == "chat")
-    assert chat["concurrency_id"] == ui.GPU and chat["concurrency_limit"] == 1
-    assert config.get("run_history") in (False, None)
+def test_model_events_share_one_gpu_slot_and_a_bounded_queue(studio, url):
+    blocks = ui.build(studio, ServerConfig(queue_size=5, delete_cache_s=600))
+    model_events = [fn for fn in blocks.fns.values() if fn.api_name == "chat"]
+    assert model_events and all(
+        fn.concurrency_id == ui.GPU and fn.concurrency_limit == 1 for fn in model_events
+    )
+    assert blocks._queue.max_size == 5 and blocks.delete_cache == (600, 600)
+    assert (
+        Client(url, verbose=False, download_files=False).config["run_history"] is False
+    )  # the launched server: no browser history
 
 
 def test_answer_streams_token_by_token(url):
-    client = Client(url, verbose=False)
+    client = Client(url, verbose=False, download_files=False)
     job = send(client, "What is a pleural effusion?", max_new_tokens=30)
     partials = []
     for out in job:
@@ -142,35 +195,39 @@ def test_answer_streams_token_by_token(url):
 
 
 def test_png_upload_gives_a_report_and_the_panel(url, examples):
-    client = Client(url, verbose=False)
-    chat, *_, panel_summary = None, None
-    out = send(client, file=examples["phantom_a"]).result()
-    chat, summary = out[0], out[3]
+    client = Client(url, verbose=False, download_files=False)
+    chat, panel = finish(send(client, file=examples["phantom_a"]))
+    summary = panel[2]
     assert chat[0]["role"] == "user" and chat[0]["content"][0]["type"] == "file"
     assert "PNG" in summary and "96 × 96" in summary
     (record,) = json_downloads(chat)
     assert record["provenance"]["task"] == protocol.TASK_REPORT
     # The follow-up question refers to the remembered image.
     chat = send(client, "Is the heart enlarged?").result()[0]
-    assert [r["provenance"]["task"] for r in json_downloads(chat)] == [protocol.TASK_REPORT, protocol.TASK_VQA]
+    assert [r["provenance"]["task"] for r in json_downloads(chat)] == [
+        protocol.TASK_REPORT,
+        protocol.TASK_VQA,
+    ]
 
 
 def test_dicom_upload_by_content_shows_window_and_histogram(url, examples, tmp_path):
-    client = Client(url, verbose=False)
+    client = Client(url, verbose=False, download_files=False)
     bare = tmp_path / "IM0001"  # a DICOM exported without an extension: recognised by its content
     bare.write_bytes(examples["dicom"].read_bytes())
-    out = send(client, "Is there cardiomegaly?", file=bare).result()
-    chat, overview, summary, warnings, model_in, recon, hist = out[0], *out[4:10]
+    chat, panel = finish(send(client, "Is there cardiomegaly?", file=bare))
+    overview, summary, recon, hist = panel[1], panel[2], panel[5], panel[6]
     assert "DICOM" in summary and "Display window" in summary and "64 × 48" in summary
     assert "centre square" in summary  # the non-square film is cropped, and the panel says so
     assert Path(hist).exists() and Path(overview).exists() and Path(recon).exists()
-    dump = json.dumps(out, default=str) + "".join(Path(p).read_text() for p in files(chat) if p.endswith(".json"))
+    dump = json.dumps([chat, panel], default=str) + "".join(
+        Path(p).read_text() for p in files(chat) if p.endswith(".json")
+    )
     assert not [s for s in SECRETS if s in dump], "patient identifiers leaked into the UI"
 
 
 def test_errors_reach_the_client_and_the_conversation_is_kept(url, tmp_path):
-    client = Client(url, verbose=False)
-    first = send(client, "Hello there", max_new_tokens=4).result()[0]
+    client = Client(url, verbose=False, download_files=False)
+    first = send(client, "Hello there", max_new_tokens=16).result()[0]
     pdf = tmp_path / "report.pdf"
     pdf.write_bytes(b"%PDF-1.4 not an x-ray")
     with pytest.raises(AppError, match="PDF document, not an image"):
@@ -179,13 +236,13 @@ def test_errors_reach_the_client_and_the_conversation_is_kept(url, tmp_path):
         send(client, "").result()
     with pytest.raises(AppError, match="seed"):
         send(client, "Hi", seed="lots").result()
-    after = send(client, "And now?", max_new_tokens=4).result()[0]
+    after = send(client, "And now?", max_new_tokens=16).result()[0]
     assert after[: len(first)] == first  # earlier turns intact, failed ones not added
     assert [t for r, t in texts(after) if r == "user"] == ["Hello there", "And now?"]
 
 
 def test_two_clients_conversations_stay_apart(url, examples):
-    a, b = Client(url, verbose=False), Client(url, verbose=False)
+    a, b = Client(url, verbose=False, download_files=False), Client(url, verbose=False, download_files=False)
     send(a, "Is there an effusion?", file=examples["phantom_b"]).result()
     chat_b = send(b, "What is a chest X-ray?").result()[0]
     assert [t for r, t in texts(chat_b) if r == "user"] == ["What is a chest X-ray?"]
@@ -200,7 +257,7 @@ def test_two_clients_conversations_stay_apart(url, examples):
 
 
 def test_draw_returns_a_marked_image_with_exports(url):
-    client = Client(url, verbose=False)
+    client = Client(url, verbose=False, download_files=False)
     job = send(client, "Draw a chest X-ray: Large left pleural effusion.", seed="5")
     outs = list(job)
     previews = {p for out in outs for p in files(out[0]) if "preview" in Path(p).name}
@@ -216,11 +273,11 @@ def test_draw_returns_a_marked_image_with_exports(url):
     dcm = pydicom.dcmread(next(p for p in paths if p.endswith(".dcm")))
     assert str(dcm.PatientName) == "SYNTHETIC^PHANTOM" and dcm.BurnedInAnnotation == "YES"
     titles = [m["metadata"]["title"] for m in chat if m.get("metadata")]
-    assert any(t.startswith("Confidence map") for t in titles) and any("demo" not in t for t in titles)
+    assert any(t.startswith("Confidence map") for t in titles)
 
 
 def test_stop_keeps_the_partial_answer(url):
-    client = Client(url, verbose=False)
+    client = Client(url, verbose=False, download_files=False)
     job = send(client, "Tell me about chest X-rays.", max_new_tokens=150, seed="1")
     seen = threading.Event()
     for out in job:
@@ -234,4 +291,4 @@ def test_stop_keeps_the_partial_answer(url):
     assert answer and answer[-1].endswith("_(stopped)_")
     assert not any(m.get("metadata") for m in chat)  # no provenance: the answer never finished
     # The model was released: the next request runs.
-    assert send(client, "Again?", max_new_tokens=4).result()[0][-1]["role"] == "assistant"
+    assert send(client, "Again?", max_new_tokens=16).result()[0][-1]["role"] == "assistant"

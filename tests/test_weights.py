@@ -234,12 +234,14 @@ def test_auto_is_nf4_on_cuda(tiny_location, fp32, ids):
     assert torch.isfinite(b).all() and (a.argmax(-1) == b.argmax(-1)).float().mean() >= 0.7
 
 
-def test_llm_missing_directory_points_to_readme(tmp_path):
+def test_llm_missing_directory_points_to_readme(tmp_path, monkeypatch):
     with pytest.raises(
         WeightsError, match=r"LLM directory not found.*llmcxr_mimic-cxr-256.*weights/README.md"
     ):
         load_llm(tmp_path / "nope", codebook_size=CODEBOOK)
-    with pytest.raises(WeightsError, match="Hub.*not supported yet"):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a repo id goes to hub.py: never the network in tests
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    with pytest.raises(WeightsError, match="someone/llm-cxr is not in the Hugging Face cache.*HF_HUB_OFFLINE"):
         load_llm("someone/llm-cxr", codebook_size=CODEBOOK)
 
 

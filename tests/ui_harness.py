@@ -28,7 +28,9 @@ def free_port() -> int:
 def tiny_studio(location: ModelLocation, step_delay_s: float = 0.0) -> Studio:
     """The tiny random model; step_delay_s slows each decode step (as a big model would be) so a Stop can be
     pressed mid-generation deterministically."""
-    studio = Studio.from_settings(Settings(model=location, runtime=RuntimeConfig(fast_path=False, warmup=False)))
+    studio = Studio.from_settings(
+        Settings(model=location, runtime=RuntimeConfig(fast_path=False, warmup=False))
+    )
     if step_delay_s <= 0:
         return studio
 
@@ -86,8 +88,8 @@ def files(chat: list[dict]) -> list[str]:
         for part in content if isinstance(content, list) else [content]:
             if not isinstance(part, dict):
                 continue
-            if part.get("type") == "file":
-                out.append(part["file"]["path"])
+            if part.get("type") == "file":  # a downloaded file (a local path) or the server's FileData
+                out.append(part["file"] if isinstance(part["file"], str) else part["file"]["path"])
             elif part.get("type") == "component":
                 value = part.get("value")
                 values = value if isinstance(value, list) else [value]

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from ..config import DEMO_DIR, DEMO_MODEL, ModelLocation, RuntimeConfig, SamplingConfig, Settings
-from ..studio import Studio
+from ..studio import Studio, StudioInputError
 from . import reader as reader_mod
 from .data import EVAL_SEED_START
 from .labeler import label_details, label_report, parse_answer
@@ -144,7 +144,13 @@ def demo_location(weights: Path) -> ModelLocation:
 
 
 def get_reader(
-    studio: Studio, folder: Path, *, retrain: bool = False, n: int = reader_mod.DEFAULT_N, steps: int = reader_mod.DEFAULT_STEPS, log=_log
+    studio: Studio,
+    folder: Path,
+    *,
+    retrain: bool = False,
+    n: int = reader_mod.DEFAULT_N,
+    steps: int = reader_mod.DEFAULT_STEPS,
+    log=_log,
 ) -> reader_mod.Reader:
     """The cached reader in `folder`, or a new one trained (and saved there) on the studio's VQ-GAN.
 
@@ -170,13 +176,83 @@ def _greedy(cfg: EvalConfig) -> SamplingConfig:
     return SamplingConfig(temperature=0.0, top_p=1.0, top_k=0, max_new_tokens=cfg.max_new_tokens, seed=0)
 
 
+def _describe_all(studio, prepared, truths, greedy: SamplingConfig, log) -> tuple[dict, list[float]]:
+    texts, tok_s = [], []
+    for i, p in enumerate(prepared):
+        result = Studio.finish(studio.describe(p, sampling=greedy))
+        texts.append(result.text)
+        tok_s.append(result.timings.get("tokens_per_s") or 0.0)
+        if i % 20 == 0:
+            log(f"describe {i + 1}/{len(prepared)}")
+    report = prf([label_report(x) for x in texts], [f.label_vector() for f in truths])
+    return {**report, "attributes": _report_attributes(texts, truths), "n": len(texts)}, tok_s
+
+
+def _vqa_all(studio, seeds, prepared, truths, greedy: SamplingConfig, per_image: int) -> dict:
+    items = []
+    for seed, p, f in zip(seeds, prepared, truths, strict=True):
+        for question, truth in make_qa(f, np.random.default_rng([seed, 0xE7A]), per_image):
+            answer = Studio.finish(studio.ask(question, p, sampling=greedy)).text
+            items.append((_KIND.get(question.lower(), "other"), answers_match(answer, truth)))
+    by_kind = {}
+    for kind in sorted({k for k, _ in items}):
+        hits = [ok for k, ok in items if k == kind]
+        by_kind[kind] = {"accuracy": sum(hits) / len(hits), "n": len(hits)}
+    return {"accuracy": _ratio(sum(ok for _, ok in items), len(items)), "n": len(items), "by_kind": by_kind}
+
+
+def _failed(f: Findings) -> dict:
+    """The reading of a draw that produced no valid image: wrong on every label and attribute."""
+    return {
+        **{lab: not v for lab, v in f.label_vector().items()},
+        **{name: "no image" for name in reader_mod.ATTRIBUTES},
+    }
+
+
+def _draw_all(studio, reader, truths: list[Findings], cfg: EvalConfig, log) -> tuple[dict, list[float]]:
+    """Draw each findings text, read the image; failed items (no valid image) count as wrong everywhere."""
+    preds: list[dict | None] = []
+    errors, tok_s = [], []
+    for i, f in enumerate(truths):
+        seed = cfg.seed_start + i
+        prompt = write_findings_prompt(f, np.random.default_rng([seed, 0xD2A]))
+        sampling = SamplingConfig(temperature=cfg.draw_temperature, top_p=cfg.draw_top_p, top_k=0, seed=seed)
+        try:
+            result = Studio.finish(studio.draw(prompt, sampling=sampling, preview_every=0))
+        except StudioInputError as exc:  # e.g. findings longer than the context: an item the model failed
+            errors.append(str(exc))  # phantom findings only: no user or patient text
+            preds.append(None)
+            continue
+        codes = result.codes or []
+        ok = (
+            result.image is not None
+            and len(codes) == studio.vqgan.grid_tokens
+            and all(0 <= c < studio.vqgan.n_embed for c in codes)
+        )
+        preds.append(reader.predict([result.image])[0] if ok else None)
+        tok_s.append(result.timings.get("tokens_per_s") or 0.0)
+        if i % 10 == 0:
+            log(f"draw {i + 1}/{len(truths)} ({result.timings['total_s']:.1f} s)")
+    valid = sum(p is not None for p in preds)
+    preds = [p if p is not None else _failed(f) for p, f in zip(preds, truths, strict=True)]
+    draw = reader_mod.score(preds, truths)
+    draw["prf"] = prf([{k: p[k] for k in LABELS} for p in preds], [f.label_vector() for f in truths])
+    draw["valid_fraction"] = _ratio(valid, len(truths))
+    draw["input_errors"] = errors[:5]
+    draw["n_input_errors"] = len(errors)
+    # What a reader answering "absent" to everything would score: the floor the mean accuracy is read against.
+    n_absent = sum(not v for f in truths for v in f.label_vector().values())
+    draw["label_accuracy_mean_all_absent"] = _ratio(n_absent, len(truths) * len(LABELS))
+    return draw, tok_s
+
+
 def evaluate(
     studio: Studio, reader: reader_mod.Reader, cfg: EvalConfig, log: Callable[[str], None] = _log
 ) -> dict:
     """Run every measurement; returns the metrics, targets, settings and timings (see the module docstring)."""
     greedy = _greedy(cfg)
     seeds = list(range(cfg.seed_start, cfg.seed_start + cfg.n))
-    timings: dict[str, float] = {}
+    timings: dict[str, float | None] = {}
 
     t = time.perf_counter()
     phantoms = [make_phantom(s) for s in seeds]
@@ -185,15 +261,11 @@ def evaluate(
     timings["prepare_s"] = time.perf_counter() - t
     log(f"{cfg.n} held-out phantoms prepared in {timings['prepare_s']:.0f} s")
 
-    # VQ-GAN reconstruction and the reader's own accuracy (the judge's calibration).
+    # VQ-GAN reconstruction, and the reader's own accuracy on the same phantoms (the judge's calibration).
     originals = [np.asarray(p.model_input.convert("L")) for p in prepared]
     recons = [np.asarray(p.reconstruction.convert("L")) for p in prepared]
-    errs = [reconstruction_error(a, b) for a, b in zip(originals, recons, strict=True)]
-    reconstruction = {
-        "mae": float(np.mean([e[0] for e in errs])),
-        "psnr_db": float(np.mean([e[1] for e in errs])),
-        "n": len(errs),
-    }
+    errs = np.array([reconstruction_error(a, b) for a, b in zip(originals, recons, strict=True)])
+    reconstruction = {"mae": float(errs[:, 0].mean()), "psnr_db": float(errs[:, 1].mean()), "n": len(errs)}
     reader_scores = {
         "original": reader_mod.score(reader.predict(originals), truths),
         "reconstruction": reader_mod.score(reader.predict(recons), truths),
@@ -201,93 +273,62 @@ def evaluate(
     }
 
     t = time.perf_counter()
-    texts, tok_s = [], []
-    for i, p in enumerate(prepared):
-        result = Studio.finish(studio.describe(p, sampling=greedy))
-        texts.append(result.text)
-        tok_s.append(result.timings.get("tokens_per_s") or 0.0)
-        if i % 20 == 0:
-            log(f"describe {i + 1}/{cfg.n}")
+    report, tok_s = _describe_all(studio, prepared, truths, greedy, log)
     timings["describe_s"] = time.perf_counter() - t
-    report = prf([label_report(x) for x in texts], [f.label_vector() for f in truths])
-    report["attributes"] = _report_attributes(texts, truths)
-    report["n"] = len(texts)
 
     t = time.perf_counter()
-    vqa_items = []
-    for seed, p, f in zip(seeds, prepared, truths, strict=True):
-        for question, truth in make_qa(f, np.random.default_rng([seed, 0xE7A]), cfg.qa_per_image):
-            answer = Studio.finish(studio.ask(question, p, sampling=greedy)).text
-            vqa_items.append((_KIND.get(question.lower(), "other"), answers_match(answer, truth)))
+    vqa = _vqa_all(studio, seeds, prepared, truths, greedy, cfg.qa_per_image)
     timings["vqa_s"] = time.perf_counter() - t
-    log(f"VQA: {len(vqa_items)} questions in {timings['vqa_s']:.0f} s")
-    by_kind = {}
-    for kind in sorted({k for k, _ in vqa_items}):
-        hits = [ok for k, ok in vqa_items if k == kind]
-        by_kind[kind] = {"accuracy": sum(hits) / len(hits), "n": len(hits)}
-    vqa = {"accuracy": _ratio(sum(ok for _, ok in vqa_items), len(vqa_items)), "n": len(vqa_items), "by_kind": by_kind}
+    log(f"VQA: {vqa['n']} questions in {timings['vqa_s']:.0f} s")
 
     t = time.perf_counter()
-    draw_truths, images, valid, draw_tok_s = truths[: cfg.n_draw], [], 0, []
-    if cfg.n_draw > cfg.n:  # more drawings than phantoms prepared: findings of further held-out seeds
-        draw_truths += [make_phantom(s).findings for s in range(cfg.seed_start + cfg.n, cfg.seed_start + cfg.n_draw)]
-    for i, f in enumerate(draw_truths):
-        seed = cfg.seed_start + i
-        prompt = write_findings_prompt(f, np.random.default_rng([seed, 0xD2A]))
-        sampling = SamplingConfig(temperature=cfg.draw_temperature, top_p=cfg.draw_top_p, top_k=0, seed=seed)
-        result = Studio.finish(studio.draw(prompt, sampling=sampling, preview_every=0))
-        codes = result.codes or []
-        ok = (
-            result.image is not None
-            and len(codes) == studio.vqgan.grid_tokens
-            and all(0 <= c < studio.vqgan.n_embed for c in codes)
-        )
-        valid += ok
-        images.append(result.image if ok else None)
-        draw_tok_s.append(result.timings.get("tokens_per_s") or 0.0)
-        if i % 10 == 0:
-            log(f"draw {i + 1}/{len(draw_truths)} ({result.timings['total_s']:.1f} s)")
+    draw_truths = truths[: cfg.n_draw]  # more drawings than prepared phantoms: further held-out findings
+    draw_truths += [
+        make_phantom(s).findings for s in range(cfg.seed_start + cfg.n, cfg.seed_start + cfg.n_draw)
+    ]
+    draw, draw_tok_s = _draw_all(studio, reader, draw_truths, cfg, log)
     timings["draw_s"] = time.perf_counter() - t
-    drawn = [(im, f) for im, f in zip(images, draw_truths, strict=True) if im is not None]
-    preds = reader.predict([im for im, _ in drawn]) if drawn else []
-    draw = reader_mod.score(preds, [f for _, f in drawn]) if drawn else {}
-    draw["prf"] = prf([{k: p[k] for k in LABELS} for p in preds], [f.label_vector() for _, f in drawn])
-    draw["valid_fraction"] = _ratio(valid, len(draw_truths))
-    draw["n"] = len(draw_truths)
-    # What a reader answering "absent" to everything would score: the floor the mean accuracy is read against.
-    draw["label_accuracy_mean_all_absent"] = _ratio(
-        sum(not v for f in draw_truths for v in f.label_vector().values()), len(draw_truths) * len(LABELS)
-    )
 
     timings["describe_per_item_s"] = _ratio(timings["describe_s"], cfg.n)
-    timings["vqa_per_item_s"] = _ratio(timings["vqa_s"], len(vqa_items))
-    timings["draw_per_item_s"] = _ratio(timings["draw_s"], len(draw_truths))
+    timings["vqa_per_item_s"] = _ratio(timings["vqa_s"], vqa["n"])
+    timings["draw_per_item_s"] = _ratio(timings["draw_s"], draw["n"])
     timings["describe_tokens_per_s_mean"] = float(np.mean(tok_s)) if tok_s else None
     timings["draw_tokens_per_s_mean"] = float(np.mean(draw_tok_s)) if draw_tok_s else None
     values = {
         "report_micro_f1": report["micro"]["f1"],
         "vqa_accuracy": vqa["accuracy"],
-        "draw_label_accuracy_mean": draw.get("label_accuracy_mean"),
+        "draw_label_accuracy_mean": draw["label_accuracy_mean"],
     }
     targets = {
-        k: {"value": values[k], "target": v, "pass": values[k] is not None and values[k] >= v} for k, v in TARGETS.items()
+        k: {"value": values[k], "target": v, "pass": values[k] is not None and values[k] >= v}
+        for k, v in TARGETS.items()
     }
+    draw_sampling = SamplingConfig(temperature=cfg.draw_temperature, top_p=cfg.draw_top_p, top_k=0)
     return {
-        "metrics": {"report": report, "vqa": vqa, "draw": draw, "reconstruction": reconstruction, "reader": reader_scores},
+        "metrics": {
+            "report": report,
+            "vqa": vqa,
+            "draw": draw,
+            "reconstruction": reconstruction,
+            "reader": reader_scores,
+        },
         "targets": targets,
         "pass": all(t["pass"] for t in targets.values()),
-        "n": {"phantoms": cfg.n, "vqa_questions": len(vqa_items), "draw": len(draw_truths)},
+        "n": {"phantoms": cfg.n, "vqa_questions": vqa["n"], "draw": draw["n"]},
         "seeds": {
             "report_vqa_reconstruction": [cfg.seed_start, cfg.seed_start + cfg.n],
-            "draw": [cfg.seed_start, cfg.seed_start + len(draw_truths)],
+            "draw": [cfg.seed_start, cfg.seed_start + draw["n"]],
             "vqa_questions": "make_qa(findings, default_rng([seed, 0xE7A]), qa_per_image)",
             "draw_prompts": "write_findings_prompt(findings, default_rng([seed, 0xD2A]))",
         },
         "sampling": {
             "describe": {**asdict(greedy), "note": "greedy (temperature 0): deterministic"},
             "vqa": {**asdict(greedy), "note": "greedy (temperature 0): deterministic"},
-            "draw": {**asdict(SamplingConfig(temperature=cfg.draw_temperature, top_p=cfg.draw_top_p, top_k=0)),
-                     "seed": "the phantom's seed, per item", "constrained": True},
+            "draw": {
+                **{k: v for k, v in asdict(draw_sampling).items() if k in ("temperature", "top_p", "top_k")},
+                "seed": "the phantom's seed, per item",
+                "constrained": "exactly grid_tokens image ids (generation.generate_image)",
+            },
         },
         "config": asdict(cfg),
         "model": asdict(studio.info),
@@ -302,29 +343,44 @@ def _fmt(v) -> str:
 def table(res: dict) -> str:
     """The human-readable summary printed without --json."""
     m = res["metrics"]
-    lines = [f"Model: {res['model']['model_name']} ({res['model']['weight_hash']}, {res['model']['device']}, "
-             f"{res['model']['quantization']})", ""]
+    lines = [
+        f"Model: {res['model']['model_name']} ({res['model']['weight_hash']}, {res['model']['device']}, "
+        f"{res['model']['quantization']})",
+        "",
+    ]
     rep = m["report"]
-    lines.append(f"CXR -> report (greedy, n={rep['n']}): micro P {_fmt(rep['micro']['precision'])} "
-                 f"R {_fmt(rep['micro']['recall'])} F1 {_fmt(rep['micro']['f1'])}; macro F1 {_fmt(rep['macro_f1'])}")
+    lines.append(
+        f"CXR -> report (greedy, n={rep['n']}): micro P {_fmt(rep['micro']['precision'])} "
+        f"R {_fmt(rep['micro']['recall'])} F1 {_fmt(rep['micro']['f1'])}; macro F1 {_fmt(rep['macro_f1'])}"
+    )
     lines.append(f"  {'finding':<15}{'prec':>8}{'recall':>8}{'F1':>8}{'support':>9}")
     for lab, v in rep["per_label"].items():
-        lines.append(f"  {lab:<15}{_fmt(v['precision']):>8}{_fmt(v['recall']):>8}{_fmt(v['f1']):>8}{v['support']:>9}")
+        lines.append(
+            f"  {lab:<15}{_fmt(v['precision']):>8}{_fmt(v['recall']):>8}{_fmt(v['f1']):>8}{v['support']:>9}"
+        )
     for k, v in rep["attributes"].items():
         lines.append(f"  {k:<22} accuracy {_fmt(v['accuracy'])} (n={v['n']})")
     vqa = m["vqa"]
     kinds = ", ".join(f"{k} {_fmt(v['accuracy'])} (n={v['n']})" for k, v in vqa["by_kind"].items())
     lines += ["", f"VQA (greedy, n={vqa['n']}): accuracy {_fmt(vqa['accuracy'])}; {kinds}"]
     d = m["draw"]
-    lines += ["", f"report -> CXR (top_p 0.92, n={d['n']}): valid images {_fmt(d['valid_fraction'])}; reader "
-              f"accuracy mean {_fmt(d.get('label_accuracy_mean'))} (all-absent floor "
-              f"{_fmt(d['label_accuracy_mean_all_absent'])}), exact match {_fmt(d.get('exact_match'))}"]
+    lines += [
+        "",
+        f"report -> CXR (top_p 0.92, n={d['n']}): valid images {_fmt(d['valid_fraction'])}; reader "
+        f"accuracy mean {_fmt(d.get('label_accuracy_mean'))} (all-absent floor "
+        f"{_fmt(d['label_accuracy_mean_all_absent'])}), exact match {_fmt(d.get('exact_match'))}",
+    ]
     r_orig, r_rec = m["reader"]["original"]["label_accuracy"], m["reader"]["reconstruction"]["label_accuracy"]
     lines.append(f"  {'finding':<15}{'generated':>10}{'reader on originals':>21}{'on reconstructions':>20}")
     for lab in LABELS:
-        lines.append(f"  {lab:<15}{_fmt(d.get('label_accuracy', {}).get(lab)):>10}{_fmt(r_orig[lab]):>21}{_fmt(r_rec[lab]):>20}")
+        lines.append(
+            f"  {lab:<15}{_fmt(d.get('label_accuracy', {}).get(lab)):>10}{_fmt(r_orig[lab]):>21}{_fmt(r_rec[lab]):>20}"
+        )
     rc = m["reconstruction"]
-    lines += ["", f"VQ-GAN reconstruction (n={rc['n']}): MAE {rc['mae']:.4f} (pixels in [0, 1]), PSNR {rc['psnr_db']:.2f} dB"]
+    lines += [
+        "",
+        f"VQ-GAN reconstruction (n={rc['n']}): MAE {rc['mae']:.4f} (pixels in [0, 1]), PSNR {rc['psnr_db']:.2f} dB",
+    ]
     tm = res["timings"]
     lines += ["", "Timings: " + ", ".join(f"{k} {v:.2f}" for k, v in tm.items() if isinstance(v, float)), ""]
     for k, t in res["targets"].items():
@@ -345,28 +401,43 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
     p.add_argument("--reader", type=Path, default=None, help="reader folder (default: WEIGHTS/reader)")
     p.add_argument("--retrain-reader", action="store_true")
-    p.add_argument("--reader-n", type=int, default=reader_mod.DEFAULT_N, help="phantoms to train a new reader on")
-    p.add_argument("--reader-steps", type=int, default=reader_mod.DEFAULT_STEPS, help="optimizer steps of a new reader")
+    p.add_argument(
+        "--reader-n", type=int, default=reader_mod.DEFAULT_N, help="phantoms to train a new reader on"
+    )
+    p.add_argument(
+        "--reader-steps", type=int, default=reader_mod.DEFAULT_STEPS, help="optimizer steps of a new reader"
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--quantization", default="auto")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    # One thread: on a busy 2-core machine two threads made decoding 5-20x slower (measured).
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     a = p.parse_args(argv)
     if a.seed_start < EVAL_SEED_START:
         p.error(f"--seed-start must be >= {EVAL_SEED_START}: lower seeds are training data.")
     torch.set_num_threads(a.threads)
-    cfg = EvalConfig(n=a.n, n_draw=a.n if a.n_draw is None else a.n_draw, qa_per_image=a.qa_per_image,
-                     seed_start=a.seed_start, max_new_tokens=a.max_new_tokens)
+    cfg = EvalConfig(
+        n=a.n,
+        n_draw=a.n if a.n_draw is None else a.n_draw,
+        qa_per_image=a.qa_per_image,
+        seed_start=a.seed_start,
+        max_new_tokens=a.max_new_tokens,
+    )
     t0 = time.perf_counter()
     runtime = RuntimeConfig(device=a.device, quantization=a.quantization, fast_path=False, warmup=False)
     studio = Studio.from_settings(Settings(model=demo_location(a.weights), runtime=runtime))
     t_load = time.perf_counter() - t0
-    reader = get_reader(studio, a.reader or a.weights / "reader", retrain=a.retrain_reader, n=a.reader_n,
-                        steps=a.reader_steps)
+    reader = get_reader(
+        studio, a.reader or a.weights / "reader", retrain=a.retrain_reader, n=a.reader_n, steps=a.reader_steps
+    )
     res = evaluate(studio, reader, cfg)
     res["timings"]["load_s"] = round(t_load, 3)
     res["timings"]["total_s"] = round(time.perf_counter() - t0, 3)
     res["command"] = "python -m llmcxr_app.demo.evaluate " + shlex.join(argv)
-    res["environment"] = {"torch": torch.__version__, "threads": torch.get_num_threads(), "python": sys.version.split()[0]}
+    res["environment"] = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "python": sys.version.split()[0],
+    }
     res["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     text = json.dumps(res, indent=2)
     if a.out:

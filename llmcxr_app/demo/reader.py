@@ -22,7 +22,8 @@ import argparse
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -72,10 +73,16 @@ class ReaderNet(nn.Module):
         layers: list[nn.Module] = []
         c_in, side = 1, cfg.resolution
         for c_out in cfg.widths:
-            layers += [nn.Conv2d(c_in, c_out, 3, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(c_in, c_out, 3, 2, 1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True),
+            ]
             c_in, side = c_out, (side + 1) // 2
         self.features = nn.Sequential(*layers)
-        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(c_in * side * side, cfg.hidden), nn.ReLU(inplace=True))
+        self.fc = nn.Sequential(
+            nn.Flatten(), nn.Linear(c_in * side * side, cfg.hidden), nn.ReLU(inplace=True)
+        )
         self.drop = nn.Dropout(cfg.dropout)
         self.presence = nn.Linear(cfg.hidden, len(LABELS))
         self.heads = nn.ModuleDict({name: nn.Linear(cfg.hidden, len(classes)) for name, classes in HEADS})
@@ -96,7 +103,8 @@ def targets(findings: Sequence[Findings]) -> tuple[torch.Tensor, dict[str, torch
         "consolidation_zone": [f.consolidation for f in findings],
     }
     attrs = {
-        name: torch.tensor([classes.index(v) if v in classes else -1 for v in values[name]]) for name, classes in HEADS
+        name: torch.tensor([classes.index(v) if v in classes else -1 for v in values[name]])
+        for name, classes in HEADS
     }
     return presence, attrs
 
@@ -120,7 +128,9 @@ def to_input(images: Sequence[Image.Image | np.ndarray] | torch.Tensor, resoluti
             raise ValueError(f"Expected a [B, 1|3, R, R] tensor, got {list(x.shape)}.")
         x = x.mean(1, keepdim=True).clamp(-1, 1)
         if x.shape[-1] != resolution or x.shape[-2] != resolution:
-            x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
+            x = F.interpolate(
+                x, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False
+            )
         return x
     arrays = []
     for im in images:
@@ -195,7 +205,9 @@ class Reader:
         out = []
         for i in range(len(probs)):
             d: dict = {lab: bool(probs[i, j] > 0.5) for j, lab in enumerate(LABELS)}
-            for (name, classes), owner in zip(HEADS, ("effusion", "effusion", "pneumothorax", "consolidation"), strict=True):
+            for (name, classes), owner in zip(
+                HEADS, ("effusion", "effusion", "pneumothorax", "consolidation"), strict=True
+            ):
                 d[name] = classes[int(heads[name][i].argmax())] if d[owner] else "none"
             d["prob"] = {lab: round(float(probs[i, j]), 4) for j, lab in enumerate(LABELS)}
             out.append(d)
@@ -238,13 +250,21 @@ def score(predictions: Sequence[dict], truths: Sequence[Findings]) -> dict:
     n = len(truths)
     per_label = {}
     for lab in LABELS:
-        per_label[lab] = sum(p[lab] == f.label_vector()[lab] for p, f in zip(predictions, truths, strict=True)) / max(n, 1)
+        per_label[lab] = sum(
+            p[lab] == f.label_vector()[lab] for p, f in zip(predictions, truths, strict=True)
+        ) / max(n, 1)
     attrs = {}
     for name in ATTRIBUTES:
         pairs = [(p[name], truth_dict(f)[name]) for p, f in zip(predictions, truths, strict=True)]
         pairs = [(a, b) for a, b in pairs if b != "none"]
-        attrs[name] = {"accuracy": sum(a == b for a, b in pairs) / len(pairs) if pairs else None, "n": len(pairs)}
-    exact_labels = sum(all(p[lab] == f.label_vector()[lab] for lab in LABELS) for p, f in zip(predictions, truths, strict=True))
+        attrs[name] = {
+            "accuracy": sum(a == b for a, b in pairs) / len(pairs) if pairs else None,
+            "n": len(pairs),
+        }
+    exact_labels = sum(
+        all(p[lab] == f.label_vector()[lab] for lab in LABELS)
+        for p, f in zip(predictions, truths, strict=True)
+    )
     keys = (*LABELS, *ATTRIBUTES)
     exact = sum(all(p[k] == truth_dict(f)[k] for k in keys) for p, f in zip(predictions, truths, strict=True))
     return {
@@ -255,6 +275,16 @@ def score(predictions: Sequence[dict], truths: Sequence[Findings]) -> dict:
         "exact_match": exact / max(n, 1),
         "n": n,
     }
+
+
+@contextmanager
+def _threads(n: int) -> Iterator[None]:
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def fit(
@@ -272,6 +302,11 @@ def fit(
     """
     if len(x) != len(findings) or steps < 1:
         raise ValueError(f"{len(x)} images for {len(findings)} findings, steps={steps}.")
+    with _threads(config.threads):
+        return _fit(x, findings, steps, seed, config, log)
+
+
+def _fit(x, findings, steps, seed, config, log) -> tuple[ReaderNet, list[float]]:
     pres_all, attr_all = targets(findings)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -320,9 +355,7 @@ def train_reader(
     if base + n > READER_VAL_SEED_START:
         raise ValueError(f"Reader training seeds would reach its held-out range ({READER_VAL_SEED_START}).")
     say = log or (lambda _msg: None)
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(config.threads)
-    try:
+    with _threads(config.threads):
         t0, cpu0 = time.time(), time.process_time()
         resolution = vqgan.resolution if vqgan is not None else config.resolution
         samples = data.render_samples(range(base, base + n), resolution)
@@ -353,8 +386,6 @@ def train_reader(
             "torch": torch.__version__,
         }
         return Reader(net, config, meta)
-    finally:
-        torch.set_num_threads(old_threads)
 
 
 def held_out(reader: Reader, vqgan: VQGAN | None, n: int, seed_start: int = READER_VAL_SEED_START) -> dict:
@@ -362,15 +393,22 @@ def held_out(reader: Reader, vqgan: VQGAN | None, n: int, seed_start: int = READ
     resolution = vqgan.resolution if vqgan is not None else reader.config.resolution
     samples = data.render_samples(range(seed_start, seed_start + n), resolution)
     truths = [s.findings for s in samples]
-    out = {"seeds": [seed_start, seed_start + n], "original": score(reader.predict([s.pixels for s in samples]), truths)}
+    out = {
+        "seeds": [seed_start, seed_start + n],
+        "original": score(reader.predict([s.pixels for s in samples]), truths),
+    }
     if vqgan is not None:
         out["reconstruction"] = score(reader.predict(reconstruct(vqgan, [s.pixels for s in samples])), truths)
     return out
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="Train the phantom reader, save it, and score it on held-out phantoms.")
-    p.add_argument("--weights", type=Path, default=Path("weights/demo"), help="demo model folder (its vqgan/ is used)")
+    p = argparse.ArgumentParser(
+        description="Train the phantom reader, save it, and score it on held-out phantoms."
+    )
+    p.add_argument(
+        "--weights", type=Path, default=Path("weights/demo"), help="demo model folder (its vqgan/ is used)"
+    )
     p.add_argument("--out", type=Path, default=None, help="where to save (default: WEIGHTS/reader)")
     p.add_argument("--n", type=int, default=DEFAULT_N, help="training phantoms")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="optimizer steps")
@@ -379,7 +417,9 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     from ..weights import load_vqgan
 
-    vqgan = load_vqgan(a.weights / "vqgan" / "demo-vqgan.yaml", a.weights / "vqgan" / "demo-vqgan.safetensors")
+    vqgan = load_vqgan(
+        a.weights / "vqgan" / "demo-vqgan.yaml", a.weights / "vqgan" / "demo-vqgan.safetensors"
+    )
     reader = train_reader(vqgan, a.n, a.steps, a.seed, log=lambda m: print(f"[reader] {m}", flush=True))
     if a.n_val:
         reader.meta["held_out"] = held_out(reader, vqgan, a.n_val)

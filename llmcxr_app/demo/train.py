@@ -93,14 +93,16 @@ def _log(msg: str) -> None:
     print(f"[train {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def train_vqgan(cfg: TrainConfig, samples: list[data.Sample], device: torch.device) -> tuple[VQGAN, dict]:
+def train_vqgan(
+    cfg: TrainConfig, samples: list[data.Sample], device: torch.device, init: VQGAN | None = None
+) -> tuple[VQGAN, dict]:
     """L1 + MSE reconstruction with codebook/commitment losses; k-means-style init and dead-code restarts.
 
     No adversarial or perceptual loss: phantoms are smooth, and LPIPS weights cannot be downloaded here.
     """
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    model = VQGAN(cfg.vqgan).to(device)
+    model = (init if init is not None else VQGAN(cfg.vqgan)).to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.vq_lr, betas=(0.5, 0.9))
     usage = torch.zeros(cfg.vqgan.n_embed, device=device)
     history = []
@@ -113,7 +115,7 @@ def train_vqgan(cfg: TrainConfig, samples: list[data.Sample], device: torch.devi
             batch.append(samples[i].pixels[y : y + c, x0 : x0 + c])
         x = data.to_tensor(batch).to(device)
         with torch.no_grad():
-            if step in (10, 40):  # codebook from encoder outputs once they carry structure
+            if init is None and step in (10, 40):  # codebook from encoder outputs once they carry structure
                 z = model.latents(x).permute(0, 2, 3, 1).reshape(-1, cfg.vqgan.embed_dim)
                 pick = torch.randint(
                     0, z.shape[0], (cfg.vqgan.n_embed,), generator=torch.Generator().manual_seed(step)
@@ -217,7 +219,25 @@ def save_vqgan(model: VQGAN, out: Path) -> None:
     )
 
 
-def run(cfg: TrainConfig, out: Path, device: str = "cpu", reuse_vqgan: bool = False) -> dict:
+def shrink(out: Path) -> None:
+    """Store the trained weights in fp16 (half the size; the loader upcasts to the runtime precision).
+
+    The shipped model must stay small (weights/demo <= 30 MB); evaluation runs on these fp16 files.
+    """
+    from safetensors.torch import load_file, save_file
+
+    for path in [out / "vqgan" / "demo-vqgan.safetensors", *sorted((out / "llm").glob("*.safetensors"))]:
+        tensors = {k: (v.half() if v.is_floating_point() else v) for k, v in load_file(path).items()}
+        save_file(tensors, path, metadata={"format": "pt"})
+    cfg_path = out / "llm" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["dtype"] = "float16"
+    cfg_path.write_text(json.dumps(cfg, indent=2))
+
+
+def run(
+    cfg: TrainConfig, out: Path, device: str = "cpu", reuse_vqgan: bool = False, continue_vqgan: bool = False
+) -> dict:
     """Train all stages and write the model to `out`; returns the training record (also saved as JSON)."""
     torch.set_num_threads(cfg.threads)
     dev = torch.device(device)
@@ -230,14 +250,20 @@ def run(cfg: TrainConfig, out: Path, device: str = "cpu", reuse_vqgan: bool = Fa
     _log(f"{len(samples)} phantoms in {timings['phantoms_s']:.0f} s")
 
     t = time.time()
-    if reuse_vqgan:  # resume after the VQ-GAN stage (e.g. to retrain only the LLM)
+    if reuse_vqgan or continue_vqgan:  # resume after the VQ-GAN stage
         from ..weights import load_vqgan
 
         vqgan = load_vqgan(
             out / "vqgan" / "demo-vqgan.yaml", out / "vqgan" / "demo-vqgan.safetensors", device=dev
         )
         vq_stats = json.loads((out / "vqgan" / "vqgan-training.json").read_text())
-    else:
+    if continue_vqgan:  # more VQ-GAN steps from the saved weights (a second round, recorded)
+        vqgan, more = train_vqgan(cfg, samples, dev, init=vqgan)
+        rounds = [*vq_stats.get("rounds", [vq_stats]), {**more, "steps": cfg.vq_steps, "lr": cfg.vq_lr}]
+        vq_stats = {**more, "rounds": rounds}
+        save_vqgan(vqgan, out / "vqgan")
+        (out / "vqgan" / "vqgan-training.json").write_text(json.dumps(vq_stats))
+    elif not reuse_vqgan:
         vqgan, vq_stats = train_vqgan(cfg, samples, dev)
         save_vqgan(vqgan, out / "vqgan")
         (out / "vqgan" / "vqgan-training.json").write_text(json.dumps(vq_stats))
@@ -270,6 +296,7 @@ def run(cfg: TrainConfig, out: Path, device: str = "cpu", reuse_vqgan: bool = Fa
     llm.generation_config.pad_token_id = tokenizer.pad_token_id
     llm.save_pretrained(out / "llm")
     tokenizer.save_pretrained(out / "llm")
+    shrink(out)
     timings["total_s"] = time.time() - t0
     record = {
         "config": asdict(cfg),
@@ -297,14 +324,31 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lm-steps", type=int, default=None, help="override the preset's LLM steps")
     p.add_argument("--vq-steps", type=int, default=None, help="override the preset's VQ-GAN steps")
     p.add_argument("--lm-budget-min", type=float, default=None, help="cap the LLM stage to this many minutes")
+    p.add_argument("--shrink-only", action="store_true", help="only convert OUT's weights to fp16 and exit")
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (1 is faster on a busy machine)"
+    )
+    p.add_argument("--continue-vqgan", action="store_true", help="train OUT/vqgan further, then the LLM")
+    p.add_argument("--vq-lr", type=float, default=None, help="override the preset's VQ-GAN learning rate")
     p.add_argument("--reuse-vqgan", action="store_true", help="keep OUT/vqgan and train only the LLM")
     a = p.parse_args(argv)
+    if a.shrink_only:
+        shrink(a.out)
+        return
     cfg = PRESETS[a.preset]
-    overrides = {"seed": a.seed, "lm_steps": a.lm_steps, "vq_steps": a.vq_steps}
+    overrides = {
+        "seed": a.seed,
+        "lm_steps": a.lm_steps,
+        "vq_steps": a.vq_steps,
+        "threads": a.threads,
+        "vq_lr": a.vq_lr,
+    }
     if a.lm_budget_min is not None:
         overrides["lm_budget_s"] = a.lm_budget_min * 60
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    run(replace(cfg, **overrides), a.out, a.device, reuse_vqgan=a.reuse_vqgan)
+    run(
+        replace(cfg, **overrides), a.out, a.device, reuse_vqgan=a.reuse_vqgan, continue_vqgan=a.continue_vqgan
+    )
 
 
 if __name__ == "__main__":

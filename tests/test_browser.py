@@ -1,0 +1,148 @@
+"""The chat app in a real browser: Playwright driving Debian's chromium against the launched server.
+
+Screenshots go to artifacts/screenshots/ (look at them after a change to the layout).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from ui_harness import serve, tiny_studio, write_examples
+
+from llmcxr_app.config import REPO_ROOT
+
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = REPO_ROOT / "artifacts" / "screenshots"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+        "--disable-component-update"]  # fmt: skip
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing: apt-get install chromium"),
+]
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is not installed (requirements-dev.txt)"
+)
+expect = sync_api.expect
+
+# Records every length the last assistant bubble's text takes, to prove the answer arrived in pieces.
+WATCH_JS = """() => {
+  window.__lengths = [];
+  const chat = document.querySelector('#chat');
+  new MutationObserver(() => {
+    const bots = chat.querySelectorAll('[data-testid="bot"]');
+    if (!bots.length) return;
+    const n = bots[bots.length - 1].innerText.length;
+    if (window.__lengths[window.__lengths.length - 1] !== n) window.__lengths.push(n);
+  }).observe(chat, {subtree: true, childList: true, characterData: true});
+}"""
+
+
+@pytest.fixture(scope="module")
+def examples(tmp_path_factory) -> dict[str, Path]:
+    return write_examples(tmp_path_factory.mktemp("browser-examples"))
+
+
+@pytest.fixture(scope="module")
+def url(tiny_location, examples):
+    # 10 ms per token: a drawing takes a few seconds, long enough to press Stop in the middle of it.
+    with serve(tiny_studio(tiny_location, step_delay_s=0.01), examples["phantom_a"].parent) as address:
+        yield address
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture()
+def page(browser, url):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1360, "height": 1000})
+    page.goto(url)
+    expect(page.locator("#message textarea")).to_be_visible(timeout=30_000)
+    # Short answers keep the test fast: set max new tokens in the settings panel.
+    page.get_by_text("Generation settings").click()
+    tokens = page.get_by_label("number input for Max new tokens (text answers)")
+    tokens.fill("24")
+    tokens.press("Enter")
+    page.get_by_text("Generation settings").click()
+    expect(tokens).to_be_hidden()
+    yield page
+    page.close()
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(SHOTS / f"{name}.png"))
+
+
+def send(page, text: str) -> None:
+    box = page.locator("#message textarea")
+    box.fill(text)
+    box.press("Enter")
+
+
+def test_upload_example_ask_and_see_the_streamed_answer(page):
+    shot(page, "01-start")
+    page.get_by_role("button", name="Ask: effusion?").click()  # an example: image + question
+    expect(page.locator("#message textarea")).to_have_value("Is there a pleural effusion?")
+    page.evaluate(WATCH_JS)
+    page.locator("#message textarea").press("Enter")
+    expect(page.locator('#chat [data-testid="user"] img').first).to_be_visible(timeout=20_000)
+    expect(page.get_by_text("Details & provenance").first).to_be_visible(timeout=60_000)
+    lengths = page.evaluate("window.__lengths")
+    assert len([n for n in lengths if n > 0]) >= 3, f"answer did not stream: {lengths}"
+    expect(page.locator("#overview img")).to_be_visible()  # the current X-ray panel
+    page.get_by_text("Model view: crop and VQ-GAN reconstruction").click()
+    expect(page.get_by_text("what the LLM actually receives")).to_be_visible()
+    expect(page.locator("#model-view img")).to_have_count(2)
+    for i in range(2):
+        expect(page.locator("#model-view img").nth(i)).to_be_visible()
+    shot(page, "02-asked")
+    page.get_by_role("button", name="Details & provenance").first.click()
+    expect(page.get_by_text("Precision").first).to_be_visible()
+
+
+def test_dicom_upload_shows_window_and_histogram(page, examples):
+    page.locator("#message input[type=file]").set_input_files(str(examples["dicom"]))
+    send(page, "Is there cardiomegaly?")
+    expect(page.get_by_text("Display window").first).to_be_visible(timeout=60_000)
+    page.get_by_text("Model view: crop and VQ-GAN reconstruction").click()
+    expect(page.get_by_text("DICOM stored values and display window")).to_be_visible()
+    expect(page.locator("#model-view img")).to_have_count(3)
+    expect(page.get_by_text("Details & provenance").first).to_be_visible(timeout=60_000)
+    shot(page, "03-dicom")
+
+
+def test_draw_shows_the_image_in_the_chat(page):
+    send(page, "Draw a chest X-ray: Large left pleural effusion. Heart size is normal.")
+    expect(page.get_by_text("row", exact=False).first).to_be_visible(timeout=30_000)  # progressive preview
+    shot(page, "04-drawing")
+    expect(page.get_by_text("marked SYNTHETIC").first).to_be_visible(timeout=60_000)
+    expect(page.locator('#chat [data-testid="bot"] img').first).to_be_visible()
+    page.get_by_role("button", name="Confidence map").first.click()
+    expect(page.locator('#chat img[src*="confidence-map"]').first).to_be_visible(timeout=10_000)
+    expect(page.get_by_role("link", name="-synthetic-cxr-").first).to_be_visible()
+    shot(page, "05-drawn")
+
+
+def test_stop_returns_to_idle_and_keeps_the_partial_answer(page):
+    page.get_by_text("Generation settings").click()
+    n = page.get_by_label("number input for Draw: candidates")
+    n.fill("4")
+    n.press("Enter")
+    send(page, "Draw a chest X-ray: Small right pneumothorax.")
+    stop = page.locator("#message button.stop-button")
+    expect(page.get_by_text("Drawing candidate 1 of 4").first).to_be_visible(timeout=30_000)
+    stop.click()
+    expect(page.get_by_text("(stopped while drawing").first).to_be_visible(timeout=15_000)
+    expect(page.locator("#message button.submit-button")).to_be_visible(timeout=15_000)
+    expect(stop).to_be_hidden()
+    expect(page.locator('#chat [data-testid="bot"] img').first).to_be_visible()  # the partial drawing stays
+    shot(page, "06-stopped")
+    send(page, "What is a pneumothorax?")  # idle again: a new message is answered
+    expect(page.get_by_text("Details & provenance").first).to_be_visible(timeout=60_000)

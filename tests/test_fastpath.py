@@ -1,0 +1,284 @@
+"""fastpath.py on the tiny random GPT-NeoX of conftest (CPU; a CUDA-graph check runs only where CUDA is)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import pytest
+import torch
+
+from llmcxr_app import fastpath, generation, protocol
+from llmcxr_app.config import RuntimeConfig, SamplingConfig
+from llmcxr_app.fastpath import FastPath, FastPathConfig, bucket_sizes, sample_on_device
+from tests.conftest import TINY_VQGAN
+
+GREEDY = SamplingConfig(temperature=0.0, max_new_tokens=40)
+SEEDED = SamplingConfig(temperature=1.0, top_p=0.9, top_k=12, seed=5)
+# Small buckets and reserve so that one request fills its first cache and grows into larger ones.
+SMALL = FastPathConfig(static_cache=True, compile=False, min_bucket=64, reserve=8)
+GRID = 64  # image ids per test image (the loop does not care about 256; the full size runs once)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and on a loaded 2-core machine OpenMP waits make them 10x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def model(tiny_llm_dir):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(tiny_llm_dir).eval()
+
+
+@pytest.fixture(scope="module")
+def layout(tiny_tokenizer):
+    return protocol.token_layout(tiny_tokenizer, TINY_VQGAN.n_embed)
+
+
+@pytest.fixture(scope="module")
+def draw_prompt(tiny_tokenizer):
+    return protocol.build_prompt_ids(
+        tiny_tokenizer,
+        protocol.REPORT_TO_CXR_INSTRUCTIONS[0],
+        input_text="Moderate right pleural effusion.",
+        codebook_size=TINY_VQGAN.n_embed,
+    )
+
+
+@pytest.fixture(scope="module")
+def image_prompt(tiny_tokenizer):
+    codes = torch.randint(0, TINY_VQGAN.n_embed, (256,), generator=torch.Generator().manual_seed(1)).tolist()
+    return protocol.build_prompt_ids(
+        tiny_tokenizer,
+        protocol.CXR_TO_REPORT_INSTRUCTIONS[0],
+        image_codes=codes,
+        codebook_size=TINY_VQGAN.n_embed,
+    )
+
+
+def text_ids(model, tokenizer, layout, prompt, sampling, **fns):
+    return [
+        p.token_id
+        for p in generation.generate_text(model, layout, tokenizer, prompt, sampling, None, 512, **fns)
+    ]
+
+
+def image_of(stream):
+    updates = list(stream)
+    return updates[-1].codes, updates[-1].probs, [len(u.codes) for u in updates]
+
+
+@pytest.fixture(scope="module")
+def eager_image(model, layout, draw_prompt):
+    """Reference: generation.py's eager loop (DynamicCache), greedy."""
+    return image_of(generation.generate_image(model, layout, draw_prompt, GRID, GREEDY))
+
+
+def test_bucket_sizes():
+    assert bucket_sizes(2048) == [256, 512, 1024, 2048]
+    assert bucket_sizes(600) == [256, 512, 600]
+    assert bucket_sizes(100) == [100]
+    assert bucket_sizes(512, 64) == [64, 128, 256, 512]
+
+
+def test_sample_on_device_matches_generation_sample():
+    torch.manual_seed(0)
+    for settings in (
+        {"temperature": 0.0},
+        {"temperature": 1.0},
+        {"temperature": 0.7, "top_p": 0.5},
+        {"temperature": 1.3, "top_k": 5},
+        {"temperature": 1.0, "top_p": 0.92, "top_k": 40},
+    ):
+        for seed in range(5):
+            logits = torch.randn(1, 300) * 3
+            logits[0, :50] = float("-inf")  # masked ids, as in image mode
+            ref = generation.sample(logits, generator=torch.Generator().manual_seed(seed), **settings)
+            tok, prob = sample_on_device(logits, generator=torch.Generator().manual_seed(seed), **settings)
+            assert (int(tok), float(prob)) == ref, settings
+
+
+def test_static_cache_text_matches_eager_and_hf(model, tiny_tokenizer, layout, image_prompt):
+    from transformers import LogitsProcessorList
+
+    from llmcxr_app.bench import _Mask
+
+    fast = FastPath(model, context_length=512, config=SMALL)
+    ref = text_ids(model, tiny_tokenizer, layout, image_prompt, GREEDY)
+    ours = text_ids(
+        model, tiny_tokenizer, layout, image_prompt, GREEDY, prefill_fn=fast.prefill, step=fast.step
+    )
+    assert ours == ref and fast.mode == "static"
+    stops = [layout.end_id, tiny_tokenizer.eos_token_id]
+    text_only = LogitsProcessorList([_Mask(layout, len(image_prompt), "text", [])])
+    hf = generation.hf_generate_greedy(model, image_prompt, GREEDY.max_new_tokens, stops, text_only)
+    assert [t for t in ours if t not in stops] == hf and len(hf) > 5
+
+
+def test_static_cache_grows_and_matches_eager_image(model, layout, draw_prompt, eager_image):
+    fast = FastPath(model, context_length=512, config=SMALL)
+    codes, probs, counts = image_of(fast.generate_image(model, layout, draw_prompt, GRID, GREEDY))
+    ref_codes, ref_probs, _ = eager_image
+    assert codes == ref_codes and probs == pytest.approx(ref_probs, rel=1e-4)
+    assert len(draw_prompt) + 8 <= 128 and len(draw_prompt) + GRID > 128  # it had to grow
+    assert counts == [1, 8, 16, 24, 32, 40, 48, 56, 64]  # first id, every grid row (8 of 64), the end
+    # The per-token seam gives the same answer as the device-side loop.
+    seam = image_of(
+        generation.generate_image(
+            model, layout, draw_prompt, GRID, GREEDY, prefill_fn=fast.prefill, step=fast.step
+        )
+    )
+    assert seam[0] == codes and seam[1] == probs
+
+
+def test_seeded_sampling_same_as_per_token_loop(model, layout, draw_prompt):
+    fast = FastPath(model, context_length=512, config=SMALL)
+    a = image_of(fast.generate_image(model, layout, draw_prompt, GRID, SEEDED))
+    b = image_of(
+        generation.generate_image(
+            model, layout, draw_prompt, GRID, SEEDED, prefill_fn=fast.prefill, step=fast.step
+        )
+    )
+    c = image_of(generation.generate_image(model, layout, draw_prompt, GRID, SEEDED))
+    assert a[:2] == b[:2] and a[0] == c[0]
+    assert len(set(a[0])) > 3  # really sampled, not one repeated id
+
+
+def test_full_image_and_cancel(model, layout, draw_prompt, eager_image):
+    fast = FastPath(model, context_length=512, config=FastPathConfig(static_cache=True, compile=False))
+    codes, probs, counts = image_of(fast.generate_image(model, layout, draw_prompt, 256, GREEDY))
+    assert codes[:GRID] == eager_image[0]  # greedy: the first ids do not depend on how many follow
+    assert counts == [1, *range(16, 257, 16)] and all(0 <= c < TINY_VQGAN.n_embed for c in codes)
+    cancel = threading.Event()
+    stream = fast.generate_image(model, layout, draw_prompt, 256, GREEDY, cancel)
+    next(stream)
+    cancel.set()
+    with pytest.raises(generation.GenerationCancelled):
+        next(stream)
+
+
+def test_compile_path_with_dynamo_tracing(model, layout, draw_prompt, eager_image):
+    """torch.compile with backend="eager": dynamo traces the whole step (fullgraph) without code generation."""
+    fast = FastPath(
+        model,
+        context_length=512,
+        config=FastPathConfig(compile=True, static_cache=True, backend="eager", min_bucket=512),
+    )
+    assert fast.mode == "compiled"
+    codes, _, _ = image_of(fast.generate_image(model, layout, draw_prompt, GRID, GREEDY))
+    assert codes == eager_image[0] and fast.mode == "compiled" and fast.fallback_reason is None
+
+
+def test_falls_back_once_when_compile_raises(model, layout, draw_prompt, eager_image, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    with caplog.at_level(logging.WARNING, logger=fastpath.__name__):
+        fast = FastPath(model, context_length=512, config=FastPathConfig(static_cache=True, compile=True))
+        first = image_of(fast.generate_image(model, layout, draw_prompt, GRID, GREEDY))
+        second = image_of(fast.generate_image(model, layout, draw_prompt, GRID, GREEDY))
+    assert fast.mode == "static" and "no compiler here" in fast.fallback_reason
+    assert first[0] == second[0] == eager_image[0]
+    messages = [r.message for r in caplog.records]
+    assert (
+        len([m for m in messages if "does not compile as one graph" in m]) == 1
+    )  # then graph breaks: fails too
+    assert len([m for m in messages if "compiling the decode step failed" in m]) == 1
+
+
+def test_falls_back_once_when_the_compiled_step_raises(
+    model, layout, draw_prompt, eager_image, monkeypatch, caplog
+):
+    calls = []
+
+    def compiled_that_fails(fn, **kwargs):
+        def run(*args):
+            calls.append(1)
+            if len(calls) == 3:  # fail mid-image, after two good compiled steps
+                raise RuntimeError("graph capture failed")
+            return fn(*args)
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", compiled_that_fails)
+    with caplog.at_level(logging.WARNING, logger=fastpath.__name__):
+        config = FastPathConfig(static_cache=True, compile=True, fullgraph=True)  # no second option
+        fast = FastPath(model, context_length=512, config=config)
+        first = image_of(fast.generate_image(model, layout, draw_prompt, GRID, GREEDY))
+        second = image_of(fast.generate_image(model, layout, draw_prompt, GRID, GREEDY))
+    assert len(calls) == 3 and fast.mode == "static"
+    assert first[0] == second[0] == eager_image[0]
+    assert len([r for r in caplog.records if "graph capture failed" in r.message]) == 1
+
+
+def test_retries_with_graph_breaks_allowed(model, layout, draw_prompt, eager_image, monkeypatch, caplog):
+    """What bitsandbytes 4-bit may need: no single graph, but a compiled step with breaks still works."""
+
+    def compile_without_fullgraph(fn, *, fullgraph, **kwargs):
+        def run(*args):
+            if fullgraph:
+                raise RuntimeError("graph break in Linear4bit")
+            return fn(*args)
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", compile_without_fullgraph)
+    with caplog.at_level(logging.WARNING, logger=fastpath.__name__):
+        fast = FastPath(model, context_length=512, config=FastPathConfig(static_cache=True, compile=True))
+        codes = image_of(fast.generate_image(model, layout, draw_prompt, GRID, GREEDY))[0]
+    assert fast.mode == "compiled" and fast.fullgraph is False and fast.fallback_reason is None
+    assert codes == eager_image[0]
+    assert [r.message for r in caplog.records if "one graph" in r.message] != []
+
+
+def test_defaults_on_cpu_and_flag_off(tiny_location, model):
+    assert FastPath(model, context_length=512).mode == "eager"  # measured fastest on CPU
+    with pytest.raises(ValueError, match="static cache"):
+        FastPath(model, context_length=512, config=FastPathConfig(static_cache=False, compile=True))
+    from llmcxr_app.weights import load_model
+
+    llm, _ = load_model(tiny_location, RuntimeConfig(device="cpu", quantization="fp32"))
+    assert fastpath.fast_path_for(llm, RuntimeConfig(fast_path=False)) is None
+    assert fastpath.fast_path_for(llm, RuntimeConfig()).mode == "eager"
+
+
+def test_studio_with_fast_path_and_warmup(tiny_location):
+    from llmcxr_app.studio import Studio
+    from llmcxr_app.weights import load_model
+
+    llm, vqgan = load_model(tiny_location, RuntimeConfig(device="cpu", quantization="fp32"))
+    fast = FastPath(
+        llm.model, context_length=llm.context_length, config=FastPathConfig(static_cache=True, compile=False)
+    )
+    studio = Studio.from_parts(llm, vqgan, tiny_location, prefill_fn=fast.prefill, step=fast.step)
+    report = fastpath.warmup(studio, fast)
+    assert report["mode"] == "static" and report["compile_s"] >= 0 and report["draw_s"] > 0
+    # Warmed 512 then 256 (a budget of 512 tokens keeps one); the draw (prompt + 258 reserve) took 512.
+    assert list(fast._pool) == [512]
+    plain = Studio.from_parts(llm, vqgan, tiny_location)
+    findings = "Small left pleural effusion."
+    ours = Studio.finish(studio.draw(findings, sampling=SamplingConfig(temperature=0.0), preview_every=0))
+    ref = Studio.finish(plain.draw(findings, sampling=SamplingConfig(temperature=0.0), preview_every=0))
+    assert ours.codes == ref.codes and ours.image.tobytes() == ref.image.tobytes()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (CUDA graphs via reduce-overhead)")
+def test_cuda_graphs_match_eager(model, layout, draw_prompt, eager_image):
+    gpu = model.to("cuda")
+    try:
+        fast = FastPath(gpu, context_length=512)  # CUDA defaults: static cache + inductor reduce-overhead
+        fast.warmup(layout)
+        codes, _, _ = image_of(fast.generate_image(gpu, layout, draw_prompt, GRID, GREEDY))
+        assert fast.mode == "compiled" and fast.fallback_reason is None
+        ref = image_of(generation.generate_image(gpu, layout, draw_prompt, GRID, GREEDY))[0]
+        assert codes == ref
+    finally:
+        model.to("cpu")
