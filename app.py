@@ -5,8 +5,12 @@ Without weight flags it serves weights/official/ when complete, else the embedde
 
 from __future__ import annotations
 
+from llmcxr_app import zerogpu  # first: on ZeroGPU, `spaces` must patch torch before anything touches CUDA
+
+# isort: split
 import argparse
 import logging
+import os
 from dataclasses import replace
 
 from llmcxr_app import ui
@@ -20,10 +24,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_weight_args(parser)
     server = ServerConfig()
+    # Spaces set GRADIO_SERVER_NAME=0.0.0.0 (and the port); an explicit 127.0.0.1 would be unreachable there.
+    host = os.environ.get("GRADIO_SERVER_NAME", server.host)
+    port = int(os.environ.get("GRADIO_SERVER_PORT", server.port))
     parser.add_argument(
-        "--host", default=server.host, help=f"bind address (default {server.host}; 0.0.0.0 in a container)"
+        "--host", default=host, help=f"bind address (default {server.host}; 0.0.0.0 in a container)"
     )
-    parser.add_argument("--port", type=int, default=server.port, help=f"HTTP port (default {server.port})")
+    parser.add_argument("--port", type=int, default=port, help=f"HTTP port (default {server.port})")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up probes
@@ -32,6 +39,8 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as exc:
         parser.error(str(exc))
     settings = replace(settings, server=replace(settings.server, host=args.host, port=args.port))
+    if zerogpu.on_zerogpu():  # no torch.compile there, and no GPU outside zerogpu.gpu-decorated calls
+        settings = replace(settings, runtime=replace(settings.runtime, fast_path=False, warmup=False))
     try:
         studio = Studio.from_settings(settings)
     except WeightsError as exc:  # missing or mismatched files: the message names the fix

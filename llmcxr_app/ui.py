@@ -23,8 +23,10 @@ from llmcxr_app.ui_routing import MODES
 ASSETS = REPO_ROOT / "assets"
 EXAMPLES_DIR = ASSETS / "examples"
 CSS_PATH = ASSETS / "style.css"
-# Extensions for the file picker; "file" also admits a DICOM saved without an extension (content decides).
-FILE_TYPES = [".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", "file"]
+# No extension filter: imaging.load_image decides by content (PNG, JPEG, TIFF, DICOM) and refuses anything
+# else with a message. PACS exports are often DICOM files without an extension (IM0001, 1.2.840...), and
+# Gradio's browser side drops such files on drag-and-drop whenever a list of extensions is set.
+FILE_TYPES = None
 GPU = "gpu"  # the concurrency group of every event that runs the model
 
 PLACEHOLDER = (
@@ -33,8 +35,8 @@ PLACEHOLDER = (
     "Follow-up questions refer to the current X-ray on the right."
 )
 MODE_INFO = (
-    "Auto: image alone → report; question with an image → answer; “draw … X-ray” → synthetic image; "
-    "text alone → about the current X-ray if there is one, else a plain instruction."
+    "**Auto**: image alone → report · question → answer about the current X-ray · “draw … X-ray” → "
+    "synthetic image · no X-ray yet → plain instruction"
 )
 
 
@@ -94,13 +96,18 @@ def build(studio: Studio, server: ServerConfig | None = None, examples_dir: Path
         with gr.Row(equal_height=False):
             with gr.Column(scale=7, min_width=420):
                 chatbot = gr.Chatbot(
-                    elem_id="chat", show_label=False, height="64vh", min_height=420, placeholder=PLACEHOLDER,
+                    elem_id="chat", show_label=False, height="54vh", min_height=380, placeholder=PLACEHOLDER,
                     buttons=["copy", "copy_all"], feedback_options=None, layout="bubble",
                 )  # fmt: skip
-                mode = gr.Radio(list(MODES), value="Auto", label="Mode", info=MODE_INFO, elem_id="mode")
+                with gr.Row(equal_height=True, elem_id="mode-row"):
+                    mode = gr.Radio(
+                        list(MODES), value="Auto", label="Mode", show_label=False, container=False,
+                        elem_id="mode", scale=0, min_width=410,
+                    )  # fmt: skip
+                    gr.Markdown(MODE_INFO, elem_classes="mode-info")
                 box = gr.MultimodalTextbox(
                     elem_id="message", show_label=False, file_types=FILE_TYPES, file_count="single",
-                    sources=["upload"], submit_btn=True, stop_btn=False, autofocus=True, max_lines=8,
+                    sources=["upload"], submit_btn=True, stop_btn=False, max_lines=8,
                     placeholder="Attach an X-ray (PNG, JPEG, DICOM) and/or type a question or findings to draw…",
                 )  # fmt: skip
                 staged = gr.MultimodalTextbox(

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from llmcxr_app import protocol
+from llmcxr_app import protocol, zerogpu
 from llmcxr_app import ui_render as render
 from llmcxr_app.config import SamplingConfig, ServerConfig
 from llmcxr_app.exports import DISCLAIMER, answer_json, answer_text, mark_synthetic, save_dicom_sc, save_png
@@ -105,6 +105,11 @@ class ChatApp:
     def __init__(self, studio: Studio, server: ServerConfig):
         self.studio = studio
         self.server = server
+        # The model's work, on the GPU on ZeroGPU (zerogpu.py): there it runs in a worker process, so these
+        # take and yield only picklable values and cannot see Stop's threading.Event (Stop still ends the
+        # event for the user). Elsewhere they are the plain calls.
+        self._prepare = zerogpu.gpu(30)(studio.prepare)
+        self._stream = zerogpu.gpu()(self._model_stream)
         self.tag = "llmcxr-demo" if studio.info.is_demo else "llmcxr"  # every download name says "demo"
 
     # -- side panel -------------------------------------------------------------------------------------
@@ -142,7 +147,11 @@ class ChatApp:
         if not session.idle.is_set():
             raise gr.Error("The previous answer is still being generated: wait for it or press Stop.")
         text, path = _message_parts(message)
-        shown = session.history + ([{"role": "user", "content": {"path": path}}] if path else [])
+        # The raw upload is not echoed (a DICOM would show as a link with its file name): a placeholder
+        # stands in until chat() replaces it with the decoded display copy.
+        shown = session.history + (
+            [{"role": "user", "content": "_(reading the attached image…)_"}] if path else []
+        )
         if text:
             shown = shown + [{"role": "user", "content": text}]
         busy_box = gr.update(value=None, submit_btn=False, stop_btn=True)
@@ -155,7 +164,10 @@ class ChatApp:
         return (session, *self.panel(session))
 
     def clear(self, session: Session | None):
+        """The chat's trash button: stop any running answer, forget the conversation and the X-ray."""
         if session is not None:
+            if session.cancel is not None:
+                session.cancel.set()
             session.history.clear()
             session.current = None
         return (session, *self.panel(session))
@@ -196,6 +208,10 @@ class ChatApp:
             keep = {"text": text, "files": [] if isinstance(exc, ImageLoadError) or not path else [path]}
             yield (list(session.history), session, gr.update(value=keep), *skip_panel)
             raise gr.Error(str(exc)) from None
+        except Exception as exc:  # log the type only: messages may quote patient text
+            logger.error("request setup failed: %s", type(exc).__name__)
+            yield (list(session.history), session, gr.update(value={"text": text, "files": []}), *skip_panel)
+            raise gr.Error(GENERIC_ERROR) from None
         if new is not None:
             session.current = new
             session.history.append({"role": "user", "content": {"path": new.chat_path}})
@@ -224,13 +240,14 @@ class ChatApp:
             session.idle.set()
             yield (list(session.history), session, gr.skip(), *skip_panel)
             raise gr.Error(GENERIC_ERROR) from None
-        finally:
+        finally:  # also when Gradio closes this generator (a cancelled event, a closed tab)
+            cancel.set()  # a model step still running in another thread stops at the next token
             session.idle.set()
 
     # -- helpers ----------------------------------------------------------------------------------------
     def _load(self, path: str, session: Session) -> CurrentXray:
         loaded = load_image(path)
-        prepared = self.studio.prepare(loaded)
+        prepared = self._prepare(loaded)
         chat_path = session.path("upload", "png")
         render.fit(loaded.image).save(chat_path)  # a display copy: the original upload is never served back
         return CurrentXray(loaded=loaded, prepared=prepared, chat_path=str(chat_path))
@@ -245,11 +262,20 @@ class ChatApp:
             plan.text, image if plan.task == protocol.TASK_VQA else None, sampling=sampling, cancel=cancel
         )
 
+    @staticmethod
+    def _cancel(cancel: threading.Event | None) -> threading.Event | None:
+        """Stop's event for a stream, or None on ZeroGPU, whose worker process could not see it set."""
+        return None if zerogpu.on_zerogpu() else cancel
+
+    def _model_stream(self, task: str, text: str, image: PreparedImage | None, sampling: SamplingConfig, cancel):
+        """The Studio's update stream for one request (what zerogpu.gpu puts on the GPU)."""
+        yield from self._start(Route(task=task, text=text), image, sampling, cancel)
+
     def _text(self, session: Session, plan: Route, image, sampling, cancel) -> Iterator[None]:
         msg: dict | None = None
         result: Result | None = None
         try:
-            for update in self._start(plan, image, sampling, cancel):
+            for update in self._stream(plan.task, plan.text, image, sampling, self._cancel(cancel)):
                 if msg is None:
                     msg = {"role": "assistant", "content": ""}
                     session.history.append(msg)
@@ -321,11 +347,8 @@ class ChatApp:
             label = f"candidate {i + 1} of {n}" if n > 1 else "the X-ray"
             preview = None
             try:
-                for update in self.studio.draw(
-                    findings,
-                    sampling=replace(sampling, seed=seed),
-                    cancel=cancel,
-                    preview_every=PREVIEW_EVERY,
+                for update in self._stream(
+                    protocol.TASK_DRAW, findings, None, replace(sampling, seed=seed), self._cancel(cancel)
                 ):
                     if update.result is not None:
                         results.append(update.result)

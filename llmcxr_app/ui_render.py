@@ -108,8 +108,8 @@ def confidence_summary(probs: Sequence[float], grid: int) -> str:
 
 def histogram_plot(counts: np.ndarray, edges: np.ndarray, window: tuple[float, float] | None) -> Image.Image:
     """Histogram of a DICOM's stored (modality) values, log count axis, the display window shaded (RGB)."""
-    fig = Figure(figsize=(4.6, 2.2), dpi=112)
-    ax = fig.add_axes((0.17, 0.24, 0.79, 0.66))
+    fig = Figure(figsize=(4.6, 2.5), dpi=112)
+    ax = fig.add_axes((0.17, 0.21, 0.79, 0.58))  # free band on top: Gradio's label sits over the image
     ax.stairs(np.maximum(counts, 0), edges, fill=True, color="#52606d")
     if counts.max() > 0:
         ax.set_yscale("log")

@@ -5,6 +5,7 @@ Screenshots go to artifacts/screenshots/ (look at them after a change to the lay
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -46,8 +47,8 @@ def examples(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def url(tiny_location, examples):
-    # 10 ms per token: a drawing takes a few seconds, long enough to press Stop in the middle of it.
-    with serve(tiny_studio(tiny_location, step_delay_s=0.01), examples["phantom_a"].parent) as address:
+    # 5 ms per token: four drawings take several seconds, long enough to press Stop in the middle of it.
+    with serve(tiny_studio(tiny_location, step_delay_s=0.005), examples["phantom_a"].parent) as address:
         yield address
 
 
@@ -59,8 +60,9 @@ def browser():
         b.close()
 
 
-@pytest.fixture()
+@pytest.fixture(scope="module")
 def page(browser, url):
+    """One page for the module's tests (in file order): a session with a growing conversation, as a user's."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1360, "height": 1000})
     page.goto(url)
@@ -77,13 +79,28 @@ def page(browser, url):
 
 
 def shot(page, name: str) -> None:
-    page.screenshot(path=str(SHOTS / f"{name}.png"))
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
 def send(page, text: str) -> None:
     box = page.locator("#message textarea")
     box.fill(text)
     box.press("Enter")
+
+
+def answered(page, before: int) -> None:
+    """Wait until the conversation holds one more finished answer (each has a provenance accordion)."""
+    expect(page.get_by_role("button", name="Details & provenance")).to_have_count(before + 1, timeout=60_000)
+
+
+def n_answers(page) -> int:
+    return page.get_by_role("button", name="Details & provenance").count()
+
+
+def show_model_view(page) -> None:
+    if not page.get_by_text("what the LLM actually receives").is_visible():
+        page.get_by_text("Model view: crop and VQ-GAN reconstruction").click()
+    expect(page.get_by_text("what the LLM actually receives")).to_be_visible()
 
 
 def test_upload_example_ask_and_see_the_streamed_answer(page):
@@ -93,39 +110,44 @@ def test_upload_example_ask_and_see_the_streamed_answer(page):
     page.evaluate(WATCH_JS)
     page.locator("#message textarea").press("Enter")
     expect(page.locator('#chat [data-testid="user"] img').first).to_be_visible(timeout=20_000)
-    expect(page.get_by_text("Details & provenance").first).to_be_visible(timeout=60_000)
+    answered(page, 0)
     lengths = page.evaluate("window.__lengths")
     assert len([n for n in lengths if n > 0]) >= 3, f"answer did not stream: {lengths}"
     expect(page.locator("#overview img")).to_be_visible()  # the current X-ray panel
-    page.get_by_text("Model view: crop and VQ-GAN reconstruction").click()
-    expect(page.get_by_text("what the LLM actually receives")).to_be_visible()
+    show_model_view(page)
     expect(page.locator("#model-view img")).to_have_count(2)
     for i in range(2):
         expect(page.locator("#model-view img").nth(i)).to_be_visible()
-    shot(page, "02-asked")
     page.get_by_role("button", name="Details & provenance").first.click()
-    expect(page.get_by_text("Precision").first).to_be_visible()
+    expect(page.get_by_text("Precision:").first).to_be_visible()
+    shot(page, "02-asked")
 
 
 def test_dicom_upload_shows_window_and_histogram(page, examples):
+    before = n_answers(page)
     page.locator("#message input[type=file]").set_input_files(str(examples["dicom"]))
     send(page, "Is there cardiomegaly?")
     expect(page.get_by_text("Display window").first).to_be_visible(timeout=60_000)
-    page.get_by_text("Model view: crop and VQ-GAN reconstruction").click()
+    show_model_view(page)
     expect(page.get_by_text("DICOM stored values and display window")).to_be_visible()
     expect(page.locator("#model-view img")).to_have_count(3)
-    expect(page.get_by_text("Details & provenance").first).to_be_visible(timeout=60_000)
+    answered(page, before)
     shot(page, "03-dicom")
 
 
 def test_draw_shows_the_image_in_the_chat(page):
+    before = n_answers(page)
     send(page, "Draw a chest X-ray: Large left pleural effusion. Heart size is normal.")
-    expect(page.get_by_text("row", exact=False).first).to_be_visible(timeout=30_000)  # progressive preview
+    expect(page.get_by_text(re.compile(r"row \d+ of 16")).first).to_be_visible(timeout=30_000)  # a preview
     shot(page, "04-drawing")
-    expect(page.get_by_text("marked SYNTHETIC").first).to_be_visible(timeout=60_000)
-    expect(page.locator('#chat [data-testid="bot"] img').first).to_be_visible()
+    answered(page, before)
+    expect(page.get_by_text("marked SYNTHETIC").first).to_be_visible()
+    expect(page.locator('#chat [data-testid="bot"] img[src*="synthetic"]').first).to_be_visible()
     page.get_by_role("button", name="Confidence map").first.click()
-    expect(page.locator('#chat img[src*="confidence-map"]').first).to_be_visible(timeout=10_000)
+    conf = page.locator('#chat img[src*="confidence-map"]').first
+    expect(conf).to_be_visible(timeout=10_000)
+    conf.scroll_into_view_if_needed()
+    page.wait_for_timeout(400)  # the accordion's opening animation
     expect(page.get_by_role("link", name="-synthetic-cxr-").first).to_be_visible()
     shot(page, "05-drawn")
 
@@ -142,7 +164,9 @@ def test_stop_returns_to_idle_and_keeps_the_partial_answer(page):
     expect(page.get_by_text("(stopped while drawing").first).to_be_visible(timeout=15_000)
     expect(page.locator("#message button.submit-button")).to_be_visible(timeout=15_000)
     expect(stop).to_be_hidden()
-    expect(page.locator('#chat [data-testid="bot"] img').first).to_be_visible()  # the partial drawing stays
+    partial = page.locator('#chat [data-testid="bot"]').last.locator('img[src*="preview"]')
+    expect(partial.first).to_be_visible()  # the partial drawing stays in the chat
     shot(page, "06-stopped")
+    before = n_answers(page)
     send(page, "What is a pneumothorax?")  # idle again: a new message is answered
-    expect(page.get_by_text("Details & provenance").first).to_be_visible(timeout=60_000)
+    answered(page, before)
