@@ -62,8 +62,8 @@ class BenchModel:
 
 
 class _WideTokenizer:
-    """A small trained tokenizer that reports the official vocabulary size, so random dolly-shaped models get
-    the official id layout (image ids from 50281). Ids beyond the small vocabulary decode to nothing."""
+    """A small trained tokenizer that reports a larger vocabulary (the official 50281, or the demo model's), so
+    random models get the real id layout and LM-head width. Ids beyond the small vocabulary decode to nothing."""
 
     def __init__(self, base: Any, size: int):
         self.base, self.size, self.eos_token_id = base, size, base.eos_token_id
@@ -105,6 +105,10 @@ def build_random(
     tokenizer = train_tokenizer(texts * 5, vocab_size=vocab)
     if shape == "official":
         tokenizer = _WideTokenizer(tokenizer, OFFICIAL_VOCAB)
+    elif (
+        shape == "demo-random"
+    ):  # demo.train's BPE reaches its vocab_size on the full corpus, plus 3 specials
+        tokenizer = _WideTokenizer(tokenizer, vocab + len(protocol.SPECIAL_TOKENS))
     layout = protocol.token_layout(tokenizer, vq.n_embed)
     with torch.device(device):  # initialise on the device: 2.8 B parameters initialise slowly on a CPU
         model = make_llm(len(tokenizer), vq.n_embed, llm_shape, seed=0).eval()

@@ -151,9 +151,8 @@ class FastPath:
             raise ValueError("Compiling the decode step needs the static cache (static_cache=True).")
         self.sizes = bucket_sizes(context_length, config.min_bucket)
         self.budget = config.cache_budget or context_length
-        self._pool: OrderedDict[int, Any] = (
-            OrderedDict()
-        )  # capacity -> StaticCache, least recently used first
+        # capacity -> StaticCache, least recently used first
+        self._pool: OrderedDict[int, Any] = OrderedDict()
         self._cudagraphs = on_cuda and config.backend == "inductor" and config.mode == "reduce-overhead"
         self.fallback_reason: str | None = None  # why compiling was abandoned (logged once)
         self.fullgraph: bool | None = None  # the graph option of the current compiled step

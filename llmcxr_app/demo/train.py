@@ -60,6 +60,7 @@ class TrainConfig:
     lm_budget_s: float = 0.0  # > 0: cap LLM steps so the stage fits this many seconds (step time measured
     #                           over the first 10 steps; the cosine schedule then spans the capped count)
     qa_per_image: int = 2  # VQA examples per phantom
+    draw_keep: float = 1.0  # fraction of report->CXR examples kept (each carries 256 image-id targets)
     threads: int = 2  # torch CPU threads
 
 
@@ -171,9 +172,15 @@ def corpus(samples: list[data.Sample], rng: np.random.Generator) -> list[str]:
 
 
 def train_llm(
-    cfg: TrainConfig, tokenizer, examples: list[data.Example], codebook_size: int, device: torch.device
+    cfg: TrainConfig,
+    tokenizer,
+    examples: list[data.Example],
+    codebook_size: int,
+    device: torch.device,
+    init: torch.nn.Module | None = None,
 ) -> tuple[torch.nn.Module, dict]:
-    model = make_llm(len(tokenizer), codebook_size, cfg.llm, seed=cfg.seed).to(device)
+    model = init if init is not None else make_llm(len(tokenizer), codebook_size, cfg.llm, seed=cfg.seed)
+    model = model.to(device=device, dtype=torch.float32)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lm_lr, betas=(0.9, 0.95), weight_decay=0.01)
     rng = np.random.default_rng(cfg.seed + 1)
     batches: list[list[int]] = []
@@ -236,7 +243,12 @@ def shrink(out: Path) -> None:
 
 
 def run(
-    cfg: TrainConfig, out: Path, device: str = "cpu", reuse_vqgan: bool = False, continue_vqgan: bool = False
+    cfg: TrainConfig,
+    out: Path,
+    device: str = "cpu",
+    reuse_vqgan: bool = False,
+    continue_vqgan: bool = False,
+    continue_llm: bool = False,
 ) -> dict:
     """Train all stages and write the model to `out`; returns the training record (also saved as JSON)."""
     torch.set_num_threads(cfg.threads)
@@ -271,8 +283,16 @@ def run(
     timings["vqgan_s"] = time.time() - t
 
     t = time.time()
-    rng = np.random.default_rng(cfg.seed + 2)
-    tokenizer = train_tokenizer(corpus(samples, rng), vocab_size=cfg.vocab_size)
+    init = None
+    if continue_llm:  # a further LLM round from OUT/llm (same tokenizer), recorded in training.json
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        rng = np.random.default_rng(cfg.seed + 3)
+        tokenizer = AutoTokenizer.from_pretrained(out / "llm")
+        init = AutoModelForCausalLM.from_pretrained(out / "llm", dtype=torch.float32)
+    else:
+        rng = np.random.default_rng(cfg.seed + 2)
+        tokenizer = train_tokenizer(corpus(samples, rng), vocab_size=cfg.vocab_size)
     examples = data.build_examples(
         tokenizer,
         samples,
@@ -282,13 +302,15 @@ def run(
         rng=rng,
         qa_per_image=cfg.qa_per_image,
     )
+    if cfg.draw_keep < 1.0:  # rebalance towards reading images (draw examples dominate the loss)
+        examples = [e for e in examples if e.task != protocol.TASK_DRAW or rng.random() < cfg.draw_keep]
     too_long = [e for e in examples if len(e.ids) > cfg.llm.max_positions]
     if too_long:
         raise ValueError(f"{len(too_long)} examples exceed the context of {cfg.llm.max_positions} ids.")
     _log(
         f"tokenizer {len(tokenizer)} ids; {len(examples)} examples, longest {max(len(e.ids) for e in examples)} ids"
     )
-    llm, lm_stats = train_llm(cfg, tokenizer, examples, cfg.vqgan.n_embed, dev)
+    llm, lm_stats = train_llm(cfg, tokenizer, examples, cfg.vqgan.n_embed, dev, init=init)
     timings["llm_s"] = time.time() - t
 
     (out / "llm").mkdir(parents=True, exist_ok=True)
@@ -308,7 +330,11 @@ def run(
         "n_examples": len(examples),
         "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    (out / "training.json").write_text(json.dumps(record, indent=2))
+    previous = out / "training.json"
+    if continue_llm and previous.exists():
+        old = json.loads(previous.read_text())
+        record["previous_rounds"] = [*old.pop("previous_rounds", []), old]
+    previous.write_text(json.dumps(record, indent=2))
     _log(f"done in {timings['total_s'] / 60:.1f} min -> {out}")
     return record
 
@@ -330,6 +356,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--continue-vqgan", action="store_true", help="train OUT/vqgan further, then the LLM")
     p.add_argument("--vq-lr", type=float, default=None, help="override the preset's VQ-GAN learning rate")
+    p.add_argument(
+        "--continue-llm", action="store_true", help="train OUT/llm further (implies --reuse-vqgan)"
+    )
+    p.add_argument("--lm-lr", type=float, default=None, help="override the preset's peak LLM learning rate")
+    p.add_argument("--draw-keep", type=float, default=None, help="fraction of report->CXR examples kept")
     p.add_argument("--reuse-vqgan", action="store_true", help="keep OUT/vqgan and train only the LLM")
     a = p.parse_args(argv)
     if a.shrink_only:
@@ -342,12 +373,19 @@ def main(argv: list[str] | None = None) -> None:
         "vq_steps": a.vq_steps,
         "threads": a.threads,
         "vq_lr": a.vq_lr,
+        "lm_lr": a.lm_lr,
+        "draw_keep": a.draw_keep,
     }
     if a.lm_budget_min is not None:
         overrides["lm_budget_s"] = a.lm_budget_min * 60
     overrides = {k: v for k, v in overrides.items() if v is not None}
     run(
-        replace(cfg, **overrides), a.out, a.device, reuse_vqgan=a.reuse_vqgan, continue_vqgan=a.continue_vqgan
+        replace(cfg, **overrides),
+        a.out,
+        a.device,
+        reuse_vqgan=a.reuse_vqgan or a.continue_llm,
+        continue_vqgan=a.continue_vqgan,
+        continue_llm=a.continue_llm,
     )
 
 

@@ -1,0 +1,98 @@
+"""demo/train.py and demo/data.py: a smoke training run in the official layout, and the shipped weights."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from llmcxr_app import protocol
+from llmcxr_app.config import DEMO_MODEL, RuntimeConfig, SamplingConfig, Settings, resolve_location
+from llmcxr_app.demo import data
+from llmcxr_app.demo.train import PRESETS, run
+from llmcxr_app.weights import load_model
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    cfg = replace(PRESETS["tiny"], n_phantoms=8, threads=1)
+    record = run(cfg, out)
+    return out, record
+
+
+def test_smoke_run_writes_the_official_layout(smoke_run):
+    out, record = smoke_run
+    for rel in ("vqgan/demo-vqgan.yaml", "vqgan/demo-vqgan.safetensors", "llm/config.json", "llm/tokenizer.json"):
+        assert (out / rel).is_file(), rel
+    assert json.loads((out / "training.json").read_text())["n_examples"] == record["n_examples"] > 0
+    assert record["timings"]["total_s"] > 0
+
+
+def test_smoke_model_loads_through_the_official_path(smoke_run):
+    out, _ = smoke_run
+    from llmcxr_app.config import ModelLocation
+
+    loc = ModelLocation(
+        llm=str(out / "llm"),
+        vqgan_config=str(out / "vqgan/demo-vqgan.yaml"),
+        vqgan_ckpt=str(out / "vqgan/demo-vqgan.safetensors"),
+    )
+    llm, vqgan = load_model(loc, RuntimeConfig(device="cpu", quantization="fp32", fast_path=False, warmup=False))
+    assert llm.layout.codebook_size == vqgan.n_embed == PRESETS["tiny"].vqgan.n_embed
+    assert llm.model.get_input_embeddings().weight.shape[0] == len(llm.tokenizer) + vqgan.n_embed
+    # The weights were stored in fp16 (shrink) and come back in the requested precision.
+    assert next(llm.model.parameters()).dtype == torch.float32
+
+
+def test_examples_mask_the_prompt_and_keep_the_response(tiny_tokenizer):
+    samples = [
+        data.Sample(seed=i, pixels=np.zeros((32, 32), np.uint8), findings=f, report="Heart size is normal.")
+        for i, f in enumerate(
+            [data.make_phantom(s, size=16).findings for s in range(3)]  # findings only; pixels unused
+        )
+    ]
+    codes = [[i % 32 for i in range(256)]] * len(samples)
+    ex = data.build_examples(
+        tiny_tokenizer, samples, codes, codebook_size=32, grid_tokens=256, rng=np.random.default_rng(0)
+    )
+    assert {e.task for e in ex} >= {protocol.TASK_DRAW, protocol.TASK_REPORT, protocol.TASK_VQA}
+    layout = protocol.token_layout(tiny_tokenizer, 32)
+    for e in ex:
+        assert e.ids[e.n_prompt - 1] == layout.response_key_id and e.ids[-1] == layout.end_id
+    draw = next(e for e in ex if e.task == protocol.TASK_DRAW)
+    body = draw.ids[draw.n_prompt :]
+    assert body[0] == layout.image_open_id and body[257] == layout.image_close_id
+    assert layout.unshift(body[1:257]) == codes[0]
+    ids, mask, labels = data.collate(ex[:3], pad_id=tiny_tokenizer.pad_token_id)
+    for i, e in enumerate(ex[:3]):
+        assert (labels[i, : e.n_prompt] == -100).all()
+        assert labels[i, e.n_prompt : len(e.ids)].tolist() == e.ids[e.n_prompt :]
+        assert (labels[i, len(e.ids) :] == -100).all() and mask[i].sum() == len(e.ids)
+
+
+def test_length_batches_cover_examples_once():
+    ex = [data.Example(ids=[1] * n, n_prompt=1, task="x") for n in range(5, 69)]
+    batches = data.length_batches(ex, 8, np.random.default_rng(0))
+    flat = [i for b in batches for i in b]
+    assert len(flat) == len(set(flat)) == 64 and all(len(b) == 8 for b in batches)
+
+
+def test_the_shipped_demo_model_is_the_default_and_draws(monkeypatch):
+    for var in ("LLMCXR_LLM", "LLMCXR_VQGAN_CONFIG", "LLMCXR_VQGAN_CKPT"):
+        monkeypatch.delenv(var, raising=False)
+    loc = resolve_location()
+    if loc != DEMO_MODEL:
+        pytest.skip("official weights are installed in weights/official; the default is not the demo model")
+    from llmcxr_app.studio import Studio
+
+    studio = Studio.from_settings(
+        Settings(model=DEMO_MODEL, runtime=RuntimeConfig(device="cpu", fast_path=False, warmup=False))
+    )
+    assert studio.info.is_demo and studio.info.grid == 16
+    result = Studio.finish(studio.draw("Large left pleural effusion.", sampling=SamplingConfig(seed=3)))
+    assert len(result.codes) == 256 and all(0 <= c < studio.info.codebook_size for c in result.codes)
+    assert result.image.size == (studio.info.resolution, studio.info.resolution)
