@@ -267,7 +267,9 @@ class ChatApp:
         """Stop's event for a stream, or None on ZeroGPU, whose worker process could not see it set."""
         return None if zerogpu.on_zerogpu() else cancel
 
-    def _model_stream(self, task: str, text: str, image: PreparedImage | None, sampling: SamplingConfig, cancel):
+    def _model_stream(
+        self, task: str, text: str, image: PreparedImage | None, sampling: SamplingConfig, cancel
+    ):
         """The Studio's update stream for one request (what zerogpu.gpu puts on the GPU)."""
         yield from self._start(Route(task=task, text=text), image, sampling, cancel)
 

@@ -26,7 +26,12 @@ def smoke_run(tmp_path_factory):
 
 def test_smoke_run_writes_the_official_layout(smoke_run):
     out, record = smoke_run
-    for rel in ("vqgan/demo-vqgan.yaml", "vqgan/demo-vqgan.safetensors", "llm/config.json", "llm/tokenizer.json"):
+    for rel in (
+        "vqgan/demo-vqgan.yaml",
+        "vqgan/demo-vqgan.safetensors",
+        "llm/config.json",
+        "llm/tokenizer.json",
+    ):
         assert (out / rel).is_file(), rel
     assert json.loads((out / "training.json").read_text())["n_examples"] == record["n_examples"] > 0
     assert record["timings"]["total_s"] > 0
@@ -41,7 +46,9 @@ def test_smoke_model_loads_through_the_official_path(smoke_run):
         vqgan_config=str(out / "vqgan/demo-vqgan.yaml"),
         vqgan_ckpt=str(out / "vqgan/demo-vqgan.safetensors"),
     )
-    llm, vqgan = load_model(loc, RuntimeConfig(device="cpu", quantization="fp32", fast_path=False, warmup=False))
+    llm, vqgan = load_model(
+        loc, RuntimeConfig(device="cpu", quantization="fp32", fast_path=False, warmup=False)
+    )
     assert llm.layout.codebook_size == vqgan.n_embed == PRESETS["tiny"].vqgan.n_embed
     assert llm.model.get_input_embeddings().weight.shape[0] == len(llm.tokenizer) + vqgan.n_embed
     # The weights were stored in fp16 (shrink) and come back in the requested precision.

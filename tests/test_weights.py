@@ -241,7 +241,9 @@ def test_llm_missing_directory_points_to_readme(tmp_path, monkeypatch):
         load_llm(tmp_path / "nope", codebook_size=CODEBOOK)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a repo id goes to hub.py: never the network in tests
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub-cache"))
-    with pytest.raises(WeightsError, match="someone/llm-cxr is not in the Hugging Face cache.*HF_HUB_OFFLINE"):
+    with pytest.raises(
+        WeightsError, match="someone/llm-cxr is not in the Hugging Face cache.*HF_HUB_OFFLINE"
+    ):
         load_llm("someone/llm-cxr", codebook_size=CODEBOOK)
 
 

@@ -1,6 +1,6 @@
 """Write the UI's example X-rays: held-out phantoms (never seen in training) as PNG, and one as DICOM.
 
-    python -m llmcxr_app.demo.examples --out assets/examples
+python -m llmcxr_app.demo.examples --out assets/examples
 """
 
 from __future__ import annotations
@@ -20,13 +20,15 @@ from .phantoms import Findings, make_phantom
 WANTED: dict[str, Callable[[Findings], bool]] = {
     "normal": lambda f: f.is_normal(),
     "cardiomegaly": lambda f: f.cardiomegaly and sum(f.label_vector().values()) == 1,
-    "effusion_right_large": lambda f: f.effusion == "right" and f.effusion_size == "large"
-    and sum(f.label_vector().values()) == 1,
+    "effusion_right_large": lambda f: (
+        f.effusion == "right" and f.effusion_size == "large" and sum(f.label_vector().values()) == 1
+    ),
     "pneumothorax_left": lambda f: f.pneumothorax == "left" and sum(f.label_vector().values()) == 1,
     "consolidation": lambda f: f.consolidation != "none" and sum(f.label_vector().values()) == 1,
     "edema_ett": lambda f: f.edema and f.ett and sum(f.label_vector().values()) == 2,
-    "pacemaker_effusion_left": lambda f: f.pacemaker and f.effusion == "left"
-    and sum(f.label_vector().values()) == 2,
+    "pacemaker_effusion_left": lambda f: (
+        f.pacemaker and f.effusion == "left" and sum(f.label_vector().values()) == 2
+    ),
 }
 DICOM_EXAMPLE = "effusion_right_large"  # also written as a DICOM file
 
