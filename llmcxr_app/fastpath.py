@@ -16,8 +16,9 @@ one compiled function (``torch.compile(mode="reduce-overhead")``: CUDA graphs). 
   with the same static cache from then on: answers stay identical, only slower.
 - ``generate_image`` keeps sampled ids on the device and copies them to the host once per grid row (what
   previews need), not once per token.
-- On CPU the defaults are the plain eager functions of generation.py: measured on the demo-size model, a
-  static cache is no faster there and inductor spends ~60 s compiling for no gain (docs/BENCHMARKS.md).
+- On CPU the defaults are the plain eager functions of generation.py. Measured on the demo-size model
+  (docs/BENCHMARKS.md): a static cache is no faster there; compiling is 1.3x faster per token but costs
+  20 s to 2 min at every start for ~0.2 s per X-ray. Opt in with FastPathConfig(static_cache=True, compile=True).
 
 The ``prefill`` and ``step`` methods plug into generation.py's ``prefill_fn`` / ``step`` seams.
 """

@@ -9,21 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 
 from llmcxr_app.__main__ import main
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a loaded 2-core machine OpenMP waits make them 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def weight_flags(location) -> list[str]:

@@ -22,15 +22,6 @@ from llmcxr_app.generation import (
 from tests.conftest import TINY_VQGAN
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a loaded 2-core machine OpenMP waits make them 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def model(tiny_llm_dir):
     from transformers import AutoModelForCausalLM

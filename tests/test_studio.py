@@ -18,15 +18,6 @@ from tests.conftest import TINY_VQGAN
 GREEDY = SamplingConfig(temperature=0.0, max_new_tokens=6)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a loaded 2-core machine OpenMP waits make them 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def studio(tiny_location) -> Studio:
     return Studio.from_settings(
