@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
@@ -111,6 +111,7 @@ class Studio:
         *,
         prefill_fn: PrefillFn = prefill,
         step: StepFn = decode_step,
+        image_loop: Callable[..., Iterator[Any]] = generate_image,
     ):
         if llm.layout.codebook_size != vqgan.n_embed:
             raise ValueError(
@@ -122,6 +123,7 @@ class Studio:
         self.location = location
         self._prefill = prefill_fn  # swappable model steps (eager by default; a fast path may replace them)
         self._step = step
+        self._image_loop = image_loop  # generation.generate_image, or a fast path's device-side loop
         self._lock = threading.Lock()
         self.info = StudioInfo(
             model_name=location.name,
@@ -139,10 +141,20 @@ class Studio:
     @classmethod
     def from_settings(cls, settings: Settings) -> Studio:
         """Load the weights named by ``settings`` (raises weights.WeightsError with the fix when they fail)."""
+        from . import fastpath
         from .weights import load_model
 
         llm, vqgan = load_model(settings.model, settings.runtime)
-        return cls.from_parts(llm, vqgan, settings.model)
+        fast = fastpath.fast_path_for(llm, settings.runtime)
+        fns = (
+            {}
+            if fast is None
+            else {"prefill_fn": fast.prefill, "step": fast.step, "image_loop": fast.generate_image}
+        )
+        studio = cls.from_parts(llm, vqgan, settings.model, **fns)
+        if settings.runtime.warmup:  # compile and run once now, not in a user's first request
+            fastpath.warmup(studio, fast)
+        return studio
 
     @classmethod
     def from_parts(
@@ -153,9 +165,10 @@ class Studio:
         *,
         prefill_fn: PrefillFn = prefill,
         step: StepFn = decode_step,
+        image_loop: Callable[..., Iterator[Any]] = generate_image,
     ) -> Studio:
         """Wrap an already loaded weights.LoadedLLM and VQ-GAN (optionally with other model step functions)."""
-        return cls(llm, vqgan, location, prefill_fn=prefill_fn, step=step)
+        return cls(llm, vqgan, location, prefill_fn=prefill_fn, step=step, image_loop=image_loop)
 
     # -----------------------------------------------------------------------------------------------------
     # Inputs
@@ -416,7 +429,7 @@ class Studio:
             t0 = time.perf_counter()
             marks["queue_s"] = t0 - queued
             first, last = None, None
-            stream = generate_image(
+            stream = self._image_loop(
                 self.llm.model,
                 self.llm.layout,
                 ids,

@@ -20,15 +20,6 @@ SMALL = FastPathConfig(static_cache=True, compile=False, min_bucket=64, reserve=
 GRID = 64  # image ids per test image (the loop does not care about 256; the full size runs once)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a loaded 2-core machine OpenMP waits make them 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def model(tiny_llm_dir):
     from transformers import AutoModelForCausalLM
