@@ -82,44 +82,6 @@ def _bucket_for(n: int, sizes: Sequence[int]) -> int:
     raise ValueError(f"{n} tokens do not fit the model's context of {sizes[-1]} tokens.")
 
 
-def sample_on_device(
-    logits: torch.Tensor,
-    *,
-    temperature: float,
-    top_p: float = 1.0,
-    top_k: int = 0,
-    generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """generation.sample without leaving the device: returns (token id, prob) as tensors of shape [1].
-
-    Same operations in the same order (so the same ids for the same generator state), except that the
-    top-p cut is a mask scattered back through the sort order instead of a boolean index, which would
-    need the host to know how many ids survive, and lookups use gather (indexing with a tensor would read
-    it on the host).
-    """
-    logits = logits.reshape(-1).float()
-    if temperature == 0:
-        token = torch.argmax(logits).reshape(1)
-        return token, torch.softmax(logits, -1).gather(0, token)
-    scaled = logits / temperature
-    full = torch.softmax(scaled, -1)
-    if top_k > 0 and top_k < scaled.numel():
-        kth = torch.topk(scaled, top_k).values[-1]
-        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
-    if top_p < 1.0:
-        probs, order = torch.sort(torch.softmax(scaled, -1), descending=True)
-        drop_sorted = (torch.cumsum(probs, -1) - probs) >= top_p  # the first id (mass before 0) stays
-        drop = torch.zeros_like(drop_sorted).scatter(0, order, drop_sorted)
-        scaled = scaled.masked_fill(drop, float("-inf"))
-    token = torch.multinomial(torch.softmax(scaled, -1), 1, generator=generator)
-    return token, full.gather(0, token)
-
-
-def _check_cancel(cancel: threading.Event | None) -> None:
-    if cancel is not None and cancel.is_set():
-        raise generation.GenerationCancelled("Generation was cancelled.")
-
-
 def _decode_logits(model: Any, token: torch.Tensor, cache: Any) -> torch.Tensor:
     """One cached decode step: token [1, 1] -> logits [1, V] float32. The function that gets compiled.
 
@@ -335,15 +297,15 @@ class FastPath:
         codes: list[int] = []
         probs: list[float] = []
 
-        _check_cancel(cancel)
+        generation.check_cancel(cancel)
         _, slot = prefill_fn(model, ids)  # its logits would choose the first id, which is forced to "<"
         if not isinstance(slot, _Slot):
             raise TypeError("FastPath.generate_image needs a prefill_fn that returns a FastPath cache.")
         token = torch.full((1, 1), layout.image_open_id, dtype=torch.long, device=self.device)
         for i in range(grid_tokens):
-            _check_cancel(cancel)
+            generation.check_cancel(cancel)
             logits = self._forward(token, slot)
-            tok, prob = sample_on_device(
+            tok, prob = generation.sample_on_device(
                 mask_logits(logits, "image", layout),
                 temperature=sampling.temperature,
                 top_p=sampling.top_p,

@@ -115,6 +115,38 @@ def mask_logits(logits: torch.Tensor, allowed: Literal["text", "image"], layout:
     return out
 
 
+def sample_on_device(
+    logits: torch.Tensor,
+    *,
+    temperature: float,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``sample`` without leaving the device: returns (token id, prob) as tensors of shape [1].
+
+    The top-p cut is a mask scattered back through the sort order (a boolean index would need the host to
+    know how many ids survive), and lookups use gather (indexing with a tensor would read it on the host),
+    so a fast path can sample many steps without a host sync.
+    """
+    logits = logits.reshape(-1).float()
+    if temperature == 0:
+        token = torch.argmax(logits).reshape(1)
+        return token, torch.softmax(logits, -1).gather(0, token)
+    scaled = logits / temperature
+    full = torch.softmax(scaled, -1)
+    if top_k > 0 and top_k < scaled.numel():
+        kth = torch.topk(scaled, top_k).values[-1]
+        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+    if top_p < 1.0:
+        probs, order = torch.sort(torch.softmax(scaled, -1), descending=True)
+        drop_sorted = (torch.cumsum(probs, -1) - probs) >= top_p  # the first id (mass before 0) stays
+        drop = torch.zeros_like(drop_sorted).scatter(0, order, drop_sorted)
+        scaled = scaled.masked_fill(drop, float("-inf"))
+    token = torch.multinomial(torch.softmax(scaled, -1), 1, generator=generator)
+    return token, full.gather(0, token)
+
+
 def sample(
     logits: torch.Tensor,
     *,
@@ -134,22 +166,10 @@ def sample(
     where the truncated, renormalised value would read 1.0 for any id that dominates the nucleus. Greedy
     reports the plain softmax (temperature 1).
     """
-    logits = logits.reshape(-1).float()
-    if temperature == 0:
-        token = int(torch.argmax(logits))
-        return token, float(torch.softmax(logits, -1)[token])
-    scaled = logits / temperature
-    full = torch.softmax(scaled, -1)
-    if top_k > 0 and top_k < scaled.numel():
-        kth = torch.topk(scaled, top_k).values[-1]
-        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
-    if top_p < 1.0:
-        probs, order = torch.sort(torch.softmax(scaled, -1), descending=True)
-        mass_before = torch.cumsum(probs, -1) - probs
-        drop = mass_before >= top_p  # the first id (mass_before 0) always stays
-        scaled = scaled.scatter(0, order[drop], float("-inf"))
-    token = int(torch.multinomial(torch.softmax(scaled, -1), 1, generator=generator))
-    return token, float(full[token])
+    token, prob = sample_on_device(
+        logits, temperature=temperature, top_p=top_p, top_k=top_k, generator=generator
+    )
+    return int(token), float(prob)
 
 
 def make_generator(model: Any, seed: int | None) -> torch.Generator | None:
@@ -161,7 +181,7 @@ def make_generator(model: Any, seed: int | None) -> torch.Generator | None:
     return gen
 
 
-def _check_cancel(cancel: threading.Event | None) -> None:
+def check_cancel(cancel: threading.Event | None) -> None:
     if cancel is not None and cancel.is_set():
         raise GenerationCancelled("Generation was cancelled.")
 
@@ -210,7 +230,7 @@ def generate_text(
         stop_ids.add(int(tokenizer.eos_token_id))
     generator = make_generator(model, sampling.seed)
 
-    _check_cancel(cancel)
+    check_cancel(cancel)
     logits, past = prefill_fn(model, ids)
     out_ids: list[int] = []
     emitted = ""
@@ -238,7 +258,7 @@ def generate_text(
         yield TextPiece(delta=delta, text=emitted, tokens=len(out_ids), token_id=token, stop=stop)
         if stop is not None:
             return
-        _check_cancel(cancel)
+        check_cancel(cancel)
         logits, past = step(model, token, past, n_prompt + len(out_ids) - 1)
 
 
@@ -274,11 +294,11 @@ def generate_image(
     codes: list[int] = []
     probs: list[float] = []
 
-    _check_cancel(cancel)
+    check_cancel(cancel)
     _, past = prefill_fn(model, ids)  # its logits would choose the first id, which is forced to "<"
     token = layout.image_open_id
     for i in range(grid_tokens):
-        _check_cancel(cancel)
+        check_cancel(cancel)
         logits, past = step(model, token, past, n_prompt + i)
         token, prob = sample(
             mask_logits(logits, "image", layout),

@@ -10,7 +10,8 @@ import torch
 
 from llmcxr_app import fastpath, generation, protocol
 from llmcxr_app.config import RuntimeConfig, SamplingConfig
-from llmcxr_app.fastpath import FastPath, FastPathConfig, bucket_sizes, sample_on_device
+from llmcxr_app.fastpath import FastPath, FastPathConfig, bucket_sizes
+from llmcxr_app.generation import sample_on_device
 from tests.conftest import TINY_VQGAN
 
 GREEDY = SamplingConfig(temperature=0.0, max_new_tokens=40)
