@@ -7,6 +7,7 @@ stub. Nothing here ever calls torch.load with weights_only=False.
 
 from __future__ import annotations
 
+import _compat_pickle
 import builtins
 import codecs
 import collections
@@ -91,6 +92,12 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self._read_storage = read_storage  # (key, dtype, nbytes) -> UntypedStorage
 
     def find_class(self, module: str, name: str) -> Any:
+        # Protocol 0-2 pickles spell Python 2 names (`__builtin__.set`); map them as pickle's own find_class
+        # does, before the allow-list. Python 3 pickles never use these names, so mapping always is safe.
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        elif module in _compat_pickle.IMPORT_MAPPING:
+            module = _compat_pickle.IMPORT_MAPPING[module]
         if module == "torch.tensor":  # renamed in torch 1.8, still found in older pickles
             module = "torch._tensor"
         if module in ("torch", "torch.storage") and name in _STORAGE_DTYPES:

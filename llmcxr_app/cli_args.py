@@ -9,6 +9,7 @@ from .config import (
     ENV_DEVICE,
     ENV_LLM,
     ENV_QUANTIZATION,
+    ENV_THREADS,
     ENV_VQGAN_CKPT,
     ENV_VQGAN_CONFIG,
     QUANTIZATIONS,
@@ -19,7 +20,7 @@ from .config import (
 
 
 def add_weight_args(parser: argparse.ArgumentParser) -> None:
-    """Add --llm, --vqgan-config, --vqgan-ckpt, --quantization, --device, --no-fast-path (in a group)."""
+    """Add --llm, --vqgan-config, --vqgan-ckpt, --quantization, --device, --threads, --no-fast-path."""
     g = parser.add_argument_group(
         "weights",
         "Flags override the environment variables, which override weights/official/ (when complete), "
@@ -55,6 +56,12 @@ def add_weight_args(parser: argparse.ArgumentParser) -> None:
         "--device", metavar="DEV", help=f"auto, cpu, cuda or cuda:N (env {ENV_DEVICE}; default auto)"
     )
     g.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help=f"CPU threads for torch (env {ENV_THREADS}; default: one per core; 1 on a busy shared CPU)",
+    )
+    g.add_argument(
         "--no-fast-path",
         action="store_true",
         help="run the plain eager model (no static cache or torch.compile)",
@@ -71,5 +78,13 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"{ENV_QUANTIZATION}={quantization!r} is not one of {', '.join(QUANTIZATIONS)}.")
     device = args.device or os.environ.get(ENV_DEVICE) or "auto"
-    runtime = RuntimeConfig(device=device, quantization=quantization, fast_path=not args.no_fast_path)
+    raw = str(args.threads) if args.threads is not None else os.environ.get(ENV_THREADS, "0")
+    threads = int(raw) if raw.strip().isdigit() else -1
+    if threads < 0:
+        raise ValueError(
+            f"--threads / {ENV_THREADS} = {raw!r} must be a whole number >= 0 (0 = one per core)."
+        )
+    runtime = RuntimeConfig(
+        device=device, quantization=quantization, fast_path=not args.no_fast_path, cpu_threads=threads
+    )
     return Settings(model=location, runtime=runtime)

@@ -25,6 +25,7 @@ ENV_VQGAN_CONFIG = "LLMCXR_VQGAN_CONFIG"
 ENV_VQGAN_CKPT = "LLMCXR_VQGAN_CKPT"
 ENV_QUANTIZATION = "LLMCXR_QUANTIZATION"
 ENV_DEVICE = "LLMCXR_DEVICE"
+ENV_THREADS = "LLMCXR_THREADS"
 
 QUANTIZATIONS = ("auto", "nf4", "int8", "bf16", "fp32")
 
@@ -63,6 +64,8 @@ class RuntimeConfig:
     quantization: str = "auto"  # one of QUANTIZATIONS; auto = nf4 on CUDA, fp32 on CPU (measured fastest)
     fast_path: bool = True  # static KV cache + torch.compile where it measures faster; eager otherwise
     warmup: bool = True  # compile and run one tiny generation at start-up, not in a user's request
+    cpu_threads: int = 0  # torch intra-op threads for CPU work; 0 = torch's default (one per core). On a
+    #                       shared 2-core machine 1 thread measured 10-30x faster than 2 (docs/BENCHMARKS.md)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ import yaml
 from . import __version__
 from . import weights as w
 from .protocol import token_layout
+from .runtime import resolve_device
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 TOKENIZER_FILES = (
@@ -130,7 +131,7 @@ def convert_llm(
         raise w.WeightsError("The output folder must differ from the source folder.")
     _refuse_overwrite(dst, ["config.json", *TOKENIZER_FILES], ("model*.safetensors*", "pytorch_model*"))
     files, codebook_size = _check_source(src, codebook_size)
-    dev = w.resolve_device(device)
+    dev = resolve_device(device)
     torch_dtype = DTYPES[dtype]
     kwargs: dict = {"dtype": torch_dtype, "device_map": {"": str(dev)}}
     if quantize:

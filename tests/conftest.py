@@ -62,6 +62,20 @@ def tiny_llm_dir(tmp_path_factory, tiny_tokenizer) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def model(tiny_llm_dir):
+    """The tiny LLM loaded plainly (fp32, eval); one per test module, so no module sees another's changes."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(tiny_llm_dir).eval()
+
+
+@pytest.fixture(scope="session")
+def layout(tiny_tokenizer) -> protocol.TokenLayout:
+    """The tiny model's token layout (special ids, image ids after the vocabulary)."""
+    return protocol.token_layout(tiny_tokenizer, TINY_VQGAN.n_embed)
+
+
 def write_lightning_ckpt(model: VQGAN, path: Path, extra_loss_keys: bool = True) -> None:
     """Save like Lightning does: a dict with `state_dict` (plus training-only `loss.*` keys) and bookkeeping."""
     sd = dict(model.state_dict())

@@ -129,6 +129,19 @@ def test_restricted_loader_matches_torch_load(tmp_path):
     assert got["view"].untyped_storage().data_ptr() == got["base"].untyped_storage().data_ptr()
 
 
+@pytest.mark.parametrize("protocol", [2, 3, pickle.HIGHEST_PROTOCOL])
+def test_old_pickle_protocols_read_like_torch(tmp_path, protocol):
+    # Protocol 2 writes Python 2 names (__builtin__.set, copy_reg) that must map to their Python 3 homes.
+    obj = {"w": torch.ones(2, 3), "hparams": {"tags": {"a", "b"}, "sizes": frozenset({1}), "n": 2}}
+    torch.save(obj, tmp_path / "p.pt", pickle_protocol=protocol)
+    with zipfile.ZipFile(tmp_path / "p.pt") as zf:
+        pkl = zf.read(next(n for n in zf.namelist() if n.endswith("/data.pkl")))
+    assert (b"__builtin__" in pkl) == (protocol == 2)
+    got = _restricted_torch_load(tmp_path / "p.pt")  # torch's safe loader refuses frozenset: no reference
+    assert got["hparams"] == obj["hparams"]
+    torch.testing.assert_close(got["w"], obj["w"])
+
+
 @pytest.mark.parametrize("legacy", [False, True])
 def test_pickled_code_never_runs(tmp_path, legacy):
     sd, marker = _state_dict(), tmp_path / "pwned"

@@ -22,18 +22,6 @@ GRID = 64  # image ids per test image (the loop does not care about 256; the ful
 
 
 @pytest.fixture(scope="module")
-def model(tiny_llm_dir):
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(tiny_llm_dir).eval()
-
-
-@pytest.fixture(scope="module")
-def layout(tiny_tokenizer):
-    return protocol.token_layout(tiny_tokenizer, TINY_VQGAN.n_embed)
-
-
-@pytest.fixture(scope="module")
 def draw_prompt(tiny_tokenizer):
     return protocol.build_prompt_ids(
         tiny_tokenizer,

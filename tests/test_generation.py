@@ -23,18 +23,6 @@ from tests.conftest import TINY_VQGAN
 
 
 @pytest.fixture(scope="module")
-def model(tiny_llm_dir):
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(tiny_llm_dir).eval()
-
-
-@pytest.fixture(scope="module")
-def layout(tiny_tokenizer):
-    return protocol.token_layout(tiny_tokenizer, TINY_VQGAN.n_embed)
-
-
-@pytest.fixture(scope="module")
 def prompt(tiny_tokenizer):
     return protocol.build_prompt_ids(
         tiny_tokenizer, "What is deep learning?", codebook_size=TINY_VQGAN.n_embed

@@ -12,7 +12,7 @@ import torch
 from llmcxr_app import protocol
 from llmcxr_app.config import DEMO_MODEL, RuntimeConfig, SamplingConfig, Settings, resolve_location
 from llmcxr_app.demo import data
-from llmcxr_app.demo.train import PRESETS, run
+from llmcxr_app.demo.train import PRESETS, completion_loss, run
 from llmcxr_app.weights import load_model
 
 
@@ -79,6 +79,36 @@ def test_examples_mask_the_prompt_and_keep_the_response(tiny_tokenizer):
         assert (labels[i, : e.n_prompt] == -100).all()
         assert labels[i, e.n_prompt : len(e.ids)].tolist() == e.ids[e.n_prompt :]
         assert (labels[i, len(e.ids) :] == -100).all() and mask[i].sum() == len(e.ids)
+
+
+def _loss_batch():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 12, 20, generator=g)
+    labels = torch.randint(0, 20, (3, 12), generator=g)
+    labels[0, :9] = -100  # a short answer: 2 targets after the shift
+    labels[1, :2] = -100  # a long response: 9 targets
+    labels[2, :] = -100  # nothing to learn (e.g. all padding): must not count
+    return logits, labels
+
+
+def test_token_weighted_loss_is_the_hugging_face_causal_lm_loss():
+    from transformers.loss.loss_utils import ForCausalLMLoss
+
+    logits, labels = _loss_batch()
+    reference = ForCausalLMLoss(logits, labels, vocab_size=logits.shape[-1])
+    torch.testing.assert_close(completion_loss(logits, labels, "token"), reference)
+
+
+def test_example_weighted_loss_averages_each_example_first():
+    logits, labels = _loss_batch()
+    means = []
+    for row in range(2):  # row 2 has no targets
+        keep = labels[row, 1:] != -100
+        means.append(torch.nn.functional.cross_entropy(logits[row, :-1][keep], labels[row, 1:][keep]))
+    torch.testing.assert_close(completion_loss(logits, labels, "example"), torch.stack(means).mean())
+    assert not torch.allclose(completion_loss(logits, labels, "token"), torch.stack(means).mean())
+    with pytest.raises(ValueError, match="weighting"):
+        completion_loss(logits, labels, "sequence")
 
 
 def test_length_batches_cover_examples_once():

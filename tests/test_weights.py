@@ -24,8 +24,6 @@ from llmcxr_app.weights import (
     load_llm,
     load_model,
     load_vqgan,
-    resolve_device,
-    resolve_quantization,
     weight_hash,
 )
 
@@ -181,22 +179,6 @@ def test_nf4_uses_bitsandbytes_4bit(tiny_llm_dir, fp32, ids):
     assert b.shape == a.shape and torch.isfinite(b).all()
     assert (a.argmax(-1) == b.argmax(-1)).float().mean() >= 0.7  # 4-bit weights: close, not equal
     assert not torch.equal(a, b)
-
-
-def test_resolve_device_and_quantization():
-    assert resolve_device("cpu") == torch.device("cpu")
-    assert resolve_quantization("auto", "cpu") == "fp32"
-    assert resolve_quantization("BF16", "cpu") == "bf16"
-    with pytest.raises(ValueError, match="Unknown quantization 'fp8'.*nf4"):
-        resolve_quantization("fp8", "cpu")
-    with pytest.raises(ValueError, match="Unknown device"):
-        resolve_device("gpu0")
-    if torch.cuda.is_available():
-        assert resolve_quantization("auto", "auto") == "nf4"
-    else:
-        assert resolve_device("auto") == torch.device("cpu")
-        with pytest.raises(ValueError, match="no CUDA GPU"):
-            resolve_device("cuda")
 
 
 def test_weight_hash_is_stable_and_samples_ends(tmp_path):

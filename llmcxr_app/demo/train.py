@@ -61,6 +61,8 @@ class TrainConfig:
     #                           over the first 10 steps; the cosine schedule then spans the capped count)
     qa_per_image: int = 2  # VQA examples per phantom
     draw_keep: float = 1.0  # fraction of report->CXR examples kept (each carries 256 image-id targets)
+    loss_weighting: str = "token"  # "token": mean over all target ids (upstream's trainer); "example": each
+    #                                example's mean, so a 3-id VQA answer weighs as much as a 257-id drawing
     threads: int = 2  # torch CPU threads
 
 
@@ -171,6 +173,27 @@ def corpus(samples: list[data.Sample], rng: np.random.Generator) -> list[str]:
     return texts
 
 
+def completion_loss(logits: torch.Tensor, labels: torch.Tensor, weighting: str = "token") -> torch.Tensor:
+    """Next-token cross-entropy on the ids whose label is not -100 (the response: completion-only loss).
+
+    logits [B, T, V] float, labels [B, T] (-100 = no loss). ``token`` averages over every target id in the
+    batch (upstream's trainer); ``example`` averages each example over its own targets first, then over the
+    batch, so short answers (VQA, reports) are not drowned by the 257 targets of a drawing.
+    """
+    target = labels[:, 1:]
+    ce = F.cross_entropy(
+        logits[:, :-1].float().transpose(1, 2), target, ignore_index=-100, reduction="none"
+    )  # [B, T-1]
+    valid = (target != -100).to(ce.dtype)
+    if weighting == "token":
+        return (ce * valid).sum() / valid.sum().clamp(min=1)
+    if weighting == "example":
+        per_example = (ce * valid).sum(1) / valid.sum(1).clamp(min=1)
+        has_targets = valid.sum(1) > 0
+        return per_example[has_targets].mean()
+    raise ValueError(f"Unknown loss weighting {weighting!r}; use 'token' or 'example'.")
+
+
 def train_llm(
     cfg: TrainConfig,
     tokenizer,
@@ -201,12 +224,13 @@ def train_llm(
         cos = 0.5 * (1 + math.cos(math.pi * step / max(1, total)))
         for g in opt.param_groups:
             g["lr"] = cfg.lm_lr * warm * (0.05 + 0.95 * cos)
-        out = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device))
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+        loss = completion_loss(logits, labels.to(device), cfg.loss_weighting)
         opt.zero_grad(set_to_none=True)
-        out.loss.backward()
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        history.append(float(out.loss.detach()))
+        history.append(float(loss.detach()))
         if step % 25 == 0 or step == total - 1:
             _log(f"llm step {step}/{total} loss {np.mean(history[-25:]):.4f}")
         step += 1
@@ -361,6 +385,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--lm-lr", type=float, default=None, help="override the preset's peak LLM learning rate")
     p.add_argument("--draw-keep", type=float, default=None, help="fraction of report->CXR examples kept")
+    p.add_argument(
+        "--loss-weighting", choices=("token", "example"), default=None, help="override the preset's"
+    )
+    p.add_argument("--lm-warmup", type=int, default=None, help="override the preset's LLM warm-up steps")
     p.add_argument("--reuse-vqgan", action="store_true", help="keep OUT/vqgan and train only the LLM")
     a = p.parse_args(argv)
     if a.shrink_only:
@@ -375,6 +403,8 @@ def main(argv: list[str] | None = None) -> None:
         "vq_lr": a.vq_lr,
         "lm_lr": a.lm_lr,
         "draw_keep": a.draw_keep,
+        "loss_weighting": a.loss_weighting,
+        "lm_warmup": a.lm_warmup,
     }
     if a.lm_budget_min is not None:
         overrides["lm_budget_s"] = a.lm_budget_min * 60
