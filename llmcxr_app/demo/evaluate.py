@@ -24,7 +24,7 @@ import json
 import shlex
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -35,7 +35,8 @@ from ..config import DEMO_DIR, DEMO_MODEL, ModelLocation, RuntimeConfig, Samplin
 from ..studio import Studio, StudioInputError
 from . import reader as reader_mod
 from .data import EVAL_SEED_START
-from .labeler import label_details, label_report, parse_answer
+from .labeler import label_report
+from .metrics import answers_match, prf, ratio, reconstruction_error, report_attributes
 from .phantoms import LABELS, Findings, make_phantom
 from .reports import QUESTIONS, make_qa, write_findings_prompt
 
@@ -58,70 +59,6 @@ class EvalConfig:
     max_new_tokens: int = 512  # text answers stop here at the latest (upstream's default)
     draw_temperature: float = 1.0  # report->CXR sampling (upstream's defaults)
     draw_top_p: float = 0.92
-
-
-# ---------------------------------------------------------------------------------------------- metrics
-
-
-def _ratio(a: float, b: float) -> float | None:
-    return a / b if b else None
-
-
-def prf(predicted: Sequence[dict[str, bool]], truth: Sequence[dict[str, bool]], labels=LABELS) -> dict:
-    """Precision, recall, F1 per label and micro-averaged (pooled counts), plus macro-F1.
-
-    Undefined ratios (nothing predicted / nothing true) are None, not 0; macro-F1 averages the defined ones.
-    """
-    if len(predicted) != len(truth):
-        raise ValueError(f"{len(predicted)} predictions for {len(truth)} truths.")
-    per, tot = {}, {"tp": 0, "fp": 0, "fn": 0}
-    for lab in labels:
-        tp = sum(p[lab] and t[lab] for p, t in zip(predicted, truth, strict=True))
-        fp = sum(p[lab] and not t[lab] for p, t in zip(predicted, truth, strict=True))
-        fn = sum(t[lab] and not p[lab] for p, t in zip(predicted, truth, strict=True))
-        per[lab] = {
-            "precision": _ratio(tp, tp + fp),
-            "recall": _ratio(tp, tp + fn),
-            "f1": _ratio(2 * tp, 2 * tp + fp + fn),
-            "support": tp + fn,
-        }
-        tot = {"tp": tot["tp"] + tp, "fp": tot["fp"] + fp, "fn": tot["fn"] + fn}
-    f1s = [v["f1"] for v in per.values() if v["f1"] is not None]
-    micro = {
-        "precision": _ratio(tot["tp"], tot["tp"] + tot["fp"]),
-        "recall": _ratio(tot["tp"], tot["tp"] + tot["fn"]),
-        "f1": _ratio(2 * tot["tp"], 2 * tot["tp"] + tot["fp"] + tot["fn"]),
-        **tot,
-    }
-    return {"micro": micro, "macro_f1": sum(f1s) / len(f1s) if f1s else None, "per_label": per}
-
-
-def answers_match(answer: str, truth: str) -> bool:
-    """A VQA answer is right when it normalises (labeler.parse_answer) to the truth's normal form."""
-    return parse_answer(answer) == parse_answer(truth)
-
-
-def reconstruction_error(original: np.ndarray, recon: np.ndarray) -> tuple[float, float]:
-    """(MAE, PSNR in dB) of two uint8 [R, R] images, in [0, 1] pixel units (PSNR peak 1, at most 100 dB)."""
-    a = original.astype(np.float64) / 255
-    b = recon.astype(np.float64) / 255
-    mse = max(float(np.mean((a - b) ** 2)), 1e-10)  # identical images would give infinity (not JSON)
-    return float(np.mean(np.abs(a - b))), 10 * float(np.log10(1 / mse))
-
-
-def _report_attributes(texts: Sequence[str], truths: Sequence[Findings]) -> dict:
-    """Side/size/zone read from the reports vs the truth, over phantoms where the finding is present."""
-    out = {}
-    for t_key, r_key in (
-        ("effusion", "effusion_side"),
-        ("effusion_size", "effusion_size"),
-        ("pneumothorax", "pneumothorax_side"),
-        ("consolidation", "consolidation_zone"),
-    ):
-        pairs = [(label_details(x)[r_key], getattr(f, t_key)) for x, f in zip(texts, truths, strict=True)]
-        pairs = [(a, b) for a, b in pairs if b != "none"]
-        out[r_key] = {"accuracy": _ratio(sum(a == b for a, b in pairs), len(pairs)), "n": len(pairs)}
-    return out
 
 
 # ---------------------------------------------------------------------------------------------- the run
@@ -185,7 +122,7 @@ def _describe_all(studio, prepared, truths, greedy: SamplingConfig, log) -> tupl
         if i % 20 == 0:
             log(f"describe {i + 1}/{len(prepared)}")
     report = prf([label_report(x) for x in texts], [f.label_vector() for f in truths])
-    return {**report, "attributes": _report_attributes(texts, truths), "n": len(texts)}, tok_s
+    return {**report, "attributes": report_attributes(texts, truths), "n": len(texts)}, tok_s
 
 
 def _vqa_all(studio, seeds, prepared, truths, greedy: SamplingConfig, per_image: int) -> dict:
@@ -198,7 +135,7 @@ def _vqa_all(studio, seeds, prepared, truths, greedy: SamplingConfig, per_image:
     for kind in sorted({k for k, _ in items}):
         hits = [ok for k, ok in items if k == kind]
         by_kind[kind] = {"accuracy": sum(hits) / len(hits), "n": len(hits)}
-    return {"accuracy": _ratio(sum(ok for _, ok in items), len(items)), "n": len(items), "by_kind": by_kind}
+    return {"accuracy": ratio(sum(ok for _, ok in items), len(items)), "n": len(items), "by_kind": by_kind}
 
 
 def _failed(f: Findings) -> dict:
@@ -237,12 +174,12 @@ def _draw_all(studio, reader, truths: list[Findings], cfg: EvalConfig, log) -> t
     preds = [p if p is not None else _failed(f) for p, f in zip(preds, truths, strict=True)]
     draw = reader_mod.score(preds, truths)
     draw["prf"] = prf([{k: p[k] for k in LABELS} for p in preds], [f.label_vector() for f in truths])
-    draw["valid_fraction"] = _ratio(valid, len(truths))
+    draw["valid_fraction"] = ratio(valid, len(truths))
     draw["input_errors"] = errors[:5]
     draw["n_input_errors"] = len(errors)
     # What a reader answering "absent" to everything would score: the floor the mean accuracy is read against.
     n_absent = sum(not v for f in truths for v in f.label_vector().values())
-    draw["label_accuracy_mean_all_absent"] = _ratio(n_absent, len(truths) * len(LABELS))
+    draw["label_accuracy_mean_all_absent"] = ratio(n_absent, len(truths) * len(LABELS))
     return draw, tok_s
 
 
@@ -289,9 +226,9 @@ def evaluate(
     draw, draw_tok_s = _draw_all(studio, reader, draw_truths, cfg, log)
     timings["draw_s"] = time.perf_counter() - t
 
-    timings["describe_per_item_s"] = _ratio(timings["describe_s"], cfg.n)
-    timings["vqa_per_item_s"] = _ratio(timings["vqa_s"], vqa["n"])
-    timings["draw_per_item_s"] = _ratio(timings["draw_s"], draw["n"])
+    timings["describe_per_item_s"] = ratio(timings["describe_s"], cfg.n)
+    timings["vqa_per_item_s"] = ratio(timings["vqa_s"], vqa["n"])
+    timings["draw_per_item_s"] = ratio(timings["draw_s"], draw["n"])
     timings["describe_tokens_per_s_mean"] = float(np.mean(tok_s)) if tok_s else None
     timings["draw_tokens_per_s_mean"] = float(np.mean(draw_tok_s)) if draw_tok_s else None
     values = {
