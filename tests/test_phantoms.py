@@ -72,6 +72,12 @@ def test_findings_validation():
         "ett": True,
         "pacemaker": False,
     }
+    assert f.attributes() == {
+        "effusion_side": "bilateral",
+        "effusion_size": "large",
+        "pneumothorax_side": "none",
+        "consolidation_zone": "none",
+    }
 
 
 def test_sample_findings_prior():

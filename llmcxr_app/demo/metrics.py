@@ -3,7 +3,7 @@ reconstruction error. Pure functions of predictions and truths (no model, no fil
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -58,16 +58,19 @@ def reconstruction_error(original: np.ndarray, recon: np.ndarray) -> tuple[float
     return float(np.mean(np.abs(a - b))), 10 * float(np.log10(1 / mse))
 
 
-def report_attributes(texts: Sequence[str], truths: Sequence[Findings]) -> dict:
-    """Side/size/zone read from the reports vs the truth, over phantoms where the finding is present."""
+def attribute_accuracy(read: Sequence[Mapping[str, object]], truths: Sequence[Findings]) -> dict:
+    """Side / size / zone as read (a report's label_details, a reader's prediction) vs the truth, scored over
+    the items where the finding is truly present (a miss counts as wrong); accuracy None when there are none."""
+    if len(read) != len(truths):
+        raise ValueError(f"{len(read)} readings for {len(truths)} truths.")
     out = {}
-    for t_key, r_key in (
-        ("effusion", "effusion_side"),
-        ("effusion_size", "effusion_size"),
-        ("pneumothorax", "pneumothorax_side"),
-        ("consolidation", "consolidation_zone"),
-    ):
-        pairs = [(label_details(x)[r_key], getattr(f, t_key)) for x, f in zip(texts, truths, strict=True)]
+    for name in Findings().attributes():
+        pairs = [(r[name], f.attributes()[name]) for r, f in zip(read, truths, strict=True)]
         pairs = [(a, b) for a, b in pairs if b != "none"]
-        out[r_key] = {"accuracy": ratio(sum(a == b for a, b in pairs), len(pairs)), "n": len(pairs)}
+        out[name] = {"accuracy": ratio(sum(a == b for a, b in pairs), len(pairs)), "n": len(pairs)}
     return out
+
+
+def report_attributes(texts: Sequence[str], truths: Sequence[Findings]) -> dict:
+    """attribute_accuracy of the side / size / zone the rule-based labeler reads from each report."""
+    return attribute_accuracy([label_details(x) for x in texts], truths)

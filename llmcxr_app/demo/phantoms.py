@@ -66,6 +66,15 @@ class Findings:
             "pacemaker": self.pacemaker,
         }
 
+    def attributes(self) -> dict[str, str]:
+        """Side / size / zone of the findings that have one ("none" when the finding is absent)."""
+        return {
+            "effusion_side": self.effusion,
+            "effusion_size": self.effusion_size,
+            "pneumothorax_side": self.pneumothorax,
+            "consolidation_zone": self.consolidation,
+        }
+
     def is_normal(self) -> bool:
         return not any(self.label_vector().values())
 

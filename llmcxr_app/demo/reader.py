@@ -35,6 +35,7 @@ from torch import nn
 
 from ..vqgan import VQGAN
 from . import data
+from .metrics import attribute_accuracy
 from .phantoms import EFFUSION_SIDES, EFFUSION_SIZES, LABELS, SIDES, ZONES, Findings
 
 READER_SEED_START = 2_000_000  # training phantoms of the reader: seeds READER_SEED_START + i
@@ -111,13 +112,7 @@ def targets(findings: Sequence[Findings]) -> tuple[torch.Tensor, dict[str, torch
 
 def truth_dict(f: Findings) -> dict[str, object]:
     """Ground truth in the reader's prediction format (presence bools + attribute strings or "none")."""
-    return {
-        **f.label_vector(),
-        "effusion_side": f.effusion,
-        "effusion_size": f.effusion_size,
-        "pneumothorax_side": f.pneumothorax,
-        "consolidation_zone": f.consolidation,
-    }
+    return {**f.label_vector(), **f.attributes()}
 
 
 def to_input(images: Sequence[Image.Image | np.ndarray] | torch.Tensor, resolution: int) -> torch.Tensor:
@@ -253,14 +248,6 @@ def score(predictions: Sequence[dict], truths: Sequence[Findings]) -> dict:
         per_label[lab] = sum(
             p[lab] == f.label_vector()[lab] for p, f in zip(predictions, truths, strict=True)
         ) / max(n, 1)
-    attrs = {}
-    for name in ATTRIBUTES:
-        pairs = [(p[name], truth_dict(f)[name]) for p, f in zip(predictions, truths, strict=True)]
-        pairs = [(a, b) for a, b in pairs if b != "none"]
-        attrs[name] = {
-            "accuracy": sum(a == b for a, b in pairs) / len(pairs) if pairs else None,
-            "n": len(pairs),
-        }
     exact_labels = sum(
         all(p[lab] == f.label_vector()[lab] for lab in LABELS)
         for p, f in zip(predictions, truths, strict=True)
@@ -270,7 +257,7 @@ def score(predictions: Sequence[dict], truths: Sequence[Findings]) -> dict:
     return {
         "label_accuracy": per_label,
         "label_accuracy_mean": sum(per_label.values()) / len(per_label),
-        "attribute_accuracy": attrs,
+        "attribute_accuracy": attribute_accuracy(predictions, truths),
         "exact_match_labels": exact_labels / max(n, 1),
         "exact_match": exact / max(n, 1),
         "n": n,
