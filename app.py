@@ -31,6 +31,11 @@ def main(argv: list[str] | None = None) -> None:
         "--host", default=host, help=f"bind address (default {server.host}; 0.0.0.0 in a container)"
     )
     parser.add_argument("--port", type=int, default=port, help=f"HTTP port (default {server.port})")
+    parser.add_argument(
+        "--no-self-check",
+        action="store_true",
+        help="do not read drawings back with the model (saves one report's generation per drawing)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up probes
@@ -38,7 +43,8 @@ def main(argv: list[str] | None = None) -> None:
         settings = settings_from_args(args)
     except ValueError as exc:
         parser.error(str(exc))
-    settings = replace(settings, server=replace(settings.server, host=args.host, port=args.port))
+    server = replace(settings.server, host=args.host, port=args.port, draw_self_check=not args.no_self_check)
+    settings = replace(settings, server=server)
     if zerogpu.on_zerogpu():  # no torch.compile there, and no GPU outside zerogpu.gpu-decorated calls
         settings = replace(settings, runtime=replace(settings.runtime, fast_path=False, warmup=False))
     try:

@@ -24,7 +24,7 @@ EPILOG = """examples:
   python -m llmcxr_app describe cxr.png
   python -m llmcxr_app ask cxr.dcm "Is there a pleural effusion?"
   python -m llmcxr_app ask --no-image "What is a pneumothorax?"
-  python -m llmcxr_app draw "Moderate right pleural effusion." --out synthetic.png --seed 7
+  python -m llmcxr_app draw "Moderate right pleural effusion." --out synthetic.png --seed 7 --self-check
   echo "No acute findings." | python -m llmcxr_app draw - --json
 
 Without weight flags the app's default weights are used (see the 'weights' flags). Text streams to stdout;
@@ -88,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("findings", metavar="FINDINGS", help="report text ('-' reads it from stdin)")
     p.add_argument("--out", type=Path, metavar="PNG", help="where to write the PNG (marked SYNTHETIC)")
+    p.add_argument(
+        "--self-check",
+        action="store_true",
+        help="read the drawing back with the model and compare that report with FINDINGS (selfcheck.py)",
+    )
     _add_common(p)
     return parser
 
@@ -177,6 +182,12 @@ def run(args: argparse.Namespace) -> int:
     if progress:
         sys.stderr.write("\n")
     assert result is not None
+    check = None
+    if args.command == "draw" and args.self_check:
+        from .selfcheck import check as self_check
+
+        check = self_check(studio, text, result)
+        result.provenance["self_check"] = check.as_dict()  # also in the PNG's metadata
     out = save_png(result.image, args.out, result.provenance) if args.command == "draw" and args.out else None
     if args.json:
         payload = {
@@ -194,6 +205,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(payload, ensure_ascii=False, default=str))
     elif out is not None:
         print(f"Wrote {out} (seed {result.provenance['seed']}; marked SYNTHETIC).")
+        if check is not None:
+            print(f"Self-check (the model reading its own drawing): {check.summary()}.")
     else:
         sys.stdout.write("\n")
     return 0

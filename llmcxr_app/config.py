@@ -99,6 +99,7 @@ class ServerConfig:
     delete_cache_s: int = 3600  # uploads and outputs older than this are deleted (checked as often)
     queue_size: int = 16  # requests waiting for the model beyond this are refused with a message
     max_candidates: int = 4  # most images one Draw request may produce
+    draw_self_check: bool = True  # read each drawing back with the model and say what it sees (selfcheck.py)
 
 
 @dataclass(frozen=True)

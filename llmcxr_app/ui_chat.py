@@ -12,7 +12,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -20,10 +20,11 @@ import gradio as gr
 from llmcxr_app import protocol, zerogpu
 from llmcxr_app import ui_render as render
 from llmcxr_app.config import SamplingConfig, ServerConfig
-from llmcxr_app.exports import DISCLAIMER, answer_json, answer_text, mark_synthetic, save_dicom_sc, save_png
+from llmcxr_app.exports import DISCLAIMER, answer_json, answer_text
 from llmcxr_app.generation import GenerationCancelled
 from llmcxr_app.imaging import ImageLoadError, LoadedImage, load_image
 from llmcxr_app.studio import PreparedImage, Result, Studio, StudioInputError
+from llmcxr_app.ui_draw import DrawFlow
 from llmcxr_app.ui_routing import Route, route
 
 logger = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ def _message_parts(message) -> tuple[str, str | None]:
     return str(message.get("text") or "").strip(), first
 
 
-class ChatApp:
+class ChatApp(DrawFlow):
     """Event handlers bound to one Studio. Holds no per-user data (that is in the Session argument)."""
 
     def __init__(self, studio: Studio, server: ServerConfig):
@@ -322,81 +323,3 @@ class ChatApp:
                 "content": gr.File(value=[str(f) for f in files], label="Downloads", show_label=False),
             }
         )
-
-    def _draw(
-        self, session: Session, findings: str, sampling: SamplingConfig, n: int, cancel
-    ) -> Iterator[None]:
-        """Draw n candidates one after the other; each shows a preview that sharpens row by row."""
-        grid = self.studio.info.grid
-        done: list[tuple[str, str]] = []  # (display path, gallery caption) of finished candidates
-        msg = {
-            "role": "assistant",
-            "content": f"Drawing {'a synthetic X-ray' if n == 1 else f'{n} synthetic X-rays'}…",
-        }
-        session.history.append(msg)
-        results: list[Result] = []
-
-        def show(text: str, preview: tuple[str, str] | None = None) -> None:
-            items = done + ([preview] if preview else [])
-            if not items:
-                msg["content"] = text
-            elif n == 1:
-                msg["content"] = [text, {"path": items[0][0]}]
-            else:
-                msg["content"] = [text, gr.Gallery(value=items, columns=2, height="auto", show_label=False)]
-
-        for i, seed in enumerate(render.candidate_seeds(sampling.seed, n)):
-            label = f"candidate {i + 1} of {n}" if n > 1 else "the X-ray"
-            preview = None
-            try:
-                for update in self._stream(
-                    protocol.TASK_DRAW, findings, None, replace(sampling, seed=seed), self._cancel(cancel)
-                ):
-                    if update.result is not None:
-                        results.append(update.result)
-                    elif update.image is not None:
-                        preview = (self._save_display(session, update.image, "preview"), f"{i + 1}: drawing")
-                        show(f"Drawing {label}: row {update.rows_done} of {grid}…", preview)
-                        yield
-            except GenerationCancelled:
-                show(f"_(stopped while drawing {label})_", preview)
-                self._draw_details(session, results)
-                raise
-            seed_used = results[-1].provenance.get("seed")
-            done.append(
-                (self._save_display(session, results[-1].image, "synthetic"), f"{i + 1}: seed {seed_used}")
-            )
-            show(f"Drawn {i + 1} of {n}…" if i + 1 < n else "")
-            yield
-        what = "A synthetic X-ray" if n == 1 else f"{n} synthetic X-rays"
-        show(f"{what} drawn from your findings, marked SYNTHETIC. Confidence map and downloads below.")
-        self._draw_details(session, results)
-        yield
-
-    def _draw_details(self, session: Session, results: list[Result]) -> None:
-        """Per finished drawing: a collapsed confidence map, collapsed provenance, downloads."""
-        grid = self.studio.info.grid
-        for i, result in enumerate(results):
-            suffix = f" · candidate {i + 1}" if len(results) > 1 else ""
-            conf = session.path("confidence-map", "png")
-            render.confidence_map(result.image, result.probs, grid).save(conf)
-            mean = sum(result.probs) / len(result.probs)
-            session.history.append(
-                {
-                    "role": "assistant",
-                    "content": {"path": str(conf)},  # one item: a list would show one accordion per item
-                    "metadata": {"title": f"Confidence map{suffix} · mean {mean:.2f}", "status": "done"},
-                }
-            )
-            png = save_png(result.image, session.path(f"{self.tag}-synthetic-cxr", "png"), result.provenance)
-            dcm = save_dicom_sc(
-                result.image, session.path(f"{self.tag}-synthetic-cxr", "dcm"), result.provenance
-            )
-            js = session.path(f"{self.tag}-synthetic-cxr", "json")
-            js.write_text(answer_json("", result.codes, result.provenance), encoding="utf-8")
-            self._details(session, result, [png, dcm, js], render.confidence_summary(result.probs, grid))
-
-    def _save_display(self, session: Session, image, stem: str) -> str:
-        path = session.path(stem, "png")
-        mark_synthetic(render.display_copy(image)).save(path)
-        return str(path)

@@ -142,6 +142,7 @@ def test_draw_shows_the_image_in_the_chat(page):
     shot(page, "04-drawing")
     answered(page, before)
     expect(page.get_by_text("marked SYNTHETIC").first).to_be_visible()
+    expect(page.get_by_text("Self-check (the model reading its own drawing)").first).to_be_visible()
     expect(page.locator('#chat [data-testid="bot"] img[src*="synthetic"]').first).to_be_visible()
     page.get_by_role("button", name="Confidence map").first.click()
     conf = page.locator('#chat img[src*="confidence-map"]').first

@@ -41,16 +41,21 @@ def test_round_trip_draw_png_describe(tiny_location, tmp_path, capsys):
     out = tmp_path / "synthetic.png"
     flags = weight_flags(tiny_location)
     drawn = cli(
-        "draw", "Moderate right pleural effusion.", "--out", str(out), "--seed", "5", "--json", *flags
-    )
+        "draw", "Moderate right pleural effusion.", "--out", str(out), "--seed", "5", "--json", "--self-check",
+        *flags,
+    )  # fmt: skip
     assert drawn.returncode == 0, drawn.stderr
     payload = json.loads(drawn.stdout)
     assert payload["task"] == "draw" and payload["out"] == str(out)
     assert len(payload["image_codes"]) == 256 and all(0 <= c < 32 for c in payload["image_codes"])
     assert len(payload["probs"]) == 256
     assert payload["provenance"]["seed"] == 5 and payload["timings"]["tokens"] == 256
+    check = payload["provenance"]["self_check"]  # the tiny model read its drawing back
+    assert check["asked"] == ["effusion"] and isinstance(check["read_back"], str)
+    assert check["agrees"] == (check["seen"] == ["effusion"] and not check["attributes_differing"])
     with Image.open(out) as im:
         assert im.size == (32, 32) and "llmcxr:provenance" in im.text
+        assert json.loads(im.text["llmcxr:provenance"])["self_check"] == check
 
     # The PNG goes back in (in-process, to keep the suite fast: the subprocess above covers the entry point).
     assert main(["describe", str(out), "--json", "--max-new-tokens", "5", "--temperature", "0", *flags]) == 0

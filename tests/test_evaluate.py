@@ -14,11 +14,12 @@ import pytest
 from PIL import Image
 
 from llmcxr_app.config import RuntimeConfig, SamplingConfig, Settings
+from llmcxr_app.demo import eval_draw
 from llmcxr_app.demo import evaluate as ev
 from llmcxr_app.demo import reader as rd
-from llmcxr_app.demo.labeler import parse_answer
 from llmcxr_app.demo.phantoms import LABELS, Findings, make_phantom
 from llmcxr_app.demo.reports import answer_for, write_findings_prompt
+from llmcxr_app.labeler import parse_answer
 from llmcxr_app.studio import PreparedImage, Result, Studio, Update
 from llmcxr_app.weights import load_vqgan
 
@@ -95,6 +96,61 @@ def test_evaluate_bookkeeping_with_an_oracle(tiny_studio, monkeypatch):
     assert d["label_accuracy_mean"] == pytest.approx(d["label_accuracy_mean_all_absent"])
     assert res["targets"]["report_micro_f1"]["pass"] and res["targets"]["vqa_accuracy"]["pass"]
     assert parse_answer("Yes.") == "yes"  # the oracle's answers go through the same normalisation
+
+
+class _CandidateOracle(_OracleStudio):
+    """Draws candidate k as a grey image of value k; only candidate GOOD shows the findings asked for, and
+    only its read-back (self-check) states them; the others read back as normal."""
+
+    GOOD = 2
+
+    def __init__(self, studio: Studio):
+        super().__init__(studio)
+        self.drawn: dict[int, tuple[int, str]] = {}  # id(image) -> (candidate, prompt)
+        self.prompt = ""
+
+    def draw(self, findings: str, *, sampling: SamplingConfig, preview_every: int):
+        k = (sampling.seed - ev.EVAL_SEED_START) // eval_draw.CANDIDATE_SEED_STRIDE
+        image = Image.new("L", (self.vqgan.resolution,) * 2, k)
+        self.drawn[id(image)], self.prompt = (k, findings), findings
+        yield self._result("", image, [k] * self.vqgan.grid_tokens)
+
+    def describe(self, p: PreparedImage, *, sampling: SamplingConfig, cancel=None):
+        assert sampling.temperature == 0 and p.source is None  # a read-back of a drawing's own codes
+        yield self._result(self.prompt if p.codes[0] == self.GOOD else "No acute findings.")
+
+
+class _PixelReader:
+    """The judge: reads the truth from the GOOD candidate's image, "absent" from the others."""
+
+    def __init__(self, oracle: _CandidateOracle, truth_of: dict[str, Findings]):
+        self.oracle, self.truth_of, self.meta = oracle, truth_of, {}
+
+    def predict(self, images):
+        out = []
+        for im in images:
+            k, prompt = self.oracle.drawn[id(im)]
+            out.append(rd.truth_dict(self.truth_of[prompt] if k == _CandidateOracle.GOOD else Findings()))
+        return out
+
+
+def test_draw_candidates_are_chosen_by_self_check_and_the_first_is_scored_too(tiny_studio):
+    seeds = range(ev.EVAL_SEED_START, ev.EVAL_SEED_START + 8)
+    truths = [make_phantom(s).findings for s in seeds]
+    prompts = [
+        write_findings_prompt(f, np.random.default_rng([s, 0xD2A]))
+        for s, f in zip(seeds, truths, strict=True)
+    ]
+    oracle = _CandidateOracle(tiny_studio)
+    reader = _PixelReader(oracle, dict(zip(prompts, truths, strict=True)))
+    kw = {"seed_start": ev.EVAL_SEED_START, "temperature": 1.0, "top_p": 0.92}
+    three, _ = eval_draw.evaluate_draw(oracle, reader, truths, candidates=3, **kw)
+    assert three["candidates"] == 3 and three["label_accuracy_mean"] == 1.0 and three["exact_match"] == 1.0
+    assert three["self_check_agreed_fraction"] == 1.0
+    floor = three["label_accuracy_mean_all_absent"]
+    assert floor < 1.0 and three["first_candidate"]["label_accuracy_mean"] == pytest.approx(floor)
+    two, _ = eval_draw.evaluate_draw(oracle, reader, truths, candidates=2, **kw)  # GOOD is never drawn
+    assert two["label_accuracy_mean"] == pytest.approx(floor)
 
 
 def _demo_dir(tmp_path: Path, tiny_location) -> Path:

@@ -271,10 +271,28 @@ def test_draw_returns_a_marked_image_with_exports(url):
     assert (mark == 0).mean() > 0.5 and mark.max() == 255  # the SYNTHETIC mark (white on black) is burned in
     (record,) = json_downloads(chat)
     assert len(record["image_codes"]) == 256 and record["provenance"]["seed"] == 5
+    check = record["provenance"]["self_check"]  # the model read its drawing back (selfcheck.py)
+    assert check["asked"] == ["effusion"] and isinstance(check["read_back"], str)
+    assert check["agrees"] == (
+        not check["missing"] and not check["extra"] and not check["attributes_differing"]
+    )
+    assert any(
+        "Self-check (the model reading its own drawing)" in t for r, t in texts(chat) if r == "assistant"
+    )
     dcm = pydicom.dcmread(next(p for p in paths if p.endswith(".dcm")))
     assert str(dcm.PatientName) == "SYNTHETIC^PHANTOM" and dcm.BurnedInAnnotation == "YES"
     titles = [m["metadata"]["title"] for m in chat if m.get("metadata")]
     assert any(t.startswith("Confidence map") for t in titles)
+
+
+def test_draws_without_self_check_when_the_server_turns_it_off(studio, examples):
+    with serve(studio, examples["phantom_a"].parent, draw_self_check=False) as address:
+        chat = send(
+            Client(address, verbose=False, download_files=False), "Draw a chest X-ray: Cardiomegaly."
+        ).result()[0]
+    (record,) = json_downloads(chat)
+    assert len(record["image_codes"]) == 256 and "self_check" not in record["provenance"]
+    assert not any("Self-check" in t for _, t in texts(chat))
 
 
 def test_stop_keeps_the_partial_answer(url):

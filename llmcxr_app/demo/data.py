@@ -35,19 +35,22 @@ class Sample:
 def render_samples(seeds: Sequence[int], resolution: int, cache: Path | None = None) -> list[Sample]:
     """Draw phantoms and preprocess them exactly as the app preprocesses an upload.
 
-    `cache`: a pickle of our own samples to reuse between runs (rendering thousands takes minutes).
+    `cache`: a pickle of our own samples to reuse between runs (rendering thousands takes minutes); seeds it
+    already holds at this resolution are reused, so growing the training set renders only the new ones.
     """
     seeds = [int(s) for s in seeds]
+    known: dict[int, Sample] = {}
     if cache is not None and cache.exists():
-        cached = pickle.loads(cache.read_bytes())
-        if [s.seed for s in cached] == seeds and cached[0].pixels.shape == (resolution, resolution):
-            return cached
+        known = {s.seed: s for s in pickle.loads(cache.read_bytes()) if s.pixels.shape == (resolution,) * 2}
     out = []
     for seed in seeds:
-        ph = make_phantom(int(seed), size=PHANTOM_SIZE)
+        if seed in known:
+            out.append(known[seed])
+            continue
+        ph = make_phantom(seed, size=PHANTOM_SIZE)
         view = to_model_input(ph.image, resolution)
-        out.append(Sample(int(seed), np.asarray(view.image.convert("L")), ph.findings, ph.report))
-    if cache is not None:
+        out.append(Sample(seed, np.asarray(view.image.convert("L")), ph.findings, ph.report))
+    if cache is not None and any(seed not in known for seed in seeds):
         cache.parent.mkdir(parents=True, exist_ok=True)
         cache.write_bytes(pickle.dumps(out))
     return out

@@ -10,7 +10,9 @@ All requests go through the app's own path (Studio.prepare, describe, ask, draw)
   labeler.parse_answer normalisation with the question's ground-truth answer.
 - report -> CXR: a findings text (reports.write_findings_prompt) for each held-out phantom's findings,
   drawn with the default sampling (top_p 0.92, seed = the phantom's seed), constrained to 256 codes; the
-  independent reader (reader.py, a CNN that never sees the LLM) reads the generated image.
+  independent reader (reader.py, a CNN that never sees the LLM) reads the generated image. With
+  --draw-candidates K, K candidates per item and the app's self-check (the model's own read-back,
+  selfcheck.py) picks one; the first candidate alone is scored too.
 - VQ-GAN reconstruction error: MAE (pixel values in [0, 1]) and PSNR of the 8-bit reconstruction the model
   sees vs its model-resolution input.
 The reader's own accuracy on the same phantoms (originals and reconstructions) calibrates the judge.
@@ -32,13 +34,14 @@ import numpy as np
 import torch
 
 from ..config import DEMO_DIR, DEMO_MODEL, ModelLocation, RuntimeConfig, SamplingConfig, Settings
-from ..studio import Studio, StudioInputError
+from ..labeler import label_report
+from ..studio import Studio
 from . import reader as reader_mod
 from .data import EVAL_SEED_START
-from .labeler import label_report
+from .eval_draw import evaluate_draw
 from .metrics import answers_match, prf, ratio, reconstruction_error, report_attributes
-from .phantoms import LABELS, Findings, make_phantom
-from .reports import QUESTIONS, make_qa, write_findings_prompt
+from .phantoms import LABELS, make_phantom
+from .reports import QUESTIONS, make_qa
 
 TARGETS = {  # issue 4: the demo model ships when its evaluation meets these
     "report_micro_f1": 0.9,
@@ -59,6 +62,7 @@ class EvalConfig:
     max_new_tokens: int = 512  # text answers stop here at the latest (upstream's default)
     draw_temperature: float = 1.0  # report->CXR sampling (upstream's defaults)
     draw_top_p: float = 0.92
+    draw_candidates: int = 1  # > 1: candidates per item, the self-check picks one (as the app shows first)
 
 
 # ---------------------------------------------------------------------------------------------- the run
@@ -138,51 +142,6 @@ def _vqa_all(studio, seeds, prepared, truths, greedy: SamplingConfig, per_image:
     return {"accuracy": ratio(sum(ok for _, ok in items), len(items)), "n": len(items), "by_kind": by_kind}
 
 
-def _failed(f: Findings) -> dict:
-    """The reading of a draw that produced no valid image: wrong on every label and attribute."""
-    return {
-        **{lab: not v for lab, v in f.label_vector().items()},
-        **{name: "no image" for name in reader_mod.ATTRIBUTES},
-    }
-
-
-def _draw_all(studio, reader, truths: list[Findings], cfg: EvalConfig, log) -> tuple[dict, list[float]]:
-    """Draw each findings text, read the image; failed items (no valid image) count as wrong everywhere."""
-    preds: list[dict | None] = []
-    errors, tok_s = [], []
-    for i, f in enumerate(truths):
-        seed = cfg.seed_start + i
-        prompt = write_findings_prompt(f, np.random.default_rng([seed, 0xD2A]))
-        sampling = SamplingConfig(temperature=cfg.draw_temperature, top_p=cfg.draw_top_p, top_k=0, seed=seed)
-        try:
-            result = Studio.finish(studio.draw(prompt, sampling=sampling, preview_every=0))
-        except StudioInputError as exc:  # e.g. findings longer than the context: an item the model failed
-            errors.append(str(exc))  # phantom findings only: no user or patient text
-            preds.append(None)
-            continue
-        codes = result.codes or []
-        ok = (
-            result.image is not None
-            and len(codes) == studio.vqgan.grid_tokens
-            and all(0 <= c < studio.vqgan.n_embed for c in codes)
-        )
-        preds.append(reader.predict([result.image])[0] if ok else None)
-        tok_s.append(result.timings.get("tokens_per_s") or 0.0)
-        if i % 10 == 0:
-            log(f"draw {i + 1}/{len(truths)} ({result.timings['total_s']:.1f} s)")
-    valid = sum(p is not None for p in preds)
-    preds = [p if p is not None else _failed(f) for p, f in zip(preds, truths, strict=True)]
-    draw = reader_mod.score(preds, truths)
-    draw["prf"] = prf([{k: p[k] for k in LABELS} for p in preds], [f.label_vector() for f in truths])
-    draw["valid_fraction"] = ratio(valid, len(truths))
-    draw["input_errors"] = errors[:5]
-    draw["n_input_errors"] = len(errors)
-    # What a reader answering "absent" to everything would score: the floor the mean accuracy is read against.
-    n_absent = sum(not v for f in truths for v in f.label_vector().values())
-    draw["label_accuracy_mean_all_absent"] = ratio(n_absent, len(truths) * len(LABELS))
-    return draw, tok_s
-
-
 def evaluate(
     studio: Studio, reader: reader_mod.Reader, cfg: EvalConfig, log: Callable[[str], None] = _log
 ) -> dict:
@@ -223,7 +182,16 @@ def evaluate(
     draw_truths += [
         make_phantom(s).findings for s in range(cfg.seed_start + cfg.n, cfg.seed_start + cfg.n_draw)
     ]
-    draw, draw_tok_s = _draw_all(studio, reader, draw_truths, cfg, log)
+    draw, draw_tok_s = evaluate_draw(
+        studio,
+        reader,
+        draw_truths,
+        seed_start=cfg.seed_start,
+        temperature=cfg.draw_temperature,
+        top_p=cfg.draw_top_p,
+        candidates=cfg.draw_candidates,
+        log=log,
+    )
     timings["draw_s"] = time.perf_counter() - t
 
     timings["describe_per_item_s"] = ratio(timings["describe_s"], cfg.n)
@@ -263,7 +231,8 @@ def evaluate(
             "vqa": {**asdict(greedy), "note": "greedy (temperature 0): deterministic"},
             "draw": {
                 **{k: v for k, v in asdict(draw_sampling).items() if k in ("temperature", "top_p", "top_k")},
-                "seed": "the phantom's seed, per item",
+                "seed": "the phantom's seed, per item (candidate k: + k * CANDIDATE_SEED_STRIDE)",
+                "candidates": cfg.draw_candidates,
                 "constrained": "exactly grid_tokens image ids (generation.generate_image)",
             },
         },
@@ -307,6 +276,13 @@ def table(res: dict) -> str:
         f"accuracy mean {_fmt(d.get('label_accuracy_mean'))} (all-absent floor "
         f"{_fmt(d['label_accuracy_mean_all_absent'])}), exact match {_fmt(d.get('exact_match'))}",
     ]
+    if d.get("first_candidate"):
+        fc = d["first_candidate"]
+        lines.append(
+            f"  best of {d['candidates']} by self-check (read-back agreed on {_fmt(d['self_check_agreed_fraction'])}"
+            f" of items); first candidate alone: accuracy mean {_fmt(fc['label_accuracy_mean'])}, exact match "
+            f"{_fmt(fc['exact_match'])}"
+        )
     r_orig, r_rec = m["reader"]["original"]["label_accuracy"], m["reader"]["reconstruction"]["label_accuracy"]
     lines.append(f"  {'finding':<15}{'generated':>10}{'reader on originals':>21}{'on reconstructions':>20}")
     for lab in LABELS:
@@ -334,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--qa-per-image", type=int, default=2)
     p.add_argument("--seed-start", type=int, default=EVAL_SEED_START)
     p.add_argument("--max-new-tokens", type=int, default=512, help="cap on generated text tokens")
+    p.add_argument(
+        "--draw-candidates", type=int, default=1, help="report->CXR candidates per item, picked by self-check"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
     p.add_argument("--reader", type=Path, default=None, help="reader folder (default: WEIGHTS/reader)")
@@ -358,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         qa_per_image=a.qa_per_image,
         seed_start=a.seed_start,
         max_new_tokens=a.max_new_tokens,
+        draw_candidates=a.draw_candidates,
     )
     t0 = time.perf_counter()
     runtime = RuntimeConfig(device=a.device, quantization=a.quantization, fast_path=False, warmup=False)

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .labeler import label_details, parse_answer
+from ..labeler import label_details, parse_answer
 from .phantoms import LABELS, Findings
 
 

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-LABELS = ("cardiomegaly", "effusion", "pneumothorax", "consolidation", "edema", "ett", "pacemaker")
+from ..labeler import LABELS  # the findings a phantom can carry are the ones the labeler reads
+
 SIDES = ("left", "right")
 EFFUSION_SIDES = ("left", "right", "bilateral")
 EFFUSION_SIZES = ("small", "large")

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from llmcxr_app.labeler import mentioned_labels
+
 if TYPE_CHECKING:
     from llmcxr_app.demo.phantoms import Findings
 
@@ -314,8 +316,6 @@ def answer_for(question: str, findings: Findings) -> str | None:
     key = re.sub(r"\s+", " ", question.lower()).strip()
     hit = _BY_TEXT.get(key)
     if hit is None:
-        from llmcxr_app.demo.labeler import mentioned_labels  # deferred: labeler is only needed here
-
         labels = mentioned_labels(key)
         if len(labels) != 1:
             return None

@@ -1,6 +1,8 @@
 """Train the embedded demo LLM-CXR on synthetic phantoms, with the paper's recipe at a small scale.
 
-    python -m llmcxr_app.demo.train --out weights/demo            # the shipped model (~1 h on 2 CPU cores)
+    python -m llmcxr_app.demo.train --out weights/demo            # the default recipe (~1 h on 2 CPU cores)
+    python -m llmcxr_app.demo.train --out OUT --continue-llm ...  # further rounds (docs/DEMO_MODEL.md: the
+                                                                    # shipped weights took several)
     python -m llmcxr_app.demo.train --out /tmp/smoke --preset tiny   # a few steps, for CI
 
 Stages: (1) a VQ-GAN (our vqgan.py network) learns 16 x 16 codes of 128 px phantoms; (2) a byte-level BPE
@@ -390,6 +392,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--lm-warmup", type=int, default=None, help="override the preset's LLM warm-up steps")
     p.add_argument("--reuse-vqgan", action="store_true", help="keep OUT/vqgan and train only the LLM")
+    p.add_argument("--n-phantoms", type=int, default=None, help="override the preset's training phantoms")
     a = p.parse_args(argv)
     if a.shrink_only:
         shrink(a.out)
@@ -405,6 +408,7 @@ def main(argv: list[str] | None = None) -> None:
         "draw_keep": a.draw_keep,
         "loss_weighting": a.loss_weighting,
         "lm_warmup": a.lm_warmup,
+        "n_phantoms": a.n_phantoms,
     }
     if a.lm_budget_min is not None:
         overrides["lm_budget_s"] = a.lm_budget_min * 60

@@ -1,7 +1,8 @@
 """Rule-based report labeler (keywords + negation scope), in the spirit of NegBio / the CheXpert labeler.
 
-It reads the seven phantom findings from free text, so evaluation can score generated reports without
-trusting the generator. Rules, per sentence (split at . ! ? ; : and line breaks):
+It reads seven findings (a subset of CheXpert's observations, the ones the demo phantoms carry) from free
+text: the demo evaluation scores generated reports with it without trusting the generator, and the Draw
+self-check (selfcheck.py) compares a drawn image's read-back report with the findings asked for. Rules, per sentence (split at . ! ? ; : and line breaks):
 
 - a sentence is cut into clauses at contrast words ("but", "however", "although", "with", "there is" ...);
 - a mention is negated by a cue BEFORE it in its clause ("no", "not", "without", "negative for", "free of",
@@ -19,7 +20,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from llmcxr_app.demo.phantoms import LABELS
+LABELS = ("cardiomegaly", "effusion", "pneumothorax", "consolidation", "edema", "ett", "pacemaker")
 
 _PATTERNS: dict[str, str] = {
     "cardiomegaly": (
