@@ -332,8 +332,9 @@ def test_chat_runs_its_model_calls_across_a_zerogpu_boundary(monkeypatch, tiny_l
         *_, last = app.chat(message, mode, 0.0, 1.0, 8, "1", 1, session)
         session = last[1]
     kinds = [c[0] for c in calls]
-    assert kinds.count("call") >= 1 and kinds.count("stream") >= 3  # prepare; report, answer, drawing
+    # prepare; report, answer, drawing, and the drawing's self-check read-back
+    assert kinds.count("call") >= 1 and kinds.count("stream") >= 4
     assert session.current is not None
     shown = [str(m["content"]) for m in session.history if m["role"] == "assistant"]
-    assert [c for c in calls if c[0] == "finished"] == [("finished", True)] * 3  # each ended with its Result
+    assert [c for c in calls if c[0] == "finished"] == [("finished", True)] * 4  # each ended with its Result
     assert not any("interrupted by an error" in t for t in shown)

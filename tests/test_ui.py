@@ -287,10 +287,9 @@ def test_draw_returns_a_marked_image_with_exports(url):
 
 def test_draws_without_self_check_when_the_server_turns_it_off(studio, examples):
     with serve(studio, examples["phantom_a"].parent, draw_self_check=False) as address:
-        chat = send(
-            Client(address, verbose=False, download_files=False), "Draw a chest X-ray: Cardiomegaly."
-        ).result()[0]
-    (record,) = json_downloads(chat)
+        client = Client(address, verbose=False, download_files=False)
+        chat = send(client, "Draw a chest X-ray: Cardiomegaly.").result()[0]
+        (record,) = json_downloads(chat)  # read while the server runs: closing it deletes its files
     assert len(record["image_codes"]) == 256 and "self_check" not in record["provenance"]
     assert not any("Self-check" in t for _, t in texts(chat))
 
