@@ -4,7 +4,7 @@ findings asked for.
 LLM-CXR works in both directions, so a drawing can be checked by the same model that made it: its codes go
 back in as the image of a CXR -> report request (greedy), and `labeler.py` reads both texts. The result
 tells the user which requested findings the model itself can see in its drawing, which it cannot, and what
-it sees that was not asked for; with several candidates, the best-agreeing one is shown first. It is the
+it sees that was not asked for; with several candidates, the best-agreeing one is named. It is the
 model judging itself (no independent reader, no ground truth): a consistency check, not a validation.
 
 Pure functions (`compare`, `best`, `as_prepared`) and one model call (`check`, through the Studio facade).

@@ -2,7 +2,7 @@
 reader (reader.py, a CNN that never sees the LLM) read the image, and score it against the phantom's findings.
 
 With several candidates per item, the app's self-check (the model's own read-back, selfcheck.py; never the
-reader) picks the one that is scored, as the app shows it first; the first candidate alone is scored too.
+reader) picks the one that is scored, the one the app names; the first candidate alone is scored too.
 """
 
 from __future__ import annotations

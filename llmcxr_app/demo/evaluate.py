@@ -62,7 +62,7 @@ class EvalConfig:
     max_new_tokens: int = 512  # text answers stop here at the latest (upstream's default)
     draw_temperature: float = 1.0  # report->CXR sampling (upstream's defaults)
     draw_top_p: float = 0.92
-    draw_candidates: int = 1  # > 1: candidates per item, the self-check picks one (as the app shows first)
+    draw_candidates: int = 1  # > 1: candidates per item, the self-check picks one (as the app names it)
 
 
 # ---------------------------------------------------------------------------------------------- the run
