@@ -185,6 +185,7 @@ def run(args: argparse.Namespace) -> int:
     check = None
     if args.command == "draw" and args.self_check:
         from .selfcheck import check as self_check
+        from .selfcheck import verdict
 
         check = self_check(studio, text, result)
         result.provenance["self_check"] = check.as_dict()  # also in the PNG's metadata
@@ -206,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
     elif out is not None:
         print(f"Wrote {out} (seed {result.provenance['seed']}; marked SYNTHETIC).")
         if check is not None:
-            print(f"Self-check (the model reading its own drawing): {check.summary()}.")
+            print(verdict([check]))
     else:
         sys.stdout.write("\n")
     return 0

@@ -128,6 +128,16 @@ def best(agreements: Sequence[Agreement]) -> int:
     return max(range(len(agreements)), key=lambda i: (agreements[i].key, -i))
 
 
+def verdict(checks: Sequence[Agreement]) -> str:
+    """The self-check's sentence for the user: one drawing's agreement, or which of several agrees best."""
+    if not checks:
+        raise ValueError("No self-check to report.")
+    if len(checks) == 1:
+        return f"Self-check (the model reading its own drawing): {checks[0].summary()}."
+    i = best(checks)
+    return f"Self-check (the model reading its own drawings): candidate {i + 1} agrees best ({checks[i].summary()})."
+
+
 def as_prepared(result: Result) -> PreparedImage:
     """A finished drawing as an input image: its own codes, so the read-back sees exactly what was drawn."""
     if result.codes is None or result.image is None:

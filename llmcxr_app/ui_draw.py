@@ -57,9 +57,10 @@ class DrawFlow:
                         preview = (self._save_display(session, update.image, "preview"), f"{i + 1}: drawing")
                         show(f"Drawing {label}: row {update.rows_done} of {grid}…", preview)
                         yield
+                shown = self._save_display(session, results[-1].image, "synthetic")
                 caption = f"{i + 1}: seed {results[-1].provenance.get('seed')}"
                 if self.server.draw_self_check:
-                    preview = (self._save_display(session, results[-1].image, "synthetic"), caption)
+                    preview = (shown, caption)
                     show(f"Self-check: the model reads {label} back…", preview)
                     yield
                     checks.append(self._read_back(findings, results[-1], cancel))
@@ -68,12 +69,14 @@ class DrawFlow:
                 show(f"_(stopped while drawing {label})_", preview)
                 self._draw_details(session, results, checks)
                 raise
-            done.append((self._save_display(session, results[-1].image, "synthetic"), caption))
+            done.append((shown, caption))
             show(f"Drawn {i + 1} of {n}…" if i + 1 < n else "")
             yield
         what = "A synthetic X-ray" if n == 1 else f"{n} synthetic X-rays"
-        show(f"{what} drawn from your findings, marked SYNTHETIC.{_check_sentence(checks)} "
-             "Confidence map and downloads below.")  # fmt: skip
+        verdict = f" {selfcheck.verdict(checks)}" if checks else ""
+        show(
+            f"{what} drawn from your findings, marked SYNTHETIC.{verdict} Confidence map and downloads below."
+        )
         self._draw_details(session, results, checks)
         yield
 
@@ -122,13 +125,3 @@ class DrawFlow:
         path = session.path(stem, "png")
         mark_synthetic(render.display_copy(image)).save(path)
         return str(path)
-
-
-def _check_sentence(checks: list[selfcheck.Agreement]) -> str:
-    """The self-check's verdict for the chat message ("" when it did not run)."""
-    if not checks:
-        return ""
-    if len(checks) == 1:
-        return f" Self-check (the model reading its own drawing): {checks[0].summary()}."
-    i = selfcheck.best(checks)
-    return f" Self-check (the model reading its own drawings): candidate {i + 1} agrees best ({checks[i].summary()})."

@@ -63,6 +63,12 @@ def test_best_prefers_presence_then_attributes_then_the_earliest():
     assert selfcheck.best([right, right]) == 0  # ties keep the user's own seed, which comes first
     with pytest.raises(ValueError):
         selfcheck.best([])
+    assert selfcheck.verdict([missing_tube, wrong_side, right]).startswith(
+        "Self-check (the model reading its own drawings): candidate 3 agrees best (agrees ("
+    )
+    assert selfcheck.verdict([missing_tube]) == (
+        "Self-check (the model reading its own drawing): sees pleural effusion; misses endotracheal tube."
+    )
 
 
 def test_only_finished_drawings_can_be_read_back():

@@ -86,8 +86,9 @@ def evaluate_draw(
             pick = selfcheck.best(checks)
             chosen = valid[pick]
             agreed.append(checks[pick].matches)
-        preds.append(reader.predict([chosen.image])[0] if chosen is not None else None)
-        firsts.append(reader.predict([results[0].image])[0] if results[0] is not None else None)
+        first = reader.predict([results[0].image])[0] if results[0] is not None else None
+        firsts.append(first)
+        preds.append(first if chosen is results[0] else reader.predict([chosen.image])[0])
         if i % 10 == 0:
             log(f"draw {i + 1}/{len(truths)}")
     valid_n = sum(p is not None for p in preds)
