@@ -1,4 +1,5 @@
-"""Build small LLM-CXR models in the official formats: a GPT-NeoX-style tokenizer and a GPT-NeoX LLM.
+"""Build small LLM-CXR models in the official formats: a GPT-NeoX-style tokenizer and a GPT-NeoX LLM, and
+write trained ones in the official layouts (taming YAML + weights for the VQ-GAN; fp16 for shipping).
 
 Used by the demo-model trainer and by the tests (which need tiny models laid out exactly like the official
 checkpoint: tokenizer with the three special tokens, embedding rows = len(tokenizer) + codebook size).
@@ -6,10 +7,16 @@ checkpoint: tokenizer with the three special tokens, embedding rows = len(tokeni
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..protocol import IMAGE_PLACEHOLDER, SPECIAL_TOKENS
+
+if TYPE_CHECKING:
+    from ..vqgan import VQGAN
 
 EOS_TOKEN = "<|endoftext|>"
 
@@ -85,3 +92,32 @@ def make_llm(vocab_size: int, codebook_size: int, shape: LLMShape = LLMShape(), 
     )
     torch.manual_seed(seed)
     return GPTNeoXForCausalLM(config)
+
+
+def save_vqgan(model: VQGAN, out: Path) -> None:
+    """Official layout: a taming YAML (model.params) and the autoencoder weights (safetensors, no loss.*)."""
+    import yaml
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    doc = {"model": {"target": "taming.models.vqgan.VQModel", "params": model.config.to_params()}}
+    (out / "demo-vqgan.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    save_file(
+        {k: v.contiguous().cpu() for k, v in model.state_dict().items()}, out / "demo-vqgan.safetensors"
+    )
+
+
+def shrink(out: Path) -> None:
+    """Store the trained weights in fp16 (half the size; the loader upcasts to the runtime precision).
+
+    The shipped model must stay small (weights/demo <= 30 MB); evaluation runs on these fp16 files.
+    """
+    from safetensors.torch import load_file, save_file
+
+    for path in [out / "vqgan" / "demo-vqgan.safetensors", *sorted((out / "llm").glob("*.safetensors"))]:
+        tensors = {k: (v.half() if v.is_floating_point() else v) for k, v in load_file(path).items()}
+        save_file(tensors, path, metadata={"format": "pt"})
+    cfg_path = out / "llm" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["dtype"] = "float16"
+    cfg_path.write_text(json.dumps(cfg, indent=2))

@@ -23,12 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 
 from .. import protocol
 from ..vqgan import VQGAN, VQGANConfig
 from . import data, reports
-from .builders import LLMShape, make_llm, train_tokenizer
+from .builders import LLMShape, make_llm, save_vqgan, shrink, train_tokenizer
 
 
 @dataclass(frozen=True)
@@ -240,34 +239,6 @@ def train_llm(
     return model, {"lm_loss_last50": float(np.mean(history[-50:])), "lm_steps_run": total}
 
 
-def save_vqgan(model: VQGAN, out: Path) -> None:
-    """Official layout: a taming YAML (model.params) and the autoencoder weights (safetensors, no loss.*)."""
-    from safetensors.torch import save_file
-
-    out.mkdir(parents=True, exist_ok=True)
-    doc = {"model": {"target": "taming.models.vqgan.VQModel", "params": model.config.to_params()}}
-    (out / "demo-vqgan.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
-    save_file(
-        {k: v.contiguous().cpu() for k, v in model.state_dict().items()}, out / "demo-vqgan.safetensors"
-    )
-
-
-def shrink(out: Path) -> None:
-    """Store the trained weights in fp16 (half the size; the loader upcasts to the runtime precision).
-
-    The shipped model must stay small (weights/demo <= 30 MB); evaluation runs on these fp16 files.
-    """
-    from safetensors.torch import load_file, save_file
-
-    for path in [out / "vqgan" / "demo-vqgan.safetensors", *sorted((out / "llm").glob("*.safetensors"))]:
-        tensors = {k: (v.half() if v.is_floating_point() else v) for k, v in load_file(path).items()}
-        save_file(tensors, path, metadata={"format": "pt"})
-    cfg_path = out / "llm" / "config.json"
-    cfg = json.loads(cfg_path.read_text())
-    cfg["dtype"] = "float16"
-    cfg_path.write_text(json.dumps(cfg, indent=2))
-
-
 def run(
     cfg: TrainConfig,
     out: Path,
@@ -393,6 +364,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lm-warmup", type=int, default=None, help="override the preset's LLM warm-up steps")
     p.add_argument("--reuse-vqgan", action="store_true", help="keep OUT/vqgan and train only the LLM")
     p.add_argument("--n-phantoms", type=int, default=None, help="override the preset's training phantoms")
+    p.add_argument(
+        "--qa-per-image", type=int, default=None, help="override the preset's VQA examples per phantom"
+    )
     a = p.parse_args(argv)
     if a.shrink_only:
         shrink(a.out)
@@ -409,6 +383,7 @@ def main(argv: list[str] | None = None) -> None:
         "loss_weighting": a.loss_weighting,
         "lm_warmup": a.lm_warmup,
         "n_phantoms": a.n_phantoms,
+        "qa_per_image": a.qa_per_image,
     }
     if a.lm_budget_min is not None:
         overrides["lm_budget_s"] = a.lm_budget_min * 60
