@@ -2,7 +2,8 @@
 
 It reads seven findings (a subset of CheXpert's observations, the ones the demo phantoms carry) from free
 text: the demo evaluation scores generated reports with it without trusting the generator, and the Draw
-self-check (selfcheck.py) compares a drawn image's read-back report with the findings asked for. Rules, per sentence (split at . ! ? ; : and line breaks):
+self-check (selfcheck.py) compares a drawn image's read-back report with the findings asked for.
+Rules, per sentence (split at . ! ? ; : and line breaks):
 
 - a sentence is cut into clauses at contrast words ("but", "however", "although", "with", "there is" ...);
 - a mention is negated by a cue BEFORE it in its clause ("no", "not", "without", "negative for", "free of",
@@ -126,7 +127,11 @@ def mentioned_labels(text: str) -> list[str]:
 
 def label_report(text: str) -> dict[str, bool]:
     """Presence of each finding in LABELS order, read from free text."""
-    positive = {m.label for m in mentions(text) if not m.negated}
+    return _presence(mentions(text))
+
+
+def _presence(found: list[Mention]) -> dict[str, bool]:
+    positive = {m.label for m in found if not m.negated}
     return {lab: lab in positive for lab in LABELS}
 
 
@@ -159,8 +164,18 @@ def _zone(contexts: list[str]) -> str | None:
 def label_details(text: str) -> dict[str, str | None]:
     """Attributes of positive findings: effusion_side / effusion_size / pneumothorax_side /
     consolidation_zone. "none" when the finding is absent, None when present but not stated."""
+    return _details(mentions(text))
+
+
+def read(text: str) -> tuple[dict[str, bool], dict[str, str | None]]:
+    """(label_report(text), label_details(text)) from one pass over the text's mentions."""
+    found = mentions(text)
+    return _presence(found), _details(found)
+
+
+def _details(found: list[Mention]) -> dict[str, str | None]:
     ctx: dict[str, list[str]] = {lab: [] for lab in LABELS}
-    for m in mentions(text):
+    for m in found:
         if not m.negated:
             ctx[m.label].append(m.context)
 

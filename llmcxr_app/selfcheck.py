@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from .config import SamplingConfig
-from .labeler import LABELS, label_details, label_report
+from .labeler import LABELS, read
 from .studio import Studio
 from .studio_types import PreparedImage, Result
 
@@ -97,10 +97,9 @@ class Agreement:
 
 def compare(findings: str, read_back: str) -> Agreement:
     """Agreement of a read-back report with the findings text (both read by the rule-based labeler)."""
-    want, got = label_report(findings), label_report(read_back)
+    (want, want_attr), (got, got_attr) = read(findings), read(read_back)
     asked = tuple(x for x in LABELS if want[x])
     seen = tuple(x for x in LABELS if got[x])
-    want_attr, got_attr = label_details(findings), label_details(read_back)
     matched, differing = [], []
     for name, value in want_attr.items():
         other = got_attr[name]
