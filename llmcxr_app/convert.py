@@ -139,10 +139,14 @@ def convert_llm(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch_dtype
         )
     model = AutoModelForCausalLM.from_pretrained(src, **kwargs).eval()
+    dst.mkdir(parents=True, exist_ok=True)
+    # Saved before any forward: on a CPU with AVX512-BF16, bitsandbytes repacks each 4-bit layer on its first
+    # forward (absmax cast to bf16, a blocked layout) and undoes it only in part when saving. Saved first, the
+    # file is the portable layout on every machine, and the check below compares like with like: the model
+    # in memory and the reloaded one both start from the saved state and take the same first forward.
+    model.save_pretrained(dst, max_shard_size=shard_size)
     ids = _probe_ids(model.get_input_embeddings().weight.shape[0])
     reference = _logits(model, ids)
-    dst.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(dst, max_shard_size=shard_size)
     del model
     gc.collect()
     for name in TOKENIZER_FILES:  # byte for byte: a re-saved tokenizer may differ in ways load_llm checks

@@ -31,10 +31,27 @@ def official_llm(tmp_path_factory, tiny_llm_dir) -> Path:
     return out
 
 
+@pytest.fixture(params=["this-cpu", "avx512bf16"])
+def cpu_4bit_path(request, monkeypatch) -> str:
+    """Runs a test as this CPU does, then as a CPU with AVX512-BF16 does: there bitsandbytes repacks every
+    Linear4bit built from then on at its first forward (absmax to bf16, a blocked layout; the repack is torch
+    code, and the matmul on it runs the same CPU kernel on both sides of each comparison)."""
+    if request.param == "avx512bf16":
+        bnb = pytest.importorskip("bitsandbytes")
+        monkeypatch.setattr(bnb.nn.modules, "has_avx512bf16", lambda: True)
+    return request.param
+
+
 def _load(path: Path, quantization: str) -> LoadedLLM:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # nf4 on CPU is slow; a pre-quantized config overrides ours
         return load_llm(path, quantization=quantization, device="cpu", codebook_size=CODEBOOK)
+
+
+def _4bit(llm: LoadedLLM) -> list:
+    import bitsandbytes as bnb
+
+    return [m for m in llm.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
 
 
 def _prompt(llm: LoadedLLM) -> torch.Tensor:
@@ -81,7 +98,7 @@ def test_llm_to_sharded_safetensors_is_lossless(official_llm, tmp_path):
     assert a.weight_hash != b.weight_hash and b.layout == a.layout
 
 
-def test_llm_nf4_equals_loading_the_original_in_4bit(official_llm, tmp_path, capsys):
+def test_llm_nf4_equals_loading_the_original_in_4bit(official_llm, tmp_path, capsys, cpu_4bit_path):
     bnb = pytest.importorskip("bitsandbytes")
     dst = tmp_path / "nf4"
     # fp32 is the dtype load_llm quantizes from on CPU, so the files must reproduce it exactly.
@@ -99,9 +116,11 @@ def test_llm_nf4_equals_loading_the_original_in_4bit(official_llm, tmp_path, cap
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in conv.model.modules())
     assert torch.equal(_logits(ref), _logits(conv))
     assert _greedy(ref) == _greedy(conv)
+    repacked = [getattr(m.weight.quant_state, "packing_format_for_cpu", False) for m in _4bit(conv)]
+    assert all(repacked) == (cpu_4bit_path == "avx512bf16" or bnb.functional.has_avx512bf16())
 
 
-def test_llm_nf4_default_bf16_equals_quantizing_in_bf16(official_llm, tmp_path):
+def test_llm_nf4_default_bf16_equals_quantizing_in_bf16(official_llm, tmp_path, cpu_4bit_path):
     """The default (bf16) file is what load_llm builds on a bf16 GPU: weights cast to bf16, then NF4."""
     pytest.importorskip("bitsandbytes")
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
@@ -182,3 +201,25 @@ def test_llm_and_vqgan_share_one_repo_folder(official_llm, tiny_vqgan_files, tmp
     convert_vqgan(*tiny_vqgan_files, tmp_path / "vqgan")
     convert_llm(official_llm, tmp_path)
     assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "vqgan" / "vqgan.safetensors").is_file()
+
+
+def test_llm_nf4_on_a_cpu_that_repacks_4bit_weights(official_llm, tmp_path, monkeypatch):
+    """On a CPU with AVX512-BF16, bitsandbytes repacks each Linear4bit's weights on its first forward (absmax
+    to bf16, a blocked layout) and only partly undoes it when saving. The conversion must still write the
+    portable layout, byte for byte what it writes elsewhere, and its check must pass."""
+    bnb = pytest.importorskip("bitsandbytes")
+    plain = tmp_path / "plain"
+    convert_llm(official_llm, plain, quantize="nf4")
+    # Layers built from here on take the AVX512-BF16 branch of Linear4bit.forward (the repack runs in torch;
+    # the matmul on the repacked layout then runs whatever CPU kernel this machine has, the same for both
+    # sides of the check).
+    monkeypatch.setattr(bnb.nn.modules, "has_avx512bf16", lambda: True)
+    repacking = tmp_path / "repacking"
+    convert_llm(official_llm, repacking, quantize="nf4")
+    a, b = load_file(plain / "model.safetensors"), load_file(repacking / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    llm = _load(repacking, "auto")
+    _logits(llm)
+    states = [m.weight.quant_state for m in _4bit(llm)]
+    assert states and all(getattr(s, "packing_format_for_cpu", False) for s in states)  # the repack ran
