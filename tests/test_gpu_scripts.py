@@ -1,0 +1,171 @@
+"""scripts/gpu_wheels.sh and scripts/gpu_check.sh on this CPU machine: the wheel set is complete and installs
+offline into an empty folder, the slimmed gradio in it serves the app, and the check runs its non-CUDA steps,
+skipping the CUDA ones with a line that says so."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = ROOT / "scripts"
+LOCAL = f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def _names(file: str) -> set[str]:
+    lines = (SCRIPTS / file).read_text().splitlines()
+    return {canonicalize_name(re.split(r"[=<>~ ]", ln, maxsplit=1)[0]) for ln in lines if ln and ln[0] != "#"}
+
+
+def _download(folder: Path, python_version: str) -> dict:
+    env = {**os.environ, "PYTHON": sys.executable, "PYTHON_VERSION": python_version}
+    p = subprocess.run(
+        ["bash", str(SCRIPTS / "gpu_wheels.sh"), str(folder)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if p.returncode != 0 and re.search(
+        r"No matching distribution|connection|Network|resolve", p.stderr, re.I
+    ):
+        pytest.skip(f"no package index reachable: {p.stderr.strip().splitlines()[-1]}")
+    assert p.returncode == 0, p.stderr[-3000:]
+    return json.loads((folder / "wheels.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def wheels_312(tmp_path_factory) -> tuple[Path, dict]:
+    """The set for the device image (CPython 3.12 on x86-64 Linux), as gpu_wheels.sh downloads it."""
+    folder = tmp_path_factory.mktemp("wheels312")
+    return folder, _download(folder, "3.12")
+
+
+@pytest.mark.slow
+def test_the_wheel_set_for_the_image_is_complete_and_small(wheels_312):
+    folder, manifest = wheels_312
+    files = sorted(p.name for p in folder.glob("*.whl"))
+    assert files == [w["file"] for w in manifest["wheels"]]
+    assert manifest["total_bytes"] == sum((folder / f).stat().st_size for f in files) < 60e6
+    # One wheel per pinned name, none of them torch or CUDA libraries.
+    have = {canonicalize_name(f.split("-")[0]) for f in files}
+    assert have == _names("gpu_requirements.txt") | _names("gpu_wheel_deps.txt")
+    assert not [f for f in files if re.match(r"(torch|nvidia)", f)]
+    # Closed: every requirement of every wheel (for Python 3.12 on Linux) is in the set or in the image.
+    image = _names("gpu_image_packages.txt")
+    env = {**default_environment(), "python_version": "3.12", "python_full_version": "3.12.3"}
+    env |= {"sys_platform": "linux", "platform_system": "Linux", "platform_machine": "x86_64", "extra": ""}
+    unmet = []
+    for f in files:
+        with zipfile.ZipFile(folder / f) as z:
+            meta = z.read(next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+        for line in meta.splitlines():
+            if line.startswith("Requires-Dist:"):
+                req = Requirement(line.split(":", 1)[1].strip())
+                if (req.marker is None or req.marker.evaluate(env)) and canonicalize_name(
+                    req.name
+                ) not in have | image:
+                    unmet.append(f"{f}: {req}")
+    assert not unmet, unmet
+    # The slimmed bitsandbytes keeps what CUDA 13 and the CPU load, and its RECORD lists only what it holds.
+    (bnb,) = folder.glob("bitsandbytes-*.whl")
+    with zipfile.ZipFile(bnb) as z:
+        libs = sorted(n.rsplit("/", 1)[1] for n in z.namelist() if n.endswith(".so"))
+        record = z.read(next(n for n in z.namelist() if n.endswith("RECORD"))).decode()
+        assert libs == ["libbitsandbytes_cpu.so", "libbitsandbytes_cuda130.so"]
+        assert {ln.split(",")[0] for ln in record.splitlines() if ln} == set(z.namelist())
+
+
+@pytest.fixture(scope="module")
+def local_install(tmp_path_factory) -> Path:
+    """The same set downloaded for this interpreter, installed offline into an empty folder."""
+    folder, target = tmp_path_factory.mktemp("wheels-local"), tmp_path_factory.mktemp("site")
+    _download(folder, LOCAL)
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--no-index",
+        "--find-links",
+        str(folder),
+        "--no-deps",
+    ]
+    cmd += ["--disable-pip-version-check", "--target", str(target), *map(str, sorted(folder.glob("*.whl")))]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return target
+
+
+@pytest.mark.slow
+def test_the_wheel_set_installs_offline_and_the_slim_gradio_serves_the_app(local_install, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(local_install)}
+    code = "import bitsandbytes, fastapi, gradio, gradio_client, pydicom, pylibjpeg; print(gradio.__file__)"
+    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and p.stdout.startswith(str(local_install)), p.stderr[-3000:]
+    assert not (
+        local_install / "gradio" / "templates" / "node"
+    ).exists()  # the slimmed gradio is the one used
+    # The app step of gpu_check.sh, on this CPU, with the packages from that folder: a report and a drawing.
+    out = tmp_path / "app.json"
+    cmd = [sys.executable, str(SCRIPTS / "gpu_app_check.py"), "--device", "cpu", "--json", str(out)]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    report = json.loads(out.read_text())
+    assert p.returncode == 0 and report["ok"], (report, p.stderr[-3000:])
+    assert report["describe"]["task"] == "report" and report["describe"]["answer"]
+    assert report["draw"]["task"] == "draw" and report["draw"]["images"] >= 1
+    assert report["describe"]["device"] == report["draw"]["device"] == "cpu"
+
+
+def test_the_check_runs_its_cpu_steps_and_skips_the_cuda_ones(tmp_path):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is here: the check would run its GPU steps")
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(out), "TOTAL_S": "60", "PATH": "/usr/bin:/bin"}
+    p = subprocess.run(
+        ["bash", str(SCRIPTS / "gpu_check.sh")], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "no CUDA: the GPU steps are skipped" in p.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    status = {s["name"]: s["status"] for s in summary["steps"]}
+    assert status == {
+        "install": "ok", "env": "ok", "pytest_gpu": "skipped", "bench_nf4": "skipped",
+        "bench_bf16": "skipped", "app": "skipped", "nvidia_smi": "skipped",
+    }  # fmt: skip
+    assert summary["verdict"] == "incomplete" and not summary["failed_steps"]
+    notes = {s["name"]: s["note"] for s in summary["steps"]}
+    assert all("CUDA is not available" in notes[n] for n in ("pytest_gpu", "bench_nf4", "bench_bf16", "app"))
+    env_facts = json.loads((out / "steps" / "env.detail.json").read_text())
+    assert env_facts["cuda_available"] is False and env_facts["torch"] == torch.__version__
+    assert env_facts["nvidia_smi"] is None
+    install = json.loads((out / "steps" / "install.json").read_text())
+    assert install["detail"]["missing"] == [] and install["status"] == "ok"
+    assert summary["targets"]["rows"] == []
+
+
+def test_the_check_records_a_step_cut_by_its_budget(tmp_path):
+    """A step past its time box is recorded as a timeout; the next steps still run and are recorded."""
+    pytest.importorskip("torch")
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(out), "B_ENV": "1", "PATH": "/usr/bin:/bin"}
+    p = subprocess.run(
+        ["bash", str(SCRIPTS / "gpu_check.sh")], env=env, capture_output=True, text=True, timeout=120
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    status = {s["name"]: s["status"] for s in summary["steps"]}
+    assert p.returncode == 1 and summary["verdict"] == "failed" and summary["failed_steps"] == ["env"]
+    assert status["env"] == "timeout" and status["install"] == "ok" and status["nvidia_smi"] == "skipped"
+    assert len(status) == 7
