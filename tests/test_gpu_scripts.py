@@ -169,3 +169,23 @@ def test_the_check_records_a_step_cut_by_its_budget(tmp_path):
     assert p.returncode == 1 and summary["verdict"] == "failed" and summary["failed_steps"] == ["env"]
     assert status["env"] == "timeout" and status["install"] == "ok" and status["nvidia_smi"] == "skipped"
     assert len(status) == 7
+
+
+def test_the_pytest_step_summarises_the_gpu_tests(tmp_path):
+    """The step's JSON names each GPU test; here each is skipped for want of CUDA, which fails the step."""
+    xml, detail = tmp_path / "gpu.xml", tmp_path / "gpu.json"
+    cmd = [
+        sys.executable,
+        str(SCRIPTS / "gpu_check_steps.py"),
+        "pytest",
+        "--xml",
+        str(xml),
+        "--detail",
+        str(detail),
+    ]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    summary = json.loads(detail.read_text())
+    assert summary["rc"] == 0 and summary["errors"] == 0 and summary["tests"] == summary["skipped"] >= 2
+    assert any("test_cuda_graphs_match_eager" in t for t in summary["skipped_tests"])
+    assert all("CUDA" in t for t in summary["skipped_tests"])
+    assert summary["ok"] is False and p.returncode == 1  # on a GPU machine, skipped GPU tests are a failure
