@@ -18,7 +18,8 @@
 # figures in docs/BENCHMARKS.md, since no GPU has run this yet: a step cut by its budget is recorded as a
 # timeout and the next ones still run):
 #   OUT (default ./gpu_out)  WHEELS (folder of wheels; needed only when something is missing)
-#   PYTHON (default python3) TOTAL_S (460: no step starts past it, each is cut to what is left)
+#   PYTHON (default python3) TOTAL_S (450: no step starts past it, each is cut to what is left; about 15 s
+#   of bookkeeping come on top)
 #   B_INSTALL 30  B_ENV 15  B_PYTEST 75  B_BENCH_NF4 170  B_BENCH_BF16 75  B_APP 75  B_SMI 10
 #   NF4_REPEATS (2; the targets' run)  BF16_REPEATS (1)  BF16_TOKENS (128; bf16 has no target, it compares)
 #   PACK=1: at the end, pack OUT/steps into OUT/steps.tar.gz (fewer files to carry back)
@@ -28,7 +29,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
 OUT="${OUT:-./gpu_out}"
 WHEELS="${WHEELS:-}"
 PY="${PYTHON:-python3}"
-TOTAL_S="${TOTAL_S:-460}"
+TOTAL_S="${TOTAL_S:-450}"
 steps="$OUT/steps"
 mkdir -p "$steps" || exit 2
 rm -f "$steps"/*.json "$OUT/summary.json"
