@@ -268,7 +268,7 @@ def _syntax_name(tsyntax: pydicom.uid.UID) -> str:
     return UID_dictionary[tsyntax][0] if tsyntax in UID_dictionary else "private transfer syntax"
 
 
-def _decode_first_frame(ds: Dataset, frames: int, warnings: list[str]) -> np.ndarray:
+def _decode_first_frame(ds: Dataset, frames: int, warnings: list[str], guessed: bool = False) -> np.ndarray:
     """The first frame, (rows, cols) or (rows, cols, 3); the pixel data is dropped from `ds` afterwards."""
     tsyntax = ds.file_meta.TransferSyntaxUID
     try:
@@ -276,7 +276,9 @@ def _decode_first_frame(ds: Dataset, frames: int, warnings: list[str]) -> np.nda
     except Exception as exc:
         name = _syntax_name(tsyntax)
         logger.info("DICOM pixel decoding failed (%s, %s)", type(exc).__name__, name)
-        if isinstance(exc, NotImplementedError) or name.startswith("private"):
+        if guessed:
+            hint = "its transfer syntax is missing or empty, so how its image is encoded is unknown"
+        elif isinstance(exc, NotImplementedError) or name.startswith("private"):
             hint = f"it is compressed as '{name}', which cannot be decoded by this installation"
         elif tsyntax.is_compressed:
             hint = f"its '{name}' compressed image data is damaged or incomplete"
@@ -509,7 +511,7 @@ def _read_dicom(data: bytes, limits: ImageLimits) -> DicomPixels:
         )
     if frames > 1:
         warnings.append(f"This DICOM file holds {frames} frames; only the first one is shown and used.")
-    arr = _decode_first_frame(ds, frames, warnings)
+    arr = _decode_first_frame(ds, frames, warnings, guessed)
     window = None
     if photometric in ("MONOCHROME1", "MONOCHROME2"):
         if "RescaleSlope" in ds and "RescaleIntercept" in ds:
