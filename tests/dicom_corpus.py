@@ -228,3 +228,15 @@ def with_text_number_of_frames(ds: Dataset, text: bytes = b"abc ") -> Dataset:
 
     ds[0x00280008] = RawDataElement(Tag(0x00280008), "IS", len(text), text, 0, False, True)
     return ds
+
+
+def raw_element(ds: Dataset, tag: int, vr: str, text: str) -> Dataset:
+    """Set `tag` to `text` as raw bytes (even length), bypassing pydicom's conversion: how a bad IS/DS/UI value
+    arrives in a real file."""
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    value = text.encode("latin-1")
+    value += b" " if len(value) % 2 else b""
+    ds[tag] = RawDataElement(Tag(tag), vr, len(value), value, 0, False, True)
+    return ds
