@@ -108,9 +108,10 @@ def app(tiny_location, tmp_path_factory):
     top.setLevel(logging.DEBUG)
     examples = root / "examples"
     examples.mkdir()
+    studio = tiny_studio(tiny_location)
     try:
-        with serve(tiny_studio(tiny_location), examples) as url:
-            yield url, root, collect
+        with serve(studio, examples) as url:
+            yield url, root, collect, studio
     finally:
         top.removeHandler(collect)
         top.setLevel(old_level)
@@ -134,7 +135,7 @@ def leaks(text: str | bytes) -> list[str]:
 
 
 def test_planted_and_damaged_dicoms_leak_nothing(app, tmp_path, capfd):
-    url, root, collect = app
+    url, root, collect, _ = app
     client = Client(url, verbose=False, download_files=False)
     rng = np.random.default_rng(424242)
     good = planted_dataset()
@@ -206,7 +207,7 @@ def _served_images(chat: list[dict], outputs: list) -> list[Path]:
 
 @pytest.mark.parametrize("kind", ["png", "dicom"])
 def test_every_served_image_is_pixels_only(app, tmp_path, kind):
-    url, root, _ = app
+    url, root, _, _ = app
     client = Client(url, verbose=False, download_files=False)
     upload = tmp_path / f"{PID}.{kind}"
     upload.write_bytes(planted_png() if kind == "png" else planted_dataset())
@@ -264,3 +265,42 @@ def test_strip_metadata_keeps_pixels_only():
     buf = io.BytesIO()
     clean.save(buf, format="PNG")
     assert _metadata_chunks(buf.getvalue()) == [] and not leaks(buf.getvalue())
+
+
+def test_user_mistakes_log_one_line_and_real_failures_a_redacted_traceback(app, tmp_path, capfd):
+    url, _, collect, studio = app
+    client = Client(url, verbose=False, download_files=False)
+    pdf = tmp_path / f"{PID}.pdf"
+    pdf.write_bytes(b"%PDF-1.4 " + NAME.encode())
+    collect.lines.clear()
+    capfd.readouterr()
+    with pytest.raises(AppError, match="PDF document"):
+        send(client, pdf).result()
+    refused = [line for line in collect.lines if "llmcxr_app" in line]
+    assert refused == ["INFO llmcxr_app.ui_chat: request refused: ImageLoadError"]
+    assert "Traceback" not in "\n".join(collect.lines) + "".join(capfd.readouterr())
+
+    def broken(*args, **kwargs):
+        raise RuntimeError(f"decoder state {{'PatientID': '{PID}'}} b'{NAME}'")
+
+    collect.lines.clear()
+    patch = pytest.MonkeyPatch()
+    patch.setattr(studio, "ask", broken)
+    try:
+        with pytest.raises(AppError, match="Something went wrong"):
+            client.submit(
+                {"text": "What is a pneumothorax?", "files": []},
+                "Auto",
+                1.0,
+                0.92,
+                16,
+                "1",
+                1,
+                api_name="/chat",
+            ).result()
+    finally:
+        patch.undo()
+    log = "\n".join(collect.lines)
+    assert "ERROR llmcxr_app.ui_chat: request setup failed" in log
+    assert "Traceback (most recent call last)" in log and "RuntimeError: decoder state" in log  # diagnosable
+    assert "test_privacy.py" in log and not leaks(log + "".join(capfd.readouterr()))
