@@ -71,7 +71,7 @@ class LoadedImage:
     """What the app keeps of an upload: a bounded display copy, safe metadata and the model's input.
 
     Never holds names, IDs, dates or UIDs, nor the full-resolution decode (a 60-megapixel upload keeps about
-    4 MB: the display copy plus one model input).
+    5 MB: the display copy plus one model input).
     """
 
     image: Image.Image  # mode "L", 8-bit, upright, longest side <= DISPLAY_MAX_SIDE; no metadata (info = {})
@@ -81,14 +81,13 @@ class LoadedImage:
     window: tuple[float, float] | None = None  # DICOM: (centre, width) in modality units, None for a VOI LUT
     histogram: tuple[np.ndarray, np.ndarray] | None = None  # DICOM: (counts[256], edges[257]) modality values
     original_size: tuple[int, int] | None = None  # (width, height) of the decoded upload; None: image.size
-    model_inputs: Mapping[int, ModelInput] = field(
-        default_factory=dict
-    )  # upstream's crop per resolution (px),
-    # made from the full-resolution decode (load_image's model_sizes), so the model sees exactly what it would
+    # Upstream's crop per VQ-GAN resolution (px), made from the full-resolution decode (load_image's
+    # model_sizes) before it was dropped, so the model sees exactly what it would have seen.
+    model_inputs: Mapping[int, ModelInput] = field(default_factory=dict)
 
     @property
     def size(self) -> tuple[int, int]:
-        """(width, height) of the upload in pixels: the frame crop boxes refer to."""
+        """(width, height) of the upload in pixels, the frame that crop boxes refer to."""
         return self.original_size or self.image.size
 
 

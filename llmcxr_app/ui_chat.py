@@ -40,9 +40,8 @@ class CurrentXray:
     """The last uploaded X-ray of a session: what follow-up questions refer to."""
 
     loaded: (
-        LoadedImage  # what is kept of the upload: display copy (<= 2048 px), safe metadata, warnings, window
+        LoadedImage  # all that is kept of the upload: display copy (<= 2048 px), model input, safe metadata
     )
-    # and histogram (DICOM), the model input; never the full-resolution decode nor the uploaded file
     prepared: PreparedImage  # the model's view: codes, crop, reconstruction
     chat_path: str  # display PNG shown in the user's message
 
