@@ -98,6 +98,16 @@ def _discard_upload(path: str | None) -> None:
         logger.info("upload not deleted (%s)", type(exc).__name__)
 
 
+def _refused(exc: Exception, text: str, path: str | None) -> dict:
+    """The message box's value after a user's mistake, which logs one line: no traceback (Gradio's own print
+    is off too) and no message (it may quote the user's text). The upload goes back into the box only when
+    the image itself was fine; otherwise it is deleted."""
+    logger.info("request refused: %s", type(exc).__name__)
+    back = path if isinstance(exc, StudioInputError) and path else None
+    _discard_upload(None if back else path)
+    return {"text": text, "files": [back] if back else []}
+
+
 def _sampling(temperature, top_p, max_new_tokens, seed) -> SamplingConfig:
     try:
         return SamplingConfig(
@@ -233,13 +243,7 @@ class ChatApp(DrawFlow):
             )
             first = self._start(plan, image, sampling, None)  # validates the request before it is shown
         except (ImageLoadError, StudioInputError) as exc:
-            # A user's mistake: one line, no traceback (Gradio's own print included), no message (it may
-            # quote the user's text). The upload goes back into the box only when the image was fine.
-            logger.info("request refused: %s", type(exc).__name__)
-            handed_back = path if isinstance(exc, StudioInputError) and path else None
-            _discard_upload(path if handed_back is None else None)
-            keep = {"text": text, "files": [handed_back] if handed_back else []}
-            yield (list(session.history), session, gr.update(value=keep), *skip_panel)
+            yield (list(session.history), session, gr.update(value=_refused(exc, text, path)), *skip_panel)
             raise gr.Error(str(exc), print_exception=False) from None
         except Exception:  # a real failure: the whole traceback (redact.py keeps file content out of it)
             logger.exception("request setup failed")
