@@ -78,18 +78,18 @@ def _delete_session(session: Session | None) -> None:
         session.close()
 
 
-def _discard_upload(path: str | None) -> None:
+def _discard_upload(path: str | None, keep: set[Path]) -> None:
     """Delete the file Gradio stored for an upload (it may hold names and IDs in its header).
 
-    Only files inside Gradio's upload folder are removed (never an example or a file the server was given),
-    with the per-upload folder Gradio made for it when that is left empty.
+    Only files inside Gradio's upload folder are removed (never an example, nor a file the server was given),
+    with the per-upload folder Gradio made for it when that is left empty. `keep`: resolved paths to spare.
     """
     if not path:
         return
     cache = Path(get_upload_folder()).resolve()
     try:
         file = Path(path).resolve()
-        if cache not in file.parents:
+        if cache not in file.parents or file in keep:
             return
         file.unlink(missing_ok=True)
         if file.parent != cache and not any(file.parent.iterdir()):
@@ -98,13 +98,13 @@ def _discard_upload(path: str | None) -> None:
         logger.info("upload not deleted (%s)", type(exc).__name__)
 
 
-def _refused(exc: Exception, text: str, path: str | None) -> dict:
+def _refused(exc: Exception, text: str, path: str | None, keep: set[Path]) -> dict:
     """The message box's value after a user's mistake, which logs one line: no traceback (Gradio's own print
     is off too) and no message (it may quote the user's text). The upload goes back into the box only when
     the image itself was fine; otherwise it is deleted."""
     logger.info("request refused: %s", type(exc).__name__)
     back = path if isinstance(exc, StudioInputError) and path else None
-    _discard_upload(None if back else path)
+    _discard_upload(None if back else path, keep)
     return {"text": text, "files": [back] if back else []}
 
 
@@ -140,12 +140,23 @@ class ChatApp(DrawFlow):
         redact.install()  # no header value of an upload may reach the log (idempotent; app.py does it too)
         self.studio = studio
         self.server = server
+        self.example_files: set[Path] = set()  # Gradio's cached copies of the examples: public, never deleted
         # The model's work, on the GPU on ZeroGPU (zerogpu.py): there it runs in a worker process, so these
         # take and yield only picklable values and cannot see Stop's threading.Event (Stop still ends the
         # event for the user). Elsewhere they are the plain calls.
         self._prepare = zerogpu.gpu(30)(studio.prepare)
         self._stream = zerogpu.gpu()(self._model_stream)
         self.tag = "llmcxr-demo" if studio.info.is_demo else "llmcxr"  # every download name says "demo"
+
+    def keep_examples(self, samples: list[list]) -> None:
+        """Remember the files of gr.Examples samples (Gradio copied them into its cache when the page was
+        built): clicking an example sends that copy, which must survive for the next user."""
+        for sample in samples:
+            for value in sample:
+                for item in (value.get("files") or []) if isinstance(value, dict) else []:
+                    path = item.get("path") if isinstance(item, dict) else item
+                    if path:
+                        self.example_files.add(Path(path).resolve())
 
     # -- side panel -------------------------------------------------------------------------------------
     def panel(self, session: Session | None) -> tuple:
@@ -243,14 +254,21 @@ class ChatApp(DrawFlow):
             )
             first = self._start(plan, image, sampling, None)  # validates the request before it is shown
         except (ImageLoadError, StudioInputError) as exc:
-            yield (list(session.history), session, gr.update(value=_refused(exc, text, path)), *skip_panel)
+            yield (
+                list(session.history),
+                session,
+                gr.update(value=_refused(exc, text, path, self.example_files)),
+                *skip_panel,
+            )
             raise gr.Error(str(exc), print_exception=False) from None
         except Exception:  # a real failure: the whole traceback (redact.py keeps file content out of it)
             logger.exception("request setup failed")
-            _discard_upload(path)
+            _discard_upload(path, self.example_files)
             yield (list(session.history), session, gr.update(value={"text": text, "files": []}), *skip_panel)
             raise gr.Error(GENERIC_ERROR, print_exception=False) from None
-        _discard_upload(path)  # decoded: only the app's display copy and model input are kept
+        _discard_upload(
+            path, self.example_files
+        )  # decoded: only the app's display copy and model input are kept
         if new is not None:
             session.current = new
             session.history.append({"role": "user", "content": {"path": new.chat_path}})

@@ -108,6 +108,7 @@ def app(tiny_location, tmp_path_factory):
     top.setLevel(logging.DEBUG)
     examples = root / "examples"
     examples.mkdir()
+    Image.fromarray(to_stored(pattern(), 0, 255, np.uint8), mode="L").save(examples / "example_film.png")
     studio = tiny_studio(tiny_location)
     try:
         with serve(studio, examples) as url:
@@ -304,3 +305,21 @@ def test_user_mistakes_log_one_line_and_real_failures_a_redacted_traceback(app, 
     assert "ERROR llmcxr_app.ui_chat: request setup failed" in log
     assert "Traceback (most recent call last)" in log and "RuntimeError: decoder state" in log  # diagnosable
     assert "test_privacy.py" in log and not leaks(log + "".join(capfd.readouterr()))
+
+
+def test_an_example_survives_being_sent_twice(app):
+    url, _, _, _ = app
+    client = Client(url, verbose=False, download_files=False)
+    (dataset,) = [c for c in client.config["components"] if c.get("type") == "dataset"]
+    cached = next(
+        f["path"]
+        for row in dataset["props"]["samples"]
+        for v in row
+        if isinstance(v, dict)
+        for f in v["files"]
+    )
+    assert Path(cached).is_file()  # Gradio's copy of the example, in the upload folder like an upload
+    message = {"text": "", "files": [{"path": cached, "meta": {"_type": "gradio.FileData"}}]}
+    for _ in range(2):  # what clicking the example twice sends
+        client.submit(message, "Auto", 1.0, 0.92, 16, "1", 1, api_name="/chat").result()
+    assert Path(cached).is_file()
