@@ -13,7 +13,7 @@ import logging
 import os
 from dataclasses import replace
 
-from llmcxr_app import ui
+from llmcxr_app import redact, ui
 from llmcxr_app.cli_args import add_weight_args, settings_from_args
 from llmcxr_app.config import ServerConfig
 from llmcxr_app.studio import Studio
@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> None:
         help="do not read drawings back with the model (saves one report's generation per drawing)",
     )
     args = parser.parse_args(argv)
+    redact.install()  # before any upload is read: header values never reach the log
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up probes
     try:

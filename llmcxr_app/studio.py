@@ -131,7 +131,7 @@ class Studio:
         pil = image.image if isinstance(image, LoadedImage) else image
         if not isinstance(pil, Image.Image):
             raise StudioInputError("Expected an image (PIL image or imaging.LoadedImage).")
-        view = imaging.model_view(pil, self.vqgan)
+        view = imaging.model_view(image if source is not None else pil, self.vqgan)  # an upload's own crop
         return PreparedImage(
             codes=[int(c) for c in view.codes.tolist()],
             model_input=view.model_input.image,

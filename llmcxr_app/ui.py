@@ -114,7 +114,10 @@ def build(studio: Studio, server: ServerConfig | None = None, examples_dir: Path
                     visible=False, file_types=FILE_TYPES
                 )  # the message being answered
                 rows, labels = _examples(examples_dir or EXAMPLES_DIR)
-                gr.Examples(rows, [box, mode], example_labels=labels, label="Examples", cache_examples=False)
+                shown = gr.Examples(
+                    rows, [box, mode], example_labels=labels, label="Examples", cache_examples=False
+                )
+                app.keep_examples(shown.dataset.samples)  # Gradio's copies of them are not uploads to delete
             with gr.Column(scale=4, min_width=300, elem_id="side"):
                 gr.Markdown("### Current X-ray", elem_classes="panel-title")
                 empty = gr.Markdown(

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
+from gradio.utils import get_upload_folder
 
-from llmcxr_app import protocol, zerogpu
+from llmcxr_app import protocol, redact, zerogpu
 from llmcxr_app import ui_render as render
 from llmcxr_app.config import SamplingConfig, ServerConfig
 from llmcxr_app.exports import DISCLAIMER, answer_json, answer_text
@@ -38,7 +39,9 @@ GENERIC_ERROR = "Something went wrong while generating; the conversation is kept
 class CurrentXray:
     """The last uploaded X-ray of a session: what follow-up questions refer to."""
 
-    loaded: LoadedImage  # the decoded upload (display image, safe metadata, warnings, DICOM window/histogram)
+    loaded: (
+        LoadedImage  # all that is kept of the upload: display copy (<= 2048 px), model input, safe metadata
+    )
     prepared: PreparedImage  # the model's view: codes, crop, reconstruction
     chat_path: str  # display PNG shown in the user's message
 
@@ -75,6 +78,36 @@ def _delete_session(session: Session | None) -> None:
         session.close()
 
 
+def _discard_upload(path: str | None, keep: set[Path]) -> None:
+    """Delete the file Gradio stored for an upload (it may hold names and IDs in its header).
+
+    Only files inside Gradio's upload folder are removed (never an example, nor a file the server was given),
+    with the per-upload folder Gradio made for it when that is left empty. `keep`: resolved paths to spare.
+    """
+    if not path:
+        return
+    cache = Path(get_upload_folder()).resolve()
+    try:
+        file = Path(path).resolve()
+        if cache not in file.parents or file in keep:
+            return
+        file.unlink(missing_ok=True)
+        if file.parent != cache and not any(file.parent.iterdir()):
+            file.parent.rmdir()
+    except OSError as exc:  # already swept, or a race with another request: nothing to keep anyway
+        logger.info("upload not deleted (%s)", type(exc).__name__)
+
+
+def _refused(exc: Exception, text: str, path: str | None, keep: set[Path]) -> dict:
+    """The message box's value after a user's mistake, which logs one line: no traceback (Gradio's own print
+    is off too) and no message (it may quote the user's text). The upload goes back into the box only when
+    the image itself was fine; otherwise it is deleted."""
+    logger.info("request refused: %s", type(exc).__name__)
+    back = path if isinstance(exc, StudioInputError) and path else None
+    _discard_upload(None if back else path, keep)
+    return {"text": text, "files": [back] if back else []}
+
+
 def _sampling(temperature, top_p, max_new_tokens, seed) -> SamplingConfig:
     try:
         return SamplingConfig(
@@ -104,14 +137,26 @@ class ChatApp(DrawFlow):
     """Event handlers bound to one Studio. Holds no per-user data (that is in the Session argument)."""
 
     def __init__(self, studio: Studio, server: ServerConfig):
+        redact.install()  # no header value of an upload may reach the log (idempotent; app.py does it too)
         self.studio = studio
         self.server = server
+        self.example_files: set[Path] = set()  # Gradio's cached copies of the examples: public, never deleted
         # The model's work, on the GPU on ZeroGPU (zerogpu.py): there it runs in a worker process, so these
         # take and yield only picklable values and cannot see Stop's threading.Event (Stop still ends the
         # event for the user). Elsewhere they are the plain calls.
         self._prepare = zerogpu.gpu(30)(studio.prepare)
         self._stream = zerogpu.gpu()(self._model_stream)
         self.tag = "llmcxr-demo" if studio.info.is_demo else "llmcxr"  # every download name says "demo"
+
+    def keep_examples(self, samples: list[list]) -> None:
+        """Remember the files of gr.Examples samples (Gradio copied them into its cache when the page was
+        built): clicking an example sends that copy, which must survive for the next user."""
+        for sample in samples:
+            for value in sample:
+                for item in (value.get("files") or []) if isinstance(value, dict) else []:
+                    path = item.get("path") if isinstance(item, dict) else item
+                    if path:
+                        self.example_files.add(Path(path).resolve())
 
     # -- side panel -------------------------------------------------------------------------------------
     def panel(self, session: Session | None) -> tuple:
@@ -132,7 +177,7 @@ class ChatApp(DrawFlow):
         warn = render.warnings_markdown(loaded.warnings)
         return (
             gr.update(visible=False),
-            gr.update(value=render.crop_overlay(loaded.image, prep.crop_box), visible=True),
+            gr.update(value=render.crop_overlay(loaded.image, prep.crop_box, loaded.size), visible=True),
             gr.update(value=render.image_summary(loaded, prep.crop_box, info.resolution, info.grid)),
             gr.update(value=warn, visible=bool(warn)),
             gr.update(value=render.display_copy(prep.model_input, 256)),
@@ -146,7 +191,10 @@ class ChatApp(DrawFlow):
         """Show the user's message at once (before the queue), clear the box, switch it to its Stop button."""
         session = session or Session()
         if not session.idle.is_set():
-            raise gr.Error("The previous answer is still being generated: wait for it or press Stop.")
+            raise gr.Error(
+                "The previous answer is still being generated: wait for it or press Stop.",
+                print_exception=False,
+            )
         text, path = _message_parts(message)
         # The raw upload is not echoed (a DICOM would show as a link with its file name): a placeholder
         # stands in until chat() replaces it with the decoded display copy.
@@ -206,13 +254,21 @@ class ChatApp(DrawFlow):
             )
             first = self._start(plan, image, sampling, None)  # validates the request before it is shown
         except (ImageLoadError, StudioInputError) as exc:
-            keep = {"text": text, "files": [] if isinstance(exc, ImageLoadError) or not path else [path]}
-            yield (list(session.history), session, gr.update(value=keep), *skip_panel)
-            raise gr.Error(str(exc)) from None
-        except Exception as exc:  # log the type only: messages may quote patient text
-            logger.error("request setup failed: %s", type(exc).__name__)
+            yield (
+                list(session.history),
+                session,
+                gr.update(value=_refused(exc, text, path, self.example_files)),
+                *skip_panel,
+            )
+            raise gr.Error(str(exc), print_exception=False) from None
+        except Exception:  # a real failure: the whole traceback (redact.py keeps file content out of it)
+            logger.exception("request setup failed")
+            _discard_upload(path, self.example_files)
             yield (list(session.history), session, gr.update(value={"text": text, "files": []}), *skip_panel)
-            raise gr.Error(GENERIC_ERROR) from None
+            raise gr.Error(GENERIC_ERROR, print_exception=False) from None
+        _discard_upload(
+            path, self.example_files
+        )  # decoded: only the app's display copy and model input are kept
         if new is not None:
             session.current = new
             session.history.append({"role": "user", "content": {"path": new.chat_path}})
@@ -235,22 +291,23 @@ class ChatApp(DrawFlow):
         except GenerationCancelled:
             session.idle.set()
             yield (list(session.history), session, gr.skip(), *skip_panel)
-        except Exception as exc:  # log the type only: messages may quote patient text
-            logger.error("generation failed: %s", type(exc).__name__)
+        except Exception:  # a real failure: the whole traceback (redact.py keeps file content out of it)
+            logger.exception("generation failed")
             session.history.append({"role": "assistant", "content": "_(interrupted by an error)_"})
             session.idle.set()
             yield (list(session.history), session, gr.skip(), *skip_panel)
-            raise gr.Error(GENERIC_ERROR) from None
+            raise gr.Error(GENERIC_ERROR, print_exception=False) from None
         finally:  # also when Gradio closes this generator (a cancelled event, a closed tab)
             cancel.set()  # a model step still running in another thread stops at the next token
             session.idle.set()
 
     # -- helpers ----------------------------------------------------------------------------------------
     def _load(self, path: str, session: Session) -> CurrentXray:
-        loaded = load_image(path)
+        # The model input is made from the full-resolution decode, which is then dropped (imaging.load_image).
+        loaded = load_image(path, model_sizes=(self.studio.info.resolution,))
         prepared = self._prepare(loaded)
         chat_path = session.path("upload", "png")
-        render.fit(loaded.image).save(chat_path)  # a display copy: the original upload is never served back
+        render.fit(loaded.image).save(chat_path)  # a pixel-only display copy: the upload is never served back
         return CurrentXray(loaded=loaded, prepared=prepared, chat_path=str(chat_path))
 
     def _start(self, plan: Route, image: PreparedImage | None, sampling: SamplingConfig, cancel):

@@ -1,6 +1,7 @@
 """Pictures and text the chat UI shows: display copies, crop overlay, confidence map, histogram, provenance.
 
-No Gradio here (ui.py wires these into components). Figures use matplotlib's object API on the Agg canvas,
+No Gradio here (ui.py wires these into components). Every picture returned here carries pixels only
+(redact.strip_metadata): Gradio writes an image's `info` text into the PNG it serves. Figures use matplotlib's object API on the Agg canvas,
 never pyplot: pyplot keeps global figure state, and requests run in worker threads.
 """
 
@@ -17,6 +18,7 @@ from matplotlib.ticker import NullFormatter
 from PIL import Image, ImageDraw
 
 from llmcxr_app.imaging import LoadedImage
+from llmcxr_app.redact import strip_metadata
 
 DISPLAY_SIDE = 512  # chat/panel copies of model-resolution images (128 px demo, 32 px tests) are upscaled
 PANEL_MAX_SIDE = 640  # uploads shown in the chat and panel are shrunk to this (browser bandwidth)...
@@ -30,8 +32,8 @@ def display_copy(image: Image.Image, side: int = DISPLAY_SIDE) -> Image.Image:
     """Grayscale copy of a square model image scaled to `side` px (LANCZOS up, never down)."""
     gray = image.convert("L")
     if gray.width >= side:
-        return gray
-    return gray.resize((side, round(side * gray.height / gray.width)), Image.LANCZOS)
+        return strip_metadata(gray)
+    return strip_metadata(gray.resize((side, round(side * gray.height / gray.width)), Image.LANCZOS))
 
 
 def fit(image: Image.Image, min_side: int = PANEL_MIN_SIDE, max_side: int = PANEL_MAX_SIDE) -> Image.Image:
@@ -39,32 +41,35 @@ def fit(image: Image.Image, min_side: int = PANEL_MIN_SIDE, max_side: int = PANE
     longest = max(image.size)
     scale = max_side / longest if longest > max_side else (min_side / longest if longest < min_side else 1.0)
     if scale == 1.0:
-        return image.copy()
+        return strip_metadata(image)
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return image.resize(size, Image.LANCZOS)
+    return strip_metadata(image.resize(size, Image.LANCZOS))
 
 
-def crop_overlay(image: Image.Image, crop_box: Sequence[float]) -> Image.Image:
-    """The original (scaled by `fit`) with everything outside the model's crop dimmed and the crop outlined.
+def crop_overlay(
+    image: Image.Image, crop_box: Sequence[float], original_size: tuple[int, int] | None = None
+) -> Image.Image:
+    """The upload (scaled by `fit`) with everything outside the model's crop dimmed and the crop outlined.
 
-    crop_box is (left, top, right, bottom) in original pixels, as PreparedImage.crop_box. Returns RGB.
+    crop_box is (left, top, right, bottom) in original pixels, as PreparedImage.crop_box; original_size is
+    the upload's (width, height) when `image` is its reduced display copy. Returns RGB without metadata.
     """
     base = fit(image.convert("RGB"))
-    scale = base.width / image.width
+    scale = base.width / (original_size or image.size)[0]
     size = base.size
     left, top, right, bottom = (round(v * scale) for v in crop_box)
     dim = Image.blend(base, Image.new("RGB", base.size, (0, 0, 0)), 0.6)
     dim.paste(base.crop((left, top, right, bottom)), (left, top))
     width = max(2, round(min(size) / 160))
     ImageDraw.Draw(dim).rectangle((left, top, right - 1, bottom - 1), outline=CROP_COLOUR, width=width)
-    return dim
+    return strip_metadata(dim)
 
 
 def _figure_to_image(fig: Figure) -> Image.Image:
     buf = io.BytesIO()
     FigureCanvasAgg(fig).print_png(buf)
     buf.seek(0)
-    return Image.open(buf).convert("RGB")
+    return strip_metadata(Image.open(buf).convert("RGB"))  # drops matplotlib's Software/DPI chunks
 
 
 def confidence_map(image: Image.Image, probs: Sequence[float], grid: int) -> Image.Image:
@@ -115,9 +120,11 @@ def histogram_plot(counts: np.ndarray, edges: np.ndarray, window: tuple[float, f
         ax.set_yscale("log")
     if window is not None:
         centre, width = window
-        ax.axvspan(
-            centre - width / 2, centre + width / 2, color="#f59e0b", alpha=0.18, label="display window"
-        )
+        low, high = (
+            max(centre - width / 2, edges[0]),
+            min(centre + width / 2, edges[-1]),
+        )  # shade what is shown
+        ax.axvspan(low, max(low, high), color="#f59e0b", alpha=0.18, label="display window")
         ax.legend(fontsize=7, frameon=False, loc="upper right")
     ax.set_xlabel("stored value (modality units)", fontsize=8)
     ax.set_ylabel("pixels (log)", fontsize=8)
@@ -135,7 +142,7 @@ def _fmt_number(value: float) -> str:
 def image_summary(loaded: LoadedImage, crop_box: Sequence[float], model_resolution: int, grid: int) -> str:
     """Markdown: format and size, what part the model sees, DICOM display window; no identifiers."""
     meta = loaded.metadata
-    w, h = loaded.image.size
+    w, h = loaded.size  # the upload's own size (the kept display copy may be smaller)
     parts = [f"**{loaded.source_format}** · {w} × {h} px"]
     if meta.get("photometric"):
         parts.append(str(meta["photometric"]))

@@ -207,3 +207,36 @@ def jpeg_lossless_dataset(levels: np.ndarray, bits_stored: int = 12, **attribute
     ds["PixelData"].VR = "OB"
     ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1
     return ds
+
+
+def with_empty_transfer_syntax(data: bytes) -> bytes:
+    """A Part 10 file whose Transfer Syntax UID (0002,0010) is present with an empty value (length 0), its
+    File Meta group length corrected; pydicom refuses to write such a file itself."""
+    tag = b"\x02\x00\x10\x00UI"
+    at = data.index(tag, 132)
+    length = int.from_bytes(data[at + 6 : at + 8], "little")
+    out = bytearray(data[:at] + tag + b"\x00\x00" + data[at + 8 + length :])
+    group_length = int.from_bytes(out[140:144], "little")  # (0002,0000) UL right after the preamble and tag
+    out[140:144] = (group_length - length).to_bytes(4, "little")
+    return bytes(out)
+
+
+def with_text_number_of_frames(ds: Dataset, text: bytes = b"abc ") -> Dataset:
+    """Number of Frames (IS) holding text, written raw (pydicom would refuse to convert it)."""
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    ds[0x00280008] = RawDataElement(Tag(0x00280008), "IS", len(text), text, 0, False, True)
+    return ds
+
+
+def raw_element(ds: Dataset, tag: int, vr: str, text: str) -> Dataset:
+    """Set `tag` to `text` as raw bytes (even length), bypassing pydicom's conversion: how a bad IS/DS/UI value
+    arrives in a real file."""
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    value = text.encode("latin-1")
+    value += b" " if len(value) % 2 else b""
+    ds[tag] = RawDataElement(Tag(tag), vr, len(value), value, 0, False, True)
+    return ds

@@ -22,12 +22,15 @@ from dicom_corpus import (
     to_bytes,
     to_stored,
     voi_lut_item,
+    with_empty_transfer_syntax,
+    with_text_number_of_frames,
     with_voi_lut,
 )
 from pydicom import uid
 from pydicom.encaps import encapsulate
 from pydicom.pixels import apply_modality_lut, apply_windowing, get_encoder
 
+from llmcxr_app import ui_render
 from llmcxr_app.imaging import ImageLimits, ImageLoadError, load_image
 
 P = pattern()
@@ -346,3 +349,85 @@ def test_no_identifier_reaches_results_messages_or_logs(caplog, recwarn):
     assert "DICOM decoded" in blob and "DICOM" in repr(seen[0])  # the logs and reprs were captured
     for secret in SECRETS:
         assert secret not in blob, secret
+
+
+def _u12(**attributes) -> pydicom.Dataset:
+    return make_dataset(to_stored(P, 0, 4095, np.uint16), 12, **attributes)
+
+
+@pytest.mark.parametrize("extra", ["whole_frames", "odd_bytes"])
+def test_pixel_data_longer_than_declared_shows_the_declared_image_with_a_warning(extra):
+    ds = _u12()
+    ds.PixelData = ds.PixelData * 3 if extra == "whole_frames" else ds.PixelData + b"\x00" * 100_001 + b"\x00"
+    loaded = load_image(to_bytes(ds))  # was a TypeError inside Pillow ("Something went wrong")
+    assert loaded.image.size == (W, H)
+    assert np.abs(np.asarray(loaded.image, dtype=np.float64) - EXPECTED).max() <= 1
+    assert any("more image data than its header declares" in w for w in loaded.warnings)
+
+
+@pytest.mark.parametrize("value", [1e308, -1e308, 1e13])
+def test_absurd_window_falls_back_to_the_full_range_and_plots(value):
+    loaded = load_image(to_bytes(_u12(WindowCenter=value, WindowWidth=abs(value))))
+    assert any("display window is invalid" in w for w in loaded.warnings)
+    assert loaded.metadata["voi"].startswith("full range") and loaded.window == (2047.5, 4095.0)
+    assert np.abs(np.asarray(loaded.image, dtype=np.float64) - EXPECTED).max() <= 1
+    plot = ui_render.histogram_plot(*loaded.histogram, loaded.window)  # was an OverflowError
+    assert plot.size[0] > 100
+
+
+def test_text_number_of_frames_is_named_as_such():
+    with pytest.raises(ImageLoadError, match=r"number of frames \(NumberOfFrames\) is not a whole number"):
+        load_image(to_bytes(with_text_number_of_frames(_u12())))
+
+
+def test_empty_transfer_syntax_is_reported_as_empty_not_private():
+    loaded = load_image(with_empty_transfer_syntax(to_bytes(_u12())))  # native pixels: read as such
+    (warning,) = loaded.warnings
+    assert warning.startswith("This DICOM file's transfer syntax is missing or empty")
+    assert np.abs(np.asarray(loaded.image, dtype=np.float64) - EXPECTED).max() <= 1
+    ds = make_dataset(to_stored(P, 0, 255, np.uint8), 8)
+    ds.PixelData = encapsulate([b"not a codestream"])
+    ds["PixelData"].VR = "OB"
+    with pytest.raises(ImageLoadError, match="transfer syntax is missing or empty") as info:
+        load_image(with_empty_transfer_syntax(to_bytes(ds)))
+    assert "private" not in str(info.value)
+
+
+def _damaged(data: bytes, rng: np.random.Generator, end: int) -> bytes:
+    """1 to 12 random bytes of the header (after the preamble, before the pixel values) overwritten; sometimes
+    a run of 2-8 bytes (lengths and VRs), sometimes the file cut short."""
+    out = bytearray(data)
+    for _ in range(int(rng.integers(1, 13))):
+        at = int(rng.integers(128, end))
+        run = int(rng.integers(1, 9)) if rng.random() < 0.3 else 1
+        out[at : at + run] = rng.integers(0, 256, run, dtype=np.uint8).tobytes()
+    if rng.random() < 0.1:
+        del out[int(rng.integers(end, len(out))) :]
+    return bytes(out)
+
+
+def test_fuzzed_headers_give_a_picture_or_an_image_load_error(caplog):
+    import time
+
+    caplog.set_level(logging.DEBUG)
+    data = to_bytes(_u12(WindowCenter=2048, WindowWidth=4096, RescaleSlope=1, RescaleIntercept=0))
+    end = data.index(b"\xe0\x7f\x10\x00") + 12  # the Pixel Data tag, VR and length: all header
+    rng = np.random.default_rng(20261127)
+    outcomes = {"picture": 0, "refused": 0}
+    start = time.perf_counter()
+    for _ in range(200):
+        try:
+            loaded = load_image(_damaged(data, rng, end))
+        except ImageLoadError as exc:  # any other exception fails the test
+            outcomes["refused"] += 1
+            text = str(exc)
+        else:
+            outcomes["picture"] += 1
+            assert loaded.image.mode == "L" and loaded.image.size[0] >= 1
+            text = " ".join([repr(loaded.metadata), *loaded.warnings])
+        for secret in SECRETS:
+            assert secret not in text, secret
+    assert time.perf_counter() - start < 30  # quick: well under a second each
+    assert outcomes["picture"] > 20 and outcomes["refused"] > 20, outcomes  # the damage was varied
+    for secret in SECRETS:
+        assert secret not in caplog.text, secret

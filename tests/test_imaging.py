@@ -24,9 +24,11 @@ from dicom_corpus import (
 from PIL import Image
 
 from llmcxr_app.imaging import (
+    DISPLAY_MAX_SIDE,
     ImageLimits,
     ImageLoadError,
     load_image,
+    loaded_model_input,
     model_view,
     tensor_to_image,
     to_model_input,
@@ -284,3 +286,117 @@ def test_model_view_encodes_the_crop_and_decodes_its_codes():
     assert np.abs(np.asarray(view.reconstruction, dtype=np.float64) - expected).max() <= 1
     # The bright square (top-left of the film) is still top-left in what the model sees.
     assert view.codes.reshape(16, 16)[2:4, 2:4].min() > 25 and view.codes.reshape(16, 16)[8, 8] < 3
+
+
+# --- what is kept of an upload, and the memory it takes ---------------------------------------------------
+
+
+def test_large_upload_keeps_a_bounded_display_copy_and_the_exact_model_input():
+    rng = np.random.default_rng(5)
+    full = Image.fromarray(rng.integers(0, 256, (2300, 3100), np.uint8), mode="L")
+    loaded = load_image(_encode(full, "PNG"), model_sizes=(32, 64))
+    assert loaded.size == (3100, 2300) and loaded.metadata["width"] == 3100
+    assert max(loaded.image.size) == DISPLAY_MAX_SIDE and loaded.image.size == (2048, 1519)
+    for size in (32, 64):  # made from the full-resolution decode: exactly upstream's input
+        reference = to_model_input(full, size)
+        assert torch.equal(loaded.model_inputs[size].tensor, reference.tensor)
+        assert loaded.model_inputs[size].crop_box == reference.crop_box
+    # A resolution not asked for comes from the display copy, its crop box in the upload's pixels.
+    other = loaded_model_input(loaded, 48)
+    assert other.tensor.shape == (1, 3, 48, 48)
+    assert other.crop_box == pytest.approx(to_model_input(full, 48).crop_box, abs=2.0)
+
+
+def test_small_upload_is_kept_whole_and_pixel_only():
+    data = _encode(GRAY, "PNG", pnginfo=_text_chunks({"PatientName": "DOE^JANE", "PatientID": "MRN12345"}))
+    loaded = load_image(data)
+    assert loaded.size == loaded.image.size == (W, H) and np.array_equal(np.asarray(loaded.image), EXPECTED)
+    assert loaded.image.info == {}
+
+
+def _text_chunks(values: dict[str, str]):
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    for key, value in values.items():
+        info.add_text(key, value)
+    return info
+
+
+BIG_W, BIG_H = 10_000, 6_000  # 60 megapixels: the largest upload the default limits accept
+MEASURE = r"""
+import ctypes, gc, json, resource, sys
+from llmcxr_app import imaging
+
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+def settle():
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # give freed heap back, so RSS shows what is still held
+
+imaging.load_image(sys.argv[2])  # a small warm-up: Pillow plugins and pydicom decoders imported
+settle()
+base_peak, base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, rss()
+kept = [imaging.load_image(sys.argv[1], model_sizes=(256,)) for _ in range(3)]  # three sessions' uploads
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base_peak
+settle()
+one = kept[0]
+buffers = one.image.width * one.image.height + sum(
+    m.tensor.numel() * m.tensor.element_size() + 3 * m.image.width * m.image.height
+    for m in one.model_inputs.values()
+) + sum(a.nbytes for a in (one.histogram or ()))
+print(json.dumps({"peak": peak, "resident": (rss() - base) / len(kept), "buffers": buffers,
+                  "display": list(one.image.size), "size": list(one.size)}))
+"""
+
+
+def _big_levels() -> np.ndarray:
+    y = np.linspace(0, 1, BIG_H, dtype=np.float32)[:, None]
+    x = np.linspace(0, 1, BIG_W, dtype=np.float32)[None, :]
+    return 0.5 + 0.25 * np.sin(40 * x) * np.cos(30 * y) + 0.2 * x * y  # structure, so JPEG has work to do
+
+
+def _write_big(kind: str, path) -> None:
+    levels = _big_levels()
+    if kind == "png8":
+        Image.fromarray(np.rint(levels * 255).astype(np.uint8)).save(path, format="PNG", compress_level=1)
+    elif kind == "png16":
+        Image.fromarray(np.rint(levels * 65535).astype(np.uint16)).save(path, format="PNG", compress_level=1)
+    elif kind == "jpeg_rgb":
+        g = np.rint(levels * 255).astype(np.uint8)
+        Image.fromarray(np.stack([g, np.roll(g, 50, 1), g], axis=2)).save(path, format="JPEG", quality=85)
+    else:
+        stored = np.rint(levels * 4095).astype(np.uint16)
+        path.write_bytes(to_bytes(make_dataset(stored, 12, WindowCenter=2048, WindowWidth=4096)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["png8", "png16", "jpeg_rgb", "dicom16"])
+def test_60_megapixel_upload_decodes_in_bounded_memory_and_keeps_little(kind, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    big, small = tmp_path / f"big.{kind}", tmp_path / "small.png"
+    _write_big(kind, big)
+    GRAY.save(small)
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    run = subprocess.run(
+        [sys.executable, "-c", MEASURE, str(big), str(small)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    assert got["size"] == [BIG_W, BIG_H] and max(got["display"]) == DISPLAY_MAX_SIDE
+    mb = 2**20
+    assert got["peak"] <= 600 * mb, f"decode peak {got['peak'] / mb:.0f} MB"
+    assert got["resident"] <= 16 * mb, f"kept per upload {got['resident'] / mb:.1f} MB (RSS)"
+    assert got["buffers"] <= 16 * mb, f"kept per upload {got['buffers'] / mb:.1f} MB (buffers)"
