@@ -22,6 +22,7 @@ measured precision / recall and speed.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -90,6 +91,8 @@ def _nlp() -> Language:
             doc.ents = filter_spans(spans)  # overlapping matches: the longest wins
             return doc
 
+    # medspaCy's token matchers are empty when all rules are phrases; spaCy warns (W036) on every call.
+    warnings.filterwarnings("ignore", message=r"\[W036\]")
     nlp = spacy.blank("en")
     nlp.add_pipe("sentencizer", config={"punct_chars": [".", "!", "?", ";", "\n"]})
     nlp.add_pipe("cxr_targets")

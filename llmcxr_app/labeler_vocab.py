@@ -36,7 +36,7 @@ TARGETS: dict[str, tuple[str, ...]] = {
     ),
     "effusion": (
         r"(?<!pericardial\s)(?<!pericardial\s\s)(?:pleural\s+)?(?:effusions?|effusoin|efusion|effussion)",
-        r"pleural\s+fluid|hydrothorax|fluid\s+in\s+the\s+(?:pleural\s+space|fissure)",  # CheXpert + RadLex
+        r"pleural\s+fluid|hydro-?(?:pneumo)?thorax|fluid\s+in\s+the\s+(?:pleural\s+space|(?:\w+\s+){0,2}fissure)",  # CheXpert + RadLex
         r"(?:costophrenic|cp)\s+angles?\s+(?:(?:is|are|appears?|remains?)\s+)?(?:\w+\s+)?blunt\w*",
         r"blunt\w*\s+(?:of\s+)?(?:the\s+)?(?:\w+\s+)?(?:costophrenic|cp)\s+angles?",
         r"layering\s+fluid|meniscus\s+sign",
@@ -74,7 +74,7 @@ NORMAL: dict[str, tuple[str, ...]] = {
     "cardiomegaly": (
         rf"(?:the\s+)?{_HEART}{_VERB}\s+(?:normal|within\s+normal\s+limits|unremarkable|stable\s+and\s+normal)",
         rf"normal\s+(?:{_HEART}|heart\s+size|cardiac\s+size)|{_HEART}{_VERB}\s+not\s+enlarged",
-        r"heart\s+size\s+(?:and\s+\w+\s+)?(?:is|are)\s+(?:normal|within\s+normal\s+limits)",
+        r"heart\s+size\s+(?:and\s+(?:\w+\s+){1,2})?(?:is|are)\s+(?:normal|within\s+normal\s+limits)",
     ),
     "effusion": (
         r"(?:costophrenic|cp)\s+angles\s+(?:are\s+)?(?:sharp|clear|preserved)",
@@ -194,11 +194,24 @@ CONTEXT_CUES: tuple[tuple[str, str, str], ...] = (
     ("unchanged", "NEGATED_EXISTENCE", "TERMINATE"),
 )
 
+# "X is not seen": medspaCy's forward "is not" would otherwise claim the cue's first words.
+CONTEXT_CUES += tuple(
+    (f"{verb} {cue}", cat, direction)
+    for cue, cat, direction in CONTEXT_CUES
+    if cue.startswith("not ") and direction == "BACKWARD"
+    for verb in ("is", "are", "was", "were")
+)
+CONTEXT_CUES += (
+    ("less likely", "POSSIBLE_EXISTENCE", "BACKWARD"),
+    ("unlikely", "POSSIBLE_EXISTENCE", "BACKWARD"),
+    ("is unlikely", "POSSIBLE_EXISTENCE", "BACKWARD"),
+)
+
 # medspaCy default cues that read differently in chest-film reports: "evaluate for" / "rule out" state the
 # question of the study (re-added above as HYPOTHETICAL), "no significant" would negate "no significant
 # change" targets, "unlikely" is hedged not negated in CheXpert, "decline"/"return" are clinical-note words.
 DROPPED_DEFAULT_CUES: frozenset[str] = frozenset(
-    {"evaluate for", "checked for", "test for", "rule out", "r/o", "ro", "decline", "return", "unlikely", "doubt"}
+    {"evaluate for", "checked for", "test for", "rule out", "r/o", "ro", "decline", "return", "unlikely", "doubt", ": no", ": none"}
 )
 
 # Sizes and sides (RadLex descriptors) used for the attributes of a positive finding.

@@ -1,6 +1,7 @@
 """Rule-based labeler, and the text it reads: generated reports, findings prompts, VQA pairs, declines."""
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from llmcxr_app.demo.reports import (
     write_findings_prompt,
     write_report,
 )
-from llmcxr_app.labeler import label_details, label_report, mentioned_labels, parse_answer
+from llmcxr_app.labeler import STATES, label_details, label_report, mentioned_labels, parse_answer, read_states
 
 
 def _details(f: Findings) -> dict[str, str]:
@@ -103,7 +104,7 @@ HAND_WRITTEN = [
     ("Left upper lobe pneumonia.", {"consolidation"}, {"consolidation_zone": "left upper"}),
     ("RLL infiltrate.", {"consolidation"}, {"consolidation_zone": "right lower"}),
     ("Airspace opacity at the left base.", {"consolidation"}, {"consolidation_zone": "left lower"}),
-    ("Cannot exclude pneumonia.", {"consolidation"}, {}),
+    ("Cannot exclude pneumonia.", set(), {}),  # hedged: uncertain, not present
     ("Tension pneumothorax on the left.", {"pneumothorax"}, {"pneumothorax_side": "left"}),
     ("No acute cardiopulmonary process.", set(), {}),
 ]
@@ -197,3 +198,90 @@ def test_plain_instructions_are_declined():
         assert a in DECLINES and "synthetic chest X-ray phantoms" in a
         assert answer_for(q, Findings()) is None or q in [qq for qq, _, _ in QUESTIONS]
     assert len({a for _, a in plain_instructions(np.random.default_rng(1), 60)}) == len(DECLINES)
+
+
+# --- Hand-labelled clinical sentences (tests/data/labeler_*.tsv; docs/LABELER.md has the measured table) ---
+
+DATA = Path(__file__).parent / "data"
+
+
+def _load(name: str) -> list[tuple[str, dict[str, tuple[str, str | None]]]]:
+    """Rows of a labelled file: (text, {label: (state, side or None)}); unlisted labels are "none"."""
+    rows = []
+    for line in (DATA / name).read_text(encoding="utf-8").splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        text, _, labels = line.partition("\t")
+        truth = {}
+        for item in filter(None, (x.strip() for x in labels.split(";"))):
+            label, state, *side = item.split(":")
+            assert label in LABELS and state in STATES, item
+            truth[label] = (state, side[0] if side else None)
+        rows.append((text, truth))
+    return rows
+
+
+def score(rows) -> dict:
+    """Per label: precision / recall of "present" and of "absent", and 4-state accuracy; plus side accuracy."""
+    counts = {lab: dict.fromkeys(("tp", "fp", "fn", "atp", "afp", "afn", "right"), 0) for lab in LABELS}
+    sides = [0, 0]
+    for text, truth in rows:
+        states, details = read_states(text)
+        for lab in LABELS:
+            want, side = truth.get(lab, ("none", None))
+            got, c = states[lab], counts[lab]
+            c["tp"] += want == got == "present"
+            c["fp"] += got == "present" != want
+            c["fn"] += want == "present" != got
+            c["atp"] += want == got == "absent"
+            c["afp"] += got == "absent" != want
+            c["afn"] += want == "absent" != got
+            c["right"] += want == got
+            if side and lab in ("effusion", "pneumothorax"):
+                sides[0] += details[f"{lab}_side"] == side
+                sides[1] += 1
+    table = {}
+    for lab, c in counts.items():
+        table[lab] = {
+            "P": c["tp"] / max(c["tp"] + c["fp"], 1),
+            "R": c["tp"] / max(c["tp"] + c["fn"], 1),
+            "absent_P": c["atp"] / max(c["atp"] + c["afp"], 1),
+            "absent_R": c["atp"] / max(c["atp"] + c["afn"], 1),
+            "state_acc": c["right"] / len(rows),
+            "n_present": c["tp"] + c["fn"],
+        }
+    tp, fp, fn = (sum(c[k] for c in counts.values()) for k in ("tp", "fp", "fn"))
+    table["micro"] = {"P": tp / (tp + fp), "R": tp / (tp + fn), "F1": 2 * tp / (2 * tp + fp + fn)}
+    table["side_acc"] = sides[0] / max(sides[1], 1)
+    return table
+
+
+def _print(name: str, table: dict) -> None:
+    print(f"\n{name}: label  P(present) R(present) P(absent) R(absent) state-acc n-present")
+    for lab in LABELS:
+        t = table[lab]
+        print(
+            f"  {lab:14s} {t['P']:.2f} {t['R']:.2f} {t['absent_P']:.2f} {t['absent_R']:.2f}"
+            f" {t['state_acc']:.2f} {t['n_present']}"
+        )
+    m = table["micro"]
+    print(f"  micro P {m['P']:.3f} R {m['R']:.3f} F1 {m['F1']:.3f}; side accuracy {table['side_acc']:.2f}")
+
+
+@pytest.mark.parametrize(("name", "floor"), [("labeler_dev.tsv", 0.95), ("labeler_heldout.tsv", 0.85)])
+def test_hand_labelled_sets(name, floor):
+    rows = _load(name)
+    assert len(rows) >= 100
+    table = score(rows)
+    _print(name, table)
+    assert table["micro"]["F1"] >= floor
+    for lab in LABELS:
+        if table[lab]["n_present"] >= 5:  # too few positives for a per-label floor otherwise
+            assert table[lab]["P"] >= floor - 0.1 and table[lab]["R"] >= floor - 0.1, (lab, table[lab])
+    assert table["side_acc"] >= floor
+
+
+def test_hand_labelled_sets_are_big_enough_and_distinct():
+    dev, held = _load("labeler_dev.tsv"), _load("labeler_heldout.tsv")
+    assert len(dev) + len(held) >= 300
+    assert not {t for t, _ in dev} & {t for t, _ in held}
