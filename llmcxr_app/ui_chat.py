@@ -25,7 +25,7 @@ from llmcxr_app.generation import GenerationCancelled
 from llmcxr_app.imaging import ImageLoadError, LoadedImage, load_image
 from llmcxr_app.studio import PreparedImage, Result, Studio, StudioInputError
 from llmcxr_app.ui_draw import DrawFlow
-from llmcxr_app.ui_routing import Route, route
+from llmcxr_app.ui_routing import CHOICES, TASK_AMBIGUOUS, Route, route
 
 logger = logging.getLogger(__name__)
 
@@ -201,6 +201,9 @@ class ChatApp(DrawFlow):
             new = self._load(path, session) if path else None
             has_image = new is not None or session.current is not None
             plan = route(str(mode or "Auto"), text, new is not None, has_image)
+            if plan.task == TASK_AMBIGUOUS:  # a pasted report with an X-ray: ask which is meant
+                yield from self._which(session, new, text)
+                return
             image = (
                 new.prepared if new is not None else (session.current.prepared if session.current else None)
             )
@@ -246,6 +249,23 @@ class ChatApp(DrawFlow):
             session.idle.set()
 
     # -- helpers ----------------------------------------------------------------------------------------
+    def _which(self, session: Session, new: CurrentXray | None, text: str):
+        """Auto's question for a pasted report while an X-ray is current; the text goes back in the box."""
+        if new is not None:
+            session.current = new
+            session.history.append({"role": "user", "content": {"path": new.chat_path}})
+        session.history.append({"role": "user", "content": text})
+        session.history.append(
+            {
+                "role": "assistant",
+                "content": "This reads as a findings report, and an X-ray is loaded. Which is meant? Pick the "
+                f"mode above and send again: **Draw** ({CHOICES[0]}) or **Ask** ({CHOICES[1]}).",
+                "options": [{"value": c} for c in CHOICES],
+            }
+        )
+        panel = self.panel(session) if new is not None else (gr.skip(),) * 8
+        yield (list(session.history), session, gr.update(value={"text": text, "files": []}), *panel)
+
     def _load(self, path: str, session: Session) -> CurrentXray:
         loaded = load_image(path)
         prepared = self._prepare(loaded)

@@ -6,10 +6,20 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from llmcxr_app.labeler import mentioned_labels
 from llmcxr_app.protocol import TASK_DRAW, TASK_INSTRUCT, TASK_REPORT, TASK_VQA
 from llmcxr_app.studio import StudioInputError
 
 MODES = ("Auto", "Report", "Ask", "Draw")
+# Auto's answer when a pasted report meets a current X-ray: draw it, or ask about the X-ray? The app asks.
+TASK_AMBIGUOUS = "ambiguous"
+CHOICES = ("Draw these findings", "Ask about the current X-ray")  # the user's two answers, in that order
+_HEADER = re.compile(r"^\W*(?:findings|impression|conclusion)\s*:", re.IGNORECASE | re.MULTILINE)
+_QUESTION = re.compile(
+    r"\?\s*$|^\W*(?:is|are|does|do|did|has|have|can|could|would|should|will|was|were|what|which|where|how|"
+    r"why|when|who|any|tell|explain|please\s+(?:tell|explain))\b",
+    re.IGNORECASE,
+)
 
 _VERB = r"(?:draw|generate|synthesi[sz]e|create|make|render|produce|simulate|show\s+me)"
 _NOUN = r"(?:chest\s+)?(?:x-?\s?rays?|cxrs?|images?|radiographs?|films?|pictures?)"
@@ -40,6 +50,14 @@ class Route:
     text: str  # the question (VQA, instruction) or findings (draw); "" for a report
 
 
+def describes_findings(text: str) -> bool:
+    """True when the text reads as findings rather than a question: a FINDINGS / IMPRESSION header, or a
+    statement (not a question) that mentions a finding the labeler reads, present or absent."""
+    if _HEADER.search(text):
+        return True
+    return not _QUESTION.search(text.strip()) and bool(mentioned_labels(text))
+
+
 def is_draw_request(text: str) -> bool:
     """True when the text asks to draw/generate/synthesize/create... an X-ray/image/CXR."""
     return bool(_DRAW.search(text))
@@ -67,9 +85,10 @@ def route(mode: str, text: str, new_image: bool, has_image: bool) -> Route:
     has_image: an image is attached or a current X-ray is remembered from earlier in the conversation.
 
     Auto: a draw request (draw/generate/... + X-ray/image/CXR) -> Draw; an image with no text -> Report;
-    a short report request ("Describe this X-ray") with an image -> Report; any other text with an image ->
-    Ask (VQA) about it; text without any image -> a plain instruction. Raises StudioInputError when there is
-    nothing to answer.
+    a short report request ("Describe this X-ray") with an image -> Report; text that describes findings
+    (describes_findings) -> Draw without an image, TASK_AMBIGUOUS with one (the app asks which is meant);
+    any other text with an image -> Ask (VQA) about it; text without any image -> a plain instruction.
+    Raises StudioInputError when there is nothing to answer.
     """
     text = text.strip()
     if mode not in MODES:
@@ -88,4 +107,6 @@ def route(mode: str, text: str, new_image: bool, has_image: bool) -> Route:
         raise StudioInputError("The message is empty: type a question or findings, or attach a chest X-ray.")
     if has_image and _REPORT.match(text):
         return Route(TASK_REPORT, "")
+    if describes_findings(text):
+        return Route(TASK_AMBIGUOUS if has_image else TASK_DRAW, text)
     return Route(TASK_VQA if has_image else TASK_INSTRUCT, text)
