@@ -1,4 +1,4 @@
-"""Report labeler: seven findings read from free text with medspaCy (ConText + Sectionizer) on spaCy.
+"""Report labeler: seven findings read from free text with medspaCy's ConText and Sectionizer on spaCy.
 
 It reads seven findings (a subset of CheXpert's observations, the ones the demo phantoms carry) from free
 text: the demo evaluation scores generated reports with it, the Draw self-check (selfcheck.py) compares a
@@ -8,7 +8,7 @@ describes findings. Pipeline (built once per process, see `_nlp`):
 - spaCy's blank English tokenizer and a sentencizer (sentences end at . ! ? ; and line breaks);
 - a target matcher: the regular expressions of labeler_vocab.TARGETS (mentions) and NORMAL (statements of
   normality, "heart size is normal"), longest match first, become the document's entities;
-- medspaCy's Sectionizer with labeler_vocab.SECTIONS ("FINDINGS:", "IMPRESSION:", "INDICATION:" ...);
+- medspaCy's Sectionizer (vendored in _medspacy/, see its docstring) with labeler_vocab.SECTIONS ("FINDINGS:", "IMPRESSION:", "INDICATION:" ...);
 - medspaCy's ConText with its default English (NegEx / ConText) rules plus labeler_vocab.CONTEXT_CUES.
 
 Each mention gets one of four states: "present"; "absent" (negated, resolved/removed, or a normal
@@ -71,13 +71,13 @@ class Mention:
 def _nlp() -> Language:
     """The spaCy pipeline, built once per process (about 0.3 s to import medspaCy and 50 ms to build)."""
     import json
-    from importlib.resources import files
+    from pathlib import Path
 
     import spacy
-    from medspacy.context import ConText, ConTextRule
-    from medspacy.section_detection import Sectionizer, SectionRule
     from spacy.language import Language
     from spacy.util import filter_spans
+
+    from ._medspacy import ConTextRule, SectionRule  # registers medspaCy's spaCy factories and extensions
 
     if not Language.has_factory("cxr_targets"):
 
@@ -96,13 +96,15 @@ def _nlp() -> Language:
     nlp = spacy.blank("en")
     nlp.add_pipe("sentencizer", config={"punct_chars": [".", "!", "?", ";", "\n"]})
     nlp.add_pipe("cxr_targets")
-    sectionizer: Sectionizer = nlp.add_pipe("medspacy_sectionizer", config={"rules": None})
+    sectionizer = nlp.add_pipe("medspacy_sectionizer", config={"rules": None})
     sectionizer.add(
         [SectionRule(f"{h}:", cat) for cat, heads in vocab.SECTIONS.items() for h in heads]
         + [SectionRule(f"{h.upper()}\n", cat) for cat, heads in vocab.SECTIONS.items() for h in heads]
     )
-    context: ConText = nlp.add_pipe("medspacy_context", config={"rules": None})
-    default = json.loads((files("medspacy").parent / "resources" / "en" / "context_rules.json").read_text())
+    context = nlp.add_pipe("medspacy_context", config={"rules": None})
+    default = json.loads(
+        (Path(__file__).parent / "_medspacy" / "resources" / "context_rules.json").read_text()
+    )
     rules = [
         ConTextRule(r["literal"], r["category"], direction=r["direction"], pattern=r.get("pattern"))
         for r in default["context_rules"]
@@ -167,7 +169,10 @@ def _states(found: list[Mention]) -> dict[str, str]:
     by_label: dict[str, set[str]] = {lab: set() for lab in LABELS}
     for m in found:
         by_label[m.label].add(m.state)
-    return {lab: next((s for s in ("present", "uncertain", "absent") if s in got), "none") for lab, got in by_label.items()}
+    return {
+        lab: next((s for s in ("present", "uncertain", "absent") if s in got), "none")
+        for lab, got in by_label.items()
+    }
 
 
 def label_states(text: str) -> dict[str, str]:

@@ -80,7 +80,9 @@ NORMAL: dict[str, tuple[str, ...]] = {
         r"(?:costophrenic|cp)\s+angles\s+(?:are\s+)?(?:sharp|clear|preserved)",
         r"(?:sharp|clear)\s+costophrenic\s+angles",
     ),
-    "consolidation": (r"lungs\s+are\s+clear(?!\s+of)|clear\s+lungs|lungs\s+(?:are\s+)?well\s+expanded\s+and\s+clear",),
+    "consolidation": (
+        r"lungs\s+are\s+clear(?!\s+of)|clear\s+lungs|lungs\s+(?:are\s+)?well\s+expanded\s+and\s+clear",
+    ),
     "edema": (r"normal\s+pulmonary\s+vasculature|pulmonary\s+vasculature\s+is\s+normal",),
 }
 
@@ -211,12 +213,35 @@ CONTEXT_CUES += (
 # question of the study (re-added above as HYPOTHETICAL), "no significant" would negate "no significant
 # change" targets, "unlikely" is hedged not negated in CheXpert, "decline"/"return" are clinical-note words.
 DROPPED_DEFAULT_CUES: frozenset[str] = frozenset(
-    {"evaluate for", "checked for", "test for", "rule out", "r/o", "ro", "decline", "return", "unlikely", "doubt", ": no", ": none"}
+    {
+        "evaluate for",
+        "checked for",
+        "test for",
+        "rule out",
+        "r/o",
+        "ro",
+        "decline",
+        "return",
+        "unlikely",
+        "doubt",
+        ": no",
+        ": none",
+    }
 )
 
 # Sizes and sides (RadLex descriptors) used for the attributes of a positive finding.
 SIZE_SMALL = ("small", "trace", "tiny", "minimal", "mild", "smallish", "little")
-SIZE_LARGE = ("large", "moderate", "massive", "big", "sizeable", "sizable", "extensive", "moderate-sized", "huge")
+SIZE_LARGE = (
+    "large",
+    "moderate",
+    "massive",
+    "big",
+    "sizeable",
+    "sizable",
+    "extensive",
+    "moderate-sized",
+    "huge",
+)
 
 # Section headers (medspaCy Sectionizer rules). HISTORY-like sections state the question, not the findings.
 SECTIONS: dict[str, tuple[str, ...]] = {

@@ -17,7 +17,14 @@ from llmcxr_app.demo.reports import (
     write_findings_prompt,
     write_report,
 )
-from llmcxr_app.labeler import STATES, label_details, label_report, mentioned_labels, parse_answer, read_states
+from llmcxr_app.labeler import (
+    STATES,
+    label_details,
+    label_report,
+    mentioned_labels,
+    parse_answer,
+    read_states,
+)
 
 
 def _details(f: Findings) -> dict[str, str]:
@@ -285,3 +292,18 @@ def test_hand_labelled_sets_are_big_enough_and_distinct():
     dev, held = _load("labeler_dev.tsv"), _load("labeler_heldout.tsv")
     assert len(dev) + len(held) >= 300
     assert not {t for t, _ in dev} & {t for t, _ in held}
+
+
+def test_speed_per_report():
+    """The labeler's budget: <= 20 ms per report on one CPU core (measured figure in docs/LABELER.md)."""
+    import time
+
+    texts = [t for name in ("labeler_dev.tsv", "labeler_heldout.tsv") for t, _ in _load(name)]
+    report = " ".join(texts[:12])  # a 12-sentence report, longer than the demo's
+    read_states("warm up")  # builds the pipeline once
+    start = time.perf_counter()
+    for _ in range(50):
+        read_states(report)
+    per_report_ms = (time.perf_counter() - start) / 50 * 1000
+    print(f"\nlabeler: {per_report_ms:.2f} ms per 12-sentence report")
+    assert per_report_ms <= 20

@@ -96,4 +96,6 @@ def test_prf_leaves_hedged_predictions_out():
     out = prf([{"a": True}, {"a": None}, {"a": None}], truth, labels=("a",))
     per = out["per_label"]["a"]
     assert per["precision"] == 1.0 and per["recall"] == 1.0 and per["uncertain"] == 2
-    assert prf([{"a": False}, {"a": True}, {"a": None}], truth, labels=("a",))["per_label"]["a"]["recall"] == 0.0
+    assert (
+        prf([{"a": False}, {"a": True}, {"a": None}], truth, labels=("a",))["per_label"]["a"]["recall"] == 0.0
+    )

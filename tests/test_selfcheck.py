@@ -101,7 +101,9 @@ def test_check_reads_the_codes_with_the_model(monkeypatch):
 def test_hedged_findings_are_neither_agreement_nor_miss():
     from llmcxr_app.selfcheck import compare
 
-    a = compare("Small left pleural effusion. Possible right lower lobe pneumonia.", "Small left pleural effusion.")
+    a = compare(
+        "Small left pleural effusion. Possible right lower lobe pneumonia.", "Small left pleural effusion."
+    )
     assert a.uncertain == ("consolidation",) and a.missing == () and a.extra == ()
     assert a.matches and "hedged" not in a.summary()  # matches: the summary is the agreeing one
     assert a.agreeing_labels == 6  # 7 labels, the hedged one left out
