@@ -25,7 +25,7 @@ from llmcxr_app.generation import GenerationCancelled
 from llmcxr_app.imaging import ImageLoadError, LoadedImage, load_image
 from llmcxr_app.studio import PreparedImage, Result, Studio, StudioInputError
 from llmcxr_app.ui_draw import DrawFlow
-from llmcxr_app.ui_routing import CHOICES, TASK_AMBIGUOUS, Route, route
+from llmcxr_app.ui_routing import CHOICES, TASK_AMBIGUOUS, Route, chosen_mode, mode_label, redo_choices, route
 
 logger = logging.getLogger(__name__)
 
@@ -233,8 +233,13 @@ class ChatApp(DrawFlow):
                 answers = self._draw(session, plan.text, sampling, n, cancel)
             else:
                 answers = self._text(session, plan, image, sampling, cancel)
+            start = len(session.history)
             for _ in answers:
                 yield (list(session.history), session, gr.skip(), *skip_panel)
+            _label_answer(
+                session.history[start:], str(mode or "Auto"), plan.task, session.current is not None
+            )
+            yield (list(session.history), session, gr.skip(), *skip_panel)
         except GenerationCancelled:
             session.idle.set()
             yield (list(session.history), session, gr.skip(), *skip_panel)
@@ -248,9 +253,28 @@ class ChatApp(DrawFlow):
             cancel.set()  # a model step still running in another thread stops at the next token
             session.idle.set()
 
+    def choose(self, session: Session | None, evt: gr.SelectData):
+        """A click on a choice under a message (Auto's question, or "Redo as ..."): the last typed text
+        again, in the chosen mode. Returns (message for chat(), mode, session)."""
+        if session is None or not session.idle.is_set():
+            raise gr.Error("Wait for the current answer to finish (or press Stop), then choose again.")
+        try:
+            mode = chosen_mode(str(evt.value))
+        except StudioInputError as exc:
+            raise gr.Error(str(exc)) from None
+        text = next(
+            (
+                m["content"]
+                for m in reversed(session.history)
+                if m["role"] == "user" and isinstance(m["content"], str)
+            ),
+            "",
+        )
+        return {"text": "" if mode == "Report" else text, "files": []}, mode, session
+
     # -- helpers ----------------------------------------------------------------------------------------
     def _which(self, session: Session, new: CurrentXray | None, text: str):
-        """Auto's question for a pasted report while an X-ray is current; the text goes back in the box."""
+        """Auto's question for a pasted report while an X-ray is current: two one-click choices (choose)."""
         if new is not None:
             session.current = new
             session.history.append({"role": "user", "content": {"path": new.chat_path}})
@@ -258,13 +282,13 @@ class ChatApp(DrawFlow):
         session.history.append(
             {
                 "role": "assistant",
-                "content": "This reads as a findings report, and an X-ray is loaded. Which is meant? Pick the "
-                f"mode above and send again: **Draw** ({CHOICES[0]}) or **Ask** ({CHOICES[1]}).",
+                "content": "This reads as a findings report, and an X-ray is loaded: draw these findings as a "
+                "new X-ray, or ask the model about the current one? (Or pick Draw or Ask above and send again.)",
                 "options": [{"value": c} for c in CHOICES],
             }
         )
         panel = self.panel(session) if new is not None else (gr.skip(),) * 8
-        yield (list(session.history), session, gr.update(value={"text": text, "files": []}), *panel)
+        yield (list(session.history), session, gr.update(value=None), *panel)
 
     def _load(self, path: str, session: Session) -> CurrentXray:
         loaded = load_image(path)
@@ -343,3 +367,13 @@ class ChatApp(DrawFlow):
                 "content": gr.File(value=[str(f) for f in files], label="Downloads", show_label=False),
             }
         )
+
+
+def _label_answer(messages: list[dict], mode: str, task: str, has_image: bool) -> None:
+    """Name the mode an answer ran in on its details bubble, with one-click redo choices in the others."""
+    for msg in messages:
+        meta = msg.get("metadata") or {}
+        if meta.get("title"):
+            meta["title"] = f"{mode_label(mode, task)} · {meta['title']}"
+            msg["options"] = [{"value": c} for c in redo_choices(task, has_image)]
+            return

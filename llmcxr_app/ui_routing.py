@@ -110,3 +110,30 @@ def route(mode: str, text: str, new_image: bool, has_image: bool) -> Route:
     if describes_findings(text):
         return Route(TASK_AMBIGUOUS if has_image else TASK_DRAW, text)
     return Route(TASK_VQA if has_image else TASK_INSTRUCT, text)
+
+
+_TASK_MODE = {TASK_DRAW: "Draw", TASK_REPORT: "Report", TASK_VQA: "Ask", TASK_INSTRUCT: "Ask"}
+REDO_PREFIX = "Redo as "  # a redo choice under an answer: "Redo as Draw"
+
+
+def mode_label(mode: str, task: str) -> str:
+    """The line an answer shows about how it was made, e.g. "Mode: Draw (auto)" or "Mode: Ask"."""
+    name = _TASK_MODE[task] + (" (no X-ray)" if task == TASK_INSTRUCT else "")
+    return f"Mode: {name}" + (" (auto)" if mode == "Auto" else "")
+
+
+def redo_choices(task: str, has_image: bool) -> list[str]:
+    """The other modes an answer can be redone in: Report only with an X-ray; never the mode just used."""
+    modes = ["Draw", "Ask"] + (["Report"] if has_image else [])
+    return [REDO_PREFIX + m for m in modes if m != _TASK_MODE[task]]
+
+
+def chosen_mode(choice: str) -> str:
+    """The mode a clicked choice asks for: CHOICES (Auto's question) or a redo_choices entry."""
+    if choice == CHOICES[0]:
+        return "Draw"
+    if choice == CHOICES[1]:
+        return "Ask"
+    if choice.startswith(REDO_PREFIX) and choice[len(REDO_PREFIX) :] in MODES:
+        return choice[len(REDO_PREFIX) :]
+    raise StudioInputError(f"Unknown choice {choice!r}.")
