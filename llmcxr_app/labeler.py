@@ -91,8 +91,6 @@ def _nlp() -> Language:
             doc.ents = filter_spans(spans)  # overlapping matches: the longest wins
             return doc
 
-    # medspaCy's token matchers are empty when all rules are phrases; spaCy warns (W036) on every call.
-    warnings.filterwarnings("ignore", message=r"\[W036\]")
     nlp = spacy.blank("en")
     nlp.add_pipe("sentencizer", config={"punct_chars": [".", "!", "?", ";", "\n"]})
     nlp.add_pipe("cxr_targets")
@@ -138,7 +136,10 @@ def _label_of(ent) -> str:
 
 def mentions(text: str) -> list[Mention]:
     """Every finding mention in `text`, in order, with its state and its describing context."""
-    doc = _nlp()(text)
+    nlp = _nlp()
+    with warnings.catch_warnings():  # medspaCy's token matchers are empty (all rules are phrases): W036
+        warnings.filterwarnings("ignore", message=r"\[W036\]")
+        doc = nlp(text)
     out: list[Mention] = []
     for sent in doc.sents:
         ents = [e for e in doc.ents if sent.start <= e.start < sent.end]

@@ -36,7 +36,7 @@ PLACEHOLDER = (
 )
 MODE_INFO = (
     "**Auto**: image alone → report · question → answer about the current X-ray · “draw … X-ray” → "
-    "synthetic image · no X-ray yet → plain instruction"
+    "synthetic image · findings → drawn (with an X-ray: you choose) · no X-ray yet → plain instruction"
 )
 
 
@@ -173,12 +173,13 @@ def build(studio: Studio, server: ServerConfig | None = None, examples_dir: Path
         )
         answer.then(lambda: idle_box, None, box, api_visibility="private", **quiet)
         # A click on a choice under a message (Auto's "Draw or ask?", "Redo as ..."): the text again, that mode.
+        chosen_mode = gr.State("Auto")  # the clicked choice's mode; the Mode radio stays as the user set it
         chosen = chatbot.option_select(
-            app.choose, [session], [staged, mode, session], api_visibility="private", **quiet
+            app.choose, [session], [staged, chosen_mode, session, box], api_visibility="private", **quiet
         )
         redo = chosen.success(
             app.chat,
-            [staged, mode, temperature, top_p, max_tokens, seed, candidates, session],
+            [staged, chosen_mode, temperature, top_p, max_tokens, seed, candidates, session],
             [chatbot, session, box, *panel],
             api_visibility="private",
             concurrency_id=GPU,

@@ -255,7 +255,7 @@ class ChatApp(DrawFlow):
 
     def choose(self, session: Session | None, evt: gr.SelectData):
         """A click on a choice under a message (Auto's question, or "Redo as ..."): the last typed text
-        again, in the chosen mode. Returns (message for chat(), mode, session)."""
+        again, in the chosen mode. Returns (message for chat(), mode, session, message box update)."""
         if session is None or not session.idle.is_set():
             raise gr.Error("Wait for the current answer to finish (or press Stop), then choose again.")
         try:
@@ -270,7 +270,8 @@ class ChatApp(DrawFlow):
             ),
             "",
         )
-        return {"text": "" if mode == "Report" else text, "files": []}, mode, session
+        busy_box = gr.update(value=None, submit_btn=False, stop_btn=True)  # as stage(): Stop ends the redo
+        return {"text": "" if mode == "Report" else text, "files": []}, mode, session, busy_box
 
     # -- helpers ----------------------------------------------------------------------------------------
     def _which(self, session: Session, new: CurrentXray | None, text: str):
@@ -370,10 +371,12 @@ class ChatApp(DrawFlow):
 
 
 def _label_answer(messages: list[dict], mode: str, task: str, has_image: bool) -> None:
-    """Name the mode an answer ran in on its details bubble, with one-click redo choices in the others."""
-    for msg in messages:
-        meta = msg.get("metadata") or {}
-        if meta.get("title"):
-            meta["title"] = f"{mode_label(mode, task)} · {meta['title']}"
-            msg["options"] = [{"value": c} for c in redo_choices(task, has_image)]
-            return
+    """Name the mode an answer ran in on its details bubbles (one per candidate), with one-click redo
+    choices in the other modes under the answer's last message (its downloads)."""
+    details = [
+        m for m in messages if (m.get("metadata") or {}).get("title", "").startswith(render.DETAILS_TITLE)
+    ]
+    for msg in details:
+        msg["metadata"]["title"] = f"{mode_label(mode, task)} · {msg['metadata']['title']}"
+    if details:  # Gradio shows a message's options only under the conversation's last message
+        messages[-1]["options"] = [{"value": c} for c in redo_choices(task, has_image)]

@@ -299,7 +299,7 @@ def test_pasted_findings_without_an_xray_are_drawn_and_say_so(url):
     assert record["provenance"]["self_check"]["asked"] == ["effusion"]  # the labeler read the pasted report
     labelled = [m for m in chat if (m.get("metadata") or {}).get("title", "").startswith("Mode: Draw (auto)")]
     assert len(labelled) == 1  # the answer names the mode it ran in
-    assert [o["value"] for o in labelled[0]["options"]] == ["Redo as Ask"]  # no X-ray: no Report redo
+    assert [o["value"] for o in chat[-1]["options"]] == ["Redo as Ask"]  # no X-ray: no Report redo
 
 
 def test_pasted_findings_with_an_xray_ask_which_is_meant(url, examples):
@@ -308,7 +308,7 @@ def test_pasted_findings_with_an_xray_ask_which_is_meant(url, examples):
     labelled = [
         m for m in first if (m.get("metadata") or {}).get("title", "").startswith("Mode: Report (auto)")
     ]
-    assert [o["value"] for o in labelled[0]["options"]] == ["Redo as Draw", "Redo as Ask"]
+    assert labelled and [o["value"] for o in first[-1]["options"]] == ["Redo as Draw", "Redo as Ask"]
     chat = send(client, PASTED).result()[0]
     question = chat[-1]
     assert question["role"] == "assistant" and "findings report" in texts([question])[0][1]
