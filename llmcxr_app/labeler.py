@@ -122,8 +122,10 @@ def _nlp() -> Language:
 
 
 def _state(ent) -> str:
+    """A target entity's state after ConText and the Sectionizer ran (see the module docstring)."""
     kind = ent.label_.split("_", 1)[0]
-    if ent._.section_category in _HISTORY_SECTIONS or ent._.is_hypothetical or ent._.is_family:
+    history = ent._.is_historical or ent._.is_hypothetical or ent._.is_family
+    if history or ent._.section_category in _HISTORY_SECTIONS:
         return "history"
     if kind == "n" or ent._.is_negated:
         return "absent"

@@ -166,6 +166,9 @@ CONTEXT_CUES: tuple[tuple[str, str, str], ...] = (
     ("check for", "HYPOTHETICAL", "FORWARD"),
     ("concern for", "HYPOTHETICAL", "FORWARD"),
     ("?", "HYPOTHETICAL", "BACKWARD"),
+    # Patient history, not this study (ConText HISTORICAL; medspaCy's default has "history", "h/o").
+    ("hx", "HISTORICAL", "FORWARD"),
+    ("hx of", "HISTORICAL", "FORWARD"),
     # Pseudo-negations (NegEx): "no change in the effusion" means the effusion is there.
     ("no change", "NEGATED_EXISTENCE", "PSEUDO"),
     ("no interval change", "NEGATED_EXISTENCE", "PSEUDO"),
