@@ -8,15 +8,16 @@ describes findings. Pipeline (built once per process, see `_nlp`):
 - spaCy's blank English tokenizer and a sentencizer (sentences end at . ! ? ; and line breaks);
 - a target matcher: the regular expressions of labeler_vocab.TARGETS (mentions) and NORMAL (statements of
   normality, "heart size is normal"), longest match first, become the document's entities;
-- medspaCy's Sectionizer (vendored in _medspacy/, see its docstring) with labeler_vocab.SECTIONS ("FINDINGS:", "IMPRESSION:", "INDICATION:" ...);
+- medspaCy's Sectionizer with labeler_vocab.SECTIONS ("FINDINGS:", "IMPRESSION:", "INDICATION:" ...);
 - medspaCy's ConText with its default English (NegEx / ConText) rules plus labeler_vocab.CONTEXT_CUES.
+(medspaCy's ConText and Sectionizer are vendored in _medspacy/; its docstring says why.)
 
 Each mention gets one of four states: "present"; "absent" (negated, resolved/removed, or a normal
 statement); "uncertain" (hedged: "may represent", "cannot exclude", "question of"); "history" (in a
-HISTORY/INDICATION section, or the question of the study: "evaluate for pneumothorax") which is not a
-finding of this study. A finding's state: present if any mention is present, else uncertain if any is,
-else absent if any is, else "none" (not mentioned). Sides are the patient's. docs/LABELER.md has the
-measured precision / recall and speed.
+HISTORY/INDICATION section, the patient's history: "history of CHF", or the question of the study:
+"evaluate for pneumothorax") which is not a finding of this study. A finding's state: present if any
+mention is present, else uncertain if any is, else absent if any is, else "none" (not mentioned). Sides
+are the patient's. docs/LABELER.md has the measured precision / recall and speed.
 """
 
 from __future__ import annotations
