@@ -236,9 +236,8 @@ class ChatApp(DrawFlow):
             start = len(session.history)
             for _ in answers:
                 yield (list(session.history), session, gr.skip(), *skip_panel)
-            _label_answer(
-                session.history[start:], str(mode or "Auto"), plan.task, session.current is not None
-            )
+            choices = redo_choices(plan.task, session.current is not None, bool(text))
+            _label_answer(session.history[start:], mode_label(str(mode or "Auto"), plan.task), choices)
             yield (list(session.history), session, gr.skip(), *skip_panel)
         except GenerationCancelled:
             session.idle.set()
@@ -262,14 +261,8 @@ class ChatApp(DrawFlow):
             mode = chosen_mode(str(evt.value))
         except StudioInputError as exc:
             raise gr.Error(str(exc)) from None
-        text = next(
-            (
-                m["content"]
-                for m in reversed(session.history)
-                if m["role"] == "user" and isinstance(m["content"], str)
-            ),
-            "",
-        )
+        last = next((m for m in reversed(session.history) if m["role"] == "user"), None)
+        text = last["content"] if last is not None and isinstance(last["content"], str) else ""  # this turn's
         busy_box = gr.update(value=None, submit_btn=False, stop_btn=True)  # as stage(): Stop ends the redo
         return {"text": "" if mode == "Report" else text, "files": []}, mode, session, busy_box
 
@@ -370,13 +363,13 @@ class ChatApp(DrawFlow):
         )
 
 
-def _label_answer(messages: list[dict], mode: str, task: str, has_image: bool) -> None:
-    """Name the mode an answer ran in on its details bubbles (one per candidate), with one-click redo
-    choices in the other modes under the answer's last message (its downloads)."""
+def _label_answer(messages: list[dict], label: str, choices: list[str]) -> None:
+    """Name the mode an answer ran in (`label`) on its details bubbles (one per candidate), with one-click
+    redo `choices` under the answer's last message (its downloads)."""
     details = [
         m for m in messages if (m.get("metadata") or {}).get("title", "").startswith(render.DETAILS_TITLE)
     ]
     for msg in details:
-        msg["metadata"]["title"] = f"{mode_label(mode, task)} · {msg['metadata']['title']}"
-    if details:  # Gradio shows a message's options only under the conversation's last message
-        messages[-1]["options"] = [{"value": c} for c in redo_choices(task, has_image)]
+        msg["metadata"]["title"] = f"{label} · {msg['metadata']['title']}"
+    if details and choices:  # Gradio shows a message's options only under the conversation's last message
+        messages[-1]["options"] = [{"value": c} for c in choices]

@@ -122,9 +122,10 @@ def mode_label(mode: str, task: str) -> str:
     return f"Mode: {name}" + (" (auto)" if mode == "Auto" else "")
 
 
-def redo_choices(task: str, has_image: bool) -> list[str]:
-    """The other modes an answer can be redone in: Report only with an X-ray; never the mode just used."""
-    modes = ["Draw", "Ask"] + (["Report"] if has_image else [])
+def redo_choices(task: str, has_image: bool, has_text: bool = True) -> list[str]:
+    """The other modes an answer can be redone in: Draw and Ask need the text, Report an X-ray; never the
+    mode just used."""
+    modes = (["Draw", "Ask"] if has_text else []) + (["Report"] if has_image else [])
     return [REDO_PREFIX + m for m in modes if m != _TASK_MODE[task]]
 
 

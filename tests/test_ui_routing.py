@@ -45,3 +45,18 @@ def test_describes_findings():
     assert describes_findings("Heart size is normal.")
     assert not describes_findings("Does this patient have cardiomegaly?")
     assert not describes_findings("Tell me a joke.")
+
+
+def test_mode_label_redo_choices_and_clicked_choices():
+    from llmcxr_app.studio import StudioInputError
+    from llmcxr_app.ui_routing import CHOICES, chosen_mode, mode_label, redo_choices
+
+    assert mode_label("Auto", TASK_DRAW) == "Mode: Draw (auto)"
+    assert mode_label("Ask", TASK_INSTRUCT) == "Mode: Ask (no X-ray)"
+    assert redo_choices(TASK_VQA, has_image=True) == ["Redo as Draw", "Redo as Report"]
+    assert redo_choices(TASK_DRAW, has_image=False) == ["Redo as Ask"]
+    assert redo_choices(TASK_REPORT, has_image=True, has_text=False) == []
+    assert [chosen_mode(c) for c in CHOICES] == ["Draw", "Ask"]
+    assert chosen_mode("Redo as Report") == "Report"
+    with pytest.raises(StudioInputError):
+        chosen_mode("Redo as Dance")
