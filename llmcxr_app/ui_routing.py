@@ -6,7 +6,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from llmcxr_app.labeler import mentioned_labels
+from llmcxr_app.labeler import label_states
+from llmcxr_app.labeler_vocab import SECTIONS
 from llmcxr_app.protocol import TASK_DRAW, TASK_INSTRUCT, TASK_REPORT, TASK_VQA
 from llmcxr_app.studio import StudioInputError
 
@@ -50,12 +51,34 @@ class Route:
     text: str  # the question (VQA, instruction) or findings (draw); "" for a report
 
 
+_OTHER_HEADS = "|".join(
+    sorted((h for cat in ("history", "comparison") for h in SECTIONS[cat]), key=len, reverse=True)
+)
+_FINDING_HEADS = "|".join(
+    sorted((h for cat in ("findings", "impression") for h in SECTIONS[cat]), key=len, reverse=True)
+)
+# A HISTORY / INDICATION / COMPARISON / TECHNIQUE section, up to the next FINDINGS / IMPRESSION header.
+_OTHER_SECTION = re.compile(
+    rf"(?:^|(?<=[\s.]))(?:{_OTHER_HEADS})\s*:.*?(?=\b(?:{_FINDING_HEADS})\s*:|\Z)", re.IGNORECASE | re.DOTALL
+)
+
+
+def findings_only(text: str) -> str:
+    """A pasted report without its HISTORY / INDICATION / COMPARISON / TECHNIQUE sections (the model draws
+    from findings; it was never trained on those), or the text as it is when nothing else would be left."""
+    kept = re.sub(r"\s+", " ", _OTHER_SECTION.sub(" ", text)).strip()
+    return kept or text.strip()
+
+
 def describes_findings(text: str) -> bool:
     """True when the text reads as findings rather than a question: a FINDINGS / IMPRESSION header, or a
-    statement (not a question) that mentions a finding the labeler reads, present or absent."""
+    statement (not a question) in which the labeler reads a finding present, absent or hedged (a mention in
+    the history or the study's question alone, "INDICATION: rule out pneumothorax", is not a finding)."""
     if _HEADER.search(text):
         return True
-    return not _QUESTION.search(text.strip()) and bool(mentioned_labels(text))
+    if _QUESTION.search(text.strip()):
+        return False
+    return any(state != "none" for state in label_states(text).values())  # history-only mentions do not count
 
 
 def is_draw_request(text: str) -> bool:
@@ -108,7 +131,7 @@ def route(mode: str, text: str, new_image: bool, has_image: bool) -> Route:
     if has_image and _REPORT.match(text):
         return Route(TASK_REPORT, "")
     if describes_findings(text):
-        return Route(TASK_AMBIGUOUS if has_image else TASK_DRAW, text)
+        return Route(TASK_AMBIGUOUS if has_image else TASK_DRAW, findings_only(text))
     return Route(TASK_VQA if has_image else TASK_INSTRUCT, text)
 
 

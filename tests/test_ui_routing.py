@@ -3,7 +3,7 @@
 import pytest
 
 from llmcxr_app.protocol import TASK_DRAW, TASK_INSTRUCT, TASK_REPORT, TASK_VQA
-from llmcxr_app.ui_routing import TASK_AMBIGUOUS, describes_findings, route
+from llmcxr_app.ui_routing import TASK_AMBIGUOUS, describes_findings, findings_only, route
 
 PASTED = (
     "Findings: Heart size is normal. There is a small left pleural effusion with adjacent atelectasis. "
@@ -26,6 +26,7 @@ PASTED = (
         ("Describe this X-ray", True, TASK_REPORT),
         ("Hello, how are you?", False, TASK_INSTRUCT),
         ("Hello, how are you?", True, TASK_VQA),
+        ("INDICATION: Rule out pneumothorax.", False, TASK_INSTRUCT),  # the question of a study, no finding
     ],
 )
 def test_auto_routes_pasted_findings(text, has_image, task):
@@ -60,3 +61,11 @@ def test_mode_label_redo_choices_and_clicked_choices():
     assert chosen_mode("Redo as Report") == "Report"
     with pytest.raises(StudioInputError):
         chosen_mode("Redo as Dance")
+
+
+def test_pasted_reports_are_drawn_from_their_findings_only():
+    report = "INDICATION: Cough, evaluate for pneumonia.\nCOMPARISON: None.\nFINDINGS: Small left effusion."
+    plan = route("Auto", report, False, False)
+    assert plan.task == TASK_DRAW and plan.text == "FINDINGS: Small left effusion."
+    assert findings_only("History of CHF. Mild edema.") == "History of CHF. Mild edema."  # no header: as is
+    assert findings_only("CLINICAL HISTORY: CHF.") == "CLINICAL HISTORY: CHF."  # nothing else: as is
