@@ -81,9 +81,12 @@ class Agreement:
 
     def summary(self) -> str:
         """One line for the user, e.g. "sees pleural effusion; misses pneumothorax"."""
+        hedged = (
+            "; hedged, not scored: " + ", ".join(_NAMES[x] for x in self.uncertain) if self.uncertain else ""
+        )
         if self.matches:
             seen = ", ".join(_NAMES[x] for x in self.seen)
-            return f"agrees ({seen})" if seen else "agrees (no finding asked, none seen)"
+            return (f"agrees ({seen})" if seen else "agrees (no finding asked, none seen)") + hedged
         parts = []
         found = [x for x in self.asked if x in self.seen]
         if found:
@@ -92,11 +95,9 @@ class Agreement:
             parts.append("misses " + ", ".join(_NAMES[x] for x in self.missing))
         if self.extra:
             parts.append("also sees " + ", ".join(_NAMES[x] for x in self.extra))
-        if self.uncertain:
-            parts.append("hedged (not scored): " + ", ".join(_NAMES[x] for x in self.uncertain))
         if self.attributes_differing:
             parts.append("differs: " + "; ".join(a.replace("_", " ") for a in self.attributes_differing))
-        return "; ".join(parts)
+        return "; ".join(parts) + hedged
 
 
 def compare(findings: str, read_back: str) -> Agreement:

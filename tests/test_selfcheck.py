@@ -105,7 +105,7 @@ def test_hedged_findings_are_neither_agreement_nor_miss():
         "Small left pleural effusion. Possible right lower lobe pneumonia.", "Small left pleural effusion."
     )
     assert a.uncertain == ("consolidation",) and a.missing == () and a.extra == ()
-    assert a.matches and "hedged" not in a.summary()  # matches: the summary is the agreeing one
+    assert a.matches and a.summary() == "agrees (pleural effusion); hedged, not scored: consolidation"
     assert a.agreeing_labels == 6  # 7 labels, the hedged one left out
     b = compare("No pneumothorax.", "Question of a small pneumothorax.")
     assert b.uncertain == ("pneumothorax",) and not b.extra and b.as_dict()["uncertain"] == ["pneumothorax"]
