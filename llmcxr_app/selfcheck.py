@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from .config import SamplingConfig
-from .labeler import LABELS, read
+from .labeler import LABELS, read_states
 from .studio import Studio
 from .studio_types import PreparedImage, Result
 
@@ -48,11 +48,12 @@ class Agreement:
     attributes_matched: tuple[str, ...]  # e.g. "effusion_side": stated in both texts, the same
     attributes_differing: tuple[str, ...]  # e.g. "effusion_side: asked right, seen left"
     read_back: str  # the model's report of its own drawing
+    uncertain: tuple[str, ...] = ()  # labels hedged in either text: neither agreement nor a miss
 
     @property
     def agreeing_labels(self) -> int:
         """Labels (of the len(LABELS) the labeler reads) on which both texts agree, present or absent."""
-        return len(LABELS) - len(self.missing) - len(self.extra)
+        return len(LABELS) - len(self.missing) - len(self.extra) - len(self.uncertain)
 
     @property
     def key(self) -> tuple[int, int]:
@@ -67,21 +68,25 @@ class Agreement:
     def as_dict(self) -> dict:
         """The self-check as stored in a drawing's provenance (downloads, CLI JSON)."""
         return {
-            "method": "the model's greedy CXR->report of its own drawing, read by the rule-based labeler",
+            "method": "the model's greedy CXR->report of its own drawing, read by the labeler (medspaCy ConText; hedged findings not scored)",
             "agrees": self.matches,
             "asked": list(self.asked),
             "seen": list(self.seen),
             "missing": list(self.missing),
             "extra": list(self.extra),
+            "uncertain": list(self.uncertain),
             "attributes_differing": list(self.attributes_differing),
             "read_back": self.read_back,
         }
 
     def summary(self) -> str:
         """One line for the user, e.g. "sees pleural effusion; misses pneumothorax"."""
+        hedged = (
+            "; hedged, not scored: " + ", ".join(_NAMES[x] for x in self.uncertain) if self.uncertain else ""
+        )
         if self.matches:
             seen = ", ".join(_NAMES[x] for x in self.seen)
-            return f"agrees ({seen})" if seen else "agrees (no finding asked, none seen)"
+            return (f"agrees ({seen})" if seen else "agrees (no finding asked, none seen)") + hedged
         parts = []
         found = [x for x in self.asked if x in self.seen]
         if found:
@@ -92,14 +97,18 @@ class Agreement:
             parts.append("also sees " + ", ".join(_NAMES[x] for x in self.extra))
         if self.attributes_differing:
             parts.append("differs: " + "; ".join(a.replace("_", " ") for a in self.attributes_differing))
-        return "; ".join(parts)
+        return "; ".join(parts) + hedged
 
 
 def compare(findings: str, read_back: str) -> Agreement:
-    """Agreement of a read-back report with the findings text (both read by the rule-based labeler)."""
-    (want, want_attr), (got, got_attr) = read(findings), read(read_back)
-    asked = tuple(x for x in LABELS if want[x])
-    seen = tuple(x for x in LABELS if got[x])
+    """Agreement of a read-back report with the findings text (both read by the labeler).
+
+    A finding hedged in either text ("possible effusion") is left out of missing / extra: it is neither an
+    agreement nor a miss."""
+    (want, want_attr), (got, got_attr) = read_states(findings), read_states(read_back)
+    hedged = tuple(x for x in LABELS if "uncertain" in (want[x], got[x]))
+    asked = tuple(x for x in LABELS if want[x] == "present" and x not in hedged)
+    seen = tuple(x for x in LABELS if got[x] == "present" and x not in hedged)
     matched, differing = [], []
     for name, value in want_attr.items():
         other = got_attr[name]
@@ -117,6 +126,7 @@ def compare(findings: str, read_back: str) -> Agreement:
         attributes_matched=tuple(matched),
         attributes_differing=tuple(differing),
         read_back=read_back,
+        uncertain=hedged,
     )
 
 

@@ -36,7 +36,7 @@ PLACEHOLDER = (
 )
 MODE_INFO = (
     "**Auto**: image alone → report · question → answer about the current X-ray · “draw … X-ray” → "
-    "synthetic image · no X-ray yet → plain instruction"
+    "synthetic image · findings → drawn (with an X-ray: you choose) · no X-ray yet → plain instruction"
 )
 
 
@@ -175,7 +175,23 @@ def build(studio: Studio, server: ServerConfig | None = None, examples_dir: Path
             show_progress_on=[chatbot],  # the queue position / timer shows on the conversation only
         )
         answer.then(lambda: idle_box, None, box, api_visibility="private", **quiet)
-        box.stop(app.stop, [session], [chatbot, box], cancels=[answer], api_name="stop", **quiet)
+        # A click on a choice under a message (Auto's "Draw or ask?", "Redo as ..."): the text again, that mode.
+        chosen_mode = gr.State("Auto")  # the clicked choice's mode; the Mode radio stays as the user set it
+        chosen = chatbot.option_select(
+            app.choose, [session], [staged, chosen_mode, session, box], api_visibility="private", **quiet
+        )
+        redo = chosen.success(
+            app.chat,
+            [staged, chosen_mode, temperature, top_p, max_tokens, seed, candidates, session],
+            [chatbot, session, box, *panel],
+            api_visibility="private",
+            concurrency_id=GPU,
+            concurrency_limit=1,
+            show_progress="minimal",
+            show_progress_on=[chatbot],
+        )
+        redo.then(lambda: idle_box, None, box, api_visibility="private", **quiet)
+        box.stop(app.stop, [session], [chatbot, box], cancels=[answer, redo], api_name="stop", **quiet)
         forget.click(app.forget, [session], [session, *panel], api_name="forget", **quiet)
         chatbot.clear(app.clear, [session], [session, *panel], api_name="clear", **quiet)
     demo.queue(default_concurrency_limit=1, max_size=server.queue_size)

@@ -26,7 +26,7 @@ from llmcxr_app.generation import GenerationCancelled
 from llmcxr_app.imaging import ImageLoadError, LoadedImage, load_image
 from llmcxr_app.studio import PreparedImage, Result, Studio, StudioInputError
 from llmcxr_app.ui_draw import DrawFlow
-from llmcxr_app.ui_routing import Route, route
+from llmcxr_app.ui_routing import CHOICES, TASK_AMBIGUOUS, Route, chosen_mode, mode_label, redo_choices, route
 
 logger = logging.getLogger(__name__)
 
@@ -249,6 +249,9 @@ class ChatApp(DrawFlow):
             new = self._load(path, session) if path else None
             has_image = new is not None or session.current is not None
             plan = route(str(mode or "Auto"), text, new is not None, has_image)
+            if plan.task == TASK_AMBIGUOUS:  # a pasted report with an X-ray: ask which is meant
+                yield from self._which(session, new, text)
+                return
             image = (
                 new.prepared if new is not None else (session.current.prepared if session.current else None)
             )
@@ -286,8 +289,12 @@ class ChatApp(DrawFlow):
                 answers = self._draw(session, plan.text, sampling, n, cancel)
             else:
                 answers = self._text(session, plan, image, sampling, cancel)
+            start = len(session.history)
             for _ in answers:
                 yield (list(session.history), session, gr.skip(), *skip_panel)
+            choices = redo_choices(plan.task, session.current is not None, bool(text))
+            _label_answer(session.history[start:], mode_label(str(mode or "Auto"), plan.task), choices)
+            yield (list(session.history), session, gr.skip(), *skip_panel)
         except GenerationCancelled:
             session.idle.set()
             yield (list(session.history), session, gr.skip(), *skip_panel)
@@ -301,7 +308,38 @@ class ChatApp(DrawFlow):
             cancel.set()  # a model step still running in another thread stops at the next token
             session.idle.set()
 
+    def choose(self, session: Session | None, evt: gr.SelectData):
+        """A click on a choice under a message (Auto's question, or "Redo as ..."): the last typed text
+        again, in the chosen mode. Returns (message for chat(), mode, session, message box update)."""
+        if session is None or not session.idle.is_set():
+            raise gr.Error("Wait for the current answer to finish (or press Stop), then choose again.")
+        try:
+            mode = chosen_mode(str(evt.value))
+        except StudioInputError as exc:
+            raise gr.Error(str(exc)) from None
+        last = next((m for m in reversed(session.history) if m["role"] == "user"), None)
+        text = last["content"] if last is not None and isinstance(last["content"], str) else ""  # this turn's
+        busy_box = gr.update(value=None, submit_btn=False, stop_btn=True)  # as stage(): Stop ends the redo
+        return {"text": "" if mode == "Report" else text, "files": []}, mode, session, busy_box
+
     # -- helpers ----------------------------------------------------------------------------------------
+    def _which(self, session: Session, new: CurrentXray | None, text: str):
+        """Auto's question for a pasted report while an X-ray is current: two one-click choices (choose)."""
+        if new is not None:
+            session.current = new
+            session.history.append({"role": "user", "content": {"path": new.chat_path}})
+        session.history.append({"role": "user", "content": text})
+        session.history.append(
+            {
+                "role": "assistant",
+                "content": "This reads as a findings report, and an X-ray is loaded: draw these findings as a "
+                "new X-ray, or ask the model about the current one? (Or pick Draw or Ask above and send again.)",
+                "options": [{"value": c} for c in CHOICES],
+            }
+        )
+        panel = self.panel(session) if new is not None else (gr.skip(),) * 8
+        yield (list(session.history), session, gr.update(value=None), *panel)
+
     def _load(self, path: str, session: Session) -> CurrentXray:
         # The model input is made from the full-resolution decode, which is then dropped (imaging.load_image).
         loaded = load_image(path, model_sizes=(self.studio.info.resolution,))
@@ -380,3 +418,15 @@ class ChatApp(DrawFlow):
                 "content": gr.File(value=[str(f) for f in files], label="Downloads", show_label=False),
             }
         )
+
+
+def _label_answer(messages: list[dict], label: str, choices: list[str]) -> None:
+    """Name the mode an answer ran in (`label`) on its details bubbles (one per candidate), with one-click
+    redo `choices` under the answer's last message (its downloads)."""
+    details = [
+        m for m in messages if (m.get("metadata") or {}).get("title", "").startswith(render.DETAILS_TITLE)
+    ]
+    for msg in details:
+        msg["metadata"]["title"] = f"{label} · {msg['metadata']['title']}"
+    if details and choices:  # Gradio shows a message's options only under the conversation's last message
+        messages[-1]["options"] = [{"value": c} for c in choices]

@@ -196,9 +196,12 @@ def _seconds(value: float | None) -> str:
     return f"{1000 * value:.0f} ms" if value < 1 else (f"{value:.2f} s" if value < 10 else f"{value:.1f} s")
 
 
+DETAILS_TITLE = "Details & provenance"  # how an answer's details bubble title begins (ui_chat labels it)
+
+
 def provenance_title(provenance: Mapping, timings: Mapping, stopped: bool = False) -> str:
     """Collapsed title under an answer: "Details · seed 123 · 2.4 s" (+ demo / stopped)."""
-    bits = ["Details & provenance", f"seed {provenance.get('seed')}", _seconds(timings.get("total_s"))]
+    bits = [DETAILS_TITLE, f"seed {provenance.get('seed')}", _seconds(timings.get("total_s"))]
     if provenance.get("is_demo"):
         bits.append("demo model")
     if stopped:

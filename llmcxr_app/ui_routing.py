@@ -6,10 +6,21 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from llmcxr_app.labeler import label_states
+from llmcxr_app.labeler_vocab import SECTIONS
 from llmcxr_app.protocol import TASK_DRAW, TASK_INSTRUCT, TASK_REPORT, TASK_VQA
 from llmcxr_app.studio import StudioInputError
 
 MODES = ("Auto", "Report", "Ask", "Draw")
+# Auto's answer when a pasted report meets a current X-ray: draw it, or ask about the X-ray? The app asks.
+TASK_AMBIGUOUS = "ambiguous"
+CHOICES = ("Draw these findings", "Ask about the current X-ray")  # the user's two answers, in that order
+_HEADER = re.compile(r"^\W*(?:findings|impression|conclusion)\s*:", re.IGNORECASE | re.MULTILINE)
+_QUESTION = re.compile(
+    r"\?\s*$|^\W*(?:is|are|does|do|did|has|have|can|could|would|should|will|was|were|what|which|where|how|"
+    r"why|when|who|any|tell|explain|please\s+(?:tell|explain))\b",
+    re.IGNORECASE,
+)
 
 _VERB = r"(?:draw|generate|synthesi[sz]e|create|make|render|produce|simulate|show\s+me)"
 _NOUN = r"(?:chest\s+)?(?:x-?\s?rays?|cxrs?|images?|radiographs?|films?|pictures?)"
@@ -40,6 +51,36 @@ class Route:
     text: str  # the question (VQA, instruction) or findings (draw); "" for a report
 
 
+_OTHER_HEADS = "|".join(
+    sorted((h for cat in ("history", "comparison") for h in SECTIONS[cat]), key=len, reverse=True)
+)
+_FINDING_HEADS = "|".join(
+    sorted((h for cat in ("findings", "impression") for h in SECTIONS[cat]), key=len, reverse=True)
+)
+# A HISTORY / INDICATION / COMPARISON / TECHNIQUE section, up to the next FINDINGS / IMPRESSION header.
+_OTHER_SECTION = re.compile(
+    rf"(?:^|(?<=[\s.]))(?:{_OTHER_HEADS})\s*:.*?(?=\b(?:{_FINDING_HEADS})\s*:|\Z)", re.IGNORECASE | re.DOTALL
+)
+
+
+def findings_only(text: str) -> str:
+    """A pasted report without its HISTORY / INDICATION / COMPARISON / TECHNIQUE sections (the model draws
+    from findings; it was never trained on those), or the text as it is when nothing else would be left."""
+    kept = re.sub(r"\s+", " ", _OTHER_SECTION.sub(" ", text)).strip()
+    return kept or text.strip()
+
+
+def describes_findings(text: str) -> bool:
+    """True when the text reads as findings rather than a question: a FINDINGS / IMPRESSION header, or a
+    statement (not a question) in which the labeler reads a finding present, absent or hedged (a mention in
+    the history or the study's question alone, "INDICATION: rule out pneumothorax", is not a finding)."""
+    if _HEADER.search(text):
+        return True
+    if _QUESTION.search(text.strip()):
+        return False
+    return any(state != "none" for state in label_states(text).values())  # history-only mentions do not count
+
+
 def is_draw_request(text: str) -> bool:
     """True when the text asks to draw/generate/synthesize/create... an X-ray/image/CXR."""
     return bool(_DRAW.search(text))
@@ -67,9 +108,10 @@ def route(mode: str, text: str, new_image: bool, has_image: bool) -> Route:
     has_image: an image is attached or a current X-ray is remembered from earlier in the conversation.
 
     Auto: a draw request (draw/generate/... + X-ray/image/CXR) -> Draw; an image with no text -> Report;
-    a short report request ("Describe this X-ray") with an image -> Report; any other text with an image ->
-    Ask (VQA) about it; text without any image -> a plain instruction. Raises StudioInputError when there is
-    nothing to answer.
+    a short report request ("Describe this X-ray") with an image -> Report; text that describes findings
+    (describes_findings) -> Draw without an image, TASK_AMBIGUOUS with one (the app asks which is meant);
+    any other text with an image -> Ask (VQA) about it; text without any image -> a plain instruction.
+    Raises StudioInputError when there is nothing to answer.
     """
     text = text.strip()
     if mode not in MODES:
@@ -88,4 +130,34 @@ def route(mode: str, text: str, new_image: bool, has_image: bool) -> Route:
         raise StudioInputError("The message is empty: type a question or findings, or attach a chest X-ray.")
     if has_image and _REPORT.match(text):
         return Route(TASK_REPORT, "")
+    if describes_findings(text):
+        return Route(TASK_AMBIGUOUS if has_image else TASK_DRAW, findings_only(text))
     return Route(TASK_VQA if has_image else TASK_INSTRUCT, text)
+
+
+_TASK_MODE = {TASK_DRAW: "Draw", TASK_REPORT: "Report", TASK_VQA: "Ask", TASK_INSTRUCT: "Ask"}
+REDO_PREFIX = "Redo as "  # a redo choice under an answer: "Redo as Draw"
+
+
+def mode_label(mode: str, task: str) -> str:
+    """The line an answer shows about how it was made, e.g. "Mode: Draw (auto)" or "Mode: Ask"."""
+    name = _TASK_MODE[task] + (" (no X-ray)" if task == TASK_INSTRUCT else "")
+    return f"Mode: {name}" + (" (auto)" if mode == "Auto" else "")
+
+
+def redo_choices(task: str, has_image: bool, has_text: bool = True) -> list[str]:
+    """The other modes an answer can be redone in: Draw and Ask need the text, Report an X-ray; never the
+    mode just used."""
+    modes = (["Draw", "Ask"] if has_text else []) + (["Report"] if has_image else [])
+    return [REDO_PREFIX + m for m in modes if m != _TASK_MODE[task]]
+
+
+def chosen_mode(choice: str) -> str:
+    """The mode a clicked choice asks for: CHOICES (Auto's question) or a redo_choices entry."""
+    if choice == CHOICES[0]:
+        return "Draw"
+    if choice == CHOICES[1]:
+        return "Ask"
+    if choice.startswith(REDO_PREFIX) and choice[len(REDO_PREFIX) :] in MODES:
+        return choice[len(REDO_PREFIX) :]
+    raise StudioInputError(f"Unknown choice {choice!r}.")

@@ -171,3 +171,38 @@ def test_stop_returns_to_idle_and_keeps_the_partial_answer(page):
     before = n_answers(page)
     send(page, "What is a pneumothorax?")  # idle again: a new message is answered
     answered(page, before)
+
+
+PASTED = (
+    "Findings: Heart size is normal. There is a small left pleural effusion with adjacent atelectasis. "
+    "No pneumothorax."
+)
+
+
+def test_pasted_findings_choice_redo_and_draw_without_an_xray(page):
+    n = page.get_by_label("number input for Draw: candidates")
+    if not n.is_visible():
+        page.get_by_text("Generation settings").click()
+    n.fill("1")  # the stop test drew four
+    n.press("Enter")
+    before = n_answers(page)
+    send(page, PASTED)  # an X-ray is current (earlier tests): Auto asks which is meant
+    draw = page.get_by_role("button", name="Draw these findings")
+    expect(draw).to_be_visible(timeout=30_000)
+    expect(page.get_by_role("button", name="Ask about the current X-ray")).to_be_visible()
+    shot(page, "07-draw-or-ask")
+    draw.click()
+    answered(page, before)
+    expect(page.get_by_role("button", name=re.compile(r"^Mode: Draw · Details"))).to_be_visible()
+    expect(page.locator('#chat [data-testid="bot"] img[src*="synthetic"]').last).to_be_visible()
+    page.get_by_role("button", name="Redo as Report").last.click()  # one click: the other mode
+    answered(page, before + 1)
+    expect(page.get_by_role("button", name=re.compile(r"^Mode: Report · Details"))).to_be_visible()
+    page.locator("#forget").click()  # no X-ray now: pasted findings are drawn at once
+    auto_draws = page.get_by_role("button", name=re.compile(r"^Mode: Draw \(auto\) · Details"))
+    before, drawn = n_answers(page), auto_draws.count()
+    send(page, PASTED)
+    answered(page, before)
+    expect(auto_draws).to_have_count(drawn + 1)
+    expect(page.get_by_role("button", name="Redo as Ask")).to_be_visible()
+    shot(page, "08-pasted-findings-drawn")

@@ -1,6 +1,7 @@
 """Rule-based labeler, and the text it reads: generated reports, findings prompts, VQA pairs, declines."""
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +17,14 @@ from llmcxr_app.demo.reports import (
     write_findings_prompt,
     write_report,
 )
-from llmcxr_app.labeler import label_details, label_report, mentioned_labels, parse_answer
+from llmcxr_app.labeler import (
+    STATES,
+    label_details,
+    label_report,
+    mentioned_labels,
+    parse_answer,
+    read_states,
+)
 
 
 def _details(f: Findings) -> dict[str, str]:
@@ -103,7 +111,7 @@ HAND_WRITTEN = [
     ("Left upper lobe pneumonia.", {"consolidation"}, {"consolidation_zone": "left upper"}),
     ("RLL infiltrate.", {"consolidation"}, {"consolidation_zone": "right lower"}),
     ("Airspace opacity at the left base.", {"consolidation"}, {"consolidation_zone": "left lower"}),
-    ("Cannot exclude pneumonia.", {"consolidation"}, {}),
+    ("Cannot exclude pneumonia.", set(), {}),  # hedged: uncertain, not present
     ("Tension pneumothorax on the left.", {"pneumothorax"}, {"pneumothorax_side": "left"}),
     ("No acute cardiopulmonary process.", set(), {}),
 ]
@@ -197,3 +205,117 @@ def test_plain_instructions_are_declined():
         assert a in DECLINES and "synthetic chest X-ray phantoms" in a
         assert answer_for(q, Findings()) is None or q in [qq for qq, _, _ in QUESTIONS]
     assert len({a for _, a in plain_instructions(np.random.default_rng(1), 60)}) == len(DECLINES)
+
+
+# --- Hand-labelled clinical sentences (tests/data/labeler_*.tsv; docs/LABELER.md has the measured table) ---
+
+DATA = Path(__file__).parent / "data"
+
+
+def _load(name: str) -> list[tuple[str, dict[str, tuple[str, str | None]]]]:
+    """Rows of a labelled file: (text, {label: (state, side or None)}); unlisted labels are "none"."""
+    rows = []
+    for line in (DATA / name).read_text(encoding="utf-8").splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        text, _, labels = line.partition("\t")
+        truth = {}
+        for item in filter(None, (x.strip() for x in labels.split(";"))):
+            label, state, *side = item.split(":")
+            assert label in LABELS and state in STATES, item
+            truth[label] = (state, side[0] if side else None)
+        rows.append((text, truth))
+    return rows
+
+
+def _ratio(a: int, b: int) -> float | None:
+    return a / b if b else None  # undefined (nothing read / nothing true), shown as "-"
+
+
+def _fmt(x: float | None) -> str:
+    return "  - " if x is None else f"{x:.2f}"
+
+
+def score(rows) -> dict:
+    """Per label: precision / recall of "present" and of "absent", and 4-state accuracy; plus side accuracy."""
+    counts = {lab: dict.fromkeys(("tp", "fp", "fn", "atp", "afp", "afn", "right"), 0) for lab in LABELS}
+    sides = [0, 0]
+    for text, truth in rows:
+        states, details = read_states(text)
+        for lab in LABELS:
+            want, side = truth.get(lab, ("none", None))
+            got, c = states[lab], counts[lab]
+            c["tp"] += want == got == "present"
+            c["fp"] += got == "present" != want
+            c["fn"] += want == "present" != got
+            c["atp"] += want == got == "absent"
+            c["afp"] += got == "absent" != want
+            c["afn"] += want == "absent" != got
+            c["right"] += want == got
+            if side and lab in ("effusion", "pneumothorax"):
+                sides[0] += details[f"{lab}_side"] == side
+                sides[1] += 1
+    table = {}
+    for lab, c in counts.items():
+        table[lab] = {
+            "P": _ratio(c["tp"], c["tp"] + c["fp"]),
+            "R": _ratio(c["tp"], c["tp"] + c["fn"]),
+            "absent_P": _ratio(c["atp"], c["atp"] + c["afp"]),
+            "absent_R": _ratio(c["atp"], c["atp"] + c["afn"]),
+            "state_acc": c["right"] / len(rows),
+            "n_present": c["tp"] + c["fn"],
+        }
+    tp, fp, fn = (sum(c[k] for c in counts.values()) for k in ("tp", "fp", "fn"))
+    table["micro"] = {"P": tp / (tp + fp), "R": tp / (tp + fn), "F1": 2 * tp / (2 * tp + fp + fn)}
+    table["side_acc"] = sides[0] / max(sides[1], 1)
+    return table
+
+
+def _print(name: str, table: dict) -> None:
+    print(f"\n{name}: label  P(present) R(present) P(absent) R(absent) state-acc n-present")
+    for lab in LABELS:
+        t = table[lab]
+        print(
+            f"  {lab:14s} {_fmt(t['P'])} {_fmt(t['R'])} {_fmt(t['absent_P'])} {_fmt(t['absent_R'])}"
+            f" {t['state_acc']:.2f} {t['n_present']}"
+        )
+    m = table["micro"]
+    print(f"  micro P {m['P']:.3f} R {m['R']:.3f} F1 {m['F1']:.3f}; side accuracy {table['side_acc']:.2f}")
+
+
+@pytest.mark.parametrize(
+    ("name", "floor"),
+    [("labeler_dev.tsv", 0.95), ("labeler_heldout.tsv", 0.85), ("labeler_heldout2.tsv", 0.85)],
+)
+def test_hand_labelled_sets(name, floor):
+    rows = _load(name)
+    assert len(rows) >= 40
+    table = score(rows)
+    _print(name, table)
+    assert table["micro"]["F1"] >= floor
+    for lab in LABELS:
+        if table[lab]["n_present"] >= 5:  # too few positives for a per-label floor otherwise
+            assert table[lab]["P"] >= floor - 0.1 and table[lab]["R"] >= floor - 0.1, (lab, table[lab])
+    assert table["side_acc"] >= floor
+
+
+def test_hand_labelled_sets_are_big_enough_and_distinct():
+    dev, held, held2 = (_load(f"labeler_{x}.tsv") for x in ("dev", "heldout", "heldout2"))
+    assert len(dev) + len(held) + len(held2) >= 300
+    texts = [t for rows in (dev, held, held2) for t, _ in rows]
+    assert len(set(texts)) == len(texts)  # no sentence in two sets
+
+
+def test_speed_per_report():
+    """The labeler's budget: <= 20 ms per report on one CPU core (measured figure in docs/LABELER.md)."""
+    import time
+
+    texts = [t for name in ("labeler_dev.tsv", "labeler_heldout.tsv") for t, _ in _load(name)]
+    report = " ".join(texts[:12])  # a 12-sentence report, longer than the demo's
+    read_states("warm up")  # builds the pipeline once
+    start = time.perf_counter()
+    for _ in range(50):
+        read_states(report)
+    per_report_ms = (time.perf_counter() - start) / 50 * 1000
+    print(f"\nlabeler: {per_report_ms:.2f} ms per 12-sentence report")
+    assert per_report_ms <= 20

@@ -32,7 +32,7 @@ def test_prf_matches_hand_computed_values():
     assert (a["precision"], a["recall"], a["f1"], a["support"]) == (0.5, 0.5, 0.5, 2)
     assert (b["precision"], b["recall"], b["support"]) == (0.5, 1.0, 1)
     assert b["f1"] == pytest.approx(2 / 3)
-    assert c == {"precision": None, "recall": None, "f1": None, "support": 0}
+    assert c == {"precision": None, "recall": None, "f1": None, "support": 0, "uncertain": 0}
     # micro pools the counts: tp 2, fp 2, fn 1 -> P 1/2, R 2/3, F1 4/7; macro averages the defined F1s.
     m = out["micro"]
     assert (m["tp"], m["fp"], m["fn"]) == (2, 2, 1)
@@ -87,3 +87,15 @@ def test_report_attributes_score_only_present_findings():
 
 def test_ratio_is_undefined_on_an_empty_denominator():
     assert metrics.ratio(1, 4) == 0.25 and metrics.ratio(0, 0) is None
+
+
+def test_prf_leaves_hedged_predictions_out():
+    from llmcxr_app.demo.metrics import prf
+
+    truth = [{"a": True}, {"a": False}, {"a": True}]
+    out = prf([{"a": True}, {"a": None}, {"a": None}], truth, labels=("a",))
+    per = out["per_label"]["a"]
+    assert per["precision"] == 1.0 and per["recall"] == 1.0 and per["uncertain"] == 2
+    assert (
+        prf([{"a": False}, {"a": True}, {"a": None}], truth, labels=("a",))["per_label"]["a"]["recall"] == 0.0
+    )

@@ -96,3 +96,16 @@ def test_check_reads_the_codes_with_the_model(monkeypatch):
     missed = selfcheck.check(studio, "Left pneumothorax. Cardiomegaly.", drawing)
     assert missed.read_back == got.read_back  # greedy: the same codes give the same report
     assert set(missed.missing) == {"pneumothorax", "cardiomegaly"} and missed.extra == ("effusion",)
+
+
+def test_hedged_findings_are_neither_agreement_nor_miss():
+    from llmcxr_app.selfcheck import compare
+
+    a = compare(
+        "Small left pleural effusion. Possible right lower lobe pneumonia.", "Small left pleural effusion."
+    )
+    assert a.uncertain == ("consolidation",) and a.missing == () and a.extra == ()
+    assert a.matches and a.summary() == "agrees (pleural effusion); hedged, not scored: consolidation"
+    assert a.agreeing_labels == 6  # 7 labels, the hedged one left out
+    b = compare("No pneumothorax.", "Question of a small pneumothorax.")
+    assert b.uncertain == ("pneumothorax",) and not b.extra and b.as_dict()["uncertain"] == ["pneumothorax"]

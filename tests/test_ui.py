@@ -285,6 +285,39 @@ def test_draw_returns_a_marked_image_with_exports(url):
     assert any(t.startswith("Confidence map") for t in titles)
 
 
+PASTED = (
+    "Findings: Heart size is normal. There is a small left pleural effusion with adjacent atelectasis. "
+    "No pneumothorax."
+)
+
+
+def test_pasted_findings_without_an_xray_are_drawn_and_say_so(url):
+    client = Client(url, verbose=False, download_files=False)
+    chat = send(client, PASTED, seed="3").result()[0]
+    (record,) = json_downloads(chat)
+    assert record["provenance"]["task"] == protocol.TASK_DRAW and len(record["image_codes"]) == 256
+    assert record["provenance"]["self_check"]["asked"] == ["effusion"]  # the labeler read the pasted report
+    labelled = [m for m in chat if (m.get("metadata") or {}).get("title", "").startswith("Mode: Draw (auto)")]
+    assert len(labelled) == 1  # the answer names the mode it ran in
+    assert [o["value"] for o in chat[-1]["options"]] == ["Redo as Ask"]  # no X-ray: no Report redo
+
+
+def test_pasted_findings_with_an_xray_ask_which_is_meant(url, examples):
+    client = Client(url, verbose=False, download_files=False)
+    first = send(client, file=examples["phantom_a"]).result()[0]
+    labelled = [
+        m for m in first if (m.get("metadata") or {}).get("title", "").startswith("Mode: Report (auto)")
+    ]
+    assert labelled and not first[-1].get("options")  # no text: nothing to draw or ask in a redo
+    asked = send(client, "Is there an effusion?").result()[0]
+    assert [o["value"] for o in asked[-1]["options"]] == ["Redo as Draw", "Redo as Report"]
+    chat = send(client, PASTED).result()[0]
+    question = chat[-1]
+    assert question["role"] == "assistant" and "findings report" in texts([question])[0][1]
+    assert [o["value"] for o in question["options"]] == ["Draw these findings", "Ask about the current X-ray"]
+    assert len(json_downloads(chat)) == len(json_downloads(asked))  # no model answer was generated
+
+
 def test_draws_without_self_check_when_the_server_turns_it_off(studio, examples):
     with serve(studio, examples["phantom_a"].parent, draw_self_check=False) as address:
         client = Client(address, verbose=False, download_files=False)

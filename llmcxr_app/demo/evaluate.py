@@ -4,7 +4,8 @@
 
 All requests go through the app's own path (Studio.prepare, describe, ask, draw) on phantoms with seeds
 >= data.EVAL_SEED_START, which training never uses:
-- CXR -> report: greedy report of each phantom; findings read from the text by labeler.label_report;
+- CXR -> report: greedy report of each phantom; findings read from the text by labeler.label_verdicts
+  (a hedged finding is neither a hit nor a miss);
   micro / per-finding precision, recall, F1 against the phantom's findings (plus side/size/zone accuracy).
 - VQA: questions from reports.make_qa about each phantom, greedy answers, compared after
   labeler.parse_answer normalisation with the question's ground-truth answer.
@@ -34,7 +35,7 @@ import numpy as np
 import torch
 
 from ..config import DEMO_DIR, DEMO_MODEL, ModelLocation, RuntimeConfig, SamplingConfig, Settings
-from ..labeler import label_report
+from ..labeler import label_verdicts
 from ..studio import Studio
 from . import reader as reader_mod
 from .data import EVAL_SEED_START
@@ -125,7 +126,7 @@ def _describe_all(studio, prepared, truths, greedy: SamplingConfig, log) -> tupl
         tok_s.append(result.timings.get("tokens_per_s") or 0.0)
         if i % 20 == 0:
             log(f"describe {i + 1}/{len(prepared)}")
-    report = prf([label_report(x) for x in texts], [f.label_vector() for f in truths])
+    report = prf([label_verdicts(x) for x in texts], [f.label_vector() for f in truths])
     return {**report, "attributes": report_attributes(texts, truths), "n": len(texts)}, tok_s
 
 

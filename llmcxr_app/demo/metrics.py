@@ -16,23 +16,28 @@ def ratio(a: float, b: float) -> float | None:
     return a / b if b else None
 
 
-def prf(predicted: Sequence[dict[str, bool]], truth: Sequence[dict[str, bool]], labels=LABELS) -> dict:
+def prf(predicted: Sequence[dict[str, bool | None]], truth: Sequence[dict[str, bool]], labels=LABELS) -> dict:
     """Precision, recall, F1 per label and micro-averaged (pooled counts), plus macro-F1.
 
+    A prediction of None (the labeler read the finding as hedged: labeler.label_verdicts) is neither a hit
+    nor a miss: that item is left out of the label's counts, and counted in its "uncertain".
     Undefined ratios (nothing predicted / nothing true) are None, not 0; macro-F1 averages the defined ones.
     """
     if len(predicted) != len(truth):
         raise ValueError(f"{len(predicted)} predictions for {len(truth)} truths.")
     per, tot = {}, {"tp": 0, "fp": 0, "fn": 0}
     for lab in labels:
-        tp = sum(p[lab] and t[lab] for p, t in zip(predicted, truth, strict=True))
-        fp = sum(p[lab] and not t[lab] for p, t in zip(predicted, truth, strict=True))
-        fn = sum(t[lab] and not p[lab] for p, t in zip(predicted, truth, strict=True))
+        pairs = [(p[lab], t[lab]) for p, t in zip(predicted, truth, strict=True)]
+        scored = [(p, t) for p, t in pairs if p is not None]
+        tp = sum(p and t for p, t in scored)
+        fp = sum(p and not t for p, t in scored)
+        fn = sum(t and not p for p, t in scored)
         per[lab] = {
             "precision": ratio(tp, tp + fp),
             "recall": ratio(tp, tp + fn),
             "f1": ratio(2 * tp, 2 * tp + fp + fn),
             "support": tp + fn,
+            "uncertain": len(pairs) - len(scored),
         }
         tot = {"tp": tot["tp"] + tp, "fp": tot["fp"] + fp, "fn": tot["fn"] + fn}
     f1s = [v["f1"] for v in per.values() if v["f1"] is not None]
