@@ -166,12 +166,12 @@ def json_downloads(chat) -> list[dict]:
 
 
 def test_model_events_share_one_gpu_slot_and_a_bounded_queue(studio, url):
-    blocks = ui.build(studio, ServerConfig(queue_size=5, delete_cache_s=600))
+    blocks = ui.build(studio, ServerConfig(queue_size=5, delete_cache_s=600, concurrency=2))
     model_events = [fn for fn in blocks.fns.values() if fn.api_name == "chat"]
     assert model_events and all(
-        fn.concurrency_id == ui.GPU and fn.concurrency_limit == 1 for fn in model_events
+        fn.concurrency_id == ui.GPU and fn.concurrency_limit == 2 for fn in model_events
     )
-    assert blocks._queue.max_size == 5 and blocks.delete_cache == (600, 600)
+    assert blocks._queue.max_size == ui.QUEUE_BACKSTOP * 5 and blocks.delete_cache is None
     assert (
         Client(url, verbose=False, download_files=False).config["run_history"] is False
     )  # the launched server: no browser history
