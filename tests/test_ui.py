@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pydicom
 import pytest
-from dicom_corpus import SECRETS
+from dicom_corpus import SECRETS, make_dataset, pattern, to_bytes, to_stored
 from gradio_client import Client, handle_file
-from gradio_client.exceptions import AppError
+from gradio_client.exceptions import AppError, ValidationError
+from gradio_client.utils import Status
 from PIL import Image
 from ui_harness import files, serve, texts, tiny_studio, write_examples
 
@@ -310,3 +313,61 @@ def test_stop_keeps_the_partial_answer(url):
     assert not any(m.get("metadata") for m in chat)  # no provenance: the answer never finished
     # The model was released: the next request runs.
     assert send(client, "Again?", max_new_tokens=16).result()[0][-1]["role"] == "assistant"
+
+
+# --- files, sessions and capacity (sweeper.py, ui_chat.Sessions, the queue) -------------------------------
+
+
+def wait_for(job, *codes: Status, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while job.status().code not in codes:
+        assert time.monotonic() < deadline, f"job stayed {job.status().code}"
+        time.sleep(0.02)
+
+
+def long_draw(client):
+    """A request that holds the model for seconds: four drawings, each read back."""
+    return send(client, "Draw a chest X-ray: Large left pleural effusion.", mode="Draw", candidates=4)
+
+
+def test_the_raw_upload_is_not_served_once_answered(url, examples):
+    # A DICOM with (fake) identifiers, other than the examples (Gradio keeps those: same bytes, same path).
+    data = to_bytes(make_dataset(to_stored(pattern(), 0, 1023, "uint16"), 10))
+    (raw,) = httpx.post(f"{url}gradio_api/upload", files={"files": ("chest.dcm", data)}).json()
+    link = f"{url}gradio_api/file={raw}"
+    assert httpx.get(link).content == data  # served while it waits to be sent
+    client = Client(url, verbose=False, download_files=False)
+    chat = send(client, "Is there cardiomegaly?", file=raw).result()[0]  # re-sends the same bytes: same path
+    assert json_downloads(chat) and httpx.get(link).status_code in (403, 404) and not Path(raw).exists()
+
+
+def test_sessions_per_client_are_capped(studio, examples):
+    with serve(studio, examples["phantom_a"].parent, max_sessions_per_client=1, concurrency=2) as address:
+        a, b = (Client(address, verbose=False, download_files=False) for _ in range(2))
+        send(a, "Hello there").result()
+        busy = long_draw(a)
+        wait_for(busy, Status.ITERATING)
+        with pytest.raises(AppError, match=r"Too many conversations from your address are busy.*limit is 1"):
+            send(b, "Hi").result()
+        a.predict(api_name="/stop")
+        busy.cancel()
+        assert [t for r, t in texts(send(b, "Hi").result()[0]) if r == "user"] == ["Hi"]  # a was evicted
+        # a's conversation was closed to make room: its next message starts a new one
+        assert [t for r, t in texts(send(a, "Again").result()[0]) if r == "user"] == ["Again"]
+
+
+def test_a_full_queue_refuses_with_a_clear_message(studio, examples):
+    with serve(studio, examples["phantom_a"].parent, queue_size=1) as address:
+        first, second, third = (Client(address, verbose=False, download_files=False) for _ in range(3))
+        running = long_draw(first)
+        wait_for(running, Status.ITERATING)
+        waiting = send(second, "What is a pleural effusion?")
+        wait_for(waiting, Status.IN_QUEUE)
+        with pytest.raises(
+            ValidationError, match=r"The model is busy: 1 requests are already waiting.*send it again"
+        ):
+            send(third, "Hi").result()
+        first.predict(api_name="/stop")
+        running.cancel()
+        assert texts(waiting.result()[0])[-1][0] == "assistant"
+        assert texts(send(third, "Hi").result()[0])[0] == ("user", "Hi")  # room again: answered
