@@ -73,6 +73,12 @@ def _kept_files(demo: gr.Blocks) -> set[str]:
     return {f for block in demo.blocks.values() for f in getattr(block, "keep_in_cache", ())}
 
 
+def _waiting_for_model(demo: gr.Blocks) -> int:
+    """Requests waiting in the queue for the model (those it is answering are not counted)."""
+    group = demo._queue.event_queue_per_concurrency_id.get(GPU)
+    return len(group.queue) if group is not None else 0
+
+
 def _header(studio: Studio, ttl_s: float) -> str:
     demo = studio.info.is_demo
     badge = "<span class='demo-pill'>DEMO MODEL</span>" if demo else ""
@@ -191,9 +197,12 @@ def build(studio: Studio, server: ServerConfig | None = None, examples_dir: Path
         idle_box = gr.update(submit_btn=True, stop_btn=False)
 
         quiet = {"queue": False, "show_progress": "hidden"}  # instant UI bookkeeping: no spinner, no queue
+        # Queued (in its own unlimited group, so it never waits for the model) because Gradio 6.31 shows a
+        # gr.Error's message only for queued events: a refusal (full queue, session cap) must be read.
         staging = box.submit(
-            app.stage, [box, session], [staged, box, chatbot, session], api_visibility="private", **quiet
-        )
+            app.stage, [box, session], [staged, box, chatbot, session], api_visibility="private",
+            concurrency_id="ui", concurrency_limit=None, show_progress="hidden",
+        )  # fmt: skip
         answer = staging.success(
             app.chat,
             [staged, mode, temperature, top_p, max_tokens, seed, candidates, session],
@@ -211,7 +220,7 @@ def build(studio: Studio, server: ServerConfig | None = None, examples_dir: Path
         chatbot.clear(app.clear, [session], [session, *panel], api_name="clear", **quiet)
     demo.queue(default_concurrency_limit=1, max_size=QUEUE_BACKSTOP * server.queue_size)
     demo.chat_app = app
-    app.waiting = lambda: len(demo._queue)  # events waiting (the running ones are not counted)
+    app.waiting = lambda: _waiting_for_model(demo)
     app.files.keep = lambda: _kept_files(demo)
     return demo
 
