@@ -114,6 +114,7 @@ def test_a_conversation_whose_files_expired_keeps_working(tiny_location, example
         empty_note = job.outputs()[0][2]
         assert empty_note.get("visible") is True
         assert httpx.get(f"{url}gradio_api/file={paths[0]}").status_code in (403, 404)  # no URL serves it
+    assert not Path(answer[0]).exists()  # closing the server deleted its sessions' files
 
 
 # --- shutdown of a real server process ----------------------------------------------------------------------

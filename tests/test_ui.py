@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import threading
 import time
@@ -20,6 +21,7 @@ from PIL import Image
 from ui_harness import files, serve, texts, tiny_studio, write_examples
 
 from llmcxr_app import protocol, ui, ui_render
+from llmcxr_app.cli_args import add_server_args, server_from_args
 from llmcxr_app.config import ServerConfig
 from llmcxr_app.exports import mark_box
 from llmcxr_app.studio import Studio, StudioInputError
@@ -371,3 +373,17 @@ def test_a_full_queue_refuses_with_a_clear_message(studio, examples):
         running.cancel()
         assert texts(waiting.result()[0])[-1][0] == "assistant"
         assert texts(send(third, "Hi").result()[0])[0] == ("user", "Hi")  # room again: answered
+
+
+def test_server_limits_come_from_flags_then_the_environment(monkeypatch):
+    parser = argparse.ArgumentParser()
+    add_server_args(parser)
+    monkeypatch.setenv("LLMCXR_CONCURRENCY", "2")
+    monkeypatch.setenv("LLMCXR_TTL", "60")
+    server = server_from_args(parser.parse_args(["--ttl", "120", "--queue-size", "3"]), ServerConfig())
+    assert (server.delete_cache_s, server.queue_size, server.concurrency) == (120.0, 3, 2)
+    assert server.max_sessions_per_client == ServerConfig().max_sessions_per_client
+    with pytest.raises(ValueError, match=r"TTL must be > 0.*--ttl"):
+        server_from_args(parser.parse_args(["--ttl", "0"]), ServerConfig())
+    with pytest.raises(ValueError, match=r"--queue-size / LLMCXR_QUEUE_SIZE = 'many' is not a number"):
+        server_from_args(parser.parse_args(["--queue-size", "many"]), ServerConfig())
