@@ -16,6 +16,7 @@ from .config import (
     ENV_SESSIONS_PER_CLIENT,
     ENV_THREADS,
     ENV_TTL,
+    ENV_UPLOADS_PER_CLIENT,
     ENV_VQGAN_CKPT,
     ENV_VQGAN_CONFIG,
     QUANTIZATIONS,
@@ -36,6 +37,8 @@ SERVER_FLAGS = (
     ("--concurrency", "concurrency", ENV_CONCURRENCY, int, "requests the model answers at once"),
     ("--max-sessions-per-client", "max_sessions_per_client", ENV_SESSIONS_PER_CLIENT, int,
      "live conversations per client address; a new one evicts its oldest idle one"),
+    ("--max-uploads-per-client", "max_uploads_per_client", ENV_UPLOADS_PER_CLIENT, int,
+     "uploads per client address per TTL; more are refused"),
 )  # fmt: skip
 
 
@@ -90,7 +93,7 @@ def add_weight_args(parser: argparse.ArgumentParser) -> None:
 
 def add_server_args(parser: argparse.ArgumentParser) -> None:
     """Add the web server's limits: --ttl, --files-dir, --queue-size, --concurrency,
-    --max-sessions-per-client (each also an environment variable)."""
+    --max-sessions-per-client, --max-uploads-per-client (each also an environment variable)."""
     g = parser.add_argument_group("server limits", "Flags override the environment variables.")
     defaults = ServerConfig()
     for flag, name, env, kind, text in SERVER_FLAGS:

@@ -32,6 +32,7 @@ ENV_FILES_DIR = "LLMCXR_FILES_DIR"
 ENV_QUEUE_SIZE = "LLMCXR_QUEUE_SIZE"
 ENV_CONCURRENCY = "LLMCXR_CONCURRENCY"
 ENV_SESSIONS_PER_CLIENT = "LLMCXR_SESSIONS_PER_CLIENT"
+ENV_UPLOADS_PER_CLIENT = "LLMCXR_UPLOADS_PER_CLIENT"
 
 QUANTIZATIONS = ("auto", "nf4", "int8", "bf16", "fp32")
 
@@ -112,6 +113,7 @@ class ServerConfig:
     concurrency: int = 1  # requests the model serves at once (each holds the model for its whole answer)
     max_sessions_per_client: int = 8  # live conversations per client address; a new one evicts the
     #                                   oldest idle one, and is refused while all of them are busy
+    max_uploads_per_client: int = 120  # uploads one client address may make per TTL; more are refused (429)
     trust_forwarded_for: bool = False  # read the client address from X-Forwarded-For (last entry): set it
     #                                    only behind a proxy that writes that header (a Hugging Face Space)
     max_candidates: int = 4  # most images one Draw request may produce
@@ -120,7 +122,7 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if self.delete_cache_s <= 0:
             raise ValueError(f"The file TTL must be > 0 seconds, got {self.delete_cache_s}.")
-        for name in ("queue_size", "concurrency", "max_sessions_per_client"):
+        for name in ("queue_size", "concurrency", "max_sessions_per_client", "max_uploads_per_client"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
 

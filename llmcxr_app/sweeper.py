@@ -17,6 +17,7 @@ Several servers in one process (the tests) share the root; the sweep uses the sh
 from __future__ import annotations
 
 import atexit
+import collections
 import contextlib
 import logging
 import os
@@ -204,3 +205,61 @@ def interrupt_on_sigterm() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+UPLOADS_REFUSED = (
+    "Too many uploads from your address: at most {n} in {window}. Uploads are kept until they expire; "
+    "please wait a while before uploading again."
+)
+
+
+class UploadCap:
+    """ASGI middleware bounding what one client address can put in the file root between sweeps: at most
+    `limit` uploads (POST .../upload) per `window_s` seconds (the TTL); more are answered 429 with a message.
+
+    The address is the TCP peer, or with trust_forwarded_for the last X-Forwarded-For entry (see
+    ui_chat.client_address).
+    """
+
+    def __init__(
+        self, app, limit: int, window_s: float, trust_forwarded_for: bool = False, window_text: str = ""
+    ):
+        self.app = app
+        self.limit = limit
+        self.window_s = window_s
+        self.trust_forwarded_for = trust_forwarded_for
+        self.message = UPLOADS_REFUSED.format(n=limit, window=window_text or f"{window_s:g} s").encode()
+        self._times: dict[str, collections.deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def _client(self, scope) -> str:
+        if self.trust_forwarded_for:
+            for key, value in scope.get("headers") or ():
+                if key == b"x-forwarded-for" and value.strip():
+                    return value.decode("latin-1").split(",")[-1].strip()
+        client = scope.get("client")
+        return client[0] if client else ""
+
+    def _admit(self, client: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            times = self._times.setdefault(client, collections.deque())
+            while times and times[0] <= now - self.window_s:
+                times.popleft()
+            if len(times) >= self.limit:
+                return False
+            times.append(now)
+            if len(self._times) > 10_000:  # forget addresses with no upload in the window
+                self._times = {k: v for k, v in self._times.items() if v}
+            return True
+
+    async def __call__(self, scope, receive, send) -> None:
+        is_upload = (
+            scope["type"] == "http" and scope["method"] == "POST" and scope["path"].endswith("/upload")
+        )
+        if is_upload and not self._admit(self._client(scope)):
+            headers = [(b"content-type", b"text/plain; charset=utf-8")]
+            await send({"type": "http.response.start", "status": 429, "headers": headers})
+            await send({"type": "http.response.body", "body": self.message})
+            return
+        await self.app(scope, receive, send)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from llmcxr_app import sweeper
 from llmcxr_app.config import REPO_ROOT, ServerConfig
@@ -77,6 +78,16 @@ def _waiting_for_model(demo: gr.Blocks) -> int:
     """Requests waiting in the queue for the model (those it is answering are not counted)."""
     group = demo._queue.event_queue_per_concurrency_id.get(GPU)
     return len(group.queue) if group is not None else 0
+
+
+def _upload_cap(server: ServerConfig) -> Middleware:
+    return Middleware(
+        sweeper.UploadCap,
+        limit=server.max_uploads_per_client,
+        window_s=server.delete_cache_s,
+        trust_forwarded_for=server.trust_forwarded_for,
+        window_text=duration(server.delete_cache_s),
+    )
 
 
 def _header(studio: Studio, ttl_s: float) -> str:
@@ -238,6 +249,7 @@ def launch_kwargs(server: ServerConfig | None = None) -> dict[str, Any]:
         "run_history": False,  # nothing stored in the browser's run history
         "footer_links": ["api"],
         "allowed_paths": [str(EXAMPLES_DIR)],
+        "app_kwargs": {"middleware": [_upload_cap(server)]},  # uploads per client address per TTL
         "theme": gr.themes.Soft(
             primary_hue="blue",
             neutral_hue="slate",

@@ -387,3 +387,18 @@ def test_server_limits_come_from_flags_then_the_environment(monkeypatch):
         server_from_args(parser.parse_args(["--ttl", "0"]), ServerConfig())
     with pytest.raises(ValueError, match=r"--queue-size / LLMCXR_QUEUE_SIZE = 'many' is not a number"):
         server_from_args(parser.parse_args(["--queue-size", "many"]), ServerConfig())
+
+
+def test_uploads_per_client_are_capped(studio, examples):
+    with serve(studio, examples["phantom_a"].parent, max_uploads_per_client=2) as address:
+        upload = f"{address}gradio_api/upload"
+        for i in range(2):
+            response = httpx.post(upload, files={"files": (f"x{i}.png", examples["phantom_a"].read_bytes())})
+            assert response.status_code == 200
+        refused = httpx.post(upload, files={"files": ("x2.png", examples["phantom_a"].read_bytes())})
+        assert (
+            refused.status_code == 429
+            and "Too many uploads from your address: at most 2 in 1 hour" in refused.text
+        )
+        client = Client(address, verbose=False, download_files=False)
+        assert texts(send(client, "Hi").result()[0])[0] == ("user", "Hi")  # the rest of the app still answers
