@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as exc:
         parser.error(str(exc))
     server = replace(server, host=args.host, port=args.port, draw_self_check=not args.no_self_check)
+    if os.environ.get("SPACE_ID"):  # behind the Space's proxy every peer address is the proxy's own
+        server = replace(server, trust_forwarded_for=True)
     settings = replace(settings, server=server)
     if zerogpu.on_zerogpu():  # no torch.compile there, and no GPU outside zerogpu.gpu-decorated calls
         settings = replace(settings, runtime=replace(settings.runtime, fast_path=False, warmup=False))

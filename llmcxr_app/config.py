@@ -114,8 +114,8 @@ class ServerConfig:
     max_sessions_per_client: int = 8  # live conversations per client address; a new one evicts the
     #                                   oldest idle one, and is refused while all of them are busy
     max_uploads_per_client: int = 120  # uploads one client address may make per TTL; more are refused (429)
-    trust_forwarded_for: bool = False  # read the client address from X-Forwarded-For (last entry): set it
-    #                                    only behind a proxy that writes that header (a Hugging Face Space)
+    trust_forwarded_for: bool = False  # count caps by X-Forwarded-For's first entry, not the TCP peer: only
+    #                                    behind a proxy that writes it (app.py sets it on a Hugging Face Space)
     max_candidates: int = 4  # most images one Draw request may produce
     draw_self_check: bool = True  # read each drawing back with the model and say what it sees (selfcheck.py)
 

@@ -217,7 +217,7 @@ class UploadCap:
     """ASGI middleware bounding what one client address can put in the file root between sweeps: at most
     `limit` uploads (POST .../upload) per `window_s` seconds (the TTL); more are answered 429 with a message.
 
-    The address is the TCP peer, or with trust_forwarded_for the last X-Forwarded-For entry (see
+    The address is the TCP peer, or with trust_forwarded_for the first X-Forwarded-For entry (as
     ui_chat.client_address).
     """
 
@@ -236,7 +236,7 @@ class UploadCap:
         if self.trust_forwarded_for:
             for key, value in scope.get("headers") or ():
                 if key == b"x-forwarded-for" and value.strip():
-                    return value.decode("latin-1").split(",")[-1].strip()
+                    return value.decode("latin-1").split(",")[0].strip()
         client = scope.get("client")
         return client[0] if client else ""
 

@@ -49,10 +49,9 @@ EVICTED = (
 XRAY_EXPIRED = (
     "The previous X-ray expired (files are deleted {ttl} after upload): attach it again to ask about it."
 )
-VIEW_MARGIN_S = (
-    5.0  # a file this close to its expiry is shown as expired: the sweep may delete it any moment,
-)
-#                      and Gradio reads the files of a yielded conversation a little later
+# A file this close to its expiry is shown as expired (at most a tenth of the TTL early): the sweep may
+# delete it any moment, and Gradio reads the files of a yielded conversation a little later.
+VIEW_MARGIN_S = 5.0
 
 
 @dataclass(eq=False)
@@ -169,14 +168,15 @@ def _without_expired(content, cutoff: float, ttl_s: float):
 
 
 def client_address(request: gr.Request | None, trust_forwarded_for: bool) -> str:
-    """The address a request's session cap is counted by: the TCP peer, or (behind a trusted proxy) the
-    last X-Forwarded-For entry, the one that proxy wrote (earlier entries are the client's to forge)."""
+    """The address a request's session cap is counted by: the TCP peer, or behind a proxy that writes
+    X-Forwarded-For (a Hugging Face Space, where the peer is the proxy) its first entry, the client as the
+    proxies report it. A client can forge that entry: it then dodges the cap, but sees no one else's data."""
     if request is None:
         return ""
     if trust_forwarded_for:
         forwarded = (request.headers or {}).get("x-forwarded-for", "")
         if forwarded.strip():
-            return forwarded.split(",")[-1].strip()
+            return forwarded.split(",")[0].strip()
     return request.client.host if request.client else ""
 
 

@@ -33,7 +33,9 @@ def lease(root: FileRoot, ttl_s: float, hits: list | None = None, keep=tuple) ->
 
 def test_a_sweep_deletes_every_file_older_than_the_ttl(tmp_path):
     root = FileRoot(tmp_path)
-    mine = lease(root, 3600)
+    example = root.path / "e4f5" / "example.png"
+    kept = [str(example)]
+    mine = lease(root, 3600, keep=lambda: kept)  # its thread sweeps too: assert on what is left, not counts
     now = time.time()
     session = mine.new_session_dir()
     old = [
@@ -42,19 +44,17 @@ def test_a_sweep_deletes_every_file_older_than_the_ttl(tmp_path):
         root.path / "deep" / "er" / "x.png",
     ]
     young = [session / "answer-002.json", root.path / "c2d3" / "image.webp"]
-    example = root.path / "e4f5" / "example.png"
     for path in old + young + [example]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x")
-    for path in old + [example]:
-        os.utime(path, (now - 3601, now - 3601))
     for path in young:
         os.utime(path, (now - 3500, now - 3500))
-    mine.keep = lambda: [str(example)]
-    assert root.sweep(now) == len(old)  # the kept example and the young files stay
-    assert sorted(all_files(root.path)) == sorted(young + [example])
-    mine.keep = tuple
-    assert root.sweep(now) == 1  # once no server keeps it, the example goes too
+    for path in old + [example]:
+        os.utime(path, (now - 3601, now - 3601))
+    root.sweep(now)
+    assert sorted(all_files(root.path)) == sorted(young + [example])  # the kept example and young files stay
+    kept.clear()
+    root.sweep(now)  # once no server keeps it, the example goes too
     root.sweep(time.time() + EMPTY_DIR_GRACE_S + 0.1)
     assert not (root.path / "deep").exists() and not (root.path / "e4f5").exists()  # emptied folders go
     assert sorted(all_files(root.path)) == sorted(young)

@@ -402,3 +402,30 @@ def test_uploads_per_client_are_capped(studio, examples):
         )
         client = Client(address, verbose=False, download_files=False)
         assert texts(send(client, "Hi").result()[0])[0] == ("user", "Hi")  # the rest of the app still answers
+
+
+def test_behind_a_space_proxy_caps_count_the_forwarded_client(studio, examples, monkeypatch):
+    import app
+
+    seen = {}
+
+    class Launched:
+        def launch(self, **kwargs):
+            pass
+
+    monkeypatch.setenv("SPACE_ID", "org/space")
+    monkeypatch.setattr(app.Studio, "from_settings", classmethod(lambda cls, settings: object()))
+    monkeypatch.setattr(app.ui, "build", lambda studio, server: seen.update(server=server) or Launched())
+    app.main([])
+    assert seen["server"].trust_forwarded_for is True
+    monkeypatch.undo()  # the real build again
+    with serve(
+        studio, examples["phantom_a"].parent, max_uploads_per_client=1, trust_forwarded_for=True
+    ) as url:
+        data = {"files": ("x.png", examples["phantom_a"].read_bytes())}
+
+        def upload(client: str) -> int:
+            forwarded = {"X-Forwarded-For": f"{client}, 10.0.0.7"}  # the client, then a proxy hop
+            return httpx.post(f"{url}gradio_api/upload", files=data, headers=forwarded).status_code
+
+        assert [upload("203.0.113.5"), upload("203.0.113.5"), upload("198.51.100.9")] == [200, 429, 200]
