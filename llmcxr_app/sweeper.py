@@ -170,8 +170,9 @@ def attach(
 ) -> Lease:
     """Join (or create) this process's file root; Gradio's uploads and cache go there from now on.
 
-    files_dir: the folder to create the root in ("" = the system's temp folder). Call before building the
-    Gradio Blocks: each component reads GRADIO_TEMP_DIR when it is created.
+    files_dir: the folder to create the root in ("" = the system's temp folder); a server joining a root
+    that is already there (another server in this process) shares it, wherever it is. Call before building
+    the Gradio Blocks: each component reads GRADIO_TEMP_DIR when it is created.
     """
     if ttl_s <= 0:
         raise ValueError(f"The file TTL must be > 0 seconds, got {ttl_s}.")
