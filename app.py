@@ -14,7 +14,7 @@ import os
 from dataclasses import replace
 
 from llmcxr_app import redact, ui
-from llmcxr_app.cli_args import add_weight_args, settings_from_args
+from llmcxr_app.cli_args import add_server_args, add_weight_args, server_from_args, settings_from_args
 from llmcxr_app.config import ServerConfig
 from llmcxr_app.studio import Studio
 from llmcxr_app.weights import WeightsError
@@ -36,15 +36,19 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="do not read drawings back with the model (saves one report's generation per drawing)",
     )
+    add_server_args(parser)
     args = parser.parse_args(argv)
     redact.install()  # before any upload is read: header values never reach the log
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up probes
     try:
         settings = settings_from_args(args)
+        server = server_from_args(args, settings.server)
     except ValueError as exc:
         parser.error(str(exc))
-    server = replace(settings.server, host=args.host, port=args.port, draw_self_check=not args.no_self_check)
+    server = replace(server, host=args.host, port=args.port, draw_self_check=not args.no_self_check)
+    if os.environ.get("SPACE_ID"):  # behind the Space's proxy every peer address is the proxy's own
+        server = replace(server, trust_forwarded_for=True)
     settings = replace(settings, server=server)
     if zerogpu.on_zerogpu():  # no torch.compile there, and no GPU outside zerogpu.gpu-decorated calls
         settings = replace(settings, runtime=replace(settings.runtime, fast_path=False, warmup=False))
@@ -52,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
         studio = Studio.from_settings(settings)
     except WeightsError as exc:  # missing or mismatched files: the message names the fix
         parser.exit(2, f"error: {exc}\n")
+    # Serves until Ctrl-C or SIGTERM, then removes every file the app wrote (ui.StudioBlocks).
     ui.build(studio, settings.server).launch(**ui.launch_kwargs(settings.server))
 
 

@@ -4,19 +4,42 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import replace
 
 from .config import (
+    ENV_CONCURRENCY,
     ENV_DEVICE,
+    ENV_FILES_DIR,
     ENV_LLM,
     ENV_QUANTIZATION,
+    ENV_QUEUE_SIZE,
+    ENV_SESSIONS_PER_CLIENT,
     ENV_THREADS,
+    ENV_TTL,
+    ENV_UPLOADS_PER_CLIENT,
     ENV_VQGAN_CKPT,
     ENV_VQGAN_CONFIG,
     QUANTIZATIONS,
     RuntimeConfig,
+    ServerConfig,
     Settings,
     resolve_location,
 )
+
+# (flag, ServerConfig field, environment variable, type, help) of the web server's limits.
+SERVER_FLAGS = (
+    ("--ttl", "delete_cache_s", ENV_TTL, float,
+     "seconds every upload and output is kept; a sweep every TTL/4 deletes older ones"),
+    ("--files-dir", "files_dir", ENV_FILES_DIR, str,
+     "folder for the app's files (one folder per server, removed at shutdown; default: the temp folder)"),
+    ("--queue-size", "queue_size", ENV_QUEUE_SIZE, int,
+     "requests that may wait for the model; more are refused with a message to send again"),
+    ("--concurrency", "concurrency", ENV_CONCURRENCY, int, "requests the model answers at once"),
+    ("--max-sessions-per-client", "max_sessions_per_client", ENV_SESSIONS_PER_CLIENT, int,
+     "live conversations per client address; a new one evicts its oldest idle one"),
+    ("--max-uploads-per-client", "max_uploads_per_client", ENV_UPLOADS_PER_CLIENT, int,
+     "uploads per client address per TTL; more are refused"),
+)  # fmt: skip
 
 
 def add_weight_args(parser: argparse.ArgumentParser) -> None:
@@ -66,6 +89,39 @@ def add_weight_args(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="run the plain eager model (no static cache or torch.compile)",
     )
+
+
+def add_server_args(parser: argparse.ArgumentParser) -> None:
+    """Add the web server's limits: --ttl, --files-dir, --queue-size, --concurrency,
+    --max-sessions-per-client, --max-uploads-per-client (each also an environment variable)."""
+    g = parser.add_argument_group("server limits", "Flags override the environment variables.")
+    defaults = ServerConfig()
+    for flag, name, env, kind, text in SERVER_FLAGS:
+        metavar = "DIR" if kind is str else ("S" if kind is float else "N")
+        g.add_argument(
+            flag, dest=name, metavar=metavar, help=f"{text} (env {env}; default {getattr(defaults, name)!r})"
+        )
+
+
+def server_from_args(args: argparse.Namespace, server: ServerConfig) -> ServerConfig:
+    """server with the limits given by flags, else by environment variables.
+
+    Raises ValueError naming the flag and variable for a value that is not a number or is out of range.
+    """
+    changes = {}
+    for flag, name, env, kind, _ in SERVER_FLAGS:
+        raw = getattr(args, name, None)
+        raw = raw if raw is not None else os.environ.get(env)
+        if raw is None or (kind is not str and not str(raw).strip()):
+            continue
+        try:
+            changes[name] = kind(raw)
+        except ValueError:
+            raise ValueError(f"{flag} / {env} = {raw!r} is not a number.") from None
+    try:
+        return replace(server, **changes)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (flags {', '.join(f for f, *_ in SERVER_FLAGS)})") from None
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:

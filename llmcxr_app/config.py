@@ -26,6 +26,13 @@ ENV_VQGAN_CKPT = "LLMCXR_VQGAN_CKPT"
 ENV_QUANTIZATION = "LLMCXR_QUANTIZATION"
 ENV_DEVICE = "LLMCXR_DEVICE"
 ENV_THREADS = "LLMCXR_THREADS"
+# Environment variables of the web server's limits (below CLI flags, above ServerConfig's defaults).
+ENV_TTL = "LLMCXR_TTL"
+ENV_FILES_DIR = "LLMCXR_FILES_DIR"
+ENV_QUEUE_SIZE = "LLMCXR_QUEUE_SIZE"
+ENV_CONCURRENCY = "LLMCXR_CONCURRENCY"
+ENV_SESSIONS_PER_CLIENT = "LLMCXR_SESSIONS_PER_CLIENT"
+ENV_UPLOADS_PER_CLIENT = "LLMCXR_UPLOADS_PER_CLIENT"
 
 QUANTIZATIONS = ("auto", "nf4", "int8", "bf16", "fp32")
 
@@ -96,10 +103,28 @@ class ServerConfig:
     host: str = "127.0.0.1"  # bind address; 0.0.0.0 inside a container or Space
     port: int = 7860  # HTTP port
     max_file_size: str = "25mb"  # uploads above this are refused by Gradio before reaching us
-    delete_cache_s: int = 3600  # uploads and outputs older than this are deleted (checked as often)
+    delete_cache_s: float = (
+        3600  # TTL: every file the app wrote (uploads, outputs) older than this is deleted
+    )
+    #                             by the sweeper (sweeper.py), which runs every TTL/4; the conversation then
+    #                             shows an "expired" note where the file was
+    files_dir: str = ""  # folder for the app's one root folder of files; "" = the system's temp folder
     queue_size: int = 16  # requests waiting for the model beyond this are refused with a message
+    concurrency: int = 1  # requests the model serves at once (each holds the model for its whole answer)
+    max_sessions_per_client: int = 8  # live conversations per client address; a new one evicts the
+    #                                   oldest idle one, and is refused while all of them are busy
+    max_uploads_per_client: int = 120  # uploads one client address may make per TTL; more are refused (429)
+    trust_forwarded_for: bool = False  # count caps by X-Forwarded-For's first entry, not the TCP peer: only
+    #                                    behind a proxy that writes it (app.py sets it on a Hugging Face Space)
     max_candidates: int = 4  # most images one Draw request may produce
     draw_self_check: bool = True  # read each drawing back with the model and say what it sees (selfcheck.py)
+
+    def __post_init__(self) -> None:
+        if self.delete_cache_s <= 0:
+            raise ValueError(f"The file TTL must be > 0 seconds, got {self.delete_cache_s}.")
+        for name in ("queue_size", "concurrency", "max_sessions_per_client", "max_uploads_per_client"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,10 @@
 
 `build(studio, server)` lays out the page and wires ui_chat's handlers; `launch_kwargs(server)` is the exact
 launch configuration. app.py and the tests use both, so tests exercise what is served. Privacy and safety
-settings (see DESIGN.md section 6): one queue slot for the model, a bounded queue, uploads and outputs
-deleted after `server.delete_cache_s`, no share tunnel, no SSR, no browser run history, no analytics, no
-third-party fonts, only the example folder served beyond Gradio's cache.
+settings (see DESIGN.md section 6): `server.concurrency` model slots, a bounded queue refused with a clear
+message, every file deleted after `server.delete_cache_s` by the sweeper (sweeper.py) and all of them at
+shutdown, a cap on sessions per client, no share tunnel, no SSR, no browser run history, no analytics, no
+third-party fonts, only the example folder served beyond the app's file root.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from starlette.middleware import Middleware
 
+from llmcxr_app import sweeper
 from llmcxr_app.config import REPO_ROOT, ServerConfig
 from llmcxr_app.studio import Studio
 from llmcxr_app.ui_chat import ChatApp, _delete_session
-from llmcxr_app.ui_render import DEMO_LABEL, status_markdown
+from llmcxr_app.ui_render import DEMO_LABEL, duration, status_markdown
 from llmcxr_app.ui_routing import MODES
 
 ASSETS = REPO_ROOT / "assets"
@@ -28,6 +31,9 @@ CSS_PATH = ASSETS / "style.css"
 # Gradio's browser side drops such files on drag-and-drop whenever a list of extensions is set.
 FILE_TYPES = None
 GPU = "gpu"  # the concurrency group of every event that runs the model
+# Gradio's own queue bound, as a multiple of server.queue_size: the app refuses at queue_size with its own
+# message (ChatApp.stage and ChatApp.admit); this only stops what slips past both in a burst.
+QUEUE_BACKSTOP = 2
 
 PLACEHOLDER = (
     "**Attach a chest X-ray** (PNG, JPEG or DICOM) for a report, or add a question about it.  \n"
@@ -40,7 +46,51 @@ MODE_INFO = (
 )
 
 
-def _header(studio: Studio) -> str:
+class StudioBlocks(gr.Blocks):
+    """gr.Blocks whose close() also closes the chat's sessions and removes the app's files, and whose
+    blocking launch() ends, on Ctrl-C or SIGTERM alike, with close()."""
+
+    chat_app: ChatApp | None = None
+
+    def launch(self, *args: Any, **kwargs: Any):
+        if kwargs.get("prevent_thread_lock"):
+            return super().launch(*args, **kwargs)
+        with sweeper.interrupt_on_sigterm():
+            try:
+                return super().launch(*args, **kwargs)  # serves until interrupted
+            finally:
+                self.close()
+
+    def close(self, verbose: bool = True) -> None:
+        try:
+            super().close(verbose)
+        finally:
+            if self.chat_app is not None:
+                self.chat_app.close()
+
+
+def _kept_files(demo: gr.Blocks) -> set[str]:
+    """Files Gradio keeps in its cache for the page itself (the examples): never swept while serving."""
+    return {f for block in demo.blocks.values() for f in getattr(block, "keep_in_cache", ())}
+
+
+def _waiting_for_model(demo: gr.Blocks) -> int:
+    """Requests waiting in the queue for the model (those it is answering are not counted)."""
+    group = demo._queue.event_queue_per_concurrency_id.get(GPU)
+    return len(group.queue) if group is not None else 0
+
+
+def _upload_cap(server: ServerConfig) -> Middleware:
+    return Middleware(
+        sweeper.UploadCap,
+        limit=server.max_uploads_per_client,
+        window_s=server.delete_cache_s,
+        trust_forwarded_for=server.trust_forwarded_for,
+        window_text=duration(server.delete_cache_s),
+    )
+
+
+def _header(studio: Studio, ttl_s: float) -> str:
     demo = studio.info.is_demo
     badge = "<span class='demo-pill'>DEMO MODEL</span>" if demo else ""
     demo_note = f" This is the <b>{DEMO_LABEL}</b>; it knows only phantoms." if demo else ""
@@ -50,7 +100,7 @@ def _header(studio: Studio) -> str:
         "with the LLM-CXR model</div></div>"
         "<div class='disclaimer' role='note'><b>Research use only — not a medical device.</b> Answers may be "
         "wrong and must not guide diagnosis or treatment. Generated X-rays are synthetic and marked so. "
-        f"Uploads and outputs are deleted within an hour.{demo_note}</div>"
+        f"Uploads and outputs are deleted {duration(ttl_s)} after they are made.{demo_note}</div>"
     )
 
 
@@ -85,13 +135,13 @@ def build(studio: Studio, server: ServerConfig | None = None, examples_dir: Path
     """The chat app for one loaded Studio. Named API endpoints: /chat (message, mode, temperature, top_p,
     max_new_tokens, seed, candidates -> chat, box, panel...), /stop, /forget, /clear."""
     server = server or ServerConfig()
-    app = ChatApp(studio, server)
+    app = ChatApp(studio, server)  # first: it points Gradio's cache at the sweeper's root (sweeper.attach)
     info = studio.info
     title = "LLM-CXR Studio" + (" (demo model)" if info.is_demo else "")
-    ttl = server.delete_cache_s
-    with gr.Blocks(title=title, delete_cache=(ttl, ttl), analytics_enabled=False) as demo:
+    # No delete_cache: the sweeper owns every file (Gradio's own expiry keeps files up to two TTLs).
+    with StudioBlocks(title=title, analytics_enabled=False) as demo:
         session = gr.State(None, delete_callback=_delete_session)  # a ui_chat.Session, made on first use
-        gr.HTML(_header(studio))
+        gr.HTML(_header(studio, server.delete_cache_s))
         gr.Markdown(status_markdown(info), elem_classes="status-line", elem_id="status-line")
         with gr.Row(equal_height=False):
             with gr.Column(scale=7, min_width=420):
@@ -161,16 +211,20 @@ def build(studio: Studio, server: ServerConfig | None = None, examples_dir: Path
         idle_box = gr.update(submit_btn=True, stop_btn=False)
 
         quiet = {"queue": False, "show_progress": "hidden"}  # instant UI bookkeeping: no spinner, no queue
+        # Queued (in its own unlimited group, so it never waits for the model) because Gradio 6.31 shows a
+        # gr.Error's message only for queued events: a refusal (full queue, session cap) must be read.
         staging = box.submit(
-            app.stage, [box, session], [staged, box, chatbot, session], api_visibility="private", **quiet
-        )
+            app.stage, [box, session], [staged, box, chatbot, session], api_visibility="private",
+            concurrency_id="ui", concurrency_limit=None, show_progress="hidden",
+        )  # fmt: skip
         answer = staging.success(
             app.chat,
             [staged, mode, temperature, top_p, max_tokens, seed, candidates, session],
             [chatbot, session, box, *panel],
             api_name="chat",
+            validator=app.admit,  # a full queue refuses /chat with QUEUE_FULL, not Gradio's generic text
             concurrency_id=GPU,
-            concurrency_limit=1,
+            concurrency_limit=server.concurrency,
             show_progress="minimal",
             show_progress_on=[chatbot],  # the queue position / timer shows on the conversation only
         )
@@ -194,7 +248,10 @@ def build(studio: Studio, server: ServerConfig | None = None, examples_dir: Path
         box.stop(app.stop, [session], [chatbot, box], cancels=[answer, redo], api_name="stop", **quiet)
         forget.click(app.forget, [session], [session, *panel], api_name="forget", **quiet)
         chatbot.clear(app.clear, [session], [session, *panel], api_name="clear", **quiet)
-    demo.queue(default_concurrency_limit=1, max_size=server.queue_size)
+    demo.queue(default_concurrency_limit=1, max_size=QUEUE_BACKSTOP * server.queue_size)
+    demo.chat_app = app
+    app.waiting = lambda: _waiting_for_model(demo)
+    app.files.keep = lambda: _kept_files(demo)
     return demo
 
 
@@ -211,6 +268,7 @@ def launch_kwargs(server: ServerConfig | None = None) -> dict[str, Any]:
         "run_history": False,  # nothing stored in the browser's run history
         "footer_links": ["api"],
         "allowed_paths": [str(EXAMPLES_DIR)],
+        "app_kwargs": {"middleware": [_upload_cap(server)]},  # uploads per client address per TTL
         "theme": gr.themes.Soft(
             primary_hue="blue",
             neutral_hue="slate",

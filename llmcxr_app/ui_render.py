@@ -264,3 +264,19 @@ def parse_seed(value: object) -> int | None:
     if not 0 <= seed < 2**31:
         raise ValueError("The seed must be between 0 and 2147483647 (or blank for a random one).")
     return seed
+
+
+def duration(seconds: float) -> str:
+    """A TTL in words: "1 hour", "90 minutes", "2 hours", "30 seconds"."""
+    if seconds >= 3600 and seconds % 3600 == 0:
+        n = int(seconds // 3600)
+        return f"{n} hour" + ("s" if n != 1 else "")
+    if seconds >= 60 and seconds % 60 == 0:
+        n = int(seconds // 60)
+        return f"{n} minute" + ("s" if n != 1 else "")
+    return f"{seconds:g} second" + ("s" if seconds != 1 else "")
+
+
+def expired_note(what: str, ttl_s: float) -> str:
+    """What the conversation shows where a file was once the sweeper deleted it (what: "image", ...)."""
+    return f"_({what} expired: files are deleted {duration(ttl_s)} after they are made)_"

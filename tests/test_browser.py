@@ -6,9 +6,12 @@ Screenshots go to artifacts/screenshots/ (look at them after a change to the lay
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
+from gradio_client import Client
+from gradio_client.utils import Status
 from ui_harness import serve, tiny_studio, write_examples
 
 from llmcxr_app.config import REPO_ROOT
@@ -91,6 +94,14 @@ def send(page, text: str) -> None:
 def answered(page, before: int) -> None:
     """Wait until the conversation holds one more finished answer (each has a provenance accordion)."""
     expect(page.get_by_role("button", name="Details & provenance")).to_have_count(before + 1, timeout=60_000)
+
+
+def wait_for(job, *codes: Status, timeout_s: float = 30) -> None:
+    """Wait until a gradio_client job reaches one of codes (running: ITERATING; queued: IN_QUEUE)."""
+    deadline = time.monotonic() + timeout_s
+    while job.status().code not in codes:
+        assert time.monotonic() < deadline, f"job stayed {job.status().code}"
+        time.sleep(0.02)
 
 
 def n_answers(page) -> int:
@@ -206,3 +217,50 @@ def test_pasted_findings_choice_redo_and_draw_without_an_xray(page):
     expect(auto_draws).to_have_count(drawn + 1)
     expect(page.get_by_role("button", name="Redo as Ask")).to_be_visible()
     shot(page, "08-pasted-findings-drawn")
+
+
+def test_a_full_queue_keeps_the_message_in_the_box(browser, tiny_location, examples):
+    """With the queue full, Send explains what to do, the text and the X-ray stay in the box, Send stays;
+    once there is room, the same message is sent as it is."""
+    studio = tiny_studio(tiny_location, step_delay_s=0.005)
+    with serve(studio, examples["phantom_a"].parent, queue_size=1) as address:
+        clients = [Client(address, verbose=False, download_files=False) for _ in range(2)]
+        running = clients[0].submit(
+            {"text": "Small right pneumothorax.", "files": []},
+            "Draw",
+            1.0,
+            0.92,
+            16,
+            "1",
+            4,
+            api_name="/chat",
+        )
+        wait_for(running, Status.ITERATING)
+        waiting = clients[1].submit(
+            {"text": "Hi", "files": []}, "Auto", 1.0, 0.92, 16, "1", 1, api_name="/chat"
+        )
+        wait_for(waiting, Status.IN_QUEUE)
+        page = browser.new_page(viewport={"width": 1360, "height": 1000})
+        try:
+            page.goto(address)
+            box = page.locator("#message textarea")
+            expect(box).to_be_visible(timeout=30_000)
+            page.locator("#message input[type=file]").set_input_files(str(examples["phantom_b"]))
+            expect(page.locator("#message img").first).to_be_visible(timeout=10_000)  # the attached X-ray
+            send(page, "Is there an effusion?")
+            expect(page.get_by_text("The model is busy").first).to_be_visible(timeout=15_000)
+            shot(page, "09-queue-full")
+            expect(box).to_have_value("Is there an effusion?")
+            expect(page.locator("#message img").first).to_be_visible()
+            expect(page.locator("#message button.submit-button")).to_be_visible()
+            expect(page.locator("#message button.stop-button")).to_be_hidden()
+            expect(page.locator('#chat [data-testid="user"]')).to_have_count(0)  # nothing was sent
+            clients[0].predict(api_name="/stop")
+            running.cancel()
+            waiting.result()
+            box.press("Enter")  # room again: the message in the box is sent as it is
+            expect(page.locator('#chat [data-testid="user"] img').first).to_be_visible(timeout=20_000)
+            answered(page, 0)
+            expect(box).to_have_value("")
+        finally:
+            page.close()

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pydicom
 import pytest
-from dicom_corpus import SECRETS
+from dicom_corpus import SECRETS, make_dataset, pattern, to_bytes, to_stored
 from gradio_client import Client, handle_file
-from gradio_client.exceptions import AppError
+from gradio_client.exceptions import AppError, ValidationError
+from gradio_client.utils import Status
 from PIL import Image
 from ui_harness import files, serve, texts, tiny_studio, write_examples
 
 from llmcxr_app import protocol, ui, ui_render
+from llmcxr_app.cli_args import add_server_args, server_from_args
 from llmcxr_app.config import ServerConfig
 from llmcxr_app.exports import mark_box
 from llmcxr_app.studio import Studio, StudioInputError
@@ -166,12 +171,12 @@ def json_downloads(chat) -> list[dict]:
 
 
 def test_model_events_share_one_gpu_slot_and_a_bounded_queue(studio, url):
-    blocks = ui.build(studio, ServerConfig(queue_size=5, delete_cache_s=600))
+    blocks = ui.build(studio, ServerConfig(queue_size=5, delete_cache_s=600, concurrency=2))
     model_events = [fn for fn in blocks.fns.values() if fn.api_name == "chat"]
     assert model_events and all(
-        fn.concurrency_id == ui.GPU and fn.concurrency_limit == 1 for fn in model_events
+        fn.concurrency_id == ui.GPU and fn.concurrency_limit == 2 for fn in model_events
     )
-    assert blocks._queue.max_size == 5 and blocks.delete_cache == (600, 600)
+    assert blocks._queue.max_size == ui.QUEUE_BACKSTOP * 5 and blocks.delete_cache is None
     assert (
         Client(url, verbose=False, download_files=False).config["run_history"] is False
     )  # the launched server: no browser history
@@ -343,3 +348,117 @@ def test_stop_keeps_the_partial_answer(url):
     assert not any(m.get("metadata") for m in chat)  # no provenance: the answer never finished
     # The model was released: the next request runs.
     assert send(client, "Again?", max_new_tokens=16).result()[0][-1]["role"] == "assistant"
+
+
+# --- files, sessions and capacity (sweeper.py, ui_chat.Sessions, the queue) -------------------------------
+
+
+def wait_for(job, *codes: Status, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while job.status().code not in codes:
+        assert time.monotonic() < deadline, f"job stayed {job.status().code}"
+        time.sleep(0.02)
+
+
+def long_draw(client):
+    """A request that holds the model for seconds: four drawings, each read back."""
+    return send(client, "Draw a chest X-ray: Large left pleural effusion.", mode="Draw", candidates=4)
+
+
+def test_the_raw_upload_is_not_served_once_answered(url, examples):
+    # A DICOM with (fake) identifiers, other than the examples (Gradio keeps those: same bytes, same path).
+    data = to_bytes(make_dataset(to_stored(pattern(), 0, 1023, "uint16"), 10))
+    (raw,) = httpx.post(f"{url}gradio_api/upload", files={"files": ("chest.dcm", data)}).json()
+    link = f"{url}gradio_api/file={raw}"
+    assert httpx.get(link).content == data  # served while it waits to be sent
+    client = Client(url, verbose=False, download_files=False)
+    chat = send(client, "Is there cardiomegaly?", file=raw).result()[0]  # re-sends the same bytes: same path
+    assert json_downloads(chat) and httpx.get(link).status_code in (403, 404) and not Path(raw).exists()
+
+
+def test_sessions_per_client_are_capped(studio, examples):
+    with serve(studio, examples["phantom_a"].parent, max_sessions_per_client=1, concurrency=2) as address:
+        a, b = (Client(address, verbose=False, download_files=False) for _ in range(2))
+        send(a, "Hello there").result()
+        busy = long_draw(a)
+        wait_for(busy, Status.ITERATING)
+        with pytest.raises(AppError, match=r"Too many conversations from your address are busy.*limit is 1"):
+            send(b, "Hi").result()
+        a.predict(api_name="/stop")
+        busy.cancel()
+        assert [t for r, t in texts(send(b, "Hi").result()[0]) if r == "user"] == ["Hi"]  # a was evicted
+        # a's conversation was closed to make room: its next message starts a new one
+        assert [t for r, t in texts(send(a, "Again").result()[0]) if r == "user"] == ["Again"]
+
+
+def test_a_full_queue_refuses_with_a_clear_message(studio, examples):
+    with serve(studio, examples["phantom_a"].parent, queue_size=1) as address:
+        first, second, third = (Client(address, verbose=False, download_files=False) for _ in range(3))
+        running = long_draw(first)
+        wait_for(running, Status.ITERATING)
+        waiting = send(second, "What is a pleural effusion?")
+        wait_for(waiting, Status.IN_QUEUE)
+        with pytest.raises(
+            ValidationError, match=r"The model is busy: 1 requests are already waiting.*send it again"
+        ):
+            send(third, "Hi").result()
+        first.predict(api_name="/stop")
+        running.cancel()
+        assert texts(waiting.result()[0])[-1][0] == "assistant"
+        assert texts(send(third, "Hi").result()[0])[0] == ("user", "Hi")  # room again: answered
+
+
+def test_server_limits_come_from_flags_then_the_environment(monkeypatch):
+    parser = argparse.ArgumentParser()
+    add_server_args(parser)
+    monkeypatch.setenv("LLMCXR_CONCURRENCY", "2")
+    monkeypatch.setenv("LLMCXR_TTL", "60")
+    server = server_from_args(parser.parse_args(["--ttl", "120", "--queue-size", "3"]), ServerConfig())
+    assert (server.delete_cache_s, server.queue_size, server.concurrency) == (120.0, 3, 2)
+    assert server.max_sessions_per_client == ServerConfig().max_sessions_per_client
+    with pytest.raises(ValueError, match=r"TTL must be > 0.*--ttl"):
+        server_from_args(parser.parse_args(["--ttl", "0"]), ServerConfig())
+    with pytest.raises(ValueError, match=r"--queue-size / LLMCXR_QUEUE_SIZE = 'many' is not a number"):
+        server_from_args(parser.parse_args(["--queue-size", "many"]), ServerConfig())
+
+
+def test_uploads_per_client_are_capped(studio, examples):
+    with serve(studio, examples["phantom_a"].parent, max_uploads_per_client=2) as address:
+        upload = f"{address}gradio_api/upload"
+        for i in range(2):
+            response = httpx.post(upload, files={"files": (f"x{i}.png", examples["phantom_a"].read_bytes())})
+            assert response.status_code == 200
+        refused = httpx.post(upload, files={"files": ("x2.png", examples["phantom_a"].read_bytes())})
+        assert (
+            refused.status_code == 429
+            and "Too many uploads from your address: at most 2 in 1 hour" in refused.text
+        )
+        client = Client(address, verbose=False, download_files=False)
+        assert texts(send(client, "Hi").result()[0])[0] == ("user", "Hi")  # the rest of the app still answers
+
+
+def test_behind_a_space_proxy_caps_count_the_forwarded_client(studio, examples, monkeypatch):
+    import app
+
+    seen = {}
+
+    class Launched:
+        def launch(self, **kwargs):
+            pass
+
+    monkeypatch.setenv("SPACE_ID", "org/space")
+    monkeypatch.setattr(app.Studio, "from_settings", classmethod(lambda cls, settings: object()))
+    monkeypatch.setattr(app.ui, "build", lambda studio, server: seen.update(server=server) or Launched())
+    app.main([])
+    assert seen["server"].trust_forwarded_for is True
+    monkeypatch.undo()  # the real build again
+    with serve(
+        studio, examples["phantom_a"].parent, max_uploads_per_client=1, trust_forwarded_for=True
+    ) as url:
+        data = {"files": ("x.png", examples["phantom_a"].read_bytes())}
+
+        def upload(client: str) -> int:
+            forwarded = {"X-Forwarded-For": f"{client}, 10.0.0.7"}  # the client, then a proxy hop
+            return httpx.post(f"{url}gradio_api/upload", files=data, headers=forwarded).status_code
+
+        assert [upload("203.0.113.5"), upload("203.0.113.5"), upload("198.51.100.9")] == [200, 429, 200]
