@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import io
 import logging
-import tempfile
+import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from PIL import Image, ImageCms
 from PIL.PngImagePlugin import PngInfo
 from ui_harness import files, serve, tiny_studio
 
-from llmcxr_app import redact
+from llmcxr_app import redact, sweeper
 
 # Planted identifiers: distinctive, so a hit can only mean a leak.
 NAME, PID, DOCTOR, STUDY = "ZEBRAFOX^QUILLON", "PIDX77341", "DRWOMBAT^KESTREL", "STUDYDESCR-ORCHID"
@@ -98,10 +99,6 @@ class Collect(logging.Handler):
 def app(tiny_location, tmp_path_factory):
     """A real server whose files all land in a private folder: Gradio's cache and the session folders."""
     root = tmp_path_factory.mktemp("privacy")
-    (root / "tmp").mkdir()
-    patch = pytest.MonkeyPatch()
-    patch.setenv("GRADIO_TEMP_DIR", str(root / "gradio"))
-    patch.setattr(tempfile, "tempdir", str(root / "tmp"))  # Session folders (mkdtemp) land here
     collect, top = Collect(), logging.getLogger()
     old_level = top.level
     top.addHandler(collect)
@@ -112,11 +109,13 @@ def app(tiny_location, tmp_path_factory):
     studio = tiny_studio(tiny_location)
     try:
         with serve(studio, examples) as url:
-            yield url, root, collect, studio
+            # Every file the server writes lands in the sweeper's root (Gradio's cache and the sessions),
+            # which other servers of this test process may share: their files are left out of the search.
+            files_root = Path(os.environ[sweeper.GRADIO_ENV])
+            yield url, FilesWritten(files_root, set(files_root.rglob("*"))), collect, studio
     finally:
         top.removeHandler(collect)
         top.setLevel(old_level)
-        patch.undo()
 
 
 def send(client: Client, path: Path, text: str = "Is there an effusion?"):
@@ -124,10 +123,16 @@ def send(client: Client, path: Path, text: str = "Is there an effusion?"):
     return client.submit(message, "Auto", 1.0, 0.92, 16, "1", 1, api_name="/chat")
 
 
-def written_files(root: Path) -> list[Path]:
-    return [p for p in (root / "gradio").rglob("*") if p.is_file()] + [
-        p for p in (root / "tmp").rglob("*") if p.is_file()
-    ]
+@dataclass(frozen=True)
+class FilesWritten:
+    """The server's file root and what was in it before this module's server started."""
+
+    root: Path  # the sweeper's root folder
+    before: set[Path]  # files of other servers in this process (the root is shared), not searched
+
+
+def written_files(files: FilesWritten) -> list[Path]:
+    return [p for p in files.root.rglob("*") if p.is_file() and p not in files.before]
 
 
 def leaks(text: str | bytes) -> list[str]:
@@ -224,7 +229,7 @@ def test_every_served_image_is_pixels_only(app, tmp_path, kind):
         assert not leaks(data), path
         with Image.open(path) as im:
             assert not {"exif", "icc_profile", "xmp", "XML:com.adobe.xmp"} & set(im.info), (path, im.info)
-    gradio_files = [p for p in (root / "gradio").rglob("*") if p.is_file()]
+    gradio_files = written_files(root)
     assert not [p for p in gradio_files if p.name == upload.name], "the raw upload was not deleted"
 
 
