@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from .config import (
+from llmcxr_app.config import (
     ENV_DEVICE,
     ENV_LLM,
     ENV_QUANTIZATION,

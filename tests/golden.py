@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from llmcxr_app.config import DEMO_MODEL, RuntimeConfig, SamplingConfig, Settings
-from llmcxr_app.imaging import load_image
-from llmcxr_app.studio import Studio
+from llmcxr_app.imaging.images import load_image
+from llmcxr_app.studio.facade import Studio
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "assets" / "examples"

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from llmcxr_app import bench
 from llmcxr_app import config as cfg
+from llmcxr_app.bench import benchmark as bench
 
 
 @pytest.fixture(scope="module", autouse=True)

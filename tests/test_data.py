@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from llmcxr_app.demo import data
+from llmcxr_app.demo.data import samples as data
 
 
 def test_a_grown_training_set_renders_only_the_new_seeds(tmp_path, monkeypatch):

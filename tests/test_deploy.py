@@ -16,8 +16,10 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from llmcxr_app import config, hub, zerogpu
+from llmcxr_app import config
 from llmcxr_app.config import REPO_ROOT
+from llmcxr_app.loading import hub
+from llmcxr_app.ui import zerogpu
 
 # Colours the Hub accepts for a Space card gradient.
 SPACE_COLORS = {"red", "yellow", "green", "blue", "indigo", "purple", "pink", "gray"}
@@ -204,7 +206,7 @@ def test_app_imports_zerogpu_before_torch():
     heavy = [
         m for m in mods if m.split(".")[0] in ("llmcxr_app", "torch", "transformers", "gradio", "spaces")
     ]
-    assert heavy and heavy[0] in ("llmcxr_app.zerogpu", "llmcxr_app.zerogpu.gpu"), heavy[:3]
+    assert heavy and heavy[0] in ("llmcxr_app.ui.zerogpu", "llmcxr_app.ui.zerogpu.gpu"), heavy[:3]
 
 
 def test_app_binds_what_the_space_asks_for(monkeypatch):
@@ -241,7 +243,7 @@ def deploy_commands() -> list[list[str]]:
 
 
 def test_deploy_doc_convert_commands_parse():
-    from llmcxr_app.convert import build_parser
+    from llmcxr_app.loading.convert import build_parser
 
     converts = [c[3:] for c in deploy_commands() if c[:3] == ["python", "-m", "llmcxr_app.convert"]]
     assert {c[0] for c in converts} == {"llm", "vqgan"}
@@ -318,7 +320,7 @@ def test_chat_runs_its_model_calls_across_a_zerogpu_boundary(monkeypatch, tiny_l
     from ui_harness import tiny_studio, write_examples
 
     from llmcxr_app.config import ServerConfig
-    from llmcxr_app.ui_chat import ChatApp
+    from llmcxr_app.ui.chat import ChatApp
 
     calls: list = []
     monkeypatch.setitem(sys.modules, "spaces", pickling_spaces(calls))

@@ -28,7 +28,7 @@ from pydicom import uid
 from pydicom.encaps import encapsulate
 from pydicom.pixels import apply_modality_lut, apply_windowing, get_encoder
 
-from llmcxr_app.imaging import ImageLimits, ImageLoadError, load_image
+from llmcxr_app.imaging.images import ImageLimits, ImageLoadError, load_image
 
 P = pattern()
 EXPECTED = np.rint(P * 255)

@@ -8,10 +8,11 @@ import threading
 import pytest
 import torch
 
-from llmcxr_app import fastpath, generation, protocol
+from llmcxr_app import protocol
 from llmcxr_app.config import RuntimeConfig, SamplingConfig
-from llmcxr_app.fastpath import FastPath, FastPathConfig, bucket_sizes
-from llmcxr_app.generation import sample_on_device
+from llmcxr_app.engine import fastpath, generation
+from llmcxr_app.engine.fastpath import FastPath, FastPathConfig, bucket_sizes
+from llmcxr_app.engine.generation import sample_on_device
 from tests.conftest import TINY_VQGAN
 
 GREEDY = SamplingConfig(temperature=0.0, max_new_tokens=40)
@@ -87,7 +88,7 @@ def test_sample_on_device_matches_generation_sample():
 def test_static_cache_text_matches_eager_and_hf(model, tiny_tokenizer, layout, image_prompt):
     from transformers import LogitsProcessorList
 
-    from llmcxr_app.bench import _Mask
+    from llmcxr_app.bench.benchmark import _Mask
 
     fast = FastPath(model, context_length=512, config=SMALL)
     ref = text_ids(model, tiny_tokenizer, layout, image_prompt, GREEDY)
@@ -222,7 +223,7 @@ def test_defaults_on_cpu_and_flag_off(tiny_location, model):
     assert FastPath(model, context_length=512).mode == "eager"  # measured fastest on CPU
     with pytest.raises(ValueError, match="static cache"):
         FastPath(model, context_length=512, config=FastPathConfig(static_cache=False, compile=True))
-    from llmcxr_app.weights import load_model
+    from llmcxr_app.loading.weights import load_model
 
     llm, _ = load_model(tiny_location, RuntimeConfig(device="cpu", quantization="fp32"))
     assert fastpath.fast_path_for(llm, RuntimeConfig(fast_path=False)) is None
@@ -230,8 +231,8 @@ def test_defaults_on_cpu_and_flag_off(tiny_location, model):
 
 
 def test_studio_with_fast_path_and_warmup(tiny_location):
-    from llmcxr_app.studio import Studio
-    from llmcxr_app.weights import load_model
+    from llmcxr_app.loading.weights import load_model
+    from llmcxr_app.studio.facade import Studio
 
     llm, vqgan = load_model(tiny_location, RuntimeConfig(device="cpu", quantization="fp32"))
     fast = FastPath(

@@ -9,7 +9,7 @@ import torch
 
 from llmcxr_app import protocol
 from llmcxr_app.config import SamplingConfig
-from llmcxr_app.generation import (
+from llmcxr_app.engine.generation import (
     GenerationCancelled,
     decode_step,
     generate_image,

@@ -10,10 +10,10 @@ import pytest
 import torch
 from conftest import TINY_VQGAN
 
-from llmcxr_app import hub
 from llmcxr_app.config import ModelLocation, RuntimeConfig
-from llmcxr_app.convert import convert_vqgan
-from llmcxr_app.weights import WeightsError, load_llm, load_model
+from llmcxr_app.loading import hub
+from llmcxr_app.loading.convert import convert_vqgan
+from llmcxr_app.loading.weights import WeightsError, load_llm, load_model
 
 REPO = "llmcxr-test/tiny"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

@@ -23,7 +23,7 @@ from dicom_corpus import (
 )
 from PIL import Image
 
-from llmcxr_app.imaging import (
+from llmcxr_app.imaging.images import (
     ImageLimits,
     ImageLoadError,
     load_image,

@@ -5,8 +5,8 @@ import re
 import numpy as np
 import pytest
 
-from llmcxr_app.demo.phantoms import LABELS, Findings, sample_findings
-from llmcxr_app.demo.reports import (
+from llmcxr_app.demo.data.phantoms import LABELS, Findings, sample_findings
+from llmcxr_app.demo.data.reports import (
     DECLINES,
     PLAIN_QUESTIONS,
     QUESTIONS,
@@ -16,7 +16,7 @@ from llmcxr_app.demo.reports import (
     write_findings_prompt,
     write_report,
 )
-from llmcxr_app.labeler import label_details, label_report, mentioned_labels, parse_answer
+from llmcxr_app.studio.labeler import label_details, label_report, mentioned_labels, parse_answer
 
 
 def _details(f: Findings) -> dict[str, str]:

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from llmcxr_app.demo import metrics
-from llmcxr_app.demo.phantoms import Findings
+from llmcxr_app.demo.data.phantoms import Findings
+from llmcxr_app.demo.evaluate import metrics
 
 
 def test_prf_matches_hand_computed_values():

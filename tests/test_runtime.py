@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from llmcxr_app.runtime import resolve_device, resolve_quantization
+from llmcxr_app.loading.runtime import resolve_device, resolve_quantization
 
 
 def test_resolve_device_and_quantization():

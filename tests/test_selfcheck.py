@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from llmcxr_app import protocol, selfcheck
+from llmcxr_app import protocol
 from llmcxr_app.config import DEMO_MODEL, RuntimeConfig, Settings, resolve_location
-from llmcxr_app.studio import Result, Studio
+from llmcxr_app.studio import selfcheck
+from llmcxr_app.studio.facade import Result, Studio
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"
 

@@ -9,10 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from llmcxr_app import imaging, protocol
+from llmcxr_app import protocol
 from llmcxr_app.config import RuntimeConfig, SamplingConfig, Settings
-from llmcxr_app.generation import GenerationCancelled, generate_text
-from llmcxr_app.studio import Studio, StudioInputError
+from llmcxr_app.engine.generation import GenerationCancelled, generate_text
+from llmcxr_app.imaging import images as imaging
+from llmcxr_app.studio.facade import Studio, StudioInputError
 from tests.conftest import TINY_VQGAN
 
 GREEDY = SamplingConfig(temperature=0.0, max_new_tokens=6)

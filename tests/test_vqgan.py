@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from llmcxr_app.vqgan import VQGAN, VQGANConfig
+from llmcxr_app.modeling.vqgan import VQGAN, VQGANConfig
 
 TINY = VQGANConfig(
     embed_dim=8,

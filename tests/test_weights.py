@@ -16,8 +16,7 @@ from safetensors.torch import save_file
 
 from llmcxr_app import protocol
 from llmcxr_app.config import RuntimeConfig
-from llmcxr_app.vqgan import VQGAN, VQGANConfig
-from llmcxr_app.weights import (
+from llmcxr_app.loading.weights import (
     LoadedLLM,
     WeightsError,
     infer_vqgan_config,
@@ -26,6 +25,7 @@ from llmcxr_app.weights import (
     load_vqgan,
     weight_hash,
 )
+from llmcxr_app.modeling.vqgan import VQGAN, VQGANConfig
 
 CODEBOOK = TINY_VQGAN.n_embed
 
@@ -62,7 +62,7 @@ def official(tmp_path_factory) -> tuple[Path, torch.nn.Module]:
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from llmcxr_app.demo.builders import LLMShape, make_llm
+    from llmcxr_app.modeling.builders import LLMShape, make_llm
 
     out = tmp_path_factory.mktemp("official") / "llmcxr_mimic-cxr-256-txvloss-medvqa-stage1_2"
     t = Tokenizer(models.BPE())
