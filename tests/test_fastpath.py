@@ -7,13 +7,13 @@ import threading
 
 import pytest
 import torch
+from conftest import TINY_VQGAN
 
 from llmcxr_app import protocol
 from llmcxr_app.config import RuntimeConfig, SamplingConfig
 from llmcxr_app.engine import fastpath, generation
 from llmcxr_app.engine.fastpath import FastPath, FastPathConfig, bucket_sizes
 from llmcxr_app.engine.generation import sample_on_device
-from tests.conftest import TINY_VQGAN
 
 GREEDY = SamplingConfig(temperature=0.0, max_new_tokens=40)
 SEEDED = SamplingConfig(temperature=1.0, top_p=0.9, top_k=12, seed=5)

@@ -6,6 +6,7 @@ import threading
 
 import pytest
 import torch
+from conftest import TINY_VQGAN
 
 from llmcxr_app import protocol
 from llmcxr_app.config import SamplingConfig
@@ -19,7 +20,6 @@ from llmcxr_app.engine.generation import (
     prefill,
     sample,
 )
-from tests.conftest import TINY_VQGAN
 
 
 @pytest.fixture(scope="module")
