@@ -7,6 +7,7 @@ import threading
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_VQGAN
 from PIL import Image
 
 from llmcxr_app import protocol
@@ -14,7 +15,6 @@ from llmcxr_app.config import RuntimeConfig, SamplingConfig, Settings
 from llmcxr_app.engine.generation import GenerationCancelled, generate_text
 from llmcxr_app.imaging import images as imaging
 from llmcxr_app.studio.facade import Studio, StudioInputError
-from tests.conftest import TINY_VQGAN
 
 GREEDY = SamplingConfig(temperature=0.0, max_new_tokens=6)
 

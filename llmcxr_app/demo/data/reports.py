@@ -8,14 +8,11 @@ Sides are the patient's (see `phantoms.py` for the image convention).
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from llmcxr_app.demo.data.findings import Findings
 from llmcxr_app.studio.labeler import mentioned_labels
-
-if TYPE_CHECKING:
-    from llmcxr_app.demo.data.phantoms import Findings
 
 DECLINES = (
     "I am a demo model trained only on synthetic chest X-ray phantoms, so I cannot answer general questions. "
