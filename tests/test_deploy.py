@@ -102,7 +102,7 @@ def test_zerogpu_requirements_differ_only_in_torch():
 
 def test_zerogpu_module_imports_nothing_off_zerogpu():
     code = (
-        "import sys, inspect; import llmcxr_app.zerogpu as z\n"
+        "import sys, inspect; import llmcxr_app.ui.zerogpu as z\n"
         "def g(n):\n    yield from range(n)\n"
         "assert z.gpu(30)(g) is g and not z.on_zerogpu()\n"
         "print(sorted(m for m in ('spaces', 'torch', 'gradio') if m in sys.modules))\n"

@@ -18,9 +18,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from llmcxr_app.loading.checkpoint_io import (
-    WeightsError,  # also weights.WeightsError; this module is import-light
-)
+from llmcxr_app.loading.checkpoint_io import WeightsError  # also weights.WeightsError
+from llmcxr_app.loading.files import llm_weight_files  # import-light: no torch, no loader
 
 log = logging.getLogger(__name__)
 
@@ -132,14 +131,12 @@ def _complete(target: Path, hub: HubSpec) -> bool:
     """The file exists, or the folder has config.json, a tokenizer and every weight file its index names."""
     if hub.is_file:
         return target.is_file()
-    from llmcxr_app.loading.weights import _llm_weight_files
-
     if not (target / "config.json").is_file() or not any(
         (target / name).is_file() for name in ("tokenizer.json", "vocab.json")
     ):
         return False
     try:
-        _llm_weight_files(target)
+        llm_weight_files(target)
     except (WeightsError, ValueError, KeyError):  # missing shards, or a truncated index
         return False
     return True

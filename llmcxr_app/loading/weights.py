@@ -7,11 +7,10 @@ Reading checkpoint files without running their pickled code: checkpoint_io.py.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,25 +19,15 @@ import yaml
 
 from llmcxr_app import config as cfg
 from llmcxr_app.loading.checkpoint_io import WeightsError, read_state_dict
+from llmcxr_app.loading.files import README, llm_hint, llm_weight_files, rel, weight_hash
 from llmcxr_app.loading.hub import local_path
 from llmcxr_app.loading.runtime import resolve_device, resolve_quantization
 from llmcxr_app.modeling.vqgan import VQGAN, VQGANConfig, autoencoder_prefixes
 from llmcxr_app.protocol import TokenLayout, token_layout
 
-README = "weights/README.md"
-
-
-def _rel(path: Path) -> str:
-    try:
-        return str(path.relative_to(cfg.REPO_ROOT))
-    except ValueError:
-        return str(path)
-
-
-def _local_path(spec: str | os.PathLike) -> Path:
-    """The local path a weights location names; Hub locations (org/name, hf://...) are fetched by hub.py."""
-    return local_path(spec)
-
+# TODO(restructure): convert.py (frozen during the restructure) still calls w._llm_weight_files; once it
+# calls files.llm_weight_files, drop this alias (docs/RESTRUCTURE_TODO.md).
+_llm_weight_files = llm_weight_files
 
 # ---------------------------------------------------------------- VQ-GAN
 
@@ -46,7 +35,7 @@ def _local_path(spec: str | os.PathLike) -> Path:
 def _hint_vqgan(path: Path, what: str, official: Path, flag: str, env: str) -> str:
     return (
         f"VQ-GAN {what} not found: {path}. The official one is {official.name}, inside "
-        f"{official.parent.name}.tar from the LLM-CXR release; unpack it so the file is at {_rel(official)} "
+        f"{official.parent.name}.tar from the LLM-CXR release; unpack it so the file is at {rel(official)} "
         f"(or pass {flag} / set {env}). See {README}."
     )
 
@@ -132,7 +121,7 @@ def load_vqgan(
     (then ``resolution`` in pixels, which the weights do not store). ``ckpt_path``: Lightning ``.ckpt`` or
     ``.safetensors``. ``loss.*`` keys are dropped; every other key must match the config exactly.
     """
-    ckpt = _local_path(ckpt_path)
+    ckpt = local_path(ckpt_path)
     if not ckpt.is_file():
         raise WeightsError(
             _hint_vqgan(ckpt, "checkpoint", cfg.OFFICIAL_VQGAN_CKPT, "--vqgan-ckpt", cfg.ENV_VQGAN_CKPT)
@@ -147,7 +136,7 @@ def load_vqgan(
     if config_path in (None, ""):
         config = infer_vqgan_config(sd, resolution=resolution)
     else:
-        path = _local_path(config_path)
+        path = local_path(config_path)
         if not path.is_file():
             raise WeightsError(
                 _hint_vqgan(path, "config", cfg.OFFICIAL_VQGAN_CONFIG, "--vqgan-config", cfg.ENV_VQGAN_CONFIG)
@@ -174,69 +163,9 @@ class LoadedLLM:
     layout: TokenLayout  # protocol ids; layout.total_vocab == embedding rows
     quantization: str  # "nf4", "int8", "bf16" or "fp32" (resolved, never "auto")
     device: torch.device  # where the weights live
-    weight_hash: str  # 12 hex chars, see weight_hash()
+    weight_hash: str  # 12 hex chars, files.weight_hash (load_model: of the LLM and VQ-GAN files)
     context_length: int  # tokens the model attends over (config.max_position_embeddings)
-
-
-# transformers' preference order: safetensors before .bin, a single file before its sharded index.
-_WEIGHT_FILES = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-)
-
-
-def _llm_hint() -> str:
-    return (
-        f"The official LLM is the directory {cfg.OFFICIAL_LLM_DIR.name}/ (config.json, tokenizer files, "
-        f"pytorch_model.bin) from {cfg.OFFICIAL_LLM_DIR.name}.tar of the LLM-CXR release; unpack it to "
-        f"{_rel(cfg.OFFICIAL_LLM_DIR)}/ (or pass --llm / set {cfg.ENV_LLM}). See {README}."
-    )
-
-
-def _llm_weight_files(path: Path) -> list[Path]:
-    """The files transformers will read, checked to be complete; raises WeightsError naming what is missing."""
-    for name in _WEIGHT_FILES:
-        file = path / name
-        if not file.is_file():
-            continue
-        if not name.endswith(".index.json"):
-            return [file]
-        shards = sorted(set(json.loads(file.read_text())["weight_map"].values()))
-        missing = [s for s in shards if not (path / s).is_file()]
-        if missing:
-            raise WeightsError(
-                f"{path}: {len(missing)} of {len(shards)} weight shards are missing: {missing[:3]}."
-            )
-        return [file, *(path / s for s in shards)]
-    hint = ""
-    if (path / "zero_to_fp32.py").exists() or any(path.glob("global_step*")):
-        hint = (
-            " This is a DeepSpeed checkpoint: convert it with `python zero_to_fp32.py . pytorch_model.bin`."
-        )
-    raise WeightsError(
-        f"{path} holds no weights (expected one of {list(_WEIGHT_FILES)}).{hint} {_llm_hint()}"
-    )
-
-
-def weight_hash(files: list[Path]) -> str:
-    """A short stable fingerprint of weight files: sha256 over each name, size, first and last MiB.
-
-    Reading 2 MiB per file keeps it instant on the 11 GB official file; any re-save, different checkpoint or
-    truncated download changes the size or those bytes. Paths do not count, so a moved directory keeps it.
-    """
-    h = hashlib.sha256()
-    mib = 1 << 20
-    for file in sorted(files, key=lambda f: f.name):
-        size = file.stat().st_size
-        h.update(f"{file.name}\0{size}\0".encode())
-        with open(file, "rb") as f:
-            h.update(f.read(mib))
-            if size > mib:
-                f.seek(max(mib, size - mib))
-                h.update(f.read())
-    return h.hexdigest()[:12]
+    weight_files: tuple[Path, ...] = ()  # the files weight_hash read (files.llm_weight_files)
 
 
 def _from_pretrained_kwargs(quantization: str, device: torch.device) -> dict[str, Any]:
@@ -282,31 +211,18 @@ def _prequantized(root: Path, hf_config: dict[str, Any]) -> str | None:
     )
 
 
-def load_llm(
-    path: str | os.PathLike,
-    *,
-    quantization: str = "auto",
-    device: str | torch.device = "auto",
-    codebook_size: int,
-) -> LoadedLLM:
-    """Load an LLM-CXR LLM from a Hugging Face directory and check it against the protocol.
-
-    Checks before reading the weights: config.json is GPT-NeoX; the tokenizer holds the special tokens; the
-    embedding has len(tokenizer) + codebook_size rows. ``codebook_size``: the VQ-GAN's n_embed.
-    """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    root = _local_path(path)
+def _read_hf_config(root: Path) -> dict[str, Any]:
+    """config.json of an LLM directory, checked to be a GPT-NeoX (raises WeightsError with the fix)."""
     if root.is_file() and root.name.endswith((".tar", ".tar.gz", ".zip")):
         raise WeightsError(f"{root} is the downloaded archive; unpack it and pass the directory inside.")
     if not root.is_dir():
-        raise WeightsError(f"LLM directory not found: {root}. {_llm_hint()}")
+        raise WeightsError(f"LLM directory not found: {root}. {llm_hint()}")
     config_file = root / "config.json"
     if not config_file.is_file():
         inner = [p.parent.name for p in root.glob("*/config.json")]
         nested = f" It has a subdirectory with one: pass {root / inner[0]}." if inner else ""
         raise WeightsError(
-            f"{root} holds no config.json, so it is not a model directory.{nested} {_llm_hint()}"
+            f"{root} holds no config.json, so it is not a model directory.{nested} {llm_hint()}"
         )
     try:
         hf_config = json.loads(config_file.read_text())
@@ -316,11 +232,17 @@ def load_llm(
     if model_type != "gpt_neox":
         raise WeightsError(
             f"{root} is a {model_type!r} model ({hf_config.get('architectures')}); LLM-CXR is a GPT-NeoX "
-            f"(GPTNeoXForCausalLM, fine-tuned dolly-v2-3b). {_llm_hint()}"
+            f"(GPTNeoXForCausalLM, fine-tuned dolly-v2-3b). {llm_hint()}"
         )
-    files = _llm_weight_files(root)
+    return hf_config
+
+
+def _load_tokenizer(root: Path, hf_config: dict[str, Any], codebook_size: int) -> tuple[Any, TokenLayout]:
+    """The tokenizer and its protocol layout, checked against the embedding rows config.json declares."""
+    from transformers import AutoTokenizer
+
     if not any((root / n).is_file() for n in ("tokenizer.json", "vocab.json")):
-        raise WeightsError(f"{root} has no tokenizer (tokenizer.json). {_llm_hint()}")
+        raise WeightsError(f"{root} has no tokenizer (tokenizer.json). {llm_hint()}")
     try:
         tokenizer = AutoTokenizer.from_pretrained(root)
         layout = token_layout(tokenizer, codebook_size)
@@ -334,21 +256,32 @@ def load_llm(
             f"{layout.total_vocab}. The tokenizer, the LLM and the VQ-GAN must come from the same release "
             "(officially 50281 + 1024 = 51305)."
         )
-    dev = resolve_device(device)
+    return tokenizer, layout
+
+
+def _precision(
+    root: Path, hf_config: dict[str, Any], quantization: str, dev: torch.device
+) -> tuple[str, dict[str, Any]]:
+    """(resolved quantization, from_pretrained kwargs); pre-quantized weights load only as what they are."""
     stored = _prequantized(root, hf_config)
     if stored is None:
         quant = resolve_quantization(quantization, dev)
-        kwargs = _from_pretrained_kwargs(quant, dev)
-    else:  # written by `python -m llmcxr_app.convert llm --quantize nf4`: it loads as what it is
-        if str(quantization).lower() not in ("auto", stored):
-            raise WeightsError(
-                f"{root} holds weights pre-quantized to {stored}, which load only as {stored} (use "
-                f"--quantization auto); for {quantization}, convert the original weights instead."
-            )
-        quant = resolve_quantization(stored, dev)
-        # dtype "auto" = as stored: transformers 5.23 casts only some tensors of a pre-quantized checkpoint
-        # to another dtype, and the mixed model then fails in its first layer norm.
-        kwargs = {"device_map": {"": str(dev)}, "dtype": "auto"}
+        return quant, _from_pretrained_kwargs(quant, dev)
+    # written by `python -m llmcxr_app.convert llm --quantize nf4`
+    if str(quantization).lower() not in ("auto", stored):
+        raise WeightsError(
+            f"{root} holds weights pre-quantized to {stored}, which load only as {stored} (use "
+            f"--quantization auto); for {quantization}, convert the original weights instead."
+        )
+    # dtype "auto" = as stored: transformers 5.23 casts only some tensors of a pre-quantized checkpoint
+    # to another dtype, and the mixed model then fails in its first layer norm.
+    return resolve_quantization(stored, dev), {"device_map": {"": str(dev)}, "dtype": "auto"}
+
+
+def _read_model(root: Path, kwargs: dict[str, Any], layout: TokenLayout) -> Any:
+    """The GPT-NeoX weights, with a message naming the usual cause when they cannot be read."""
+    from transformers import AutoModelForCausalLM
+
     try:
         model = AutoModelForCausalLM.from_pretrained(root, **kwargs)
     except torch.OutOfMemoryError:
@@ -363,6 +296,29 @@ def load_llm(
         raise WeightsError(
             f"{root}: the weights hold {rows} embedding rows, config.json {layout.total_vocab}."
         )
+    return model
+
+
+def load_llm(
+    path: str | os.PathLike,
+    *,
+    quantization: str = "auto",
+    device: str | torch.device = "auto",
+    codebook_size: int,
+) -> LoadedLLM:
+    """Load an LLM-CXR LLM from a Hugging Face directory and check it against the protocol.
+
+    Checks before reading the weights: config.json is GPT-NeoX; the tokenizer holds the special tokens; the
+    embedding has len(tokenizer) + codebook_size rows. ``codebook_size``: the VQ-GAN's n_embed. Its
+    ``weight_hash`` covers the LLM's weight files only (load_model adds the VQ-GAN's).
+    """
+    root = local_path(path)
+    hf_config = _read_hf_config(root)
+    files = llm_weight_files(root)
+    tokenizer, layout = _load_tokenizer(root, hf_config, codebook_size)
+    dev = resolve_device(device)
+    quant, kwargs = _precision(root, hf_config, quantization, dev)
+    model = _read_model(root, kwargs, layout)
     if tokenizer.eos_token_id is not None:
         tokenizer.pad_token = tokenizer.eos_token  # upstream's choice; generation pads with eos
         model.generation_config.pad_token_id = tokenizer.eos_token_id
@@ -378,14 +334,22 @@ def load_llm(
         device=dev,
         weight_hash=weight_hash(files),
         context_length=int(hf_config.get("max_position_embeddings", model.config.max_position_embeddings)),
+        weight_files=tuple(files),
     )
 
 
 def load_model(location: cfg.ModelLocation, runtime: cfg.RuntimeConfig) -> tuple[LoadedLLM, VQGAN]:
-    """The LLM and VQ-GAN of one model, on one device. The VQ-GAN loads first (small; fixes the codebook size)."""
+    """The LLM and VQ-GAN of one model, on one device. The VQ-GAN loads first (small; fixes the codebook size).
+
+    The returned LLM's ``weight_hash`` fingerprints the whole model: the LLM's weight files and the VQ-GAN's
+    checkpoint and YAML, so a swapped VQ-GAN (which changes every image answer) changes it too.
+    """
     device = resolve_device(runtime.device)
-    vqgan = load_vqgan(location.vqgan_config or None, location.vqgan_ckpt, device=device)
+    ckpt = local_path(location.vqgan_ckpt)
+    config = local_path(location.vqgan_config) if location.vqgan_config else None
+    vqgan = load_vqgan(config, ckpt, device=device)
     llm = load_llm(
         location.llm, quantization=runtime.quantization, device=device, codebook_size=vqgan.n_embed
     )
-    return llm, vqgan
+    vq_files = [ckpt] if config is None else [ckpt, config]
+    return replace(llm, weight_hash=weight_hash([*llm.weight_files, *vq_files])), vqgan

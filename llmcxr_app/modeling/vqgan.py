@@ -2,7 +2,7 @@
 
 Module and parameter names match taming-transformers (``encoder.down.0.block.0.norm1.weight``, ...,
 ``quantize.embedding.weight``, ``quant_conv``, ``post_quant_conv``) so the official Lightning checkpoint loads
-strictly once its training-only ``loss.*`` keys are dropped. This file knows nothing of files: see weights.py.
+strictly once its training-only ``loss.*`` keys are dropped. This file knows nothing of files: loading/weights.py reads checkpoints into it.
 
 Shapes (official f16 config): image [B, 3, 256, 256] in [-1, 1] -> latents [B, 256, 16, 16] -> codes
 [B, 256] (row-major over the 16 x 16 grid) -> image [B, 3, 256, 256].
@@ -362,10 +362,3 @@ class VQGAN(nn.Module):
 def autoencoder_prefixes() -> tuple[str, ...]:
     """Top-level key prefixes an inference checkpoint must hold (anything else but `loss.` is unexpected)."""
     return ("encoder.", "decoder.", "quantize.", "quant_conv.", "post_quant_conv.")
-
-
-def load_vqgan(config_path: Any, ckpt_path: Any, device: str | torch.device = "cpu") -> VQGAN:
-    """Load a VQ-GAN from a taming YAML and a .ckpt/.safetensors (implemented in weights.py)."""
-    from llmcxr_app.loading.weights import load_vqgan as _load
-
-    return _load(config_path, ckpt_path, device=device)
