@@ -155,7 +155,7 @@ def test_draw_candidates_are_chosen_by_self_check_and_the_first_is_scored_too(ti
 
 def _demo_dir(tmp_path: Path, tiny_location) -> Path:
     """The tiny fixture model laid out as train.py writes weights/demo (llm/, vqgan/*.yaml + safetensors)."""
-    from llmcxr_app.modeling.builders import save_vqgan
+    from llmcxr_app.loading.writers import save_vqgan
 
     out = tmp_path / "demo"
     shutil.copytree(tiny_location.llm, out / "llm")

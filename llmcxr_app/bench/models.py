@@ -13,13 +13,32 @@ import torch
 
 from llmcxr_app import config as cfg
 from llmcxr_app import protocol
+from llmcxr_app.loading.weights import load_model
+from llmcxr_app.modeling.builders import (
+    DEMO_LLM,
+    DEMO_VOCAB,
+    DEMO_VQGAN,
+    DOLLY_V2_3B,
+    OFFICIAL_VOCAB,
+    OFFICIAL_VQGAN,
+    LLMShape,
+    make_llm,
+    train_tokenizer,
+)
 from llmcxr_app.modeling.vqgan import VQGAN, VQGANConfig
 
 FINDINGS = "Moderate right pleural effusion with compressive atelectasis. The left lung is clear. Heart size is normal."
 # 16 x 16 grid (256 ids, as officially) at almost no cost
-TINY_VQGAN = VQGANConfig(embed_dim=8, n_embed=32, ch=32, ch_mult=(1, 1), num_res_blocks=1, attn_resolutions=(), z_channels=8, resolution=32)  # fmt: skip
-OFFICIAL_VQGAN = VQGANConfig()  # taming's f16 defaults = the official architecture
-OFFICIAL_VOCAB = 50281  # len(tokenizer) of the official checkpoint (DESIGN.md section 2)
+TINY_VQGAN = VQGANConfig(
+    embed_dim=8,
+    n_embed=32,
+    ch=32,
+    ch_mult=(1, 1),
+    num_res_blocks=1,
+    attn_resolutions=(),
+    z_channels=8,
+    resolution=32,
+)
 
 
 @dataclass(frozen=True)
@@ -56,15 +75,11 @@ class _WideTokenizer:
 def build_random(
     shape: str, *, device: torch.device, quantization: str, layers: int | None = None
 ) -> BenchModel:
-    """tiny | demo-random (demo.train's "demo" preset) | official (dolly-v2-3b + f16 VQ-GAN); random weights."""
-    from llmcxr_app.demo.train.training import PRESETS
-    from llmcxr_app.modeling.builders import DOLLY_V2_3B, LLMShape, make_llm, train_tokenizer
-
+    """tiny | demo-random (the demo model's shapes) | official (dolly-v2-3b + f16 VQ-GAN); random weights."""
     if shape == "tiny":
         llm_shape, vq, vocab = LLMShape(2, 64, 4, 128, 512), TINY_VQGAN, 400
     elif shape == "demo-random":
-        demo = PRESETS["demo"]
-        llm_shape, vq, vocab = demo.llm, demo.vqgan, demo.vocab_size
+        llm_shape, vq, vocab = DEMO_LLM, DEMO_VQGAN, DEMO_VOCAB
     elif shape == "official":
         llm_shape, vq, vocab = DOLLY_V2_3B, OFFICIAL_VQGAN, 2000
     else:
@@ -120,8 +135,6 @@ def _quantized(model: Any, quantization: str, device: torch.device) -> Any:
 
 def load_weights(spec: str, *, device: str, quantization: str) -> BenchModel:
     """``demo`` = weights/demo; otherwise a directory laid out like it (llm/, vqgan/*.yaml + weights)."""
-    from llmcxr_app.loading.weights import load_model
-
     if spec == "demo":
         root = cfg.DEMO_DIR
         if not (cfg.DEMO_LLM_DIR / "config.json").is_file():

@@ -1,22 +1,18 @@
-"""Build small LLM-CXR models in the official formats: a GPT-NeoX-style tokenizer and a GPT-NeoX LLM, and
-write trained ones in the official layouts (taming YAML + weights for the VQ-GAN; fp16 for shipping).
+"""Build LLM-CXR-shaped models in memory: a GPT-NeoX-style tokenizer and a randomly initialised GPT-NeoX LLM,
+with the architectures this project builds (dolly-v2-3b's, the demo model's, a tiny one for tests).
 
-Used by the demo-model trainer and by the tests (which need tiny models laid out exactly like the official
-checkpoint: tokenizer with the three special tokens, embedding rows = len(tokenizer) + codebook size).
+Used by the demo-model trainer, the benchmark (random models with real shapes) and the tests (which need tiny
+models laid out exactly like the official checkpoint: tokenizer with the three special tokens, embedding
+rows = len(tokenizer) + codebook size). No file I/O: loading/writers.py writes trained models.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
 
+from llmcxr_app.modeling.vqgan import VQGANConfig
 from llmcxr_app.protocol import IMAGE_PLACEHOLDER, SPECIAL_TOKENS
-
-if TYPE_CHECKING:
-    from llmcxr_app.modeling.vqgan import VQGAN
 
 EOS_TOKEN = "<|endoftext|>"
 
@@ -70,6 +66,22 @@ class LLMShape:
 DOLLY_V2_3B = LLMShape(
     num_layers=32, hidden_size=2560, num_heads=32, intermediate_size=10240, max_positions=2048
 )
+OFFICIAL_VQGAN = VQGANConfig()  # taming's f16 defaults = the official architecture
+OFFICIAL_VOCAB = 50281  # len(tokenizer) of the official checkpoint (docs/PROTOCOL.md)
+
+# The embedded demo model (demo/train's "demo" preset; the benchmark's "demo-random" shape).
+DEMO_LLM = LLMShape()
+DEMO_VQGAN = VQGANConfig(
+    embed_dim=64,
+    n_embed=256,
+    ch=32,
+    ch_mult=(1, 2, 2, 4),
+    num_res_blocks=1,
+    attn_resolutions=(),
+    z_channels=64,
+    resolution=128,
+)  # f8 at 128 px -> the official 16 x 16 grid
+DEMO_VOCAB = 1200  # BPE vocabulary before the three special tokens
 
 
 def make_llm(vocab_size: int, codebook_size: int, shape: LLMShape = LLMShape(), seed: int = 0):
@@ -92,32 +104,3 @@ def make_llm(vocab_size: int, codebook_size: int, shape: LLMShape = LLMShape(), 
     )
     torch.manual_seed(seed)
     return GPTNeoXForCausalLM(config)
-
-
-def save_vqgan(model: VQGAN, out: Path) -> None:
-    """Official layout: a taming YAML (model.params) and the autoencoder weights (safetensors, no loss.*)."""
-    import yaml
-    from safetensors.torch import save_file
-
-    out.mkdir(parents=True, exist_ok=True)
-    doc = {"model": {"target": "taming.models.vqgan.VQModel", "params": model.config.to_params()}}
-    (out / "demo-vqgan.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
-    save_file(
-        {k: v.contiguous().cpu() for k, v in model.state_dict().items()}, out / "demo-vqgan.safetensors"
-    )
-
-
-def shrink(out: Path) -> None:
-    """Store the trained weights in fp16 (half the size; the loader upcasts to the runtime precision).
-
-    The shipped model must stay small (weights/demo <= 30 MB); evaluation runs on these fp16 files.
-    """
-    from safetensors.torch import load_file, save_file
-
-    for path in [out / "vqgan" / "demo-vqgan.safetensors", *sorted((out / "llm").glob("*.safetensors"))]:
-        tensors = {k: (v.half() if v.is_floating_point() else v) for k, v in load_file(path).items()}
-        save_file(tensors, path, metadata={"format": "pt"})
-    cfg_path = out / "llm" / "config.json"
-    cfg = json.loads(cfg_path.read_text())
-    cfg["dtype"] = "float16"
-    cfg_path.write_text(json.dumps(cfg, indent=2))

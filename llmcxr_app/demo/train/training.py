@@ -17,7 +17,7 @@ import argparse
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from llmcxr_app import protocol
 from llmcxr_app.demo.data import reports
 from llmcxr_app.demo.data import samples as data
-from llmcxr_app.modeling.builders import LLMShape, make_llm, save_vqgan, shrink, train_tokenizer
+from llmcxr_app.loading.writers import save_vqgan, shrink
+from llmcxr_app.modeling.builders import DEMO_LLM, DEMO_VOCAB, DEMO_VQGAN, LLMShape, make_llm, train_tokenizer
 from llmcxr_app.modeling.vqgan import VQGAN, VQGANConfig
 
 
@@ -37,24 +38,13 @@ class TrainConfig:
 
     seed: int = 0  # everything (phantom seeds, init, batching) derives from it
     n_phantoms: int = 3000  # training phantoms (seeds 0..n-1)
-    vqgan: VQGANConfig = field(
-        default_factory=lambda: VQGANConfig(
-            embed_dim=64,
-            n_embed=256,
-            ch=32,
-            ch_mult=(1, 2, 2, 4),
-            num_res_blocks=1,
-            attn_resolutions=(),
-            z_channels=64,
-            resolution=128,
-        )
-    )  # f8 at 128 px -> the official 16 x 16 grid
+    vqgan: VQGANConfig = DEMO_VQGAN  # f8 at 128 px -> the official 16 x 16 grid
     vq_steps: int = 500  # VQ-GAN optimizer steps
     vq_batch: int = 12  # image crops per VQ-GAN step
     vq_crop: int = 64  # the fully convolutional VQ-GAN trains on random crops (4x cheaper than 128 px)
     vq_lr: float = 2e-3  # Adam learning rate of the VQ-GAN
-    vocab_size: int = 1200  # BPE vocabulary (before the special tokens)
-    llm: LLMShape = field(default_factory=LLMShape)  # GPT-NeoX size
+    vocab_size: int = DEMO_VOCAB  # BPE vocabulary (before the special tokens)
+    llm: LLMShape = DEMO_LLM  # GPT-NeoX size
     lm_steps: int = 1300  # LLM optimizer steps
     lm_batch: int = 16  # examples per LLM step
     lm_lr: float = 1.5e-3  # peak AdamW learning rate (cosine decay, linear warm-up)
