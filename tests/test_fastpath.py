@@ -1,4 +1,4 @@
-"""fastpath.py on the tiny random GPT-NeoX of conftest (CPU; a CUDA-graph check runs only where CUDA is)."""
+"""engine/fastpath.py on the tiny random GPT-NeoX of conftest (CPU; a CUDA-graph check runs only where CUDA is)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import threading
 import pytest
 import torch
 from conftest import TINY_VQGAN
+from reference import hf_generate_greedy
 
 from llmcxr_app import protocol
 from llmcxr_app.config import RuntimeConfig, SamplingConfig
@@ -98,7 +99,7 @@ def test_static_cache_text_matches_eager_and_hf(model, tiny_tokenizer, layout, i
     assert ours == ref and fast.mode == "static"
     stops = [layout.end_id, tiny_tokenizer.eos_token_id]
     text_only = LogitsProcessorList([_Mask(layout, len(image_prompt), "text", [])])
-    hf = generation.hf_generate_greedy(model, image_prompt, GREEDY.max_new_tokens, stops, text_only)
+    hf = hf_generate_greedy(model, image_prompt, GREEDY.max_new_tokens, stops, text_only)
     assert [t for t in ours if t not in stops] == hf and len(hf) > 5
 
 
@@ -239,7 +240,7 @@ def test_studio_with_fast_path_and_warmup(tiny_location):
         llm.model, context_length=llm.context_length, config=FastPathConfig(static_cache=True, compile=False)
     )
     studio = Studio.from_parts(llm, vqgan, tiny_location, prefill_fn=fast.prefill, step=fast.step)
-    report = fastpath.warmup(studio, fast)
+    report = studio.warm_up(fast)
     assert report["mode"] == "static" and report["compile_s"] >= 0 and report["draw_s"] > 0
     # Warmed 512 then 256 (a budget of 512 tokens keeps one); the draw (prompt + 258 reserve) took 512.
     assert list(fast._pool) == [512]

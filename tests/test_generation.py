@@ -7,6 +7,7 @@ import threading
 import pytest
 import torch
 from conftest import TINY_VQGAN
+from reference import hf_generate_greedy
 
 from llmcxr_app import protocol
 from llmcxr_app.config import SamplingConfig
@@ -15,7 +16,6 @@ from llmcxr_app.engine.generation import (
     decode_step,
     generate_image,
     generate_text,
-    hf_generate_greedy,
     mask_logits,
     prefill,
     sample,

@@ -38,7 +38,7 @@ import torch
 
 from llmcxr_app.config import RuntimeConfig, SamplingConfig
 from llmcxr_app.engine import generation
-from llmcxr_app.engine.generation import ImageProgress, mask_logits
+from llmcxr_app.engine.generation import ImageProgress
 from llmcxr_app.protocol import TokenLayout
 
 log = logging.getLogger(__name__)
@@ -245,16 +245,20 @@ class FastPath:
         return out.logits[:, -1, :].float(), slot
 
     @torch.inference_mode()
-    def step(self, model: Any, token_id: int, past: Any, position: int) -> tuple[torch.Tensor, Any]:
-        """generation.decode_step on the static cache (compiled when enabled). Returns (logits [1, V], past)."""
+    def step(
+        self, model: Any, token_id: int | torch.Tensor, past: Any, position: int
+    ) -> tuple[torch.Tensor, Any]:
+        """generation.decode_step on the static cache (compiled when enabled). Returns (logits [1, V], past).
+
+        ``token_id``: an int or a device tensor holding one id (the image loop feeds its ids from the device).
+        """
         if not isinstance(past, _Slot):
             return generation.decode_step(model, token_id, past, position)
         if position != past.length:
             raise ValueError(f"Decode position {position} but the cache holds {past.length} positions.")
-        token = torch.tensor([[token_id]], dtype=torch.long, device=self.device)
+        token = torch.as_tensor(token_id, dtype=torch.long, device=self.device).reshape(1, 1)
         return self._forward(token, past), past
 
-    @torch.inference_mode()
     def generate_image(
         self,
         model: Any,
@@ -268,58 +272,24 @@ class FastPath:
         prefill_fn: generation.PrefillFn | None = None,
         step: generation.StepFn | None = None,
     ) -> Iterator[ImageProgress]:
-        """generation.generate_image with the sampled ids kept on the device between host copies.
+        """generation.generate_image on this path's cache, copying ids to the host once per grid row.
 
-        Same arguments, same ids (same sampling operations) and the same ImageProgress objects, but yielded
-        only after the first id, every ``sync_every`` ids (default one grid row) and at the end. Without the
-        static cache this is generation.generate_image itself. ``step`` is used only then.
+        Same arguments, checks and ids; with the static cache the ids stay on the device between copies
+        (every ``sync_every`` ids, default one grid row), without it every id is yielded as in eager mode.
         """
-        prefill_fn = prefill_fn or self.prefill
-        if not self.static:
-            yield from generation.generate_image(
-                model, layout, prompt_ids, grid_tokens, sampling, cancel, context_length,
-                prefill_fn=prefill_fn, step=step or self.step,
-            )  # fmt: skip
-            return
-        ids = torch.as_tensor(prompt_ids, dtype=torch.long).reshape(1, -1)
-        if ids.shape[1] == 0:
-            raise ValueError("The prompt is empty.")
-        n_prompt = ids.shape[1]
-        if context_length is not None and n_prompt + grid_tokens + 2 > context_length:
-            raise ValueError(
-                f"The prompt ({n_prompt} tokens) plus an image ({grid_tokens + 2} tokens) exceeds the "
-                f"context of {context_length} tokens."
-            )
-        every = self.config.sync_every or max(1, math.isqrt(grid_tokens))
-        generator = generation.make_generator(model, sampling.seed)
-        ids_buf = torch.empty(grid_tokens, dtype=torch.long, device=self.device)
-        prob_buf = torch.empty(grid_tokens, dtype=torch.float32, device=self.device)
-        codes: list[int] = []
-        probs: list[float] = []
-
-        generation.check_cancel(cancel)
-        _, slot = prefill_fn(model, ids)  # its logits would choose the first id, which is forced to "<"
-        if not isinstance(slot, _Slot):
-            raise TypeError("FastPath.generate_image needs a prefill_fn that returns a FastPath cache.")
-        token = torch.full((1, 1), layout.image_open_id, dtype=torch.long, device=self.device)
-        for i in range(grid_tokens):
-            generation.check_cancel(cancel)
-            logits = self._forward(token, slot)
-            tok, prob = generation.sample_on_device(
-                mask_logits(logits, "image", layout),
-                temperature=sampling.temperature,
-                top_p=sampling.top_p,
-                top_k=sampling.top_k,
-                generator=generator,
-            )
-            ids_buf[i : i + 1], prob_buf[i : i + 1] = tok, prob
-            token = tok.reshape(1, 1)
-            n = i + 1
-            if n == 1 or n % every == 0 or n == grid_tokens:
-                start = len(codes)
-                codes.extend(c - layout.vocab_size for c in ids_buf[start:n].tolist())
-                probs.extend(prob_buf[start:n].tolist())
-                yield ImageProgress(codes=list(codes), probs=list(probs), total=grid_tokens)
+        every = (self.config.sync_every or max(1, math.isqrt(grid_tokens))) if self.static else 1
+        yield from generation.generate_image(
+            model,
+            layout,
+            prompt_ids,
+            grid_tokens,
+            sampling,
+            cancel,
+            context_length,
+            prefill_fn=prefill_fn or self.prefill,
+            step=step or self.step,
+            sync_every=every,
+        )
 
     # -----------------------------------------------------------------------------------------------------
     # Start-up
@@ -357,15 +327,3 @@ def fast_path_for(
     if not runtime.fast_path:
         return None
     return FastPath(llm.model, context_length=llm.context_length, config=config)
-
-
-def warmup(studio: Any, fast: FastPath | None, *, findings: str = "Heart size is normal.") -> dict:
-    """Start-up warm-up: compile every cache bucket, then draw one image through the Studio (LLM steps,
-    sampling, VQ-GAN decode on its device), so no user request pays for compilation or first-call set-up.
-
-    Returns {"compile_s", "draw_s", "mode"}; ``fast`` None (fast path off) skips the compile part.
-    """
-    report = fast.warmup(studio.llm.layout) if fast is not None else {"s": 0.0, "mode": "eager"}
-    t = time.perf_counter()
-    studio.finish(studio.draw(findings, sampling=SamplingConfig(temperature=0.0), preview_every=0))
-    return {"compile_s": report["s"], "draw_s": time.perf_counter() - t, "mode": report["mode"]}

@@ -6,7 +6,7 @@ work happens in two swappable callables, ``prefill_fn(model, input_ids) -> (logi
 ``DynamicCache``; a faster pair (static cache + torch.compile) can be passed in without touching the loop.
 
 Logits are float32 [1, V] where V is the LM head width (len(tokenizer) + codebook size, or more if padded).
-Constraints (see DESIGN.md section 4): text mode masks every id >= len(tokenizer), so text never holds image
+Constraints (docs/PROTOCOL.md): text mode masks every id >= len(tokenizer), so text never holds image
 ids; image mode forces ``<``, samples exactly ``grid_tokens`` image ids, then forces ``>`` and stops.
 """
 
@@ -23,7 +23,7 @@ from llmcxr_app.config import SamplingConfig
 from llmcxr_app.protocol import TokenLayout
 
 PrefillFn = Callable[[Any, torch.Tensor], tuple[torch.Tensor, Any]]
-StepFn = Callable[[Any, int, Any, int], tuple[torch.Tensor, Any]]
+StepFn = Callable[[Any, "int | torch.Tensor", Any, int], tuple[torch.Tensor, Any]]
 
 REPLACEMENT_CHAR = "\ufffd"  # what a decoder emits for an incomplete UTF-8 sequence
 
@@ -80,13 +80,16 @@ def prefill(model: Any, input_ids: torch.Tensor) -> tuple[torch.Tensor, Any]:
 
 
 @torch.inference_mode()
-def decode_step(model: Any, token_id: int, past: Any, position: int) -> tuple[torch.Tensor, Any]:
+def decode_step(
+    model: Any, token_id: int | torch.Tensor, past: Any, position: int
+) -> tuple[torch.Tensor, Any]:
     """Feed one token at sequence index ``position`` (0-based; = ids already in the cache).
 
-    Returns (logits [1, V] float32 for the following token, past_key_values).
+    ``token_id``: an int, or a tensor holding one id on the model's device (the image loop keeps its
+    sampled ids there). Returns (logits [1, V] float32 for the following token, past_key_values).
     """
     device = _device(model)
-    ids = torch.tensor([[token_id]], dtype=torch.long, device=device)
+    ids = torch.as_tensor(token_id, dtype=torch.long, device=device).reshape(1, 1)
     pos = torch.tensor([[position]], dtype=torch.long, device=device)
     out = model(input_ids=ids, past_key_values=past, position_ids=pos, use_cache=True)
     return out.logits[:, -1, :].float(), out.past_key_values
@@ -262,6 +265,14 @@ def generate_text(
         logits, past = step(model, token, past, n_prompt + len(out_ids) - 1)
 
 
+def _check_image_fits(n_prompt: int, grid_tokens: int, context_length: int | None) -> None:
+    if context_length is not None and n_prompt + grid_tokens + 2 > context_length:
+        raise ValueError(
+            f"The prompt ({n_prompt} tokens) plus an image ({grid_tokens + 2} tokens) exceeds the "
+            f"context of {context_length} tokens."
+        )
+
+
 @torch.inference_mode()
 def generate_image(
     model: Any,
@@ -274,79 +285,47 @@ def generate_image(
     *,
     prefill_fn: PrefillFn = prefill,
     step: StepFn = decode_step,
+    sync_every: int = 1,
 ) -> Iterator[ImageProgress]:
     """Stream an image answer shaped like the training targets: ``<``, grid_tokens image ids, ``>``.
 
     ``<`` is forced (fed without sampling), then each of the grid_tokens ids is sampled from the image ids
     only, and ``>`` is forced as the end; it is never fed, as nothing follows it. Model calls: one prefill
-    plus grid_tokens steps. Yields one ImageProgress per sampled id; the last has ``done`` True.
-    max_new_tokens does not apply (an image is always complete). ``cancel`` is checked before every model
-    call; when set, GenerationCancelled is raised.
+    plus grid_tokens steps. max_new_tokens does not apply (an image is always complete). ``cancel`` is
+    checked before every model call; when set, GenerationCancelled is raised.
+
+    Sampled ids stay on the model's device and are fed back from there; they are copied to the host after
+    the first id, every ``sync_every`` ids and at the end, with one ImageProgress yielded per copy (the last
+    has ``done`` True). ``sync_every`` 1 (eager default) yields after every id; a fast path passes one grid
+    row, so the device never waits for the host within a row. The ids do not depend on it.
     """
     ids = _as_input(model, prompt_ids)
     n_prompt = ids.shape[1]
-    if context_length is not None and n_prompt + grid_tokens + 2 > context_length:
-        raise ValueError(
-            f"The prompt ({n_prompt} tokens) plus an image ({grid_tokens + 2} tokens) exceeds the "
-            f"context of {context_length} tokens."
-        )
+    _check_image_fits(n_prompt, grid_tokens, context_length)
     generator = make_generator(model, sampling.seed)
+    sampled = torch.empty(grid_tokens, dtype=torch.long, device=ids.device)
+    sampled_probs = torch.empty(grid_tokens, dtype=torch.float32, device=ids.device)
     codes: list[int] = []
     probs: list[float] = []
 
     check_cancel(cancel)
     _, past = prefill_fn(model, ids)  # its logits would choose the first id, which is forced to "<"
-    token = layout.image_open_id
+    token = torch.full((1, 1), layout.image_open_id, dtype=torch.long, device=ids.device)
     for i in range(grid_tokens):
         check_cancel(cancel)
         logits, past = step(model, token, past, n_prompt + i)
-        token, prob = sample(
+        tok, prob = sample_on_device(
             mask_logits(logits, "image", layout),
             temperature=sampling.temperature,
             top_p=sampling.top_p,
             top_k=sampling.top_k,
             generator=generator,
         )
-        codes.append(token - layout.vocab_size)
-        probs.append(prob)
-        yield ImageProgress(codes=list(codes), probs=list(probs), total=grid_tokens)
-
-
-def image_response_ids(layout: TokenLayout, codes: Sequence[int]) -> list[int]:
-    """The full response ids of an image answer (``<``, shifted codes, ``>``) as the model was trained."""
-    return [layout.image_open_id, *layout.shift(codes), layout.image_close_id]
-
-
-@torch.inference_mode()
-def hf_generate_greedy(
-    model: Any,
-    prompt_ids: Sequence[int] | torch.Tensor,
-    max_new_tokens: int,
-    eos_id: int | Sequence[int],
-    logits_processor: Any = None,
-) -> list[int]:
-    """Reference: HF ``model.generate(do_sample=False)`` with the cache on; returns the new ids only.
-
-    The eager baseline upstream uses; tests compare the loop above against it. ``logits_processor`` is an
-    optional transformers LogitsProcessorList (e.g. the same constraint written independently).
-    """
-    ids = _as_input(model, prompt_ids)
-    eos = [int(eos_id)] if isinstance(eos_id, int) else [int(e) for e in eos_id]
-    out = model.generate(
-        input_ids=ids,
-        attention_mask=torch.ones_like(ids),
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        use_cache=True,
-        eos_token_id=eos,
-        pad_token_id=eos[0],
-        logits_processor=logits_processor,
-        temperature=None,
-        top_p=None,
-        top_k=None,
-    )
-    new = out[0, ids.shape[1] :].tolist()
-    # generate pads nothing for batch 1, but it keeps the eos id it stopped on: drop it, as the loop does.
-    if new and new[-1] in eos:
-        new = new[:-1]
-    return new
+        sampled[i : i + 1], sampled_probs[i : i + 1] = tok, prob
+        token = tok.reshape(1, 1)
+        n = i + 1
+        if n == 1 or n % sync_every == 0 or n == grid_tokens:
+            start = len(codes)
+            codes.extend(c - layout.vocab_size for c in sampled[start:n].tolist())
+            probs.extend(sampled_probs[start:n].tolist())
+            yield ImageProgress(codes=list(codes), probs=list(probs), total=grid_tokens)

@@ -22,6 +22,7 @@ from PIL import Image
 
 from llmcxr_app import __version__, protocol
 from llmcxr_app.config import ModelLocation, SamplingConfig, Settings
+from llmcxr_app.engine import fastpath
 from llmcxr_app.engine.generation import (
     GenerationCancelled,
     PrefillFn,
@@ -33,7 +34,9 @@ from llmcxr_app.engine.generation import (
 )
 from llmcxr_app.imaging import images as imaging
 from llmcxr_app.imaging.images import LoadedImage
+from llmcxr_app.loading.weights import load_model
 from llmcxr_app.modeling.vqgan import VQGAN
+from llmcxr_app.studio.timings import sync, timings_of
 from llmcxr_app.studio.types import PreparedImage, Result, StudioInfo, StudioInputError, Update
 
 __all__ = ["PreparedImage", "Result", "Studio", "StudioInfo", "StudioInputError", "Update"]
@@ -41,11 +44,6 @@ __all__ = ["PreparedImage", "Result", "Studio", "StudioInfo", "StudioInputError"
 MIN_ANSWER_TOKENS = 16  # a text prompt must leave at least this much of the context for the answer
 PREVIEW_GREY = 128  # preview pixels of grid rows not generated yet
 DEFAULT_SAMPLING = SamplingConfig()  # upstream's defaults (frozen, so safe to share)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class Studio:
@@ -89,9 +87,6 @@ class Studio:
     @classmethod
     def from_settings(cls, settings: Settings) -> Studio:
         """Load the weights named by ``settings`` (raises weights.WeightsError with the fix when they fail)."""
-        from llmcxr_app.engine import fastpath
-        from llmcxr_app.loading.weights import load_model
-
         if settings.runtime.cpu_threads > 0:  # process-wide, before any model work
             torch.set_num_threads(settings.runtime.cpu_threads)
         llm, vqgan = load_model(settings.model, settings.runtime)
@@ -103,8 +98,19 @@ class Studio:
         )
         studio = cls.from_parts(llm, vqgan, settings.model, **fns)
         if settings.runtime.warmup:  # compile and run once now, not in a user's first request
-            fastpath.warmup(studio, fast)
+            studio.warm_up(fast)
         return studio
+
+    def warm_up(self, fast: fastpath.FastPath | None, findings: str = "Heart size is normal.") -> dict:
+        """Compile every cache bucket of ``fast``, then draw one image (LLM steps, sampling, VQ-GAN decode on
+        its device), so no user request pays for compilation or first-call set-up.
+
+        Returns {"compile_s", "draw_s", "mode"}; ``fast`` None (fast path off) skips the compile part.
+        """
+        report = fast.warmup(self.llm.layout) if fast is not None else {"s": 0.0, "mode": "eager"}
+        t = time.perf_counter()
+        self.finish(self.draw(findings, sampling=SamplingConfig(temperature=0.0), preview_every=0))
+        return {"compile_s": report["s"], "draw_s": time.perf_counter() - t, "mode": report["mode"]}
 
     @classmethod
     def from_parts(
@@ -280,27 +286,11 @@ class Studio:
         def run(model: Any, input_ids: torch.Tensor) -> tuple[torch.Tensor, Any]:
             t = time.perf_counter()
             out = self._prefill(model, input_ids)
-            _sync(device)
+            sync(device)
             marks["prompt_s"] = time.perf_counter() - t
             return out
 
         return run
-
-    @staticmethod
-    def _timings(marks: dict, t0: float, first: float | None, tokens: int, n_prompt: int) -> dict:
-        total = time.perf_counter() - t0
-        first_s = first - t0 if first is not None else None
-        decode_s = total - (first_s or 0.0)
-        return {
-            "queue_s": marks.get("queue_s"),
-            "prompt_s": marks.get("prompt_s"),
-            "first_token_s": first_s,
-            "total_s": total,
-            "prompt_tokens": n_prompt,
-            "tokens": tokens,
-            # Decode rate after the first token (the first one's latency is first_token_s).
-            "tokens_per_s": (tokens - 1) / decode_s if tokens > 1 and decode_s > 0 else None,
-        }
 
     def _seeded(self, sampling: SamplingConfig) -> SamplingConfig:
         return sampling if sampling.seed is not None else replace(sampling, seed=secrets.randbelow(2**31))
@@ -336,7 +326,7 @@ class Studio:
                 first = first or time.perf_counter()
                 if last.delta:
                     yield Update(text=last.text, image=None, rows_done=0)
-            timings = self._timings(marks, t0, first, last.tokens, len(ids))
+            timings = timings_of(marks, t0, first, last.tokens, len(ids))
         provenance["stop_reason"] = last.stop
         result = Result(task, last.text, None, None, None, provenance, timings)
         yield Update(text=result.text, image=None, rows_done=0, result=result)
@@ -399,7 +389,7 @@ class Studio:
                 show = preview_every > 0 and rows % preview_every == 0
                 yield Update(text="", image=self.preview(last.codes) if show else None, rows_done=rows)
             image = self._decode(last.codes)
-            timings = self._timings(marks, t0, first, len(last.codes), len(ids))
+            timings = timings_of(marks, t0, first, len(last.codes), len(ids))
         provenance["stop_reason"] = "image"
         result = Result(
             protocol.TASK_DRAW, "", image, list(last.codes), list(last.probs), provenance, timings
