@@ -5,6 +5,8 @@ Seeds below EVAL_SEED_START are training data; evaluation only uses seeds at or 
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,9 +16,11 @@ import numpy as np
 import torch
 
 from llmcxr_app import protocol
-from llmcxr_app.demo.data import reports
+from llmcxr_app.demo.data import findings, phantoms, reports
 from llmcxr_app.demo.data.phantoms import Findings, make_phantom
+from llmcxr_app.imaging import images
 from llmcxr_app.imaging.images import to_model_input
+from llmcxr_app.studio import labeler
 
 EVAL_SEED_START = 1_000_000  # held-out phantoms: never used in training
 PHANTOM_SIZE = 256  # phantoms are drawn at this size and reach the model through the app's own preprocessing
@@ -32,16 +36,38 @@ class Sample:
     report: str  # the phantom's report
 
 
+@functools.cache
+def generator_version() -> str:
+    """12 hex chars of sha256 over the source of everything that makes a Sample: the findings sampler, the
+    phantom renderer, the report writer, the labeler's label list and the app's preprocessing (images.py).
+
+    Any edit to them changes it, so a sample cache written by an older generator is never reused.
+    """
+    h = hashlib.sha256(f"phantom size {PHANTOM_SIZE}".encode())
+    for module in (findings, phantoms, reports, labeler, images):
+        h.update(Path(module.__file__).read_bytes())
+    return h.hexdigest()[:12]
+
+
+def _cached(cache: Path | None, resolution: int) -> dict[int, Sample]:
+    """Samples of `cache` written by this generator version at this resolution (else none)."""
+    if cache is None or not cache.exists():
+        return {}
+    stored = pickle.loads(cache.read_bytes())
+    if not isinstance(stored, dict) or stored.get("key") != (generator_version(), resolution):
+        return {}  # an older format, generator or resolution: render afresh
+    return {s.seed: s for s in stored["samples"]}
+
+
 def render_samples(seeds: Sequence[int], resolution: int, cache: Path | None = None) -> list[Sample]:
     """Draw phantoms and preprocess them exactly as the app preprocesses an upload.
 
-    `cache`: a pickle of our own samples to reuse between runs (rendering thousands takes minutes); seeds it
-    already holds at this resolution are reused, so growing the training set renders only the new ones.
+    `cache`: a pickle of our own samples to reuse between runs (rendering thousands takes minutes), keyed by
+    the generator's version and the resolution; seeds it already holds are reused, so growing the training
+    set renders only the new ones.
     """
     seeds = [int(s) for s in seeds]
-    known: dict[int, Sample] = {}
-    if cache is not None and cache.exists():
-        known = {s.seed: s for s in pickle.loads(cache.read_bytes()) if s.pixels.shape == (resolution,) * 2}
+    known = _cached(cache, resolution)
     out = []
     for seed in seeds:
         if seed in known:
@@ -52,7 +78,8 @@ def render_samples(seeds: Sequence[int], resolution: int, cache: Path | None = N
         out.append(Sample(seed, np.asarray(view.image.convert("L")), ph.findings, ph.report))
     if cache is not None and any(seed not in known for seed in seeds):
         cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_bytes(pickle.dumps(out))
+        payload = {"key": (generator_version(), resolution), "samples": out}
+        cache.write_bytes(pickle.dumps(payload))
     return out
 
 
