@@ -11,11 +11,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from phantom_answers import answer_for
 from PIL import Image
 
 from llmcxr_app.config import RuntimeConfig, SamplingConfig, Settings
 from llmcxr_app.demo.data.phantoms import LABELS, Findings, make_phantom
-from llmcxr_app.demo.data.reports import answer_for, write_findings_prompt
+from llmcxr_app.demo.data.reports import write_findings_prompt
 from llmcxr_app.demo.evaluate import draw as eval_draw
 from llmcxr_app.demo.evaluate import evaluation as ev
 from llmcxr_app.demo.evaluate import reader as rd

@@ -4,13 +4,13 @@ import re
 
 import numpy as np
 import pytest
+from phantom_answers import answer_for
 
 from llmcxr_app.demo.data.phantoms import LABELS, Findings, sample_findings
 from llmcxr_app.demo.data.reports import (
     DECLINES,
     PLAIN_QUESTIONS,
     QUESTIONS,
-    answer_for,
     make_qa,
     plain_instructions,
     write_findings_prompt,

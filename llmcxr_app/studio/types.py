@@ -1,7 +1,7 @@
 """The values the Studio facade hands out: what is loaded, a prepared image, streamed updates, the result.
 
-Plain frozen dataclasses (and the one input error), so the UI, the CLI and the tests can use them without
-loading a model. studio.py re-exports them.
+Plain frozen dataclasses (and the input error, from errors.py), so the UI, the CLI and the tests can use
+them without loading a model. facade.py re-exports them.
 """
 
 from __future__ import annotations
@@ -11,10 +11,9 @@ from dataclasses import dataclass
 from PIL import Image
 
 from llmcxr_app.imaging.images import LoadedImage
+from llmcxr_app.studio.errors import StudioInputError
 
-
-class StudioInputError(ValueError):
-    """A request the model cannot serve as given; the message is meant for the user."""
+__all__ = ["PreparedImage", "Result", "StudioInfo", "StudioInputError", "Update"]
 
 
 @dataclass(frozen=True)
@@ -25,7 +24,7 @@ class StudioInfo:
     is_demo: bool  # the embedded demo model trained on synthetic phantoms
     device: str  # torch device of the LLM, e.g. "cuda:0"
     quantization: str  # resolved: "nf4", "int8", "bf16" or "fp32"
-    weight_hash: str  # 12 hex chars fingerprinting the LLM weight files (weights.weight_hash)
+    weight_hash: str  # 12 hex chars fingerprinting the LLM and VQ-GAN files (loading.files.weight_hash)
     resolution: int  # VQ-GAN image side in pixels (256 officially)
     grid: int  # side of the latent grid (16 officially)
     codebook_size: int  # VQ-GAN codebook entries = image tokens (1024 officially)

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 
 from llmcxr_app.protocol import TASK_DRAW, TASK_INSTRUCT, TASK_REPORT, TASK_VQA
-from llmcxr_app.studio.facade import StudioInputError
+from llmcxr_app.studio.errors import StudioInputError
 
 MODES = ("Auto", "Report", "Ask", "Draw")
 

@@ -12,7 +12,6 @@ import re
 import numpy as np
 
 from llmcxr_app.demo.data.findings import Findings
-from llmcxr_app.studio.labeler import mentioned_labels
 
 DECLINES = (
     "I am a demo model trained only on synthetic chest X-ray phantoms, so I cannot answer general questions. "
@@ -282,7 +281,7 @@ QUESTIONS: tuple[tuple[str, str, str], ...] = (
     ("What is the heart size?", "heart", "cardiomegaly"),
     ("Which support devices are present?", "devices", "devices"),
 )
-_BY_TEXT = {re.sub(r"\s+", " ", q.lower()).strip(): (kind, label) for q, kind, label in QUESTIONS}
+QUESTION_KINDS = {re.sub(r"\s+", " ", q.lower()).strip(): (kind, label) for q, kind, label in QUESTIONS}
 _NAMES = {
     "effusion": "pleural effusion",
     "pneumothorax": "pneumothorax",
@@ -290,7 +289,8 @@ _NAMES = {
 }
 
 
-def _answer(kind: str, label: str, f: Findings) -> str:
+def answer(kind: str, label: str, f: Findings) -> str:
+    """The true answer to a question of `kind` (QUESTIONS' second field) about `label` for findings `f`."""
     present = f.label_vector().get(label, False)
     if kind == "presence":
         return "Yes." if present else "No."
@@ -308,28 +308,6 @@ def _answer(kind: str, label: str, f: Findings) -> str:
     return f"{_cap(f.consolidation)} zone."  # zone
 
 
-def answer_for(question: str, findings: Findings) -> str | None:
-    """Ground-truth answer to a question of the QA pool (or a close rephrasing), None if not understood."""
-    key = re.sub(r"\s+", " ", question.lower()).strip()
-    hit = _BY_TEXT.get(key)
-    if hit is None:
-        labels = mentioned_labels(key)
-        if len(labels) != 1:
-            return None
-        label = labels[0]
-        if re.match(r"(which|what) side|where|on which side", key) and label in ("effusion", "pneumothorax"):
-            hit = ("side", label)
-        elif re.match(r"where|which (lung )?zone|which lobe", key) and label == "consolidation":
-            hit = ("zone", label)
-        elif re.match(r"how (large|big)|what (is the )?size", key) and label == "effusion":
-            hit = ("size", label)
-        elif re.match(r"(is|are|does|do|has|have|can|any)\b", key):
-            hit = ("presence", label)
-        else:
-            return None
-    return _answer(hit[0], hit[1], findings)
-
-
 def make_qa(findings: Findings, rng: np.random.Generator, n: int) -> list[tuple[str, str]]:
     """n (question, answer) pairs about `findings`, half about present and half about absent findings."""
     present = [lab for lab, on in findings.label_vector().items() if on]
@@ -342,7 +320,7 @@ def make_qa(findings: Findings, rng: np.random.Generator, n: int) -> list[tuple[
             want_present = (i % 2 == 0) if present and absent else bool(present)
             label = _pick(rng, present if want_present else absent)
             q = _pick(rng, [q for q, k, lab in QUESTIONS if lab == label and k != "heart"])
-        out.append((q, _answer(*_BY_TEXT[q.lower()], findings)))
+        out.append((q, answer(*QUESTION_KINDS[q.lower()], findings)))
     return out
 
 
