@@ -89,7 +89,7 @@ def test_sample_on_device_matches_generation_sample():
 def test_static_cache_text_matches_eager_and_hf(model, tiny_tokenizer, layout, image_prompt):
     from transformers import LogitsProcessorList
 
-    from llmcxr_app.bench.benchmark import _Mask
+    from llmcxr_app.bench.measure import Mask
 
     fast = FastPath(model, context_length=512, config=SMALL)
     ref = text_ids(model, tiny_tokenizer, layout, image_prompt, GREEDY)
@@ -98,7 +98,7 @@ def test_static_cache_text_matches_eager_and_hf(model, tiny_tokenizer, layout, i
     )
     assert ours == ref and fast.mode == "static"
     stops = [layout.end_id, tiny_tokenizer.eos_token_id]
-    text_only = LogitsProcessorList([_Mask(layout, len(image_prompt), "text", [])])
+    text_only = LogitsProcessorList([Mask(layout, len(image_prompt), "text", [])])
     hf = hf_generate_greedy(model, image_prompt, GREEDY.max_new_tokens, stops, text_only)
     assert [t for t in ours if t not in stops] == hf and len(hf) > 5
 

@@ -108,7 +108,9 @@ def build_random(
         model = _quantized(model, quantization, device)
     torch.manual_seed(0)
     vqgan = VQGAN(vq).eval().to(device)
-    return BenchModel(model, tokenizer, layout, vqgan, device, llm_shape.max_positions, quantization, f"random:{shape}")  # fmt: skip
+    return BenchModel(
+        model, tokenizer, layout, vqgan, device, llm_shape.max_positions, quantization, f"random:{shape}"
+    )
 
 
 def _quantized(model: Any, quantization: str, device: torch.device) -> Any:
@@ -151,4 +153,13 @@ def load_weights(spec: str, *, device: str, quantization: str) -> BenchModel:
         raise SystemExit(f"{root} is not laid out like weights/demo (llm/ and vqgan/ with the VQ-GAN files).")
     location = cfg.ModelLocation(str(root / "llm"), str(yamls[0]) if yamls else "", str(ckpts[0]), root.name)
     llm, vqgan = load_model(location, cfg.RuntimeConfig(device=device, quantization=quantization))
-    return BenchModel(llm.model, llm.tokenizer, llm.layout, vqgan, llm.device, llm.context_length, llm.quantization, f"weights:{root}")  # fmt: skip
+    return BenchModel(
+        llm.model,
+        llm.tokenizer,
+        llm.layout,
+        vqgan,
+        llm.device,
+        llm.context_length,
+        llm.quantization,
+        f"weights:{root}",
+    )

@@ -32,12 +32,20 @@ class WeightsError(ValueError):
 # ---------------------------------------------------------------- restricted unpickling of Lightning .ckpt files
 
 _STORAGE_DTYPES = {
-    "FloatStorage": torch.float32, "DoubleStorage": torch.float64, "HalfStorage": torch.float16,
-    "BFloat16Storage": torch.bfloat16, "LongStorage": torch.int64, "IntStorage": torch.int32,
-    "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8,
-    "BoolStorage": torch.bool, "ComplexFloatStorage": torch.complex64,
-    "ComplexDoubleStorage": torch.complex128, "UntypedStorage": torch.uint8,
-}  # fmt: skip
+    "FloatStorage": torch.float32,
+    "DoubleStorage": torch.float64,
+    "HalfStorage": torch.float16,
+    "BFloat16Storage": torch.bfloat16,
+    "LongStorage": torch.int64,
+    "IntStorage": torch.int32,
+    "ShortStorage": torch.int16,
+    "CharStorage": torch.int8,
+    "ByteStorage": torch.uint8,
+    "BoolStorage": torch.bool,
+    "ComplexFloatStorage": torch.complex64,
+    "ComplexDoubleStorage": torch.complex128,
+    "UntypedStorage": torch.uint8,
+}
 
 # What a tensor checkpoint needs and nothing that can run code: tensor rebuilders, containers, plain builtins.
 _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
@@ -52,11 +60,25 @@ _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     ("torch", "Size"): torch.Size,
     ("torch", "device"): torch.device,
     ("_codecs", "encode"): codecs.encode,  # how protocol-2 pickles spell bytes
-    **{("builtins", n): getattr(builtins, n) for n in (
-        "set", "frozenset", "list", "dict", "tuple", "int", "float", "complex", "bool", "str", "bytes",
-        "bytearray", "slice",
-    )},
-}  # fmt: skip
+    **{
+        ("builtins", n): getattr(builtins, n)
+        for n in (
+            "set",
+            "frozenset",
+            "list",
+            "dict",
+            "tuple",
+            "int",
+            "float",
+            "complex",
+            "bool",
+            "str",
+            "bytes",
+            "bytearray",
+            "slice",
+        )
+    },
+}
 
 
 class _Inert:

@@ -29,9 +29,16 @@ FILE_SUFFIXES = (".yaml", ".yml", ".ckpt", ".safetensors", ".bin", ".pt", ".pth"
 # What load_llm reads from an LLM folder (transformers' names); nothing else is downloaded. Exact root names,
 # because the Hub's patterns let `*` cross `/` and must not pull a sibling folder such as vqgan/.
 LLM_META_FILES = (
-    "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-    "special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt", "conversion.json",
-)  # fmt: skip
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "conversion.json",
+)
 LLM_SAFETENSORS = ("model.safetensors", "model.safetensors.index.json", "model-*-of-*.safetensors")
 LLM_PYTORCH_BIN = ("pytorch_model.bin", "pytorch_model.bin.index.json", "pytorch_model-*-of-*.bin")
 _BARE_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -157,9 +164,13 @@ def _from_cache(hub: HubSpec, cache: Path) -> Path | None:
     for patterns in _stages(hub):
         try:
             root = snapshot_download(
-                hub.repo_id, repo_type=hub.repo_type, revision=hub.revision, cache_dir=cache,
-                allow_patterns=patterns, local_files_only=True,
-            )  # fmt: skip
+                hub.repo_id,
+                repo_type=hub.repo_type,
+                revision=hub.revision,
+                cache_dir=cache,
+                allow_patterns=patterns,
+                local_files_only=True,
+            )
         except LocalEntryNotFoundError:  # also IncompleteSnapshotError: the next stage may still be cached
             continue
         target = Path(root) / hub.path
@@ -209,9 +220,13 @@ def _download(hub: HubSpec, spec: str, cache: Path) -> Path:
         log.info("Fetching %s from the Hugging Face Hub into %s", hub, cache)
         try:
             root = snapshot_download(
-                hub.repo_id, repo_type=hub.repo_type, revision=hub.revision, cache_dir=cache,
-                allow_patterns=patterns, token=os.environ.get("HF_TOKEN") or None,
-            )  # fmt: skip
+                hub.repo_id,
+                repo_type=hub.repo_type,
+                revision=hub.revision,
+                cache_dir=cache,
+                allow_patterns=patterns,
+                token=os.environ.get("HF_TOKEN") or None,
+            )
         except GatedRepoError as exc:
             raise WeightsError(
                 f"{hub.repo_id} is a gated repo: accept its conditions at {url} with the account whose token "

@@ -62,11 +62,18 @@ def infer_vqgan_config(state_dict: dict[str, torch.Tensor], resolution: int = 25
         ) from exc
     attn = tuple(resolution // 2**i for i in range(levels) if f"encoder.down.{i}.attn.0.q.weight" in sd)
     return VQGANConfig(
-        embed_dim=int(embed_dim), n_embed=int(n_embed), ch=int(ch), ch_mult=ch_mult,
-        num_res_blocks=num_res_blocks, attn_resolutions=attn, z_channels=int(z_channels),
-        resolution=resolution, in_channels=int(in_channels), out_ch=int(out_ch),
+        embed_dim=int(embed_dim),
+        n_embed=int(n_embed),
+        ch=int(ch),
+        ch_mult=ch_mult,
+        num_res_blocks=num_res_blocks,
+        attn_resolutions=attn,
+        z_channels=int(z_channels),
+        resolution=resolution,
+        in_channels=int(in_channels),
+        out_ch=int(out_ch),
         double_z=encoder_out == 2 * z_channels,
-    )  # fmt: skip
+    )
 
 
 def _read_vqgan_yaml(path: Path) -> VQGANConfig:
@@ -100,8 +107,11 @@ def _check_state_dict(path: Path, sd: dict[str, torch.Tensor], model: torch.nn.M
             f"{path} lacks {len(missing)} keys the config needs; first: {missing[:5]}. Does the YAML belong "
             "to this checkpoint?"
         )
-    wrong = [f"{k}: checkpoint {list(sd[k].shape)} vs config {list(v.shape)}" for k, v in want.items()
-             if sd[k].shape != v.shape]  # fmt: skip
+    wrong = [
+        f"{k}: checkpoint {list(sd[k].shape)} vs config {list(v.shape)}"
+        for k, v in want.items()
+        if sd[k].shape != v.shape
+    ]
     if wrong:
         raise WeightsError(
             f"{path} does not match its config ({len(wrong)} shapes differ); first: {wrong[:5]}."
