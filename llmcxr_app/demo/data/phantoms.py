@@ -127,98 +127,137 @@ def _row(a: Anatomy, y: float, size: int) -> int:
     return min(max(int(((y - 0.5) * a.scale + 0.5 + a.dy) * size), 0), size)
 
 
-def render(findings: Findings, anatomy_seed: int, size: int = 256) -> Image.Image:
-    """Draw a PA chest phantom: PIL "L" image, size x size, 0 = air outside the body, 255 = metal.
+@dataclass(frozen=True)
+class _Frame:
+    """One phantom's pixel grid in canonical coordinates, with its anatomy and noise fields."""
 
-    The anatomy depends only on `anatomy_seed`; `findings` only adds its own changes on top.
-    """
+    a: Anatomy  # the patient's variation
+    size: int  # image side in pixels
+    smooth: np.ndarray  # (H, W) exposure / soft-tissue thickness variation
+    wiggle: np.ndarray  # (H, W) phase noise of the vascular markings
+    fluff: np.ndarray  # (H, W) texture of consolidation
+    grain: np.ndarray  # (H, W) quantum mottle
+    y: np.ndarray  # (H, 1) canonical y of each row
+    d: np.ndarray  # (1, W) canonical x - 0.5: negative = image left = patient's right
+    u: np.ndarray  # (1, W) |d|
+    cols: dict[str, slice]  # image columns of the patient's "right" and "left" hemithorax
+    cp: np.ndarray  # (1, W) costophrenic angle y under each column
+
+
+def _frame(anatomy_seed: int, size: int) -> _Frame:
     rng = np.random.default_rng([anatomy_seed, 0x5EED])
     a = sample_anatomy(rng)
     # All noise is drawn before looking at the findings, so the anatomy is identical across findings.
-    smooth = _upsample(rng, 6, size)  # exposure / soft-tissue thickness variation
-    wiggle = _upsample(rng, 8, size)  # phase noise of the vascular markings
-    fluff = _upsample(rng, 16, size)  # texture of consolidation
-    grain = rng.random((size, size), dtype=np.float32) - 0.5  # quantum mottle (uniform: 3x cheaper)
-
+    smooth = _upsample(rng, 6, size)
+    wiggle = _upsample(rng, 8, size)
+    fluff = _upsample(rng, 16, size)
+    grain = rng.random((size, size), dtype=np.float32) - 0.5  # uniform: 3x cheaper than normal
     pix = (np.arange(size, dtype=np.float32) + 0.5) / size
     x = ((pix - 0.5 - a.dx) / a.scale + 0.5)[None, :]  # canonical coords, (1, W)
     y = ((pix - 0.5 - a.dy) / a.scale + 0.5)[:, None]  # (H, 1)
-    d = x - 0.5  # signed: negative = image left = patient's right
-    u = np.abs(d)
+    d = x - 0.5
     n_right = int((d < 0).sum())  # image columns [0, n_right) show the patient's right hemithorax
     cols = {"right": slice(0, n_right), "left": slice(n_right, size)}
-    cp = np.where(d < 0, a.dome_right, a.dome_right + _LEFT_DOME_DROP)  # (1, W) costophrenic angle y
+    cp = np.where(d < 0, a.dome_right, a.dome_right + _LEFT_DOME_DROP)
+    return _Frame(a, size, smooth, wiggle, fluff, grain, y, d, np.abs(d), cols, cp)
 
-    # Body outline: torso slightly barrel-shaped, shoulders sloping into the neck.
+
+def _body(f: _Frame) -> tuple[np.ndarray, np.ndarray]:
+    """(body mask, soft-tissue density): torso slightly barrel-shaped, shoulders sloping into the neck."""
+    u, y = f.u, f.y
     shoulder = 0.035 * np.clip((u - 0.08) / 0.03, 0, 1) + 0.09 * np.clip((u - 0.11) / 0.34, 0, 1) ** 1.5
     body = _soft(np.maximum(u - (0.445 - 0.05 * ((y - 0.55) / 0.5) ** 2), shoulder - y), 0.02)
     # Chest wall seen tangentially at the margins is thicker, hence brighter; liver/spleen under the domes.
-    tissue = 0.40 + 0.08 * y + 0.03 * smooth + 0.08 * (u / 0.45) ** 4
-    tissue = tissue + 0.10 * _soft(_dome_y(u, cp) - y, 0.02)
+    tissue = 0.40 + 0.08 * y + 0.03 * f.smooth + 0.08 * (u / 0.45) ** 4
+    tissue = tissue + 0.10 * _soft(_dome_y(u, f.cp) - y, 0.02)
+    return body, tissue
 
-    # Heart (one third right of the midline, apex to the patient's left and down) and mediastinum.
+
+def _heart(f: _Frame, findings: Findings) -> tuple[np.ndarray, np.ndarray, float]:
+    """(heart, mediastinum, heart half-width): one third right of the midline, apex to the patient's left."""
+    a, d, u, y = f.a, f.d, f.u, f.y
     ctr = a.ctr_large if findings.cardiomegaly else a.ctr_normal
     hw = ctr * (_LUNG_UC + _LUNG_RX) * a.lung_width  # half-width: ctr * thoracic width / 2
     hy, hry = (0.69, 0.19) if findings.cardiomegaly else (0.70, 0.17)  # lower part hides in the domes
     hd = d - hw / 3 - 0.4 * (y - hy)
     heart = _soft((np.sqrt((hd / hw) ** 2 + ((y - hy) / hry) ** 2) - 1) * hry)
     medi = np.maximum(heart, _soft(np.maximum(u - (_MED_HALF + 0.02 * y), y - 0.66)))
-    r0, r1 = _row(a, 0.25, size), _row(a, 0.37, size) + 1  # the aortic knob only touches these rows
+    r0, r1 = _row(a, 0.25, f.size), _row(a, 0.37, f.size) + 1  # the aortic knob only touches these rows
     knob = _soft(np.sqrt((d - 0.06) ** 2 + (y[r0:r1] - 0.31) ** 2) - 0.038)
     medi[r0:r1] = np.maximum(medi[r0:r1], knob)
+    return heart, medi, hw
 
+
+def _lungs(
+    f: _Frame, findings: Findings, body: np.ndarray, tissue: np.ndarray, medi: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(image so far, lung mask, air, vascular markings): the soft tissue with the aerated lungs cut out."""
+    u, y = f.u, f.y
     img = 0.04 + (tissue - 0.04) * body
-    lung_f = _lung_field(u, y, cp, a)
-    lung = _soft(lung_f) * body
+    lung = _soft(_lung_field(u, y, f.cp, f.a)) * body
     air = lung * (1 - medi)
     # Vascular markings: thin wiggly spokes radiating from each hilum, fading to the periphery.
     # tan(angle / 2) = dy / (dx + r) stands in for the angle (arctan2 costs ~1 ms per frame).
     hx = np.abs(u - 0.07)
     rad2 = hx**2 + (y - 0.47) ** 2
     rad = np.sqrt(rad2)
-    spokes = 0.5 + 0.5 * np.cos(28 * (y - 0.47) / (hx + rad + 1e-3) + 4.0 * wiggle)
+    spokes = 0.5 + 0.5 * np.cos(28 * (y - 0.47) / (hx + rad + 1e-3) + 4.0 * f.wiggle)
     spokes = spokes * spokes
     spokes = spokes * spokes * spokes  # ^6 by multiplication: float pow is ~50x slower
     markings = spokes / (1 + rad2 / 0.025) * np.clip((rad - 0.03) / 0.05, 0, 1)
     markings *= 0.09 if findings.edema else 0.06
-    img = img - air * (0.28 - markings - 0.025 * smooth)
+    img = img - air * (0.28 - markings - 0.025 * f.smooth)
+    return img, lung, air, markings
 
-    # Pneumothorax: the lung shrinks towards its medial base, leaving a lucent pleural space without
-    # markings, bounded by the thin visceral pleural line.
-    if findings.pneumothorax != "none":
-        c = cols[findings.pneumothorax]
-        k, ua, ya = 0.66, 0.06, 0.74
-        cf = _lung_field(ua + (u[:, c] - ua) / k, ya + (y - ya) / k, cp[:, c], a)
-        gap = air[:, c] * (1 - _soft(cf, 0.004))
-        img[:, c] -= gap * (0.10 + markings[:, c] - 0.025 * smooth[:, c])
-        img[:, c] += air[:, c] * (0.08 * _soft(cf) + 0.28 * np.exp(-((cf / 0.004) ** 2)))
 
-    if findings.consolidation != "none":
-        s, level = findings.consolidation.split()
-        c = cols[s]
-        cu = 0.25 if (s, level) == ("left", "lower") else 0.21  # lateral to the heart
-        cy = 0.34 if level == "upper" else 0.58
-        blob = np.exp(-((u[:, c] - cu) ** 2 + (y - cy) ** 2) / 0.08**2) * (1 + 0.3 * fluff[:, c])
-        img[:, c] += 0.34 * np.clip((blob - 0.25) / 0.25, 0, 1) * lung[:, c]
+def _pneumothorax(f: _Frame, side: str, img: np.ndarray, air: np.ndarray, markings: np.ndarray) -> None:
+    """The lung shrinks towards its medial base, leaving a lucent pleural space without markings, bounded
+    by the thin visceral pleural line (drawn into `img` in place)."""
+    c = f.cols[side]
+    k, ua, ya = 0.66, 0.06, 0.74
+    cf = _lung_field(ua + (f.u[:, c] - ua) / k, ya + (f.y - ya) / k, f.cp[:, c], f.a)
+    gap = air[:, c] * (1 - _soft(cf, 0.004))
+    img[:, c] -= gap * (0.10 + markings[:, c] - 0.025 * f.smooth[:, c])
+    img[:, c] += air[:, c] * (0.08 * _soft(cf) + 0.28 * np.exp(-((cf / 0.004) ** 2)))
 
-    if findings.edema:  # bat-wing perihilar haze + Kerley B lines at the lateral bases
-        batwing = np.exp(-(((u - 0.11) / 0.11) ** 2) - ((y - 0.48) / 0.15) ** 2)
-        kerley = (0.5 + 0.5 * np.cos(2 * np.pi * y / 0.03)) ** 6 * np.clip((y - 0.5) / 0.05, 0, 1)
-        img = img + air * (0.30 * batwing + 0.05 + 0.14 * kerley * np.clip((u - 0.29) / 0.02, 0, 1))
 
-    # Effusion: homogeneous fluid filling the base, obliterating the dome and the costophrenic angle,
-    # with a meniscus climbing the lateral wall.
-    if findings.effusion != "none":
-        frac = 0.18 if findings.effusion_size == "small" else 0.40
-        for s in ("left", "right") if findings.effusion == "bilateral" else (findings.effusion,):
-            c = cols[s]
-            lat = np.clip((u[:, c] - _MED_HALF) / (0.36 * a.lung_width - _MED_HALF), 0, 1)
-            level = cp[:, c] + 0.01 - frac * (cp[:, c] - 0.12) - 0.06 * lat**2
-            fluid = lung[:, c] * _soft(level - y, 0.012) * (1 - heart[:, c])
-            img[:, c] += fluid * np.maximum(0.60 + 0.03 * smooth[:, c] - img[:, c], 0)
-            air[:, c] *= 1 - fluid  # ribs lose their air contrast behind the fluid
+def _consolidation(f: _Frame, zone: str, img: np.ndarray, lung: np.ndarray) -> None:
+    """A fluffy opacity in one lung zone (drawn into `img` in place)."""
+    s, level = zone.split()
+    c = f.cols[s]
+    cu = 0.25 if (s, level) == ("left", "lower") else 0.21  # lateral to the heart
+    cy = 0.34 if level == "upper" else 0.58
+    blob = np.exp(-((f.u[:, c] - cu) ** 2 + (f.y - cy) ** 2) / 0.08**2) * (1 + 0.3 * f.fluff[:, c])
+    img[:, c] += 0.34 * np.clip((blob - 0.25) / 0.25, 0, 1) * lung[:, c]
 
-    # Bones: spine with vertebral bodies, posterior ribs (curving down laterally), clavicles.
+
+def _edema(f: _Frame, img: np.ndarray, air: np.ndarray) -> np.ndarray:
+    """Bat-wing perihilar haze + Kerley B lines at the lateral bases."""
+    u, y = f.u, f.y
+    batwing = np.exp(-(((u - 0.11) / 0.11) ** 2) - ((y - 0.48) / 0.15) ** 2)
+    kerley = (0.5 + 0.5 * np.cos(2 * np.pi * y / 0.03)) ** 6 * np.clip((y - 0.5) / 0.05, 0, 1)
+    return img + air * (0.30 * batwing + 0.05 + 0.14 * kerley * np.clip((u - 0.29) / 0.02, 0, 1))
+
+
+def _effusion(
+    f: _Frame, findings: Findings, img: np.ndarray, lung: np.ndarray, heart: np.ndarray, air
+) -> None:
+    """Homogeneous fluid filling the base, obliterating the dome and the costophrenic angle, with a
+    meniscus climbing the lateral wall (drawn into `img` in place; `air` loses its contrast behind it)."""
+    frac = 0.18 if findings.effusion_size == "small" else 0.40
+    for s in ("left", "right") if findings.effusion == "bilateral" else (findings.effusion,):
+        c = f.cols[s]
+        lat = np.clip((f.u[:, c] - _MED_HALF) / (0.36 * f.a.lung_width - _MED_HALF), 0, 1)
+        level = f.cp[:, c] + 0.01 - frac * (f.cp[:, c] - 0.12) - 0.06 * lat**2
+        fluid = lung[:, c] * _soft(level - f.y, 0.012) * (1 - heart[:, c])
+        img[:, c] += fluid * np.maximum(0.60 + 0.03 * f.smooth[:, c] - img[:, c], 0)
+        air[:, c] *= 1 - fluid  # ribs lose their air contrast behind the fluid
+
+
+def _bones(f: _Frame, air: np.ndarray) -> np.ndarray:
+    """Spine with vertebral bodies, posterior ribs (curving down laterally), clavicles, and the air of the
+    trachea and main bronchi over the mediastinum (negative)."""
+    a, u, y, size = f.a, f.u, f.y, f.size
     vert = 0.8 + 0.2 * (0.5 + 0.5 * np.cos(2 * np.pi * y / 0.045)) ** 2
     bone = 0.07 * _soft(u - 0.035, 0.008) * vert
     # cos(py + pu) from 1-D cosines and sines: the phase is a sum of a row term and a column term.
@@ -230,15 +269,17 @@ def render(findings: Findings, anatomy_seed: int, size: int = 256) -> Image.Imag
     clav_y = 0.20 - 0.35 * (u - 0.04) + 0.4 * (u - 0.15) ** 2  # (1, W)
     r1 = _row(a, 0.26, size)
     bone[:r1] += 0.16 * _soft(np.abs(y[:r1] - clav_y) - 0.013, 0.008) * _soft(np.abs(u - 0.2) - 0.16, 0.02)
-    # Trachea and main bronchi: air columns over the mediastinum.
     r0, r1 = _row(a, _CARINA_Y, size), _row(a, _CARINA_Y + 0.07, size)
     bone[:r1] -= 0.08 * _soft(np.maximum(u - 0.02, y[:r1] - _CARINA_Y), 0.006)
     t = np.clip((y[r0:r1] - _CARINA_Y) / 0.06, 0, 1)
     bronchi = _soft(np.abs(u - (0.01 + 0.07 * t)) - 0.014, 0.006) * (t > 0) * (t < 1)
     bone[r0:r1] -= 0.08 * bronchi * (y[r0:r1] > _CARINA_Y + 0.006)
-    img = img + bone * body + 0.042 * grain
+    return bone
 
-    # Support devices: metal, drawn on top with sharp edges.
+
+def _devices(f: _Frame, findings: Findings, img: np.ndarray, hw: float) -> Image.Image:
+    """Support devices in metal, drawn on top with sharp edges; returns the finished 8-bit image."""
+    a, u, y, size = f.a, f.u, f.y, f.size
     r1 = _row(a, 0.4, size)  # the tube and the generator stay above canonical y = 0.4
     top = img[:r1]
     if findings.ett:
@@ -248,7 +289,7 @@ def render(findings: Findings, anatomy_seed: int, size: int = 256) -> Image.Imag
             top, 0.97 * _soft(np.maximum(u - 0.011, np.abs(y[:r1] - tip + 0.008) - 0.008), 0.003), out=top
         )
     if findings.pacemaker:
-        qx, qy = np.maximum(np.abs(d - 0.26) - 0.043, 0), np.maximum(np.abs(y[:r1] - 0.2) - 0.024, 0)
+        qx, qy = np.maximum(np.abs(f.d - 0.26) - 0.043, 0), np.maximum(np.abs(y[:r1] - 0.2) - 0.024, 0)
         np.maximum(top, 0.97 * _soft(np.sqrt(qx**2 + qy**2) - 0.012, 0.004), out=top)
     img = np.clip(img * a.brightness, 0, 1)
     out = Image.fromarray((img * 255 + 0.5).astype(np.uint8), "L")
@@ -267,6 +308,27 @@ def render(findings: Findings, anatomy_seed: int, size: int = 256) -> Image.Imag
             pts, fill=int(235 * min(a.brightness, 1.0)), width=max(2, round(0.009 * size))
         )
     return out
+
+
+def render(findings: Findings, anatomy_seed: int, size: int = 256) -> Image.Image:
+    """Draw a PA chest phantom: PIL "L" image, size x size, 0 = air outside the body, 255 = metal.
+
+    The anatomy depends only on `anatomy_seed`; `findings` only adds its own changes on top.
+    """
+    f = _frame(anatomy_seed, size)
+    body, tissue = _body(f)
+    heart, medi, hw = _heart(f, findings)
+    img, lung, air, markings = _lungs(f, findings, body, tissue, medi)
+    if findings.pneumothorax != "none":
+        _pneumothorax(f, findings.pneumothorax, img, air, markings)
+    if findings.consolidation != "none":
+        _consolidation(f, findings.consolidation, img, lung)
+    if findings.edema:
+        img = _edema(f, img, air)
+    if findings.effusion != "none":
+        _effusion(f, findings, img, lung, heart, air)
+    img = img + _bones(f, air) * body + 0.042 * f.grain
+    return _devices(f, findings, img, hw)
 
 
 def make_phantom(seed: int, size: int = 256) -> Phantom:
