@@ -72,53 +72,57 @@ def _cap(s: str) -> str:
     return s[:1].upper() + s[1:]
 
 
-def write_report(findings: Findings, rng: np.random.Generator) -> str:
-    """A short report "FINDINGS: ... IMPRESSION: ..." (~25-70 words) with explicit negatives."""
-    f = findings
-    out: list[str] = []
-    if f.ett:
-        out.append(
-            _pick(
-                rng,
-                (
-                    "Endotracheal tube tip terminates above the carina.",
-                    "An endotracheal tube is in place with the tip above the carina.",
-                    "The endotracheal tube ends above the carina.",
-                ),
-            )
-        )
+_ETT = (
+    "Endotracheal tube tip terminates above the carina.",
+    "An endotracheal tube is in place with the tip above the carina.",
+    "The endotracheal tube ends above the carina.",
+)
+_PACEMAKER = (
+    "Left chest wall pacemaker with lead in the right ventricle.",
+    "A left-sided pacemaker is present with its lead in the right ventricle.",
+    "Pacemaker over the left chest with a single lead in the right ventricle.",
+)
+_HEART_ENLARGED = (
+    "The heart is enlarged.",
+    "Cardiomegaly is present.",
+    "The cardiac silhouette is enlarged.",
+)
+_HEART_NORMAL = ("Heart size is normal.", "The heart is normal in size.", "Normal heart size.")
+_MEDIASTINUM = (
+    "Mediastinal contours are normal.",
+    "The mediastinum is not widened.",
+    "Normal mediastinal contours.",
+)
+_EDEMA = (
+    "Bilateral perihilar haziness with Kerley lines, consistent with pulmonary edema.",
+    "There is pulmonary edema with perihilar haze.",
+    "Perihilar haze and Kerley lines indicate pulmonary edema.",
+)
+_LUNGS_CLEAR = (
+    "The lungs are clear.",
+    "Lungs are clear without focal consolidation.",
+    "No focal consolidation or pulmonary edema.",
+    "There is no consolidation or edema.",
+)
+_NO_PLEURAL = (
+    "No pleural effusion or pneumothorax.",
+    "There is no pleural effusion or pneumothorax.",
+    "No effusion or pneumothorax is seen.",
+)
+_BONES = ("The osseous structures are unremarkable.", "No acute osseous abnormality.")
+
+
+def _devices_and_heart(f: Findings, rng: np.random.Generator) -> list[str]:
+    out = [_pick(rng, _ETT)] if f.ett else []
     if f.pacemaker:
-        out.append(
-            _pick(
-                rng,
-                (
-                    "Left chest wall pacemaker with lead in the right ventricle.",
-                    "A left-sided pacemaker is present with its lead in the right ventricle.",
-                    "Pacemaker over the left chest with a single lead in the right ventricle.",
-                ),
-            )
-        )
-    if f.cardiomegaly:
-        out.append(
-            _pick(
-                rng,
-                ("The heart is enlarged.", "Cardiomegaly is present.", "The cardiac silhouette is enlarged."),
-            )
-        )
-    else:
-        out.append(
-            _pick(rng, ("Heart size is normal.", "The heart is normal in size.", "Normal heart size."))
-        )
-    out.append(
-        _pick(
-            rng,
-            (
-                "Mediastinal contours are normal.",
-                "The mediastinum is not widened.",
-                "Normal mediastinal contours.",
-            ),
-        )
-    )
+        out.append(_pick(rng, _PACEMAKER))
+    out.append(_pick(rng, _HEART_ENLARGED if f.cardiomegaly else _HEART_NORMAL))
+    out.append(_pick(rng, _MEDIASTINUM))
+    return out
+
+
+def _lungs(f: Findings, rng: np.random.Generator) -> list[str]:
+    out = []
     if f.consolidation != "none":
         z = f.consolidation
         out.append(
@@ -132,32 +136,18 @@ def write_report(findings: Findings, rng: np.random.Generator) -> str:
             )
         )
     if f.edema:
-        out.append(
-            _pick(
-                rng,
-                (
-                    "Bilateral perihilar haziness with Kerley lines, consistent with pulmonary edema.",
-                    "There is pulmonary edema with perihilar haze.",
-                    "Perihilar haze and Kerley lines indicate pulmonary edema.",
-                ),
-            )
-        )
+        out.append(_pick(rng, _EDEMA))
     if f.consolidation == "none" and not f.edema:
-        out.append(
-            _pick(
-                rng,
-                (
-                    "The lungs are clear.",
-                    "Lungs are clear without focal consolidation.",
-                    "No focal consolidation or pulmonary edema.",
-                    "There is no consolidation or edema.",
-                ),
-            )
-        )
+        out.append(_pick(rng, _LUNGS_CLEAR))
     elif f.consolidation == "none" and rng.random() < 0.6:
         out.append(_pick(rng, ("No focal consolidation.", "There is no focal consolidation.")))
     elif not f.edema and rng.random() < 0.6:
         out.append(_pick(rng, ("No pulmonary edema.", "There is no pulmonary edema.")))
+    return out
+
+
+def _pleura(f: Findings, rng: np.random.Generator) -> list[str]:
+    out = []
     if f.effusion != "none":
         e = _effusion_phrase(f)
         there = f"There are {e}." if f.effusion == "bilateral" else f"There is a {e}."
@@ -175,23 +165,24 @@ def write_report(findings: Findings, rng: np.random.Generator) -> str:
             )
         )
     if f.effusion == "none" and f.pneumothorax == "none":
-        out.append(
-            _pick(
-                rng,
-                (
-                    "No pleural effusion or pneumothorax.",
-                    "There is no pleural effusion or pneumothorax.",
-                    "No effusion or pneumothorax is seen.",
-                ),
-            )
-        )
+        out.append(_pick(rng, _NO_PLEURAL))
     elif f.effusion == "none":
         out.append(_pick(rng, ("No pleural effusion.", "There is no pleural effusion.")))
     elif f.pneumothorax == "none":
         out.append(_pick(rng, ("No pneumothorax.", "There is no pneumothorax.")))
+    return out
+
+
+def write_report(findings: Findings, rng: np.random.Generator) -> str:
+    """A short report "FINDINGS: ... IMPRESSION: ..." (~25-70 words) with explicit negatives.
+
+    Sentences come in a fixed order (devices, heart, mediastinum, lungs, pleura, bones), each picked with
+    `rng`, so a seed gives one report.
+    """
+    out = [*_devices_and_heart(findings, rng), *_lungs(findings, rng), *_pleura(findings, rng)]
     if rng.random() < 0.5:
-        out.append(_pick(rng, ("The osseous structures are unremarkable.", "No acute osseous abnormality.")))
-    return f"FINDINGS: {' '.join(out)} IMPRESSION: {_impression(f, rng)}"
+        out.append(_pick(rng, _BONES))
+    return f"FINDINGS: {' '.join(out)} IMPRESSION: {_impression(findings, rng)}"
 
 
 def _impression(f: Findings, rng: np.random.Generator) -> str:
