@@ -200,6 +200,17 @@ def _as_input(model: Any, prompt_ids: Sequence[int] | torch.Tensor) -> torch.Ten
 # Generation loops
 
 
+def _shown(decoded: str, emitted: str, *, final: bool) -> tuple[str, str]:
+    """(new delta, text shown so far) after a decode: held back while it ends in U+FFFD (an incomplete
+    multi-byte character) or, until the end, in whitespace that may turn out to be trailing."""
+    if not final and decoded.endswith(REPLACEMENT_CHAR):
+        return "", emitted
+    text = decoded.strip() if final else decoded.lstrip().rstrip()
+    if text.startswith(emitted):
+        return text[len(emitted) :], text
+    return "", emitted
+
+
 @torch.inference_mode()
 def generate_text(
     model: Any,
@@ -251,13 +262,7 @@ def generate_text(
             if len(out_ids) >= limit:
                 stop = "length"
         decoded = tokenizer.decode(out_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-        delta = ""
-        if stop is not None or not decoded.endswith(REPLACEMENT_CHAR):
-            text = decoded.strip() if stop is not None else decoded.lstrip()
-            if stop is None:
-                text = text.rstrip()  # may become inner whitespace: wait for the next token to show it
-            if text.startswith(emitted):
-                delta, emitted = text[len(emitted) :], text
+        delta, emitted = _shown(decoded, emitted, final=stop is not None)
         yield TextPiece(delta=delta, text=emitted, tokens=len(out_ids), token_id=token, stop=stop)
         if stop is not None:
             return

@@ -202,9 +202,9 @@ def _local_hint(spec: str) -> str:
     return f" It is not a local path either (no {Path(spec).expanduser().absolute()})."
 
 
-def _download(hub: HubSpec, spec: str, cache: Path) -> Path:
-    """Fetch the target's files into ``cache``; WeightsError naming the fix on every Hub failure."""
-    from huggingface_hub import snapshot_download
+def _fetch(hub: HubSpec, spec: str, cache: Path, patterns: list[str]) -> str:
+    """One snapshot_download of ``patterns``; WeightsError naming the fix on every Hub failure."""
+    from huggingface_hub import snapshot_download  # optional at import time: only Hub locations need it
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
@@ -214,53 +214,61 @@ def _download(hub: HubSpec, spec: str, cache: Path) -> Path:
         RevisionNotFoundError,
     )
 
-    url = f"https://huggingface.co/{'datasets/' if hub.repo_type == 'dataset' else ''}{hub.repo_id}"
+    try:
+        return snapshot_download(
+            hub.repo_id,
+            repo_type=hub.repo_type,
+            revision=hub.revision,
+            cache_dir=cache,
+            allow_patterns=patterns,
+            token=os.environ.get("HF_TOKEN") or None,
+        )
+    except GatedRepoError as exc:
+        raise WeightsError(
+            f"{hub.repo_id} is a gated repo: accept its conditions at {_url(hub)} with the account whose "
+            f"token is HF_TOKEN; {_token_hint()}."
+        ) from exc
+    except RepositoryNotFoundError as exc:
+        raise WeightsError(
+            f"Repo {hub.repo_id} was not found on the Hugging Face Hub, or it is private and {_token_hint()}."
+            f"{_local_hint(spec)}"
+        ) from exc
+    except RevisionNotFoundError as exc:
+        raise WeightsError(
+            f"{hub.repo_id} has no revision {hub.revision!r} (a branch, tag or commit hash)."
+        ) from exc
+    except LocalEntryNotFoundError as exc:  # the Hub could not be reached and nothing usable is cached
+        raise WeightsError(
+            f"Cannot download {hub}: the Hugging Face Hub is unreachable ({exc.__class__.__name__}) and the "
+            f"files are not in the cache {cache}. Check the network, or fill the cache elsewhere with "
+            f"`{download_command(hub)}` and copy it.{_local_hint(spec)}"
+        ) from exc
+    except HFValidationError as exc:
+        raise WeightsError(f"{spec!r} is not a valid Hub repo id: {exc}") from exc
+    except HfHubHTTPError as exc:
+        status = getattr(exc.response, "status_code", None)
+        if status in (401, 403):
+            raise WeightsError(f"Not authorised to download {hub} ({status}): {_token_hint()}.") from exc
+        raise WeightsError(f"The Hugging Face Hub refused {hub}: {exc}") from exc
+
+
+def _url(hub: HubSpec) -> str:
+    return f"https://huggingface.co/{'datasets/' if hub.repo_type == 'dataset' else ''}{hub.repo_id}"
+
+
+def _download(hub: HubSpec, spec: str, cache: Path) -> Path:
+    """Fetch the target's files into ``cache`` (safetensors first, then other formats) until complete."""
     root = None
     for patterns in _stages(hub):
         log.info("Fetching %s from the Hugging Face Hub into %s", hub, cache)
-        try:
-            root = snapshot_download(
-                hub.repo_id,
-                repo_type=hub.repo_type,
-                revision=hub.revision,
-                cache_dir=cache,
-                allow_patterns=patterns,
-                token=os.environ.get("HF_TOKEN") or None,
-            )
-        except GatedRepoError as exc:
-            raise WeightsError(
-                f"{hub.repo_id} is a gated repo: accept its conditions at {url} with the account whose token "
-                f"is HF_TOKEN; {_token_hint()}."
-            ) from exc
-        except RepositoryNotFoundError as exc:
-            raise WeightsError(
-                f"Repo {hub.repo_id} was not found on the Hugging Face Hub, or it is private and {_token_hint()}."
-                f"{_local_hint(spec)}"
-            ) from exc
-        except RevisionNotFoundError as exc:
-            raise WeightsError(
-                f"{hub.repo_id} has no revision {hub.revision!r} (a branch, tag or commit hash)."
-            ) from exc
-        except LocalEntryNotFoundError as exc:  # the Hub could not be reached and nothing usable is cached
-            raise WeightsError(
-                f"Cannot download {hub}: the Hugging Face Hub is unreachable ({exc.__class__.__name__}) and the "
-                f"files are not in the cache {cache}. Check the network, or fill the cache elsewhere with "
-                f"`{download_command(hub)}` and copy it.{_local_hint(spec)}"
-            ) from exc
-        except HFValidationError as exc:
-            raise WeightsError(f"{spec!r} is not a valid Hub repo id: {exc}") from exc
-        except HfHubHTTPError as exc:
-            status = getattr(exc.response, "status_code", None)
-            if status in (401, 403):
-                raise WeightsError(f"Not authorised to download {hub} ({status}): {_token_hint()}.") from exc
-            raise WeightsError(f"The Hugging Face Hub refused {hub}: {exc}") from exc
+        root = _fetch(hub, spec, cache, patterns)
         target = Path(root) / hub.path
         if _complete(target, hub):
             return target
     found = sorted(str(p.relative_to(root)) for p in Path(root).rglob("*") if p.is_file()) if root else []
     what = "such file" if hub.is_file else "LLM folder (config.json, tokenizer, model*.safetensors)"
     raise WeightsError(
-        f"{url} (revision {hub.revision or 'main'}) has no {what} at {hub.path or 'its root'}; "
+        f"{_url(hub)} (revision {hub.revision or 'main'}) has no {what} at {hub.path or 'its root'}; "
         f"fetched only {found[:8]}. Convert and upload the weights as docs/DEPLOY.md shows."
     )
 

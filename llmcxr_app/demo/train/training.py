@@ -1,11 +1,15 @@
 """Train the embedded demo LLM-CXR on synthetic phantoms, with the paper's recipe at a small scale.
 
-    python -m llmcxr_app.demo.train --out weights/demo            # the default recipe (~1 h on 2 CPU cores)
-    python -m llmcxr_app.demo.train --out OUT --continue-llm ...  # further rounds (docs/DEMO_MODEL.md: the
-                                                                    # shipped weights took several)
+    python -m llmcxr_app.demo.train --out weights/demo            # one round of the default recipe
+    python -m llmcxr_app.demo.train --out OUT --continue-llm ...  # a further LLM round from OUT
     python -m llmcxr_app.demo.train --out /tmp/smoke --preset tiny   # a few steps, for CI
 
-Stages: (1) a VQ-GAN (our vqgan.py network) learns 16 x 16 codes of 128 px phantoms; (2) a byte-level BPE
+One round of the default recipe (500 VQ-GAN steps, 1300 LLM steps at about 2 s each) takes on the order of
+an hour on a 2-core CPU, and one round does not make a useful model (after the first, the model wrote the
+normal report for every X-ray). The shipped weights took ten rounds (13143 LLM steps, about 6.8 h of CPU
+wall time); docs/DEMO_MODEL.md lists each round's command and time.
+
+Stages: (1) a VQ-GAN (modeling/vqgan.py's network) learns 16 x 16 codes of 128 px phantoms; (2) a byte-level BPE
 tokenizer is trained on the texts and given LLM-CXR's special tokens; (3) a GPT-NeoX is instruction-tuned on
 report->CXR, CXR->report, VQA and plain instructions with completion-only loss. Outputs use the official
 layout: `vqgan/` (taming YAML + safetensors) and `llm/` (Hugging Face directory).
@@ -19,6 +23,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,6 +32,7 @@ import torch.nn.functional as F
 from llmcxr_app import protocol
 from llmcxr_app.demo.data import reports
 from llmcxr_app.demo.data import samples as data
+from llmcxr_app.loading.weights import load_vqgan
 from llmcxr_app.loading.writers import save_vqgan, shrink
 from llmcxr_app.modeling.builders import DEMO_LLM, DEMO_VOCAB, DEMO_VQGAN, LLMShape, make_llm, train_tokenizer
 from llmcxr_app.modeling.vqgan import VQGAN, VQGANConfig
@@ -230,6 +236,79 @@ def train_llm(
     return model, {"lm_loss_last50": float(np.mean(history[-50:])), "lm_steps_run": total}
 
 
+def _vqgan_stage(
+    cfg: TrainConfig, samples: list, out: Path, dev: torch.device, reuse: bool, more: bool
+) -> tuple[VQGAN, dict]:
+    """Train the VQ-GAN (or reuse OUT/vqgan, or give it a further round); writes it to OUT/vqgan."""
+    folder = out / "vqgan"
+    if reuse or more:  # resume after the VQ-GAN stage
+        vqgan = load_vqgan(folder / "demo-vqgan.yaml", folder / "demo-vqgan.safetensors", device=dev)
+        vq_stats = json.loads((folder / "vqgan-training.json").read_text())
+        if not more:
+            return vqgan, vq_stats
+        vqgan, stats = train_vqgan(cfg, samples, dev, init=vqgan)  # a second round, recorded
+        rounds = [*vq_stats.get("rounds", [vq_stats]), {**stats, "steps": cfg.vq_steps, "lr": cfg.vq_lr}]
+        vq_stats = {**stats, "rounds": rounds}
+    else:
+        vqgan, vq_stats = train_vqgan(cfg, samples, dev)
+    save_vqgan(vqgan, folder)
+    (folder / "vqgan-training.json").write_text(json.dumps(vq_stats))
+    return vqgan, vq_stats
+
+
+def _llm_inputs(cfg: TrainConfig, out: Path, samples: list, continue_llm: bool) -> tuple[Any, Any, Any]:
+    """(tokenizer, initial LLM or None, rng for the examples): a new tokenizer, or OUT/llm's for a further round."""
+    if continue_llm:  # a further LLM round from OUT/llm (same tokenizer), recorded in training.json
+        from transformers import AutoModelForCausalLM, AutoTokenizer  # heavy: only for this path
+
+        rng = np.random.default_rng(cfg.seed + 3)
+        tokenizer = AutoTokenizer.from_pretrained(out / "llm")
+        return tokenizer, AutoModelForCausalLM.from_pretrained(out / "llm", dtype=torch.float32), rng
+    rng = np.random.default_rng(cfg.seed + 2)
+    return train_tokenizer(corpus(samples, rng), vocab_size=cfg.vocab_size), None, rng
+
+
+def _examples(
+    cfg: TrainConfig, tokenizer: Any, samples: list, codes: Any, grid_tokens: int, rng: Any
+) -> list:
+    """The instruction examples of one LLM round, checked to fit the context."""
+    examples = data.build_examples(
+        tokenizer,
+        samples,
+        codes,
+        codebook_size=cfg.vqgan.n_embed,
+        grid_tokens=grid_tokens,
+        rng=rng,
+        qa_per_image=cfg.qa_per_image,
+    )
+    if cfg.draw_keep < 1.0:  # rebalance towards reading images (draw examples dominate the loss)
+        examples = [e for e in examples if e.task != protocol.TASK_DRAW or rng.random() < cfg.draw_keep]
+    too_long = [e for e in examples if len(e.ids) > cfg.llm.max_positions]
+    if too_long:
+        raise ValueError(f"{len(too_long)} examples exceed the context of {cfg.llm.max_positions} ids.")
+    longest = max(len(e.ids) for e in examples)
+    _log(f"tokenizer {len(tokenizer)} ids; {len(examples)} examples, longest {longest} ids")
+    return examples
+
+
+def _save_llm(llm: Any, tokenizer: Any, cfg: TrainConfig, out: Path) -> None:
+    (out / "llm").mkdir(parents=True, exist_ok=True)
+    llm.generation_config.eos_token_id = protocol.token_layout(tokenizer, cfg.vqgan.n_embed).end_id
+    llm.generation_config.pad_token_id = tokenizer.pad_token_id
+    llm.save_pretrained(out / "llm")
+    tokenizer.save_pretrained(out / "llm")
+    shrink(out)
+
+
+def _write_record(out: Path, record: dict, continue_llm: bool) -> None:
+    """OUT/training.json; a further round keeps the earlier ones under previous_rounds."""
+    previous = out / "training.json"
+    if continue_llm and previous.exists():
+        old = json.loads(previous.read_text())
+        record["previous_rounds"] = [*old.pop("previous_rounds", []), old]
+    previous.write_text(json.dumps(record, indent=2))
+
+
 def run(
     cfg: TrainConfig,
     out: Path,
@@ -248,65 +327,16 @@ def run(
     )
     timings["phantoms_s"] = time.time() - t0
     _log(f"{len(samples)} phantoms in {timings['phantoms_s']:.0f} s")
-
     t = time.time()
-    if reuse_vqgan or continue_vqgan:  # resume after the VQ-GAN stage
-        from llmcxr_app.loading.weights import load_vqgan
-
-        vqgan = load_vqgan(
-            out / "vqgan" / "demo-vqgan.yaml", out / "vqgan" / "demo-vqgan.safetensors", device=dev
-        )
-        vq_stats = json.loads((out / "vqgan" / "vqgan-training.json").read_text())
-    if continue_vqgan:  # more VQ-GAN steps from the saved weights (a second round, recorded)
-        vqgan, more = train_vqgan(cfg, samples, dev, init=vqgan)
-        rounds = [*vq_stats.get("rounds", [vq_stats]), {**more, "steps": cfg.vq_steps, "lr": cfg.vq_lr}]
-        vq_stats = {**more, "rounds": rounds}
-        save_vqgan(vqgan, out / "vqgan")
-        (out / "vqgan" / "vqgan-training.json").write_text(json.dumps(vq_stats))
-    elif not reuse_vqgan:
-        vqgan, vq_stats = train_vqgan(cfg, samples, dev)
-        save_vqgan(vqgan, out / "vqgan")
-        (out / "vqgan" / "vqgan-training.json").write_text(json.dumps(vq_stats))
+    vqgan, vq_stats = _vqgan_stage(cfg, samples, out, dev, reuse_vqgan, continue_vqgan)
     codes = encode_all(vqgan, samples, dev)
     timings["vqgan_s"] = time.time() - t
-
     t = time.time()
-    init = None
-    if continue_llm:  # a further LLM round from OUT/llm (same tokenizer), recorded in training.json
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        rng = np.random.default_rng(cfg.seed + 3)
-        tokenizer = AutoTokenizer.from_pretrained(out / "llm")
-        init = AutoModelForCausalLM.from_pretrained(out / "llm", dtype=torch.float32)
-    else:
-        rng = np.random.default_rng(cfg.seed + 2)
-        tokenizer = train_tokenizer(corpus(samples, rng), vocab_size=cfg.vocab_size)
-    examples = data.build_examples(
-        tokenizer,
-        samples,
-        codes,
-        codebook_size=cfg.vqgan.n_embed,
-        grid_tokens=vqgan.grid_tokens,
-        rng=rng,
-        qa_per_image=cfg.qa_per_image,
-    )
-    if cfg.draw_keep < 1.0:  # rebalance towards reading images (draw examples dominate the loss)
-        examples = [e for e in examples if e.task != protocol.TASK_DRAW or rng.random() < cfg.draw_keep]
-    too_long = [e for e in examples if len(e.ids) > cfg.llm.max_positions]
-    if too_long:
-        raise ValueError(f"{len(too_long)} examples exceed the context of {cfg.llm.max_positions} ids.")
-    _log(
-        f"tokenizer {len(tokenizer)} ids; {len(examples)} examples, longest {max(len(e.ids) for e in examples)} ids"
-    )
+    tokenizer, init, rng = _llm_inputs(cfg, out, samples, continue_llm)
+    examples = _examples(cfg, tokenizer, samples, codes, vqgan.grid_tokens, rng)
     llm, lm_stats = train_llm(cfg, tokenizer, examples, cfg.vqgan.n_embed, dev, init=init)
     timings["llm_s"] = time.time() - t
-
-    (out / "llm").mkdir(parents=True, exist_ok=True)
-    llm.generation_config.eos_token_id = protocol.token_layout(tokenizer, cfg.vqgan.n_embed).end_id
-    llm.generation_config.pad_token_id = tokenizer.pad_token_id
-    llm.save_pretrained(out / "llm")
-    tokenizer.save_pretrained(out / "llm")
-    shrink(out)
+    _save_llm(llm, tokenizer, cfg, out)
     timings["total_s"] = time.time() - t0
     record = {
         "config": asdict(cfg),
@@ -318,11 +348,7 @@ def run(
         "n_examples": len(examples),
         "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    previous = out / "training.json"
-    if continue_llm and previous.exists():
-        old = json.loads(previous.read_text())
-        record["previous_rounds"] = [*old.pop("previous_rounds", []), old]
-    previous.write_text(json.dumps(record, indent=2))
+    _write_record(out, record, continue_llm)
     _log(f"done in {timings['total_s'] / 60:.1f} min -> {out}")
     return record
 
