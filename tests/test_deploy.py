@@ -26,7 +26,7 @@ SPACE_COLORS = {"red", "yellow", "green", "blue", "indigo", "purple", "pink", "g
 ZEROGPU_TORCH = (
     Version("2.8"),
     Version("2.11.99"),
-)  # ZeroGPU's torch list when checked (DESIGN.md section 6)
+)  # ZeroGPU's torch list when checked (docs/SERVING.md)
 DOC_VARS = {"MODEL_REPO": "your-name/llm-cxr-nf4", "SPACE": "your-name/llm-cxr-studio", "OUT": "converted/x"}
 
 

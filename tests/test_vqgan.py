@@ -50,7 +50,7 @@ def test_state_dict_keys_and_shapes_match_taming():
 
 
 def test_official_f16_layout_counts():
-    # DESIGN.md: taming's stock f16 config has 343 autoencoder keys and 72.1 M parameters.
+    # docs/FORMATS.md: taming's stock f16 config has 343 autoencoder keys and 72.1 M parameters.
     with torch.device("meta"):
         model = VQGAN(VQGANConfig())
     assert len(model.state_dict()) == 343

@@ -1,8 +1,8 @@
 """The fast generation path: a static KV cache sized to the request and a compiled decode step.
 
-Eager Hugging Face decoding spends ~30 ms per token on Python and kernel launches on a GPU (DESIGN.md section
-5). Here the prompt is prefilled eagerly into a transformers ``StaticCache`` and every following token runs
-one compiled function (``torch.compile(mode="reduce-overhead")``: CUDA graphs). It is compiled as one graph
+Eager Hugging Face decoding spends ~30 ms per token on Python and kernel launches on a GPU (docs/BENCHMARKS.md,
+reference measurements). Here the prompt is prefilled eagerly into a transformers ``StaticCache`` and every
+following token runs one compiled function (``torch.compile(mode="reduce-overhead")``: CUDA graphs). It is compiled as one graph
 (``fullgraph=True``) when it can be, else with graph breaks allowed (transformers' own default), else not.
 
 - Caches come in power-of-two buckets (256, 512, ... up to the context length), so only a few shapes are
@@ -11,16 +11,17 @@ one compiled function (``torch.compile(mode="reduce-overhead")``: CUDA graphs). 
   the CUDA graphs keep pointing at the same memory.
 - bitsandbytes 4-bit: transformers' ``generate`` refuses to compile such models (``hf_quantizer.is_compileable``
   is False). That check lives only in ``generate``; we call ``torch.compile`` on our own step function, so it
-  does not apply. DESIGN.md section 5 measured the forced compile at 6x eager.
+  does not apply. Forcing the compile measured 6x eager on an H100 (docs/BENCHMARKS.md).
 - If compiling (or a compiled call) raises with every option, the path logs one warning and decodes eagerly
   with the same static cache from then on: answers stay identical, only slower.
-- ``generate_image`` keeps sampled ids on the device and copies them to the host once per grid row (what
-  previews need), not once per token.
+- ``generate_image`` is generation.generate_image on this cache, copying sampled ids to the host once per
+  grid row (what previews need), not once per token.
 - On CPU the defaults are the plain eager functions of generation.py. Measured on the demo-size model
   (docs/BENCHMARKS.md): a static cache is no faster there; compiling is 1.3x faster per token but costs
   20 s to 2 min at every start for ~0.2 s per X-ray. Opt in with FastPathConfig(static_cache=True, compile=True).
 
-The ``prefill`` and ``step`` methods plug into generation.py's ``prefill_fn`` / ``step`` seams.
+The ``prefill`` and ``step`` methods plug into generation.py's ``prefill_fn`` / ``step`` seams, and
+``generate_image`` runs generation.py's one image loop on them.
 """
 
 from __future__ import annotations
