@@ -1,4 +1,4 @@
-"""checkpoint_io.py: every format read against torch's own safe loader; pickled code never runs; bad files."""
+"""loading/checkpoint_io.py: every format read against torch's own safe loader; pickled code never runs; bad files."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""generation.py on a tiny random GPT-NeoX in the official layout (CPU)."""
+"""engine/generation.py on a tiny random GPT-NeoX in the official layout (CPU)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""hub.py: Hub locations resolved from a local folder laid out as the Hugging Face cache; never the network."""
+"""loading/hub.py: Hub locations resolved from a local folder laid out as the Hugging Face cache; never the network."""
 
 from __future__ import annotations
 
@@ -270,7 +270,7 @@ def test_repo_without_the_file_lists_what_it_has(tmp_path, repo_files, online):
 
 
 def test_load_model_from_hub_locations(tmp_path, repo_files, monkeypatch):
-    """What a Space does with LLMCXR_LLM=org/name and hf://org/name/vqgan/... (weights._local_path -> hub)."""
+    """What a Space does with LLMCXR_LLM=org/name and hf://org/name/vqgan/... (loading.weights -> hub.local_path)."""
     put_in_cache(tmp_path, REPO, repo_files)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     location = ModelLocation(

@@ -1,4 +1,4 @@
-"""runtime.py: device and quantization names resolved, with messages that name the fix."""
+"""loading/runtime.py: device and quantization names resolved, with messages that name the fix."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""studio.py end to end on the tiny random models of conftest (CPU)."""
+"""studio/facade.py end to end on the tiny random models of conftest (CPU)."""
 
 from __future__ import annotations
 

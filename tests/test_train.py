@@ -1,4 +1,4 @@
-"""demo/train.py and demo/data.py: a smoke training run in the official layout, and the shipped weights."""
+"""demo/train/training.py and demo/data/samples.py: a smoke training run in the official layout, and the shipped weights."""
 
 from __future__ import annotations
 

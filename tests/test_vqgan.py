@@ -1,4 +1,4 @@
-"""vqgan.py against taming-transformers' own network (the independent reference), on tiny configs."""
+"""modeling/vqgan.py against taming-transformers' own network (the independent reference), on tiny configs."""
 
 from __future__ import annotations
 

@@ -97,7 +97,7 @@ def build_random(
         tokenizer = _WideTokenizer(tokenizer, OFFICIAL_VOCAB)
     elif (
         shape == "demo-random"
-    ):  # demo.train's BPE reaches its vocab_size on the full corpus, plus 3 specials
+    ):  # the demo trainer's BPE reaches its vocab_size on the full corpus, plus 3 specials
         tokenizer = _WideTokenizer(tokenizer, vocab + len(protocol.SPECIAL_TOKENS))
     layout = protocol.token_layout(tokenizer, vq.n_embed)
     with torch.device(device):  # initialise on the device: 2.8 B parameters initialise slowly on a CPU

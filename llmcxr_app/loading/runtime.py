@@ -1,6 +1,6 @@
 """Where and at what precision the model runs: device and quantization names resolved once, with checks.
 
-Knows nothing of files or of the UI; weights.py, convert.py and bench.py ask it.
+Knows nothing of files or of the UI; weights.py, convert.py and the benchmark (bench/) ask it.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 # CPU default fp32, not bf16: without native bf16 instructions bf16 matmuls are far slower. Measured
 # 2026-11-23 on this project's 2-core AMD EPYC (AVX2, no avx512_bf16), torch 2.13, transformers 5.23: a
-# GPT-NeoX of dolly-v2-3b width (demo.builders.make_llm(50281, 1024, LLMShape(num_layers=2, hidden_size=2560,
+# GPT-NeoX of dolly-v2-3b width (modeling.builders.make_llm(50281, 1024, LLMShape(num_layers=2, hidden_size=2560,
 # num_heads=32, intermediate_size=10240, max_positions=2048)), i.e. 2 of its 32 layers), a 300-id prompt,
 # then 20 cached greedy decode steps, median of 3, run under `nice` on a shared machine:
 #   prefill: fp32 1.8 s, bf16 21-27 s;  decode step: fp32 63-74 ms, bf16 97-175 ms.

@@ -86,7 +86,7 @@ class Studio:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Studio:
-        """Load the weights named by ``settings`` (raises weights.WeightsError with the fix when they fail)."""
+        """Load the weights named by ``settings`` (raises loading.weights.WeightsError with the fix when they fail)."""
         if settings.runtime.cpu_threads > 0:  # process-wide, before any model work
             torch.set_num_threads(settings.runtime.cpu_threads)
         llm, vqgan = load_model(settings.model, settings.runtime)

@@ -1,6 +1,6 @@
 """Write the UI's example X-rays: held-out phantoms (never seen in training) as PNG, and one as DICOM.
 
-python -m llmcxr_app.demo.examples --out assets/examples
+python -m llmcxr_app.demo.data.examples --out assets/examples
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ Outputs per image: presence of each phantoms.LABELS finding (sigmoid > 0.5), and
 effusion side (left/right/bilateral) and size (small/large), the pneumothorax side (left/right) and the
 consolidation zone (phantoms.ZONES); "none" where the finding is absent (labeler.label_details' keys).
 
-    python -m llmcxr_app.demo.reader --weights weights/demo --out weights/demo/reader   # train, save, score
+    python -m llmcxr_app.demo.evaluate.reader --weights weights/demo --out weights/demo/reader   # train, save, score
 """
 
 from __future__ import annotations
