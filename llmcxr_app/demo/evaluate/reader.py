@@ -36,6 +36,7 @@ from torch import nn
 from llmcxr_app.demo.data import samples as data
 from llmcxr_app.demo.data.phantoms import EFFUSION_SIDES, EFFUSION_SIZES, LABELS, SIDES, ZONES, Findings
 from llmcxr_app.demo.evaluate.metrics import attribute_accuracy
+from llmcxr_app.loading.weights import load_vqgan
 from llmcxr_app.modeling.vqgan import VQGAN
 
 READER_SEED_START = 2_000_000  # training phantoms of the reader: seeds READER_SEED_START + i
@@ -402,8 +403,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-val", type=int, default=300, help="held-out phantoms to score on (0 = skip)")
     a = p.parse_args(argv)
-    from llmcxr_app.loading.weights import load_vqgan
-
     vqgan = load_vqgan(
         a.weights / "vqgan" / "demo-vqgan.yaml", a.weights / "vqgan" / "demo-vqgan.safetensors"
     )
