@@ -1,6 +1,6 @@
 """Fixed requests to the shipped demo model, recorded before the package restructure and replayed after it.
 
-`python tests/golden.py` (from the repository root) records them into tests/data/golden_answers.json;
+`PYTHONPATH=. python tests/golden.py` (from the repository root) records them into tests/data/golden_answers.json;
 tests/test_golden.py replays them and asserts the same answers. The requests run through the Studio facade
 (eager and fast path) and through the command line (`python -m llmcxr_app ... --json`), on CPU, one thread.
 """
