@@ -5,7 +5,7 @@ Without weight flags it serves weights/official/ when complete, else the embedde
 
 from __future__ import annotations
 
-from llmcxr_app import zerogpu  # first: on ZeroGPU, `spaces` must patch torch before anything touches CUDA
+from llmcxr_app.ui import zerogpu  # first: on ZeroGPU, `spaces` must patch torch before anything touches CUDA
 
 # isort: split
 import argparse
@@ -13,11 +13,12 @@ import logging
 import os
 from dataclasses import replace
 
-from llmcxr_app import redact, ui
+from llmcxr_app import redact
 from llmcxr_app.cli_args import add_server_args, add_weight_args, server_from_args, settings_from_args
 from llmcxr_app.config import ServerConfig
-from llmcxr_app.studio import Studio
-from llmcxr_app.weights import WeightsError
+from llmcxr_app.loading.weights import WeightsError
+from llmcxr_app.studio.facade import Studio
+from llmcxr_app.ui import app as ui
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,8 +13,9 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from .cli_args import add_weight_args, settings_from_args
-from .config import SamplingConfig
+from llmcxr_app import redact
+from llmcxr_app.cli_args import add_weight_args, settings_from_args
+from llmcxr_app.config import SamplingConfig
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -155,9 +156,9 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     if not args.verbose:
         _quiet_libraries()
-    from . import imaging
-    from .exports import DISCLAIMER, save_png
-    from .studio import Studio
+    from llmcxr_app.imaging import images as imaging
+    from llmcxr_app.imaging.exports import DISCLAIMER, save_png
+    from llmcxr_app.studio.facade import Studio
 
     loaded = imaging.load_image(image_path) if image_path is not None else None
     studio = Studio.from_settings(settings)
@@ -186,8 +187,8 @@ def run(args: argparse.Namespace) -> int:
     assert result is not None
     check = None
     if args.command == "draw" and args.self_check:
-        from .selfcheck import check as self_check
-        from .selfcheck import verdict
+        from llmcxr_app.studio.selfcheck import check as self_check
+        from llmcxr_app.studio.selfcheck import verdict
 
         check = self_check(studio, text, result)
         result.provenance["self_check"] = check.as_dict()  # also in the PNG's metadata
@@ -216,9 +217,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .redact import install
-
-    install()  # header values of the image never reach a warning or log line, --verbose included
+    redact.install()  # header values of the image never reach a warning or log line, --verbose included
     args = build_parser().parse_args(argv)
     try:
         return run(args)

@@ -6,7 +6,7 @@ import argparse
 import os
 from dataclasses import replace
 
-from .config import (
+from llmcxr_app.config import (
     ENV_CONCURRENCY,
     ENV_DEVICE,
     ENV_FILES_DIR,

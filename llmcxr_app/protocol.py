@@ -193,47 +193,6 @@ def build_prompt_ids(
     return ids
 
 
-@dataclass(frozen=True)
-class Response:
-    """A parsed model response."""
-
-    text: str  # decoded text between the response key and "### End" (image ids excluded), stripped
-    image_codes: list[int] | None  # exactly grid_tokens VQ codes, or None when the response is not an image
-
-
-def parse_response(
-    tokenizer: Any,
-    generated_ids: Sequence[int],
-    *,
-    codebook_size: int = OFFICIAL_CODEBOOK_SIZE,
-    grid_tokens: int = OFFICIAL_GRID_TOKENS,
-) -> Response:
-    """Split generated ids (prompt included or not) into the response text and image codes.
-
-    Only ids after the last response key count (the whole sequence if there is none); the text stops at
-    ``### End``. Image codes are returned only when exactly ``grid_tokens`` image ids follow the key.
-    """
-    layout = token_layout(tokenizer, codebook_size)
-    ids = [int(i) for i in generated_ids]
-    keys = [i for i, t in enumerate(ids) if t == layout.response_key_id]
-    body = ids[keys[-1] + 1 :] if keys else ids
-    if layout.end_id in body:
-        body = body[: body.index(layout.end_id)]
-    positions = [i for i, t in enumerate(body) if layout.is_image_id(t)]
-    codes = layout.unshift([body[i] for i in positions]) if len(positions) == grid_tokens else None
-    drop = set(positions)
-    if codes is not None:
-        # The image is framed as "<" ... ">" (how upstream trained it); the frame is not text.
-        first, last = positions[0], positions[-1]
-        if first > 0 and body[first - 1] == layout.image_open_id:
-            drop.add(first - 1)
-        if last + 1 < len(body) and body[last + 1] == layout.image_close_id:
-            drop.add(last + 1)
-    text_ids = [t for i, t in enumerate(body) if i not in drop and t < layout.vocab_size]
-    text = tokenizer.decode(text_ids, skip_special_tokens=True).strip()
-    return Response(text=text, image_codes=codes)
-
-
 def build_training_ids(
     tokenizer: Any,
     instruction: str,

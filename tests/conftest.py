@@ -10,7 +10,7 @@ import yaml
 
 from llmcxr_app import protocol
 from llmcxr_app.config import ModelLocation
-from llmcxr_app.vqgan import VQGAN, VQGANConfig
+from llmcxr_app.modeling.vqgan import VQGAN, VQGANConfig
 
 # Tiny models run faster on one thread (no OpenMP hand-offs), and CI machines have only two cores.
 torch.set_num_threads(1)
@@ -40,7 +40,7 @@ TOKENIZER_TEXTS = [
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
-    from llmcxr_app.demo.builders import train_tokenizer
+    from llmcxr_app.modeling.builders import train_tokenizer
 
     return train_tokenizer(TOKENIZER_TEXTS * 5, vocab_size=400)
 
@@ -48,7 +48,7 @@ def tiny_tokenizer():
 @pytest.fixture(scope="session")
 def tiny_llm_dir(tmp_path_factory, tiny_tokenizer) -> Path:
     """A GPT-NeoX directory in Hugging Face save format, embedding rows = len(tokenizer) + codebook size."""
-    from llmcxr_app.demo.builders import LLMShape, make_llm
+    from llmcxr_app.modeling.builders import LLMShape, make_llm
 
     out = tmp_path_factory.mktemp("llm")
     model = make_llm(

@@ -1,4 +1,4 @@
-"""checkpoint_io.py: every format read against torch's own safe loader; pickled code never runs; bad files."""
+"""loading/checkpoint_io.py: every format read against torch's own safe loader; pickled code never runs; bad files."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from llmcxr_app.checkpoint_io import WeightsError, _restricted_torch_load, read_state_dict
-from llmcxr_app.weights import WeightsError as WeightsErrorOfWeights
+from llmcxr_app.loading.checkpoint_io import WeightsError, _restricted_torch_load, read_state_dict
+from llmcxr_app.loading.weights import WeightsError as WeightsErrorOfWeights
 
 
 def _state_dict() -> dict[str, torch.Tensor]:

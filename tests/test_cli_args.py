@@ -10,7 +10,7 @@ import torch
 
 from llmcxr_app.cli_args import add_weight_args, settings_from_args
 from llmcxr_app.config import ENV_DEVICE, ENV_THREADS, Settings
-from llmcxr_app.studio import Studio
+from llmcxr_app.studio.facade import Studio
 
 
 def parse(argv: list[str]) -> Settings:

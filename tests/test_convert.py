@@ -14,8 +14,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from llmcxr_app import protocol
-from llmcxr_app.convert import TOKENIZER_FILES, convert_llm, convert_vqgan, infer_codebook_size, main
-from llmcxr_app.weights import LoadedLLM, WeightsError, load_llm, load_vqgan, weight_hash
+from llmcxr_app.loading.convert import TOKENIZER_FILES, convert_llm, convert_vqgan, infer_codebook_size, main
+from llmcxr_app.loading.weights import LoadedLLM, WeightsError, load_llm, load_vqgan, weight_hash
 
 CODEBOOK = TINY_VQGAN.n_embed
 NEW_TOKENS = 16

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from llmcxr_app.demo import data
+from llmcxr_app.demo.data import samples as data
 
 
 def test_a_grown_training_set_renders_only_the_new_seeds(tmp_path, monkeypatch):
@@ -28,3 +28,43 @@ def test_a_grown_training_set_renders_only_the_new_seeds(tmp_path, monkeypatch):
     assert [s.seed for s in data.render_samples([2, 0], 64, cache=cache)] == [2, 0] and rendered == []
     assert [s.pixels.shape for s in data.render_samples([0], 32, cache=cache)] == [(32, 32)]  # other size
     assert rendered == [0]
+
+
+def test_a_changed_generator_does_not_reuse_cached_samples(tmp_path, monkeypatch):
+    """The cache key holds the generator's version: an edited renderer or report writer renders afresh."""
+    cache = tmp_path / "samples.pkl"
+    data.render_samples([0, 1], 32, cache=cache)
+    rendered = []
+    real = data.make_phantom
+
+    def counting(seed, **kw):
+        rendered.append(seed)
+        return real(seed, **kw)
+
+    monkeypatch.setattr(data, "make_phantom", counting)
+    data.render_samples([0, 1], 32, cache=cache)
+    assert rendered == []  # same generator: reused
+    monkeypatch.setattr(data, "generator_version", lambda: "edited000000")
+    data.render_samples([0, 1], 32, cache=cache)
+    assert rendered == [0, 1]  # another generator: both drawn again
+    rendered.clear()
+    data.render_samples([0, 1], 32, cache=cache)
+    assert rendered == []  # and the cache now holds the new generator's samples
+
+
+def test_generator_version_changes_with_a_generator_source(tmp_path, monkeypatch):
+    """The version hashes the files that draw a sample: an edited report writer gives another version."""
+    from pathlib import Path
+
+    from llmcxr_app.demo.data import reports
+
+    version = data.generator_version()
+    assert len(version) == 12 and int(version, 16) >= 0
+    edited = tmp_path / "reports.py"
+    edited.write_text(Path(reports.__file__).read_text() + "\n# one more line\n")
+    monkeypatch.setattr(reports, "__file__", str(edited))
+    data.generator_version.cache_clear()
+    try:
+        assert data.generator_version() != version
+    finally:
+        data.generator_version.cache_clear()

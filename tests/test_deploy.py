@@ -16,15 +16,17 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from llmcxr_app import config, hub, zerogpu
+from llmcxr_app import config
 from llmcxr_app.config import REPO_ROOT
+from llmcxr_app.loading import hub
+from llmcxr_app.ui import zerogpu
 
 # Colours the Hub accepts for a Space card gradient.
 SPACE_COLORS = {"red", "yellow", "green", "blue", "indigo", "purple", "pink", "gray"}
 ZEROGPU_TORCH = (
     Version("2.8"),
     Version("2.11.99"),
-)  # ZeroGPU's torch list when checked (DESIGN.md section 6)
+)  # ZeroGPU's torch list when checked (docs/SERVING.md)
 DOC_VARS = {"MODEL_REPO": "your-name/llm-cxr-nf4", "SPACE": "your-name/llm-cxr-studio", "OUT": "converted/x"}
 
 
@@ -100,7 +102,7 @@ def test_zerogpu_requirements_differ_only_in_torch():
 
 def test_zerogpu_module_imports_nothing_off_zerogpu():
     code = (
-        "import sys, inspect; import llmcxr_app.zerogpu as z\n"
+        "import sys, inspect; import llmcxr_app.ui.zerogpu as z\n"
         "def g(n):\n    yield from range(n)\n"
         "assert z.gpu(30)(g) is g and not z.on_zerogpu()\n"
         "print(sorted(m for m in ('spaces', 'torch', 'gradio') if m in sys.modules))\n"
@@ -175,14 +177,14 @@ def _calls(path, name: str) -> list[ast.Call]:
 
 def test_examples_are_not_cached_at_start_up():
     """Gradio caches examples on Spaces by default, which would run the model before anyone asks."""
-    ui_files = sorted((REPO_ROOT / "llmcxr_app").glob("ui*.py"))
+    ui_files = sorted((REPO_ROOT / "llmcxr_app" / "ui").glob("*.py"))
     found = [
         (f, c)
         for f in ui_files
         for name in ("Examples", "ChatInterface", "Interface")
         for c in _calls(f, name)
     ]
-    assert found, "no examples found in llmcxr_app/ui*.py"
+    assert found, "no examples found in llmcxr_app/ui/"
     for file, call in found:
         kw = {k.arg: k.value for k in call.keywords}
         if _name(call) != "Examples" and "examples" not in kw:
@@ -204,7 +206,7 @@ def test_app_imports_zerogpu_before_torch():
     heavy = [
         m for m in mods if m.split(".")[0] in ("llmcxr_app", "torch", "transformers", "gradio", "spaces")
     ]
-    assert heavy and heavy[0] in ("llmcxr_app.zerogpu", "llmcxr_app.zerogpu.gpu"), heavy[:3]
+    assert heavy and heavy[0] in ("llmcxr_app.ui.zerogpu", "llmcxr_app.ui.zerogpu.gpu"), heavy[:3]
 
 
 def test_app_binds_what_the_space_asks_for(monkeypatch):
@@ -241,7 +243,7 @@ def deploy_commands() -> list[list[str]]:
 
 
 def test_deploy_doc_convert_commands_parse():
-    from llmcxr_app.convert import build_parser
+    from llmcxr_app.loading.convert import build_parser
 
     converts = [c[3:] for c in deploy_commands() if c[:3] == ["python", "-m", "llmcxr_app.convert"]]
     assert {c[0] for c in converts} == {"llm", "vqgan"}
@@ -318,7 +320,7 @@ def test_chat_runs_its_model_calls_across_a_zerogpu_boundary(monkeypatch, tiny_l
     from ui_harness import tiny_studio, write_examples
 
     from llmcxr_app.config import ServerConfig
-    from llmcxr_app.ui_chat import ChatApp
+    from llmcxr_app.ui.chat import ChatApp
 
     calls: list = []
     monkeypatch.setitem(sys.modules, "spaces", pickling_spaces(calls))

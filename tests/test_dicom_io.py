@@ -30,8 +30,8 @@ from pydicom import uid
 from pydicom.encaps import encapsulate
 from pydicom.pixels import apply_modality_lut, apply_windowing, get_encoder
 
-from llmcxr_app import ui_render
-from llmcxr_app.imaging import ImageLimits, ImageLoadError, load_image
+from llmcxr_app.imaging.images import ImageLimits, ImageLoadError, load_image
+from llmcxr_app.ui import render as ui_render
 
 P = pattern()
 EXPECTED = np.rint(P * 255)

@@ -11,17 +11,18 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from phantom_answers import answer_for
 from PIL import Image
 
 from llmcxr_app.config import RuntimeConfig, SamplingConfig, Settings
-from llmcxr_app.demo import eval_draw
-from llmcxr_app.demo import evaluate as ev
-from llmcxr_app.demo import reader as rd
-from llmcxr_app.demo.phantoms import LABELS, Findings, make_phantom
-from llmcxr_app.demo.reports import answer_for, write_findings_prompt
-from llmcxr_app.labeler import parse_answer
-from llmcxr_app.studio import PreparedImage, Result, Studio, Update
-from llmcxr_app.weights import load_vqgan
+from llmcxr_app.demo.data.phantoms import LABELS, Findings, make_phantom
+from llmcxr_app.demo.data.reports import write_findings_prompt
+from llmcxr_app.demo.evaluate import draw as eval_draw
+from llmcxr_app.demo.evaluate import evaluation as ev
+from llmcxr_app.demo.evaluate import reader as rd
+from llmcxr_app.loading.weights import load_vqgan
+from llmcxr_app.studio.facade import PreparedImage, Result, Studio, Update
+from llmcxr_app.studio.labeler import parse_answer
 
 # ------------------------------------------------------------------------------------------ the run
 
@@ -155,7 +156,7 @@ def test_draw_candidates_are_chosen_by_self_check_and_the_first_is_scored_too(ti
 
 def _demo_dir(tmp_path: Path, tiny_location) -> Path:
     """The tiny fixture model laid out as train.py writes weights/demo (llm/, vqgan/*.yaml + safetensors)."""
-    from llmcxr_app.demo.builders import save_vqgan
+    from llmcxr_app.loading.writers import save_vqgan
 
     out = tmp_path / "demo"
     shutil.copytree(tiny_location.llm, out / "llm")

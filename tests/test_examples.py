@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from llmcxr_app.demo import examples
-from llmcxr_app.demo.data import EVAL_SEED_START
-from llmcxr_app.demo.phantoms import make_phantom
-from llmcxr_app.imaging import load_image
+from llmcxr_app.demo.data import examples
+from llmcxr_app.demo.data.phantoms import make_phantom
+from llmcxr_app.demo.data.samples import EVAL_SEED_START
+from llmcxr_app.imaging.images import load_image
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "examples"
 

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 
-from llmcxr_app.exports import (
+from llmcxr_app.imaging.exports import (
     DISCLAIMER,
     PLACEHOLDER_PATIENT_ID,
     PLACEHOLDER_PATIENT_NAME,
@@ -24,7 +24,7 @@ from llmcxr_app.exports import (
     save_dicom_sc,
     save_png,
 )
-from llmcxr_app.imaging import load_image
+from llmcxr_app.imaging.images import load_image
 
 PROVENANCE = {
     "model": "LLM-CXR demo",

@@ -1,4 +1,4 @@
-"""fastpath.py on the tiny random GPT-NeoX of conftest (CPU; a CUDA-graph check runs only where CUDA is)."""
+"""engine/fastpath.py on the tiny random GPT-NeoX of conftest (CPU; a CUDA-graph check runs only where CUDA is)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ import threading
 import pytest
 import torch
 from conftest import TINY_VQGAN
+from reference import hf_generate_greedy
 
-from llmcxr_app import fastpath, generation, protocol
+from llmcxr_app import protocol
 from llmcxr_app.config import RuntimeConfig, SamplingConfig
-from llmcxr_app.fastpath import FastPath, FastPathConfig, bucket_sizes
-from llmcxr_app.generation import sample_on_device
+from llmcxr_app.engine import fastpath, generation
+from llmcxr_app.engine.fastpath import FastPath, FastPathConfig, bucket_sizes
+from llmcxr_app.engine.generation import sample_on_device
 
 GREEDY = SamplingConfig(temperature=0.0, max_new_tokens=40)
 SEEDED = SamplingConfig(temperature=1.0, top_p=0.9, top_k=12, seed=5)
@@ -87,7 +89,7 @@ def test_sample_on_device_matches_generation_sample():
 def test_static_cache_text_matches_eager_and_hf(model, tiny_tokenizer, layout, image_prompt):
     from transformers import LogitsProcessorList
 
-    from llmcxr_app.bench import _Mask
+    from llmcxr_app.bench.measure import Mask
 
     fast = FastPath(model, context_length=512, config=SMALL)
     ref = text_ids(model, tiny_tokenizer, layout, image_prompt, GREEDY)
@@ -96,8 +98,8 @@ def test_static_cache_text_matches_eager_and_hf(model, tiny_tokenizer, layout, i
     )
     assert ours == ref and fast.mode == "static"
     stops = [layout.end_id, tiny_tokenizer.eos_token_id]
-    text_only = LogitsProcessorList([_Mask(layout, len(image_prompt), "text", [])])
-    hf = generation.hf_generate_greedy(model, image_prompt, GREEDY.max_new_tokens, stops, text_only)
+    text_only = LogitsProcessorList([Mask(layout, len(image_prompt), "text", [])])
+    hf = hf_generate_greedy(model, image_prompt, GREEDY.max_new_tokens, stops, text_only)
     assert [t for t in ours if t not in stops] == hf and len(hf) > 5
 
 
@@ -222,7 +224,7 @@ def test_defaults_on_cpu_and_flag_off(tiny_location, model):
     assert FastPath(model, context_length=512).mode == "eager"  # measured fastest on CPU
     with pytest.raises(ValueError, match="static cache"):
         FastPath(model, context_length=512, config=FastPathConfig(static_cache=False, compile=True))
-    from llmcxr_app.weights import load_model
+    from llmcxr_app.loading.weights import load_model
 
     llm, _ = load_model(tiny_location, RuntimeConfig(device="cpu", quantization="fp32"))
     assert fastpath.fast_path_for(llm, RuntimeConfig(fast_path=False)) is None
@@ -230,15 +232,15 @@ def test_defaults_on_cpu_and_flag_off(tiny_location, model):
 
 
 def test_studio_with_fast_path_and_warmup(tiny_location):
-    from llmcxr_app.studio import Studio
-    from llmcxr_app.weights import load_model
+    from llmcxr_app.loading.weights import load_model
+    from llmcxr_app.studio.facade import Studio
 
     llm, vqgan = load_model(tiny_location, RuntimeConfig(device="cpu", quantization="fp32"))
     fast = FastPath(
         llm.model, context_length=llm.context_length, config=FastPathConfig(static_cache=True, compile=False)
     )
     studio = Studio.from_parts(llm, vqgan, tiny_location, prefill_fn=fast.prefill, step=fast.step)
-    report = fastpath.warmup(studio, fast)
+    report = studio.warm_up(fast)
     assert report["mode"] == "static" and report["compile_s"] >= 0 and report["draw_s"] > 0
     # Warmed 512 then 256 (a budget of 512 tokens keeps one); the draw (prompt + 258 reserve) took 512.
     assert list(fast._pool) == [512]

@@ -1,4 +1,4 @@
-"""generation.py on a tiny random GPT-NeoX in the official layout (CPU)."""
+"""engine/generation.py on a tiny random GPT-NeoX in the official layout (CPU)."""
 
 from __future__ import annotations
 
@@ -6,20 +6,20 @@ import threading
 
 import pytest
 import torch
+from conftest import TINY_VQGAN
+from reference import hf_generate_greedy
 
 from llmcxr_app import protocol
 from llmcxr_app.config import SamplingConfig
-from llmcxr_app.generation import (
+from llmcxr_app.engine.generation import (
     GenerationCancelled,
     decode_step,
     generate_image,
     generate_text,
-    hf_generate_greedy,
     mask_logits,
     prefill,
     sample,
 )
-from tests.conftest import TINY_VQGAN
 
 
 @pytest.fixture(scope="module")

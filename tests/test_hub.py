@@ -1,4 +1,4 @@
-"""hub.py: Hub locations resolved from a local folder laid out as the Hugging Face cache; never the network."""
+"""loading/hub.py: Hub locations resolved from a local folder laid out as the Hugging Face cache; never the network."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 import torch
 from conftest import TINY_VQGAN
 
-from llmcxr_app import hub
 from llmcxr_app.config import ModelLocation, RuntimeConfig
-from llmcxr_app.convert import convert_vqgan
-from llmcxr_app.weights import WeightsError, load_llm, load_model
+from llmcxr_app.loading import hub
+from llmcxr_app.loading.convert import convert_vqgan
+from llmcxr_app.loading.weights import WeightsError, load_llm, load_model
 
 REPO = "llmcxr-test/tiny"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -270,7 +270,7 @@ def test_repo_without_the_file_lists_what_it_has(tmp_path, repo_files, online):
 
 
 def test_load_model_from_hub_locations(tmp_path, repo_files, monkeypatch):
-    """What a Space does with LLMCXR_LLM=org/name and hf://org/name/vqgan/... (weights._local_path -> hub)."""
+    """What a Space does with LLMCXR_LLM=org/name and hf://org/name/vqgan/... (loading.weights -> hub.local_path)."""
     put_in_cache(tmp_path, REPO, repo_files)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     location = ModelLocation(

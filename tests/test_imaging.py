@@ -23,7 +23,7 @@ from dicom_corpus import (
 )
 from PIL import Image
 
-from llmcxr_app.imaging import (
+from llmcxr_app.imaging.images import (
     DISPLAY_MAX_SIDE,
     ImageLimits,
     ImageLoadError,
@@ -326,7 +326,7 @@ def _text_chunks(values: dict[str, str]):
 BIG_W, BIG_H = 10_000, 6_000  # 60 megapixels: the largest upload the default limits accept
 MEASURE = r"""
 import ctypes, gc, json, resource, sys
-from llmcxr_app import imaging
+from llmcxr_app.imaging import images as imaging
 
 def rss():
     with open("/proc/self/statm") as f:

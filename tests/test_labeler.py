@@ -5,19 +5,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from phantom_answers import answer_for
 
-from llmcxr_app.demo.phantoms import LABELS, Findings, sample_findings
-from llmcxr_app.demo.reports import (
+from llmcxr_app.demo.data.phantoms import LABELS, Findings, sample_findings
+from llmcxr_app.demo.data.reports import (
     DECLINES,
     PLAIN_QUESTIONS,
     QUESTIONS,
-    answer_for,
     make_qa,
     plain_instructions,
     write_findings_prompt,
     write_report,
 )
-from llmcxr_app.labeler import (
+from llmcxr_app.studio.labeler import (
     STATES,
     label_details,
     label_report,

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from llmcxr_app.demo import metrics
-from llmcxr_app.demo.phantoms import Findings
+from llmcxr_app.demo.data.phantoms import Findings
+from llmcxr_app.demo.evaluate import metrics
 
 
 def test_prf_matches_hand_computed_values():
@@ -90,7 +90,7 @@ def test_ratio_is_undefined_on_an_empty_denominator():
 
 
 def test_prf_leaves_hedged_predictions_out():
-    from llmcxr_app.demo.metrics import prf
+    from llmcxr_app.demo.evaluate.metrics import prf
 
     truth = [{"a": True}, {"a": False}, {"a": True}]
     out = prf([{"a": True}, {"a": None}, {"a": None}], truth, labels=("a",))

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from llmcxr_app.demo.phantoms import LABELS, Findings, Phantom, make_phantom, render, sample_findings
+from llmcxr_app.demo.data.phantoms import LABELS, Findings, Phantom, make_phantom, render, sample_findings
 
 NORMAL = Findings()
 SEEDS = range(6)

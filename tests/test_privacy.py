@@ -23,7 +23,8 @@ from PIL import Image, ImageCms
 from PIL.PngImagePlugin import PngInfo
 from ui_harness import files, serve, tiny_studio
 
-from llmcxr_app import redact, sweeper
+from llmcxr_app import redact
+from llmcxr_app.ui import sweeper
 
 # Planted identifiers: distinctive, so a hit can only mean a leak.
 NAME, PID, DOCTOR, STUDY = "ZEBRAFOX^QUILLON", "PIDX77341", "DRWOMBAT^KESTREL", "STUDYDESCR-ORCHID"
@@ -248,7 +249,7 @@ def test_redaction_of_library_logs_warnings_and_tracebacks():
         try:
             raise ValueError(f"Expected ... received b'{NAME}\\x00{PID}' with length 415000")
         except ValueError:
-            logging.getLogger("llmcxr_app.ui_chat").exception("generation failed")
+            logging.getLogger("llmcxr_app.ui.chat").exception("generation failed")
     finally:
         top.removeHandler(collect)
     text = "\n".join(collect.lines)
@@ -283,7 +284,7 @@ def test_user_mistakes_log_one_line_and_real_failures_a_redacted_traceback(app, 
     with pytest.raises(AppError, match="PDF document"):
         send(client, pdf).result()
     refused = [line for line in collect.lines if "llmcxr_app" in line]
-    assert refused == ["INFO llmcxr_app.ui_chat: request refused: ImageLoadError"]
+    assert refused == ["INFO llmcxr_app.ui.chat: request refused: ImageLoadError"]
     assert "Traceback" not in "\n".join(collect.lines) + "".join(capfd.readouterr())
 
     def broken(*args, **kwargs):
@@ -307,7 +308,7 @@ def test_user_mistakes_log_one_line_and_real_failures_a_redacted_traceback(app, 
     finally:
         patch.undo()
     log = "\n".join(collect.lines)
-    assert "ERROR llmcxr_app.ui_chat: request setup failed" in log
+    assert "ERROR llmcxr_app.ui.chat: request setup failed" in log
     assert "Traceback (most recent call last)" in log and "RuntimeError: decoder state" in log  # diagnosable
     assert "test_privacy.py" in log and not leaks(log + "".join(capfd.readouterr()))
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 from conftest import TOKENIZER_TEXTS
+from reference import parse_response
 
 from llmcxr_app import protocol
-from llmcxr_app.protocol import build_prompt_ids, format_prompt, parse_response, token_layout
+from llmcxr_app.protocol import build_prompt_ids, format_prompt, token_layout
 
 # upstream PROMPT_FOR_GENERATION_FORMAT_NOINPUT and PROMPT_FOR_GENERATION_FORMAT, as the .format() calls leave them
 UPSTREAM_NO_INPUT = """Below is an instruction that describes a task. Write a response that appropriately completes the request.

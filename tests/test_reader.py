@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from llmcxr_app.demo import reader as rd
-from llmcxr_app.demo.phantoms import LABELS, Findings, make_phantom, render
-from llmcxr_app.weights import load_vqgan
+from llmcxr_app.demo.data.phantoms import LABELS, Findings, make_phantom, render
+from llmcxr_app.demo.evaluate import reader as rd
+from llmcxr_app.loading.weights import load_vqgan
 
 
 def test_score_counts_labels_attributes_and_exact_match():

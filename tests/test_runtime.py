@@ -1,11 +1,11 @@
-"""runtime.py: device and quantization names resolved, with messages that name the fix."""
+"""loading/runtime.py: device and quantization names resolved, with messages that name the fix."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from llmcxr_app.runtime import resolve_device, resolve_quantization
+from llmcxr_app.loading.runtime import resolve_device, resolve_quantization
 
 
 def test_resolve_device_and_quantization():

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from llmcxr_app import protocol, selfcheck
+from llmcxr_app import protocol
 from llmcxr_app.config import DEMO_MODEL, RuntimeConfig, Settings, resolve_location
-from llmcxr_app.studio import Result, Studio
+from llmcxr_app.studio import selfcheck
+from llmcxr_app.studio.facade import Result, Studio
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"
 
@@ -99,7 +100,7 @@ def test_check_reads_the_codes_with_the_model(monkeypatch):
 
 
 def test_hedged_findings_are_neither_agreement_nor_miss():
-    from llmcxr_app.selfcheck import compare
+    from llmcxr_app.studio.selfcheck import compare
 
     a = compare(
         "Small left pleural effusion. Possible right lower lobe pneumonia.", "Small left pleural effusion."

@@ -1,4 +1,4 @@
-"""studio.py end to end on the tiny random models of conftest (CPU)."""
+"""studio/facade.py end to end on the tiny random models of conftest (CPU)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ import threading
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_VQGAN
 from PIL import Image
 
-from llmcxr_app import imaging, protocol
+from llmcxr_app import protocol
 from llmcxr_app.config import RuntimeConfig, SamplingConfig, Settings
-from llmcxr_app.generation import GenerationCancelled, generate_text
-from llmcxr_app.studio import Studio, StudioInputError
-from tests.conftest import TINY_VQGAN
+from llmcxr_app.engine.generation import GenerationCancelled, generate_text
+from llmcxr_app.imaging import images as imaging
+from llmcxr_app.studio.facade import Studio, StudioInputError
 
 GREEDY = SamplingConfig(temperature=0.0, max_new_tokens=6)
 

@@ -18,7 +18,7 @@ from ui_harness import files, free_port, serve, texts, tiny_studio, write_exampl
 
 from llmcxr_app import protocol
 from llmcxr_app.config import REPO_ROOT
-from llmcxr_app.sweeper import EMPTY_DIR_GRACE_S, FileRoot, Lease
+from llmcxr_app.ui.sweeper import EMPTY_DIR_GRACE_S, FileRoot, Lease
 
 
 def all_files(folder: Path) -> list[Path]:

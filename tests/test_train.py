@@ -1,4 +1,4 @@
-"""demo/train.py and demo/data.py: a smoke training run in the official layout, and the shipped weights."""
+"""demo/train/training.py and demo/data/samples.py: a smoke training run in the official layout, and the shipped weights."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import torch
 
 from llmcxr_app import protocol
 from llmcxr_app.config import DEMO_MODEL, RuntimeConfig, SamplingConfig, Settings, resolve_location
-from llmcxr_app.demo import data
-from llmcxr_app.demo.train import PRESETS, completion_loss, run
-from llmcxr_app.weights import load_model
+from llmcxr_app.demo.data import samples as data
+from llmcxr_app.demo.train.training import PRESETS, completion_loss, run
+from llmcxr_app.loading.weights import load_model
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +124,7 @@ def test_the_shipped_demo_model_is_the_default_and_draws(monkeypatch):
     loc = resolve_location()
     if loc != DEMO_MODEL:
         pytest.skip("official weights are installed in weights/official; the default is not the demo model")
-    from llmcxr_app.studio import Studio
+    from llmcxr_app.studio.facade import Studio
 
     studio = Studio.from_settings(
         Settings(model=DEMO_MODEL, runtime=RuntimeConfig(device="cpu", fast_path=False, warmup=False))

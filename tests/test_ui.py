@@ -20,13 +20,15 @@ from gradio_client.utils import Status
 from PIL import Image
 from ui_harness import files, serve, texts, tiny_studio, write_examples
 
-from llmcxr_app import protocol, ui, ui_render
+from llmcxr_app import protocol
 from llmcxr_app.cli_args import add_server_args, server_from_args
 from llmcxr_app.config import ServerConfig
-from llmcxr_app.exports import mark_box
-from llmcxr_app.studio import Studio, StudioInputError
-from llmcxr_app.ui_chat import ChatApp
-from llmcxr_app.ui_routing import findings_from_request, is_draw_request, route
+from llmcxr_app.imaging.exports import mark_box
+from llmcxr_app.studio.facade import Studio, StudioInputError
+from llmcxr_app.ui import app as ui
+from llmcxr_app.ui import render as ui_render
+from llmcxr_app.ui.chat import ChatApp
+from llmcxr_app.ui.routing import findings_from_request, is_draw_request, route
 
 # --- routing and rendering (pure) --------------------------------------------------------------------------
 

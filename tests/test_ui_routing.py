@@ -3,7 +3,7 @@
 import pytest
 
 from llmcxr_app.protocol import TASK_DRAW, TASK_INSTRUCT, TASK_REPORT, TASK_VQA
-from llmcxr_app.ui_routing import TASK_AMBIGUOUS, describes_findings, findings_only, route
+from llmcxr_app.ui.routing import TASK_AMBIGUOUS, describes_findings, findings_only, route
 
 PASTED = (
     "Findings: Heart size is normal. There is a small left pleural effusion with adjacent atelectasis. "
@@ -50,7 +50,7 @@ def test_describes_findings():
 
 def test_mode_label_redo_choices_and_clicked_choices():
     from llmcxr_app.studio import StudioInputError
-    from llmcxr_app.ui_routing import CHOICES, chosen_mode, mode_label, redo_choices
+    from llmcxr_app.ui.routing import CHOICES, chosen_mode, mode_label, redo_choices
 
     assert mode_label("Auto", TASK_DRAW) == "Mode: Draw (auto)"
     assert mode_label("Ask", TASK_INSTRUCT) == "Mode: Ask (no X-ray)"

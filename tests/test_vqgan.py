@@ -1,11 +1,11 @@
-"""vqgan.py against taming-transformers' own network (the independent reference), on tiny configs."""
+"""modeling/vqgan.py against taming-transformers' own network (the independent reference), on tiny configs."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from llmcxr_app.vqgan import VQGAN, VQGANConfig
+from llmcxr_app.modeling.vqgan import VQGAN, VQGANConfig
 
 TINY = VQGANConfig(
     embed_dim=8,
@@ -50,7 +50,7 @@ def test_state_dict_keys_and_shapes_match_taming():
 
 
 def test_official_f16_layout_counts():
-    # DESIGN.md: taming's stock f16 config has 343 autoencoder keys and 72.1 M parameters.
+    # docs/FORMATS.md: taming's stock f16 config has 343 autoencoder keys and 72.1 M parameters.
     with torch.device("meta"):
         model = VQGAN(VQGANConfig())
     assert len(model.state_dict()) == 343

@@ -1,4 +1,4 @@
-"""weights.py: official-format checkpoints built here (tiny), loaded through the app's loaders; bad inputs."""
+"""loading/weights.py: official-format checkpoints built here (tiny), loaded through the app's loaders; bad inputs."""
 
 from __future__ import annotations
 
@@ -16,8 +16,7 @@ from safetensors.torch import save_file
 
 from llmcxr_app import protocol
 from llmcxr_app.config import RuntimeConfig
-from llmcxr_app.vqgan import VQGAN, VQGANConfig
-from llmcxr_app.weights import (
+from llmcxr_app.loading.weights import (
     LoadedLLM,
     WeightsError,
     infer_vqgan_config,
@@ -26,6 +25,7 @@ from llmcxr_app.weights import (
     load_vqgan,
     weight_hash,
 )
+from llmcxr_app.modeling.vqgan import VQGAN, VQGANConfig
 
 CODEBOOK = TINY_VQGAN.n_embed
 
@@ -62,7 +62,7 @@ def official(tmp_path_factory) -> tuple[Path, torch.nn.Module]:
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from llmcxr_app.demo.builders import LLMShape, make_llm
+    from llmcxr_app.modeling.builders import LLMShape, make_llm
 
     out = tmp_path_factory.mktemp("official") / "llmcxr_mimic-cxr-256-txvloss-medvqa-stage1_2"
     t = Tokenizer(models.BPE())
@@ -202,6 +202,22 @@ def test_load_model_combines_vqgan_and_llm(tiny_location, tiny_tokenizer):
     llm, vqgan = load_model(tiny_location, RuntimeConfig(device="cpu", quantization="auto"))
     assert llm.quantization == "fp32" and vqgan.n_embed == llm.layout.codebook_size == 32
     assert llm.layout.vocab_size == len(tiny_tokenizer) and not vqgan.training
+
+
+def test_model_fingerprint_covers_the_vqgan(tiny_location, tmp_path):
+    """A swapped VQ-GAN changes every image answer, so it must change the model's weight hash."""
+    from dataclasses import replace
+
+    runtime = RuntimeConfig(device="cpu", quantization="auto")
+    llm, _ = load_model(tiny_location, runtime)
+    assert llm.weight_hash != weight_hash(list(llm.weight_files))  # not the LLM files alone
+    torch.manual_seed(1)
+    other = VQGAN(TINY_VQGAN)  # same architecture and codebook size, other weights
+    write_lightning_ckpt(other, tmp_path / "tiny-vqgan.ckpt")  # same name: only the bytes differ
+    swapped, _ = load_model(replace(tiny_location, vqgan_ckpt=str(tmp_path / "tiny-vqgan.ckpt")), runtime)
+    assert swapped.weight_hash != llm.weight_hash
+    again, _ = load_model(tiny_location, runtime)
+    assert again.weight_hash == llm.weight_hash  # and it is stable
 
 
 @pytest.mark.gpu

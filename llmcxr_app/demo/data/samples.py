@@ -1,0 +1,168 @@
+"""Phantom data for the demo model: what the model sees, and LLM-CXR instruction examples built from it.
+
+Seeds below EVAL_SEED_START are training data; evaluation only uses seeds at or above it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import pickle
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from llmcxr_app import protocol
+from llmcxr_app.demo.data import findings, phantoms, reports
+from llmcxr_app.demo.data.phantoms import Findings, make_phantom
+from llmcxr_app.imaging import images
+from llmcxr_app.imaging.images import to_model_input
+from llmcxr_app.studio import labeler
+
+EVAL_SEED_START = 1_000_000  # held-out phantoms: never used in training
+PHANTOM_SIZE = 256  # phantoms are drawn at this size and reach the model through the app's own preprocessing
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One phantom as the model sees it."""
+
+    seed: int  # make_phantom(seed) reproduces it
+    pixels: np.ndarray  # uint8 [R, R]: the model-resolution grayscale input
+    findings: Findings  # ground truth
+    report: str  # the phantom's report
+
+
+@functools.cache
+def generator_version() -> str:
+    """12 hex chars of sha256 over the source of everything that makes a Sample: the findings sampler, the
+    phantom renderer, the report writer, the labeler's label list and the app's preprocessing (images.py).
+
+    Any edit to them changes it, so a sample cache written by an older generator is never reused.
+    """
+    h = hashlib.sha256(f"phantom size {PHANTOM_SIZE}".encode())
+    for module in (findings, phantoms, reports, labeler, images):
+        h.update(Path(module.__file__).read_bytes())
+    return h.hexdigest()[:12]
+
+
+def _cached(cache: Path | None, resolution: int) -> dict[int, Sample]:
+    """Samples of `cache` written by this generator version at this resolution (else none)."""
+    if cache is None or not cache.exists():
+        return {}
+    stored = pickle.loads(cache.read_bytes())
+    if not isinstance(stored, dict) or stored.get("key") != (generator_version(), resolution):
+        return {}  # an older format, generator or resolution: render afresh
+    return {s.seed: s for s in stored["samples"]}
+
+
+def render_samples(seeds: Sequence[int], resolution: int, cache: Path | None = None) -> list[Sample]:
+    """Draw phantoms and preprocess them exactly as the app preprocesses an upload.
+
+    `cache`: a pickle of our own samples to reuse between runs (rendering thousands takes minutes), keyed by
+    the generator's version and the resolution; seeds it already holds are reused, so growing the training
+    set renders only the new ones.
+    """
+    seeds = [int(s) for s in seeds]
+    known = _cached(cache, resolution)
+    out = []
+    for seed in seeds:
+        if seed in known:
+            out.append(known[seed])
+            continue
+        ph = make_phantom(seed, size=PHANTOM_SIZE)
+        view = to_model_input(ph.image, resolution)
+        out.append(Sample(seed, np.asarray(view.image.convert("L")), ph.findings, ph.report))
+    if cache is not None and any(seed not in known for seed in seeds):
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"key": (generator_version(), resolution), "samples": out}
+        cache.write_bytes(pickle.dumps(payload))
+    return out
+
+
+def to_tensor(pixels: np.ndarray | Sequence[np.ndarray]) -> torch.Tensor:
+    """uint8 [R, R] (or a list of them) -> float [B, 3, R, R] in [-1, 1], the VQ-GAN's input."""
+    arr = np.stack(pixels) if isinstance(pixels, (list, tuple)) else pixels[None]
+    x = torch.from_numpy(arr).float().div(255) * 2 - 1  # as the app's preprocessing (ToTensor, x*2-1)
+    return x[:, None].expand(-1, 3, -1, -1).contiguous()
+
+
+@dataclass(frozen=True)
+class Example:
+    """One tokenized training example."""
+
+    ids: list[int]  # full sequence: prompt, response, "### End"
+    n_prompt: int  # leading ids excluded from the loss (through the response key)
+    task: str  # protocol.TASK_*
+
+
+def build_examples(
+    tokenizer,
+    samples: Sequence[Sample],
+    codes: Sequence[Sequence[int]],
+    *,
+    codebook_size: int,
+    grid_tokens: int,
+    rng: np.random.Generator,
+    qa_per_image: int = 2,
+    plain_fraction: float = 0.1,
+) -> list[Example]:
+    """Both directions, VQA and plain instructions, in upstream's format (random instruction phrasing)."""
+    kw = {"codebook_size": codebook_size, "grid_tokens": grid_tokens}
+    out: list[Example] = []
+
+    def add(task: str, instruction: str, **fields) -> None:
+        ids, n_prompt = protocol.build_training_ids(tokenizer, instruction, **fields, **kw)
+        out.append(Example(ids, n_prompt, task))
+
+    for sample, code in zip(samples, codes, strict=True):
+        code = [int(c) for c in code]
+        # report -> CXR: half the time the full report, half a short findings text a user would type.
+        text = sample.report if rng.random() < 0.5 else reports.write_findings_prompt(sample.findings, rng)
+        add(
+            protocol.TASK_DRAW,
+            str(rng.choice(protocol.REPORT_TO_CXR_INSTRUCTIONS)),
+            input_text=text,
+            response_codes=code,
+        )
+        add(
+            protocol.TASK_REPORT,
+            str(rng.choice(protocol.CXR_TO_REPORT_INSTRUCTIONS)),
+            image_codes=code,
+            response_text=sample.report,
+        )
+        for question, answer in reports.make_qa(sample.findings, rng, qa_per_image):
+            add(protocol.TASK_VQA, question, image_codes=code, response_text=answer)
+    n_plain = int(round(plain_fraction * len(samples)))
+    for question, answer in reports.plain_instructions(rng, n_plain):
+        add(protocol.TASK_INSTRUCT, question, response_text=answer)
+    return out
+
+
+def collate(batch: Sequence[Example], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded (input_ids, attention_mask, labels) with -100 on the prompt and the padding."""
+    width = max(len(e.ids) for e in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    labels = torch.full((len(batch), width), -100, dtype=torch.long)
+    for i, e in enumerate(batch):
+        n = len(e.ids)
+        ids[i, :n] = torch.tensor(e.ids)
+        mask[i, :n] = 1
+        labels[i, e.n_prompt : n] = torch.tensor(e.ids[e.n_prompt :])
+    return ids, mask, labels
+
+
+def length_batches(examples: Sequence[Example], batch_size: int, rng: np.random.Generator) -> list[list[int]]:
+    """Batches of similar lengths (less padding), in random order."""
+    order = rng.permutation(len(examples))
+    chunk = batch_size * 32
+    batches = []
+    for start in range(0, len(order), chunk):
+        part = sorted(order[start : start + chunk], key=lambda i: len(examples[i].ids))
+        batches += [part[j : j + batch_size] for j in range(0, len(part), batch_size)]
+    rng.shuffle(batches)
+    return [[int(i) for i in b] for b in batches if len(b) == batch_size]

@@ -1,0 +1,375 @@
+"""Evaluate the embedded demo LLM-CXR on held-out phantoms, as the paper measures its model.
+
+    python -m llmcxr_app.demo.evaluate [--weights weights/demo] [--n 200] [--n-draw 100] [--json] [--out FILE]
+
+All requests go through the app's own path (Studio.prepare, describe, ask, draw) on phantoms with seeds
+>= data.EVAL_SEED_START, which training never uses:
+- CXR -> report: greedy report of each phantom; findings read from the text by labeler.label_verdicts
+  (a hedged finding is neither a hit nor a miss);
+  micro / per-finding precision, recall, F1 against the phantom's findings (plus side/size/zone accuracy).
+- VQA: questions from reports.make_qa about each phantom, greedy answers, compared after
+  labeler.parse_answer normalisation with the question's ground-truth answer.
+- report -> CXR: a findings text (reports.write_findings_prompt) for each held-out phantom's findings,
+  drawn with the default sampling (top_p 0.92, seed = the phantom's seed), constrained to 256 codes; the
+  independent reader (reader.py, a CNN that never sees the LLM) reads the generated image. With
+  --draw-candidates K, K candidates per item and the app's self-check (the model's own read-back,
+  selfcheck.py) picks one; the first candidate alone is scored too.
+- VQ-GAN reconstruction error: MAE (pixel values in [0, 1]) and PSNR of the 8-bit reconstruction the model
+  sees vs its model-resolution input.
+The reader's own accuracy on the same phantoms (originals and reconstructions) calibrates the judge.
+Progress goes to stderr; stdout gets a table, or one JSON object with --json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from llmcxr_app.config import DEMO_DIR, DEMO_MODEL, ModelLocation, RuntimeConfig, SamplingConfig, Settings
+from llmcxr_app.demo.data.phantoms import LABELS, make_phantom
+from llmcxr_app.demo.data.reports import QUESTIONS, make_qa
+from llmcxr_app.demo.data.samples import EVAL_SEED_START
+from llmcxr_app.demo.evaluate import reader as reader_mod
+from llmcxr_app.demo.evaluate.draw import evaluate_draw
+from llmcxr_app.demo.evaluate.metrics import (
+    answers_match,
+    prf,
+    ratio,
+    reconstruction_error,
+    report_attributes,
+)
+from llmcxr_app.studio.facade import Studio
+from llmcxr_app.studio.labeler import label_verdicts
+
+TARGETS = {  # issue 4: the demo model ships when its evaluation meets these
+    "report_micro_f1": 0.9,
+    "vqa_accuracy": 0.9,
+    "draw_label_accuracy_mean": 0.85,
+}
+_KIND = {q.lower(): kind for q, kind, _ in QUESTIONS}
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """One evaluation run."""
+
+    n: int = 200  # held-out phantoms for CXR->report, VQA and reconstruction (seeds seed_start + i)
+    n_draw: int = 200  # report->CXR items (findings of the first n_draw held-out phantoms)
+    qa_per_image: int = 2  # VQA questions per phantom
+    seed_start: int = EVAL_SEED_START  # first held-out seed
+    max_new_tokens: int = 512  # text answers stop here at the latest (upstream's default)
+    draw_temperature: float = 1.0  # report->CXR sampling (upstream's defaults)
+    draw_top_p: float = 0.92
+    draw_candidates: int = 1  # > 1: candidates per item, the self-check picks one (as the app names it)
+
+
+# ---------------------------------------------------------------------------------------------- the run
+
+
+def _log(msg: str) -> None:
+    print(f"[evaluate {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def demo_location(weights: Path) -> ModelLocation:
+    """The demo model's files under `weights` (the layout train.py writes)."""
+    name = DEMO_MODEL.name if weights.resolve() == DEMO_DIR.resolve() else f"LLM-CXR demo ({weights})"
+    return ModelLocation(
+        llm=str(weights / "llm"),
+        vqgan_config=str(weights / "vqgan" / "demo-vqgan.yaml"),
+        vqgan_ckpt=str(weights / "vqgan" / "demo-vqgan.safetensors"),
+        name=name,
+        is_demo=True,
+    )
+
+
+def get_reader(
+    studio: Studio,
+    folder: Path,
+    *,
+    retrain: bool = False,
+    n: int = reader_mod.DEFAULT_N,
+    steps: int = reader_mod.DEFAULT_STEPS,
+    log=_log,
+) -> reader_mod.Reader:
+    """The cached reader in `folder`, or a new one trained (and saved there) on the studio's VQ-GAN.
+
+    A cached reader trained with another VQ-GAN is retrained: its reconstructions would not match.
+    """
+    fingerprint = reader_mod.vqgan_fingerprint(studio.vqgan)
+    if not retrain:
+        try:
+            cached = reader_mod.Reader.load(folder)
+        except FileNotFoundError:
+            cached = None
+        if cached is not None and cached.meta.get("vqgan_fingerprint") == fingerprint:
+            return cached
+        if cached is not None:
+            log(f"the reader in {folder} was trained with another VQ-GAN: retraining")
+    log(f"training the image reader ({n} phantoms, {steps} steps) -> {folder}")
+    new = reader_mod.train_reader(studio.vqgan, n, steps, log=lambda m: log(f"reader: {m}"))
+    new.save(folder)
+    return new
+
+
+def _greedy(cfg: EvalConfig) -> SamplingConfig:
+    return SamplingConfig(temperature=0.0, top_p=1.0, top_k=0, max_new_tokens=cfg.max_new_tokens, seed=0)
+
+
+def _describe_all(studio, prepared, truths, greedy: SamplingConfig, log) -> tuple[dict, list[float]]:
+    texts, tok_s = [], []
+    for i, p in enumerate(prepared):
+        result = Studio.finish(studio.describe(p, sampling=greedy))
+        texts.append(result.text)
+        tok_s.append(result.timings.get("tokens_per_s") or 0.0)
+        if i % 20 == 0:
+            log(f"describe {i + 1}/{len(prepared)}")
+    report = prf([label_verdicts(x) for x in texts], [f.label_vector() for f in truths])
+    return {**report, "attributes": report_attributes(texts, truths), "n": len(texts)}, tok_s
+
+
+def _vqa_all(studio, seeds, prepared, truths, greedy: SamplingConfig, per_image: int) -> dict:
+    items = []
+    for seed, p, f in zip(seeds, prepared, truths, strict=True):
+        for question, truth in make_qa(f, np.random.default_rng([seed, 0xE7A]), per_image):
+            answer = Studio.finish(studio.ask(question, p, sampling=greedy)).text
+            items.append((_KIND.get(question.lower(), "other"), answers_match(answer, truth)))
+    by_kind = {}
+    for kind in sorted({k for k, _ in items}):
+        hits = [ok for k, ok in items if k == kind]
+        by_kind[kind] = {"accuracy": sum(hits) / len(hits), "n": len(hits)}
+    return {"accuracy": ratio(sum(ok for _, ok in items), len(items)), "n": len(items), "by_kind": by_kind}
+
+
+def evaluate(
+    studio: Studio, reader: reader_mod.Reader, cfg: EvalConfig, log: Callable[[str], None] = _log
+) -> dict:
+    """Run every measurement; returns the metrics, targets, settings and timings (see the module docstring)."""
+    greedy = _greedy(cfg)
+    seeds = list(range(cfg.seed_start, cfg.seed_start + cfg.n))
+    timings: dict[str, float | None] = {}
+
+    t = time.perf_counter()
+    phantoms = [make_phantom(s) for s in seeds]
+    prepared = [studio.prepare(ph.image) for ph in phantoms]
+    truths = [ph.findings for ph in phantoms]
+    timings["prepare_s"] = time.perf_counter() - t
+    log(f"{cfg.n} held-out phantoms prepared in {timings['prepare_s']:.0f} s")
+
+    # VQ-GAN reconstruction, and the reader's own accuracy on the same phantoms (the judge's calibration).
+    originals = [np.asarray(p.model_input.convert("L")) for p in prepared]
+    recons = [np.asarray(p.reconstruction.convert("L")) for p in prepared]
+    errs = np.array([reconstruction_error(a, b) for a, b in zip(originals, recons, strict=True)])
+    reconstruction = {"mae": float(errs[:, 0].mean()), "psnr_db": float(errs[:, 1].mean()), "n": len(errs)}
+    reader_scores = {
+        "original": reader_mod.score(reader.predict(originals), truths),
+        "reconstruction": reader_mod.score(reader.predict(recons), truths),
+        "trained": reader.meta,
+    }
+
+    t = time.perf_counter()
+    report, tok_s = _describe_all(studio, prepared, truths, greedy, log)
+    timings["describe_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    vqa = _vqa_all(studio, seeds, prepared, truths, greedy, cfg.qa_per_image)
+    timings["vqa_s"] = time.perf_counter() - t
+    log(f"VQA: {vqa['n']} questions in {timings['vqa_s']:.0f} s")
+
+    t = time.perf_counter()
+    draw_truths = truths[: cfg.n_draw]  # more drawings than prepared phantoms: further held-out findings
+    draw_truths += [
+        make_phantom(s).findings for s in range(cfg.seed_start + cfg.n, cfg.seed_start + cfg.n_draw)
+    ]
+    draw, draw_tok_s = evaluate_draw(
+        studio,
+        reader,
+        draw_truths,
+        seed_start=cfg.seed_start,
+        temperature=cfg.draw_temperature,
+        top_p=cfg.draw_top_p,
+        candidates=cfg.draw_candidates,
+        log=log,
+    )
+    timings["draw_s"] = time.perf_counter() - t
+
+    timings["describe_per_item_s"] = ratio(timings["describe_s"], cfg.n)
+    timings["vqa_per_item_s"] = ratio(timings["vqa_s"], vqa["n"])
+    timings["draw_per_item_s"] = ratio(timings["draw_s"], draw["n"])
+    timings["describe_tokens_per_s_mean"] = float(np.mean(tok_s)) if tok_s else None
+    timings["draw_tokens_per_s_mean"] = float(np.mean(draw_tok_s)) if draw_tok_s else None
+    values = {
+        "report_micro_f1": report["micro"]["f1"],
+        "vqa_accuracy": vqa["accuracy"],
+        "draw_label_accuracy_mean": draw["label_accuracy_mean"],
+    }
+    targets = {
+        k: {"value": values[k], "target": v, "pass": values[k] is not None and values[k] >= v}
+        for k, v in TARGETS.items()
+    }
+    draw_sampling = SamplingConfig(temperature=cfg.draw_temperature, top_p=cfg.draw_top_p, top_k=0)
+    return {
+        "metrics": {
+            "report": report,
+            "vqa": vqa,
+            "draw": draw,
+            "reconstruction": reconstruction,
+            "reader": reader_scores,
+        },
+        "targets": targets,
+        "pass": all(t["pass"] for t in targets.values()),
+        "n": {"phantoms": cfg.n, "vqa_questions": vqa["n"], "draw": draw["n"]},
+        "seeds": {
+            "report_vqa_reconstruction": [cfg.seed_start, cfg.seed_start + cfg.n],
+            "draw": [cfg.seed_start, cfg.seed_start + draw["n"]],
+            "vqa_questions": "make_qa(findings, default_rng([seed, 0xE7A]), qa_per_image)",
+            "draw_prompts": "write_findings_prompt(findings, default_rng([seed, 0xD2A]))",
+        },
+        "sampling": {
+            "describe": {**asdict(greedy), "note": "greedy (temperature 0): deterministic"},
+            "vqa": {**asdict(greedy), "note": "greedy (temperature 0): deterministic"},
+            "draw": {
+                **{k: v for k, v in asdict(draw_sampling).items() if k in ("temperature", "top_p", "top_k")},
+                "seed": "the phantom's seed, per item (candidate k: + k * CANDIDATE_SEED_STRIDE)",
+                "candidates": cfg.draw_candidates,
+                "constrained": "exactly grid_tokens image ids (generation.generate_image)",
+            },
+        },
+        "config": asdict(cfg),
+        "model": asdict(studio.info),
+        "timings": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in timings.items()},
+    }
+
+
+def _fmt(v) -> str:
+    return "  -  " if v is None else f"{v:.3f}"
+
+
+def table(res: dict) -> str:
+    """The human-readable summary printed without --json."""
+    m = res["metrics"]
+    lines = [
+        f"Model: {res['model']['model_name']} ({res['model']['weight_hash']}, {res['model']['device']}, "
+        f"{res['model']['quantization']})",
+        "",
+    ]
+    rep = m["report"]
+    lines.append(
+        f"CXR -> report (greedy, n={rep['n']}): micro P {_fmt(rep['micro']['precision'])} "
+        f"R {_fmt(rep['micro']['recall'])} F1 {_fmt(rep['micro']['f1'])}; macro F1 {_fmt(rep['macro_f1'])}"
+    )
+    lines.append(f"  {'finding':<15}{'prec':>8}{'recall':>8}{'F1':>8}{'support':>9}")
+    for lab, v in rep["per_label"].items():
+        lines.append(
+            f"  {lab:<15}{_fmt(v['precision']):>8}{_fmt(v['recall']):>8}{_fmt(v['f1']):>8}{v['support']:>9}"
+        )
+    for k, v in rep["attributes"].items():
+        lines.append(f"  {k:<22} accuracy {_fmt(v['accuracy'])} (n={v['n']})")
+    vqa = m["vqa"]
+    kinds = ", ".join(f"{k} {_fmt(v['accuracy'])} (n={v['n']})" for k, v in vqa["by_kind"].items())
+    lines += ["", f"VQA (greedy, n={vqa['n']}): accuracy {_fmt(vqa['accuracy'])}; {kinds}"]
+    d = m["draw"]
+    lines += [
+        "",
+        f"report -> CXR (top_p 0.92, n={d['n']}): valid images {_fmt(d['valid_fraction'])}; reader "
+        f"accuracy mean {_fmt(d.get('label_accuracy_mean'))} (all-absent floor "
+        f"{_fmt(d['label_accuracy_mean_all_absent'])}), exact match {_fmt(d.get('exact_match'))}",
+    ]
+    if d.get("first_candidate"):
+        fc = d["first_candidate"]
+        lines.append(
+            f"  best of {d['candidates']} by self-check (read-back agreed on {_fmt(d['self_check_agreed_fraction'])}"
+            f" of items); first candidate alone: accuracy mean {_fmt(fc['label_accuracy_mean'])}, exact match "
+            f"{_fmt(fc['exact_match'])}"
+        )
+    r_orig, r_rec = m["reader"]["original"]["label_accuracy"], m["reader"]["reconstruction"]["label_accuracy"]
+    lines.append(f"  {'finding':<15}{'generated':>10}{'reader on originals':>21}{'on reconstructions':>20}")
+    for lab in LABELS:
+        lines.append(
+            f"  {lab:<15}{_fmt(d.get('label_accuracy', {}).get(lab)):>10}{_fmt(r_orig[lab]):>21}{_fmt(r_rec[lab]):>20}"
+        )
+    rc = m["reconstruction"]
+    lines += [
+        "",
+        f"VQ-GAN reconstruction (n={rc['n']}): MAE {rc['mae']:.4f} (pixels in [0, 1]), PSNR {rc['psnr_db']:.2f} dB",
+    ]
+    tm = res["timings"]
+    lines += ["", "Timings: " + ", ".join(f"{k} {v:.2f}" for k, v in tm.items() if isinstance(v, float)), ""]
+    for k, t in res["targets"].items():
+        lines.append(f"target {k} >= {t['target']}: {_fmt(t['value'])} {'PASS' if t['pass'] else 'FAIL'}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", type=Path, default=DEMO_DIR, help="demo model folder (llm/, vqgan/)")
+    p.add_argument("--n", type=int, default=200, help="held-out phantoms (report, VQA, reconstruction)")
+    p.add_argument("--n-draw", type=int, default=None, help="report->CXR items (default: --n)")
+    p.add_argument("--qa-per-image", type=int, default=2)
+    p.add_argument("--seed-start", type=int, default=EVAL_SEED_START)
+    p.add_argument("--max-new-tokens", type=int, default=512, help="cap on generated text tokens")
+    p.add_argument(
+        "--draw-candidates", type=int, default=1, help="report->CXR candidates per item, picked by self-check"
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
+    p.add_argument("--reader", type=Path, default=None, help="reader folder (default: WEIGHTS/reader)")
+    p.add_argument("--retrain-reader", action="store_true")
+    p.add_argument(
+        "--reader-n", type=int, default=reader_mod.DEFAULT_N, help="phantoms to train a new reader on"
+    )
+    p.add_argument(
+        "--reader-steps", type=int, default=reader_mod.DEFAULT_STEPS, help="optimizer steps of a new reader"
+    )
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quantization", default="auto")
+    # One thread: on a busy 2-core machine two threads made decoding 5-20x slower (measured).
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    a = p.parse_args(argv)
+    if a.seed_start < EVAL_SEED_START:
+        p.error(f"--seed-start must be >= {EVAL_SEED_START}: lower seeds are training data.")
+    torch.set_num_threads(a.threads)
+    cfg = EvalConfig(
+        n=a.n,
+        n_draw=a.n if a.n_draw is None else a.n_draw,
+        qa_per_image=a.qa_per_image,
+        seed_start=a.seed_start,
+        max_new_tokens=a.max_new_tokens,
+        draw_candidates=a.draw_candidates,
+    )
+    t0 = time.perf_counter()
+    runtime = RuntimeConfig(device=a.device, quantization=a.quantization, fast_path=False, warmup=False)
+    studio = Studio.from_settings(Settings(model=demo_location(a.weights), runtime=runtime))
+    t_load = time.perf_counter() - t0
+    reader = get_reader(
+        studio, a.reader or a.weights / "reader", retrain=a.retrain_reader, n=a.reader_n, steps=a.reader_steps
+    )
+    res = evaluate(studio, reader, cfg)
+    res["timings"]["load_s"] = round(t_load, 3)
+    res["timings"]["total_s"] = round(time.perf_counter() - t0, 3)
+    res["command"] = "python -m llmcxr_app.demo.evaluate " + shlex.join(argv)
+    res["environment"] = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "python": sys.version.split()[0],
+    }
+    res["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    text = json.dumps(res, indent=2)
+    if a.out:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(text + "\n")
+    print(text if a.json else table(res))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

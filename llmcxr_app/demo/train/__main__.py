@@ -1,0 +1,10 @@
+"""`python -m llmcxr_app.demo.train`: trains the embedded demo model (demo/train/training.py)."""
+
+import sys
+
+from llmcxr_app.demo.train.training import main
+
+sys.argv[0] = (
+    "python -m llmcxr_app.demo.train"  # argparse names the program by argv[0]; show the command a user types
+)
+main()

@@ -1,0 +1,419 @@
+"""Train the embedded demo LLM-CXR on synthetic phantoms, with the paper's recipe at a small scale.
+
+    python -m llmcxr_app.demo.train --out weights/demo            # one round of the default recipe
+    python -m llmcxr_app.demo.train --out OUT --continue-llm ...  # a further LLM round from OUT
+    python -m llmcxr_app.demo.train --out /tmp/smoke --preset tiny   # a few steps, for CI
+
+One round of the default recipe (500 VQ-GAN steps, 1300 LLM steps at about 2 s each) takes on the order of
+an hour on a 2-core CPU, and one round does not make a useful model (after the first, the model wrote the
+normal report for every X-ray). The shipped weights took ten rounds (13143 LLM steps, about 6.8 h of CPU
+wall time); docs/DEMO_MODEL.md lists each round's command and time.
+
+Stages: (1) a VQ-GAN (modeling/vqgan.py's network) learns 16 x 16 codes of 128 px phantoms; (2) a byte-level BPE
+tokenizer is trained on the texts and given LLM-CXR's special tokens; (3) a GPT-NeoX is instruction-tuned on
+report->CXR, CXR->report, VQA and plain instructions with completion-only loss. Outputs use the official
+layout: `vqgan/` (taming YAML + safetensors) and `llm/` (Hugging Face directory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from llmcxr_app import protocol
+from llmcxr_app.demo.data import reports
+from llmcxr_app.demo.data import samples as data
+from llmcxr_app.loading.weights import load_vqgan
+from llmcxr_app.loading.writers import save_vqgan, shrink
+from llmcxr_app.modeling.builders import DEMO_LLM, DEMO_VOCAB, DEMO_VQGAN, LLMShape, make_llm, train_tokenizer
+from llmcxr_app.modeling.vqgan import VQGAN, VQGANConfig
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run."""
+
+    seed: int = 0  # everything (phantom seeds, init, batching) derives from it
+    n_phantoms: int = 3000  # training phantoms (seeds 0..n-1)
+    vqgan: VQGANConfig = DEMO_VQGAN  # f8 at 128 px -> the official 16 x 16 grid
+    vq_steps: int = 500  # VQ-GAN optimizer steps
+    vq_batch: int = 12  # image crops per VQ-GAN step
+    vq_crop: int = 64  # the fully convolutional VQ-GAN trains on random crops (4x cheaper than 128 px)
+    vq_lr: float = 2e-3  # Adam learning rate of the VQ-GAN
+    vocab_size: int = DEMO_VOCAB  # BPE vocabulary (before the special tokens)
+    llm: LLMShape = DEMO_LLM  # GPT-NeoX size
+    lm_steps: int = 1300  # LLM optimizer steps
+    lm_batch: int = 16  # examples per LLM step
+    lm_lr: float = 1.5e-3  # peak AdamW learning rate (cosine decay, linear warm-up)
+    lm_warmup: int = 60  # warm-up steps
+    lm_budget_s: float = 0.0  # > 0: cap LLM steps so the stage fits this many seconds (step time measured
+    #                           over the first 10 steps; the cosine schedule then spans the capped count)
+    qa_per_image: int = 2  # VQA examples per phantom
+    draw_keep: float = 1.0  # fraction of report->CXR examples kept (each carries 256 image-id targets)
+    loss_weighting: str = "token"  # "token": mean over all target ids (upstream's trainer); "example": each
+    #                                example's mean, so a 3-id VQA answer weighs as much as a 257-id drawing
+    threads: int = 2  # torch CPU threads
+
+
+PRESETS = {
+    "demo": TrainConfig(),
+    "tiny": TrainConfig(
+        n_phantoms=24,
+        vqgan=VQGANConfig(
+            embed_dim=8,
+            n_embed=32,
+            ch=32,
+            ch_mult=(1, 1, 1, 1),
+            num_res_blocks=1,
+            attn_resolutions=(),
+            z_channels=8,
+            resolution=128,
+        ),
+        vq_steps=3,
+        vq_batch=2,
+        vq_crop=32,
+        vocab_size=400,
+        llm=LLMShape(num_layers=1, hidden_size=64, num_heads=2, intermediate_size=128, max_positions=1024),
+        lm_steps=3,
+        lm_batch=2,
+        lm_warmup=1,
+    ),
+}
+
+
+def _log(msg: str) -> None:
+    print(f"[train {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def train_vqgan(
+    cfg: TrainConfig, samples: list[data.Sample], device: torch.device, init: VQGAN | None = None
+) -> tuple[VQGAN, dict]:
+    """L1 + MSE reconstruction with codebook/commitment losses; k-means-style init and dead-code restarts.
+
+    No adversarial or perceptual loss: phantoms are smooth, and LPIPS weights cannot be downloaded here.
+    """
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    model = (init if init is not None else VQGAN(cfg.vqgan)).to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.vq_lr, betas=(0.5, 0.9))
+    usage = torch.zeros(cfg.vqgan.n_embed, device=device)
+    history = []
+    for step in range(cfg.vq_steps):
+        c, r, f = cfg.vq_crop, cfg.vqgan.resolution, cfg.vqgan.downsample_factor
+        batch = []
+        for i in rng.integers(0, len(samples), cfg.vq_batch):
+            # Crops aligned to the latent cells, so codes see the same phase as at inference.
+            y, x0 = (rng.integers(0, (r - c) // f + 1, 2) * f).tolist()
+            batch.append(samples[i].pixels[y : y + c, x0 : x0 + c])
+        x = data.to_tensor(batch).to(device)
+        with torch.no_grad():
+            if init is None and step in (10, 40):  # codebook from encoder outputs once they carry structure
+                z = model.latents(x).permute(0, 2, 3, 1).reshape(-1, cfg.vqgan.embed_dim)
+                pick = torch.randint(
+                    0, z.shape[0], (cfg.vqgan.n_embed,), generator=torch.Generator().manual_seed(step)
+                )
+                model.quantize.embedding.weight.copy_(
+                    z[pick.to(z.device)] + 1e-3 * torch.randn_like(z[pick.to(z.device)])
+                )
+        rec, q_loss, codes = model(x)
+        rec_loss = (rec - x).abs().mean() + F.mse_loss(rec, x)
+        loss = rec_loss + q_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            usage.mul_(0.95).index_add_(0, codes.flatten(), torch.ones(codes.numel(), device=device))
+            if step > 40 and step % 25 == 0:  # restart dead codes on random current latents
+                dead = (usage < 0.05).nonzero().flatten()
+                if len(dead):
+                    z = model.latents(x).permute(0, 2, 3, 1).reshape(-1, cfg.vqgan.embed_dim)
+                    pick = torch.randint(0, z.shape[0], (len(dead),), device=device)
+                    model.quantize.embedding.weight[dead] = z[pick]
+        history.append(float(rec_loss.detach()))
+        if step % 25 == 0 or step == cfg.vq_steps - 1:
+            _log(
+                f"vqgan step {step}/{cfg.vq_steps} rec {np.mean(history[-25:]):.4f} codes used {(usage > 0.05).sum()}"
+            )
+    model.eval()
+    return model, {"vq_rec_loss_last50": float(np.mean(history[-50:]))}
+
+
+@torch.no_grad()
+def encode_all(
+    model: VQGAN, samples: list[data.Sample], device: torch.device, batch: int = 64
+) -> list[list[int]]:
+    out: list[list[int]] = []
+    for i in range(0, len(samples), batch):
+        x = data.to_tensor([s.pixels for s in samples[i : i + batch]]).to(device)
+        out += model.encode_codes(x).tolist()
+    return out
+
+
+def corpus(samples: list[data.Sample], rng: np.random.Generator) -> list[str]:
+    """Every kind of text the model reads or writes, for the tokenizer."""
+    # The prompt frame is in every example: weight it so BPE compresses it well.
+    frame = [protocol.INTRO_BLURB, *protocol.REPORT_TO_CXR_INSTRUCTIONS, *protocol.CXR_TO_REPORT_INSTRUCTIONS]
+    texts = frame * 100
+    for s in samples[:1500]:
+        texts.append(s.report)
+        texts.append(reports.write_findings_prompt(s.findings, rng))
+        texts += [f"{q} {a}" for q, a in reports.make_qa(s.findings, rng, 4)]
+    texts += [f"{q} {a}" for q, a in reports.plain_instructions(rng, 200)]
+    return texts
+
+
+def completion_loss(logits: torch.Tensor, labels: torch.Tensor, weighting: str = "token") -> torch.Tensor:
+    """Next-token cross-entropy on the ids whose label is not -100 (the response: completion-only loss).
+
+    logits [B, T, V] float, labels [B, T] (-100 = no loss). ``token`` averages over every target id in the
+    batch (upstream's trainer); ``example`` averages each example over its own targets first, then over the
+    batch, so short answers (VQA, reports) are not drowned by the 257 targets of a drawing.
+    """
+    target = labels[:, 1:]
+    ce = F.cross_entropy(
+        logits[:, :-1].float().transpose(1, 2), target, ignore_index=-100, reduction="none"
+    )  # [B, T-1]
+    valid = (target != -100).to(ce.dtype)
+    if weighting == "token":
+        return (ce * valid).sum() / valid.sum().clamp(min=1)
+    if weighting == "example":
+        per_example = (ce * valid).sum(1) / valid.sum(1).clamp(min=1)
+        has_targets = valid.sum(1) > 0
+        return per_example[has_targets].mean()
+    raise ValueError(f"Unknown loss weighting {weighting!r}; use 'token' or 'example'.")
+
+
+def train_llm(
+    cfg: TrainConfig,
+    tokenizer,
+    examples: list[data.Example],
+    codebook_size: int,
+    device: torch.device,
+    init: torch.nn.Module | None = None,
+) -> tuple[torch.nn.Module, dict]:
+    model = init if init is not None else make_llm(len(tokenizer), codebook_size, cfg.llm, seed=cfg.seed)
+    model = model.to(device=device, dtype=torch.float32)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lm_lr, betas=(0.9, 0.95), weight_decay=0.01)
+    rng = np.random.default_rng(cfg.seed + 1)
+    batches: list[list[int]] = []
+    history = []
+    model.train()
+    total = cfg.lm_steps
+    t_start = time.time()
+    step = 0
+    while step < total:
+        if step == 10 and cfg.lm_budget_s > 0:
+            per_step = (time.time() - t_start) / 10
+            total = max(11, min(cfg.lm_steps, int(cfg.lm_budget_s / per_step)))
+            _log(f"llm: {per_step:.2f} s/step -> {total} steps to fit {cfg.lm_budget_s / 60:.0f} min")
+        if not batches:
+            batches = data.length_batches(examples, cfg.lm_batch, rng)
+        ids, mask, labels = data.collate([examples[i] for i in batches.pop()], tokenizer.pad_token_id)
+        warm = min(1.0, (step + 1) / cfg.lm_warmup)
+        cos = 0.5 * (1 + math.cos(math.pi * step / max(1, total)))
+        for g in opt.param_groups:
+            g["lr"] = cfg.lm_lr * warm * (0.05 + 0.95 * cos)
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+        loss = completion_loss(logits, labels.to(device), cfg.loss_weighting)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        history.append(float(loss.detach()))
+        if step % 25 == 0 or step == total - 1:
+            _log(f"llm step {step}/{total} loss {np.mean(history[-25:]):.4f}")
+        step += 1
+    model.eval()
+    return model, {"lm_loss_last50": float(np.mean(history[-50:])), "lm_steps_run": total}
+
+
+def _vqgan_stage(
+    cfg: TrainConfig, samples: list, out: Path, dev: torch.device, reuse: bool, more: bool
+) -> tuple[VQGAN, dict]:
+    """Train the VQ-GAN (or reuse OUT/vqgan, or give it a further round); writes it to OUT/vqgan."""
+    folder = out / "vqgan"
+    if reuse or more:  # resume after the VQ-GAN stage
+        vqgan = load_vqgan(folder / "demo-vqgan.yaml", folder / "demo-vqgan.safetensors", device=dev)
+        vq_stats = json.loads((folder / "vqgan-training.json").read_text())
+        if not more:
+            return vqgan, vq_stats
+        vqgan, stats = train_vqgan(cfg, samples, dev, init=vqgan)  # a second round, recorded
+        rounds = [*vq_stats.get("rounds", [vq_stats]), {**stats, "steps": cfg.vq_steps, "lr": cfg.vq_lr}]
+        vq_stats = {**stats, "rounds": rounds}
+    else:
+        vqgan, vq_stats = train_vqgan(cfg, samples, dev)
+    save_vqgan(vqgan, folder)
+    (folder / "vqgan-training.json").write_text(json.dumps(vq_stats))
+    return vqgan, vq_stats
+
+
+def _llm_inputs(cfg: TrainConfig, out: Path, samples: list, continue_llm: bool) -> tuple[Any, Any, Any]:
+    """(tokenizer, initial LLM or None, rng for the examples): a new tokenizer, or OUT/llm's for a further round."""
+    if continue_llm:  # a further LLM round from OUT/llm (same tokenizer), recorded in training.json
+        from transformers import AutoModelForCausalLM, AutoTokenizer  # heavy: only for this path
+
+        rng = np.random.default_rng(cfg.seed + 3)
+        tokenizer = AutoTokenizer.from_pretrained(out / "llm")
+        return tokenizer, AutoModelForCausalLM.from_pretrained(out / "llm", dtype=torch.float32), rng
+    rng = np.random.default_rng(cfg.seed + 2)
+    return train_tokenizer(corpus(samples, rng), vocab_size=cfg.vocab_size), None, rng
+
+
+def _examples(
+    cfg: TrainConfig, tokenizer: Any, samples: list, codes: Any, grid_tokens: int, rng: Any
+) -> list:
+    """The instruction examples of one LLM round, checked to fit the context."""
+    examples = data.build_examples(
+        tokenizer,
+        samples,
+        codes,
+        codebook_size=cfg.vqgan.n_embed,
+        grid_tokens=grid_tokens,
+        rng=rng,
+        qa_per_image=cfg.qa_per_image,
+    )
+    if cfg.draw_keep < 1.0:  # rebalance towards reading images (draw examples dominate the loss)
+        examples = [e for e in examples if e.task != protocol.TASK_DRAW or rng.random() < cfg.draw_keep]
+    too_long = [e for e in examples if len(e.ids) > cfg.llm.max_positions]
+    if too_long:
+        raise ValueError(f"{len(too_long)} examples exceed the context of {cfg.llm.max_positions} ids.")
+    longest = max(len(e.ids) for e in examples)
+    _log(f"tokenizer {len(tokenizer)} ids; {len(examples)} examples, longest {longest} ids")
+    return examples
+
+
+def _save_llm(llm: Any, tokenizer: Any, cfg: TrainConfig, out: Path) -> None:
+    (out / "llm").mkdir(parents=True, exist_ok=True)
+    llm.generation_config.eos_token_id = protocol.token_layout(tokenizer, cfg.vqgan.n_embed).end_id
+    llm.generation_config.pad_token_id = tokenizer.pad_token_id
+    llm.save_pretrained(out / "llm")
+    tokenizer.save_pretrained(out / "llm")
+    shrink(out)
+
+
+def _write_record(out: Path, record: dict, continue_llm: bool) -> None:
+    """OUT/training.json; a further round keeps the earlier ones under previous_rounds."""
+    previous = out / "training.json"
+    if continue_llm and previous.exists():
+        old = json.loads(previous.read_text())
+        record["previous_rounds"] = [*old.pop("previous_rounds", []), old]
+    previous.write_text(json.dumps(record, indent=2))
+
+
+def run(
+    cfg: TrainConfig,
+    out: Path,
+    device: str = "cpu",
+    reuse_vqgan: bool = False,
+    continue_vqgan: bool = False,
+    continue_llm: bool = False,
+) -> dict:
+    """Train all stages and write the model to `out`; returns the training record (also saved as JSON)."""
+    torch.set_num_threads(cfg.threads)
+    dev = torch.device(device)
+    t0 = time.time()
+    timings = {}
+    samples = data.render_samples(
+        range(cfg.n_phantoms), cfg.vqgan.resolution, cache=out / "cache" / "samples.pkl"
+    )
+    timings["phantoms_s"] = time.time() - t0
+    _log(f"{len(samples)} phantoms in {timings['phantoms_s']:.0f} s")
+    t = time.time()
+    vqgan, vq_stats = _vqgan_stage(cfg, samples, out, dev, reuse_vqgan, continue_vqgan)
+    codes = encode_all(vqgan, samples, dev)
+    timings["vqgan_s"] = time.time() - t
+    t = time.time()
+    tokenizer, init, rng = _llm_inputs(cfg, out, samples, continue_llm)
+    examples = _examples(cfg, tokenizer, samples, codes, vqgan.grid_tokens, rng)
+    llm, lm_stats = train_llm(cfg, tokenizer, examples, cfg.vqgan.n_embed, dev, init=init)
+    timings["llm_s"] = time.time() - t
+    _save_llm(llm, tokenizer, cfg, out)
+    timings["total_s"] = time.time() - t0
+    record = {
+        "config": asdict(cfg),
+        "device": str(dev),
+        "torch": torch.__version__,
+        "timings": timings,
+        **vq_stats,
+        **lm_stats,
+        "n_examples": len(examples),
+        "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    _write_record(out, record, continue_llm)
+    _log(f"done in {timings['total_s'] / 60:.1f} min -> {out}")
+    return record
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--out", type=Path, required=True, help="output folder (weights/demo for the shipped model)"
+    )
+    p.add_argument("--preset", choices=sorted(PRESETS), default="demo")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--seed", type=int, default=None, help="override the preset's seed")
+    p.add_argument("--lm-steps", type=int, default=None, help="override the preset's LLM steps")
+    p.add_argument("--vq-steps", type=int, default=None, help="override the preset's VQ-GAN steps")
+    p.add_argument("--lm-budget-min", type=float, default=None, help="cap the LLM stage to this many minutes")
+    p.add_argument("--shrink-only", action="store_true", help="only convert OUT's weights to fp16 and exit")
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (1 is faster on a busy machine)"
+    )
+    p.add_argument("--continue-vqgan", action="store_true", help="train OUT/vqgan further, then the LLM")
+    p.add_argument("--vq-lr", type=float, default=None, help="override the preset's VQ-GAN learning rate")
+    p.add_argument(
+        "--continue-llm", action="store_true", help="train OUT/llm further (implies --reuse-vqgan)"
+    )
+    p.add_argument("--lm-lr", type=float, default=None, help="override the preset's peak LLM learning rate")
+    p.add_argument("--draw-keep", type=float, default=None, help="fraction of report->CXR examples kept")
+    p.add_argument(
+        "--loss-weighting", choices=("token", "example"), default=None, help="override the preset's"
+    )
+    p.add_argument("--lm-warmup", type=int, default=None, help="override the preset's LLM warm-up steps")
+    p.add_argument("--reuse-vqgan", action="store_true", help="keep OUT/vqgan and train only the LLM")
+    p.add_argument("--n-phantoms", type=int, default=None, help="override the preset's training phantoms")
+    p.add_argument(
+        "--qa-per-image", type=int, default=None, help="override the preset's VQA examples per phantom"
+    )
+    a = p.parse_args(argv)
+    if a.shrink_only:
+        shrink(a.out)
+        return
+    cfg = PRESETS[a.preset]
+    overrides = {
+        "seed": a.seed,
+        "lm_steps": a.lm_steps,
+        "vq_steps": a.vq_steps,
+        "threads": a.threads,
+        "vq_lr": a.vq_lr,
+        "lm_lr": a.lm_lr,
+        "draw_keep": a.draw_keep,
+        "loss_weighting": a.loss_weighting,
+        "lm_warmup": a.lm_warmup,
+        "n_phantoms": a.n_phantoms,
+        "qa_per_image": a.qa_per_image,
+    }
+    if a.lm_budget_min is not None:
+        overrides["lm_budget_s"] = a.lm_budget_min * 60
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    run(
+        replace(cfg, **overrides),
+        a.out,
+        a.device,
+        reuse_vqgan=a.reuse_vqgan or a.continue_llm,
+        continue_vqgan=a.continue_vqgan,
+        continue_llm=a.continue_llm,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,336 @@
+"""Token generation around a Hugging Face causal LM: prefill, decode step, sampling, constraints, streaming.
+
+Small functions in the style of gpt-fast. ``generate_text`` and ``generate_image`` drive the loop; the model
+work happens in two swappable callables, ``prefill_fn(model, input_ids) -> (logits, past)`` and
+``step(model, token_id, past, position) -> (logits, past)``. The defaults here run eagerly with the model's
+``DynamicCache``; a faster pair (static cache + torch.compile) can be passed in without touching the loop.
+
+Logits are float32 [1, V] where V is the LM head width (len(tokenizer) + codebook size, or more if padded).
+Constraints (docs/PROTOCOL.md): text mode masks every id >= len(tokenizer), so text never holds image
+ids; image mode forces ``<``, samples exactly ``grid_tokens`` image ids, then forces ``>`` and stops.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from llmcxr_app.config import SamplingConfig
+from llmcxr_app.protocol import TokenLayout
+
+PrefillFn = Callable[[Any, torch.Tensor], tuple[torch.Tensor, Any]]
+StepFn = Callable[[Any, "int | torch.Tensor", Any, int], tuple[torch.Tensor, Any]]
+
+REPLACEMENT_CHAR = "\ufffd"  # what a decoder emits for an incomplete UTF-8 sequence
+
+
+class GenerationCancelled(Exception):
+    """The caller set the cancel event; generation stopped before the next model call."""
+
+
+@dataclass(frozen=True)
+class TextPiece:
+    """One generated text token, as streamed by ``generate_text``."""
+
+    delta: str  # new text since the previous piece ("" while a multi-byte character is incomplete)
+    text: str  # all text so far, stripped; equals the concatenation of every delta so far
+    tokens: int  # generated tokens so far (the stop token excluded)
+    token_id: int  # the id sampled at this step (the stop id itself on a piece with stop "end")
+    stop: str | None = None  # on the last piece only: "end" (### End or eos), "length" (max_new_tokens)
+
+
+@dataclass(frozen=True)
+class ImageProgress:
+    """State after each sampled image id, as streamed by ``generate_image``."""
+
+    codes: list[int]  # VQ codes so far (0..codebook_size-1), row-major over the latent grid
+    probs: list[float]  # probability of each sampled id (see ``sample``), same order as codes
+    total: int  # codes in a complete image (grid_tokens)
+
+    @property
+    def done(self) -> bool:
+        return len(self.codes) == self.total
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Model steps (pure: no state outside their arguments and results)
+
+
+def _device(model: Any) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.inference_mode()
+def prefill(model: Any, input_ids: torch.Tensor) -> tuple[torch.Tensor, Any]:
+    """Run the prompt through the model with a fresh DynamicCache.
+
+    input_ids: LongTensor [1, T]. Returns (logits [1, V] float32 for the next token, past_key_values).
+    """
+    from transformers import DynamicCache
+
+    input_ids = input_ids.to(_device(model))
+    past = DynamicCache(config=model.config)
+    # The checkpoint's generation_config may say use_cache=False (training leftover): always pass it.
+    out = model(input_ids=input_ids, past_key_values=past, use_cache=True, logits_to_keep=1)
+    return out.logits[:, -1, :].float(), out.past_key_values
+
+
+@torch.inference_mode()
+def decode_step(
+    model: Any, token_id: int | torch.Tensor, past: Any, position: int
+) -> tuple[torch.Tensor, Any]:
+    """Feed one token at sequence index ``position`` (0-based; = ids already in the cache).
+
+    ``token_id``: an int, or a tensor holding one id on the model's device (the image loop keeps its
+    sampled ids there). Returns (logits [1, V] float32 for the following token, past_key_values).
+    """
+    device = _device(model)
+    ids = torch.as_tensor(token_id, dtype=torch.long, device=device).reshape(1, 1)
+    pos = torch.tensor([[position]], dtype=torch.long, device=device)
+    out = model(input_ids=ids, past_key_values=past, position_ids=pos, use_cache=True)
+    return out.logits[:, -1, :].float(), out.past_key_values
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Constraints and sampling
+
+
+def mask_logits(logits: torch.Tensor, allowed: Literal["text", "image"], layout: TokenLayout) -> torch.Tensor:
+    """Set disallowed ids to -inf (returns a new tensor).
+
+    text: ids >= len(tokenizer) are masked (image ids and any padded LM-head rows).
+    image: everything outside [len(tokenizer), len(tokenizer) + codebook_size) is masked.
+    """
+    out = torch.full_like(logits, float("-inf"))
+    if allowed == "text":
+        out[..., : layout.vocab_size] = logits[..., : layout.vocab_size]
+    elif allowed == "image":
+        lo, hi = layout.vocab_size, layout.total_vocab
+        if logits.shape[-1] < hi:
+            raise ValueError(f"The LM head has {logits.shape[-1]} outputs; image ids need {hi}.")
+        out[..., lo:hi] = logits[..., lo:hi]
+    else:
+        raise ValueError(f"allowed must be 'text' or 'image', got {allowed!r}.")
+    return out
+
+
+def sample_on_device(
+    logits: torch.Tensor,
+    *,
+    temperature: float,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``sample`` without leaving the device: returns (token id, prob) as tensors of shape [1].
+
+    The top-p cut is a mask scattered back through the sort order (a boolean index would need the host to
+    know how many ids survive), and lookups use gather (indexing with a tensor would read it on the host),
+    so a fast path can sample many steps without a host sync.
+    """
+    logits = logits.reshape(-1).float()
+    if temperature == 0:
+        token = torch.argmax(logits).reshape(1)
+        return token, torch.softmax(logits, -1).gather(0, token)
+    scaled = logits / temperature
+    full = torch.softmax(scaled, -1)
+    if top_k > 0 and top_k < scaled.numel():
+        kth = torch.topk(scaled, top_k).values[-1]
+        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+    if top_p < 1.0:
+        probs, order = torch.sort(torch.softmax(scaled, -1), descending=True)
+        drop_sorted = (torch.cumsum(probs, -1) - probs) >= top_p  # the first id (mass before 0) stays
+        drop = torch.zeros_like(drop_sorted).scatter(0, order, drop_sorted)
+        scaled = scaled.masked_fill(drop, float("-inf"))
+    token = torch.multinomial(torch.softmax(scaled, -1), 1, generator=generator)
+    return token, full.gather(0, token)
+
+
+def sample(
+    logits: torch.Tensor,
+    *,
+    temperature: float,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    generator: torch.Generator | None = None,
+) -> tuple[int, float]:
+    """Pick the next id from logits [1, V] (or [V]); returns (token_id, prob).
+
+    temperature 0 = greedy (argmax; top_p/top_k and the generator are unused). Otherwise the order is
+    HF's: divide by temperature, keep the top_k largest (0 = all), keep the smallest set of ids whose mass
+    reaches top_p (1.0 = all), renormalise, draw with ``generator``.
+
+    prob is the chosen id's probability under the temperature-scaled softmax over the logits as given
+    (masked ids have probability 0), BEFORE top-k/top-p truncation: that is the model's own confidence,
+    where the truncated, renormalised value would read 1.0 for any id that dominates the nucleus. Greedy
+    reports the plain softmax (temperature 1).
+    """
+    token, prob = sample_on_device(
+        logits, temperature=temperature, top_p=top_p, top_k=top_k, generator=generator
+    )
+    return int(token), float(prob)
+
+
+def make_generator(model: Any, seed: int | None) -> torch.Generator | None:
+    """A torch.Generator on the model's device seeded with ``seed`` (None = no generator: global RNG)."""
+    if seed is None:
+        return None
+    gen = torch.Generator(device=_device(model))
+    gen.manual_seed(int(seed))
+    return gen
+
+
+def check_cancel(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise GenerationCancelled("Generation was cancelled.")
+
+
+def _as_input(model: Any, prompt_ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
+    ids = torch.as_tensor(prompt_ids, dtype=torch.long).reshape(1, -1)
+    if ids.shape[1] == 0:
+        raise ValueError("The prompt is empty.")
+    return ids.to(_device(model))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Generation loops
+
+
+def _shown(decoded: str, emitted: str, *, final: bool) -> tuple[str, str]:
+    """(new delta, text shown so far) after a decode: held back while it ends in U+FFFD (an incomplete
+    multi-byte character) or, until the end, in whitespace that may turn out to be trailing."""
+    if not final and decoded.endswith(REPLACEMENT_CHAR):
+        return "", emitted
+    text = decoded.strip() if final else decoded.lstrip().rstrip()
+    if text.startswith(emitted):
+        return text[len(emitted) :], text
+    return "", emitted
+
+
+@torch.inference_mode()
+def generate_text(
+    model: Any,
+    layout: TokenLayout,
+    tokenizer: Any,
+    prompt_ids: Sequence[int] | torch.Tensor,
+    sampling: SamplingConfig,
+    cancel: threading.Event | None = None,
+    context_length: int | None = None,
+    *,
+    prefill_fn: PrefillFn = prefill,
+    step: StepFn = decode_step,
+) -> Iterator[TextPiece]:
+    """Stream a text answer, one TextPiece per generated token.
+
+    Image ids are masked. Stops at ``### End`` or the tokenizer's eos (neither is part of the text) or after
+    max_new_tokens, clamped so prompt + answer fit ``context_length``. Text is the decode of all generated
+    ids with special tokens skipped, stripped; a delta is held back while the decode ends in U+FFFD (an
+    incomplete multi-byte character) or in whitespace that may turn out to be trailing. ``cancel`` is checked
+    before every model call; when set, GenerationCancelled is raised.
+    """
+    ids = _as_input(model, prompt_ids)
+    n_prompt = ids.shape[1]
+    limit = sampling.max_new_tokens
+    if context_length is not None:
+        limit = min(limit, context_length - n_prompt)
+    if limit < 1:
+        raise ValueError(f"The prompt ({n_prompt} tokens) leaves no room for an answer in the context.")
+    stop_ids = {layout.end_id}
+    if getattr(tokenizer, "eos_token_id", None) is not None:
+        stop_ids.add(int(tokenizer.eos_token_id))
+    generator = make_generator(model, sampling.seed)
+
+    check_cancel(cancel)
+    logits, past = prefill_fn(model, ids)
+    out_ids: list[int] = []
+    emitted = ""
+    while True:
+        token, _ = sample(
+            mask_logits(logits, "text", layout),
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=sampling.top_k,
+            generator=generator,
+        )
+        stop = "end" if token in stop_ids else None
+        if stop is None:
+            out_ids.append(token)
+            if len(out_ids) >= limit:
+                stop = "length"
+        decoded = tokenizer.decode(out_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        delta, emitted = _shown(decoded, emitted, final=stop is not None)
+        yield TextPiece(delta=delta, text=emitted, tokens=len(out_ids), token_id=token, stop=stop)
+        if stop is not None:
+            return
+        check_cancel(cancel)
+        logits, past = step(model, token, past, n_prompt + len(out_ids) - 1)
+
+
+def _check_image_fits(n_prompt: int, grid_tokens: int, context_length: int | None) -> None:
+    if context_length is not None and n_prompt + grid_tokens + 2 > context_length:
+        raise ValueError(
+            f"The prompt ({n_prompt} tokens) plus an image ({grid_tokens + 2} tokens) exceeds the "
+            f"context of {context_length} tokens."
+        )
+
+
+@torch.inference_mode()
+def generate_image(
+    model: Any,
+    layout: TokenLayout,
+    prompt_ids: Sequence[int] | torch.Tensor,
+    grid_tokens: int,
+    sampling: SamplingConfig,
+    cancel: threading.Event | None = None,
+    context_length: int | None = None,
+    *,
+    prefill_fn: PrefillFn = prefill,
+    step: StepFn = decode_step,
+    sync_every: int = 1,
+) -> Iterator[ImageProgress]:
+    """Stream an image answer shaped like the training targets: ``<``, grid_tokens image ids, ``>``.
+
+    ``<`` is forced (fed without sampling), then each of the grid_tokens ids is sampled from the image ids
+    only, and ``>`` is forced as the end; it is never fed, as nothing follows it. Model calls: one prefill
+    plus grid_tokens steps. max_new_tokens does not apply (an image is always complete). ``cancel`` is
+    checked before every model call; when set, GenerationCancelled is raised.
+
+    Sampled ids stay on the model's device and are fed back from there; they are copied to the host after
+    the first id, every ``sync_every`` ids and at the end, with one ImageProgress yielded per copy (the last
+    has ``done`` True). ``sync_every`` 1 (eager default) yields after every id; a fast path passes one grid
+    row, so the device never waits for the host within a row. The ids do not depend on it.
+    """
+    ids = _as_input(model, prompt_ids)
+    n_prompt = ids.shape[1]
+    _check_image_fits(n_prompt, grid_tokens, context_length)
+    generator = make_generator(model, sampling.seed)
+    sampled = torch.empty(grid_tokens, dtype=torch.long, device=ids.device)
+    sampled_probs = torch.empty(grid_tokens, dtype=torch.float32, device=ids.device)
+    codes: list[int] = []
+    probs: list[float] = []
+
+    check_cancel(cancel)
+    _, past = prefill_fn(model, ids)  # its logits would choose the first id, which is forced to "<"
+    token = torch.full((1, 1), layout.image_open_id, dtype=torch.long, device=ids.device)
+    for i in range(grid_tokens):
+        check_cancel(cancel)
+        logits, past = step(model, token, past, n_prompt + i)
+        tok, prob = sample_on_device(
+            mask_logits(logits, "image", layout),
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=sampling.top_k,
+            generator=generator,
+        )
+        sampled[i : i + 1], sampled_probs[i : i + 1] = tok, prob
+        token = tok.reshape(1, 1)
+        n = i + 1
+        if n == 1 or n % sync_every == 0 or n == grid_tokens:
+            start = len(codes)
+            codes.extend(c - layout.vocab_size for c in sampled[start:n].tolist())
+            probs.extend(sampled_probs[start:n].tolist())
+            yield ImageProgress(codes=list(codes), probs=list(probs), total=grid_tokens)

@@ -1,0 +1,397 @@
+"""The one facade the UI and the CLI use: tokenizer + LLM + VQ-GAN behind describe / ask / draw.
+
+A Studio serves one request at a time (a lock; queued requests can be cancelled while they wait). Each
+request method validates its input at call time (raising StudioInputError with a message for the user)
+and returns a stream of Updates; the last Update carries the Result with provenance and timings. Drain or
+close a stream to release the model. Nothing here imports Gradio.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, replace
+from datetime import datetime, timezone
+from typing import Any
+
+import torch
+from PIL import Image
+
+from llmcxr_app import __version__, protocol
+from llmcxr_app.config import ModelLocation, SamplingConfig, Settings
+from llmcxr_app.engine import fastpath
+from llmcxr_app.engine.generation import (
+    GenerationCancelled,
+    PrefillFn,
+    StepFn,
+    decode_step,
+    generate_image,
+    generate_text,
+    prefill,
+)
+from llmcxr_app.imaging import images as imaging
+from llmcxr_app.imaging.images import LoadedImage
+from llmcxr_app.loading.weights import load_model
+from llmcxr_app.modeling.vqgan import VQGAN
+from llmcxr_app.studio.timings import sync, timings_of
+from llmcxr_app.studio.types import PreparedImage, Result, StudioInfo, StudioInputError, Update
+
+__all__ = ["PreparedImage", "Result", "Studio", "StudioInfo", "StudioInputError", "Update"]
+
+MIN_ANSWER_TOKENS = 16  # a text prompt must leave at least this much of the context for the answer
+PREVIEW_GREY = 128  # preview pixels of grid rows not generated yet
+DEFAULT_SAMPLING = SamplingConfig()  # upstream's defaults (frozen, so safe to share)
+
+
+class Studio:
+    """Owns a loaded LLM-CXR model; serves describe (CXR -> report), ask (VQA / instruction), draw (report -> CXR)."""
+
+    def __init__(
+        self,
+        llm: Any,
+        vqgan: VQGAN,
+        location: ModelLocation,
+        *,
+        prefill_fn: PrefillFn = prefill,
+        step: StepFn = decode_step,
+        image_loop: Callable[..., Iterator[Any]] = generate_image,
+    ):
+        if llm.layout.codebook_size != vqgan.n_embed:
+            raise ValueError(
+                f"The LLM expects {llm.layout.codebook_size} image tokens but the VQ-GAN has {vqgan.n_embed} "
+                "codebook entries: the two checkpoints do not belong together."
+            )
+        self.llm = llm  # weights.LoadedLLM
+        self.vqgan = vqgan.eval()
+        self.location = location
+        self._prefill = prefill_fn  # swappable model steps (eager by default; a fast path may replace them)
+        self._step = step
+        self._image_loop = image_loop  # generation.generate_image, or a fast path's device-side loop
+        self._lock = threading.Lock()
+        self.info = StudioInfo(
+            model_name=location.name,
+            is_demo=location.is_demo,
+            device=str(llm.device),
+            quantization=llm.quantization,
+            weight_hash=llm.weight_hash,
+            resolution=vqgan.resolution,
+            grid=vqgan.grid,
+            codebook_size=vqgan.n_embed,
+            context_length=llm.context_length,
+            app_version=__version__,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Studio:
+        """Load the weights named by ``settings`` (raises loading.weights.WeightsError with the fix when they fail)."""
+        if settings.runtime.cpu_threads > 0:  # process-wide, before any model work
+            torch.set_num_threads(settings.runtime.cpu_threads)
+        llm, vqgan = load_model(settings.model, settings.runtime)
+        fast = fastpath.fast_path_for(llm, settings.runtime)
+        fns = (
+            {}
+            if fast is None
+            else {"prefill_fn": fast.prefill, "step": fast.step, "image_loop": fast.generate_image}
+        )
+        studio = cls.from_parts(llm, vqgan, settings.model, **fns)
+        if settings.runtime.warmup:  # compile and run once now, not in a user's first request
+            studio.warm_up(fast)
+        return studio
+
+    def warm_up(self, fast: fastpath.FastPath | None, findings: str = "Heart size is normal.") -> dict:
+        """Compile every cache bucket of ``fast``, then draw one image (LLM steps, sampling, VQ-GAN decode on
+        its device), so no user request pays for compilation or first-call set-up.
+
+        Returns {"compile_s", "draw_s", "mode"}; ``fast`` None (fast path off) skips the compile part.
+        """
+        report = fast.warmup(self.llm.layout) if fast is not None else {"s": 0.0, "mode": "eager"}
+        t = time.perf_counter()
+        self.finish(self.draw(findings, sampling=SamplingConfig(temperature=0.0), preview_every=0))
+        return {"compile_s": report["s"], "draw_s": time.perf_counter() - t, "mode": report["mode"]}
+
+    @classmethod
+    def from_parts(
+        cls,
+        llm: Any,
+        vqgan: VQGAN,
+        location: ModelLocation,
+        *,
+        prefill_fn: PrefillFn = prefill,
+        step: StepFn = decode_step,
+        image_loop: Callable[..., Iterator[Any]] = generate_image,
+    ) -> Studio:
+        """Wrap an already loaded weights.LoadedLLM and VQ-GAN (optionally with other model step functions)."""
+        return cls(llm, vqgan, location, prefill_fn=prefill_fn, step=step, image_loop=image_loop)
+
+    # -----------------------------------------------------------------------------------------------------
+    # Inputs
+
+    def prepare(self, image: Image.Image | LoadedImage) -> PreparedImage:
+        """Crop and encode an image as upstream does; also decode its codes to show what the model sees.
+
+        Runs only the VQ-GAN, without the request lock (it does not touch the LLM).
+        """
+        source = image if isinstance(image, LoadedImage) else None
+        pil = image.image if isinstance(image, LoadedImage) else image
+        if not isinstance(pil, Image.Image):
+            raise StudioInputError("Expected an image (PIL image or imaging.LoadedImage).")
+        view = imaging.model_view(image if source is not None else pil, self.vqgan)  # an upload's own crop
+        return PreparedImage(
+            codes=[int(c) for c in view.codes.tolist()],
+            model_input=view.model_input.image,
+            reconstruction=view.reconstruction,
+            crop_box=view.model_input.crop_box,
+            source=source,
+        )
+
+    def _prompt(
+        self, instruction: str, *, input_text: str | None = None, image: PreparedImage | None = None
+    ) -> list[int]:
+        try:
+            return protocol.build_prompt_ids(
+                self.llm.tokenizer,
+                instruction,
+                input_text=input_text,
+                image_codes=None if image is None else image.codes,
+                codebook_size=self.info.codebook_size,
+                grid_tokens=self.vqgan.grid_tokens,
+            )
+        except ValueError as exc:
+            raise StudioInputError(str(exc)) from None
+
+    def _check_fits(self, ids: list[int], user_text: str, what: str, needed: int, purpose: str) -> None:
+        """Raise when the prompt leaves fewer than ``needed`` tokens of the context; name the limit in words."""
+        room = self.info.context_length - len(ids)
+        if room >= needed:
+            return
+        n_tok = max(1, len(self.llm.tokenizer.encode(user_text, add_special_tokens=False)))
+        n_words = max(1, len(user_text.split()))
+        max_tok = max(0, n_tok - (needed - room))
+        max_words = int(max_tok * n_words / n_tok)
+        raise StudioInputError(
+            f"The {what} is too long for the model: {n_tok} tokens (about {n_words} words), but the "
+            f"{self.info.context_length}-token context leaves room for at most {max_tok} tokens (about "
+            f"{max_words} words) once {purpose} is included. Please shorten it."
+        )
+
+    # -----------------------------------------------------------------------------------------------------
+    # Requests
+
+    def describe(
+        self,
+        image: PreparedImage | None,
+        *,
+        sampling: SamplingConfig = DEFAULT_SAMPLING,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[Update]:
+        """CXR -> free-text report (upstream's first CXR-to-report instruction)."""
+        if image is None:
+            raise StudioInputError("Writing a report needs a chest X-ray: please upload an image first.")
+        instruction = protocol.CXR_TO_REPORT_INSTRUCTIONS[0]
+        ids = self._prompt(instruction, image=image)
+        if len(ids) + MIN_ANSWER_TOKENS > self.info.context_length:
+            raise StudioInputError(
+                f"This model's context ({self.info.context_length} tokens) is too short for an image prompt "
+                f"({len(ids)} tokens) plus an answer."
+            )
+        return self._text_stream(protocol.TASK_REPORT, ids, sampling, cancel, instruction)
+
+    def ask(
+        self,
+        question: str,
+        image: PreparedImage | None = None,
+        *,
+        sampling: SamplingConfig = DEFAULT_SAMPLING,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[Update]:
+        """A question about an image (VQA: the question is the instruction, the image the input), or a plain
+        instruction without input when ``image`` is None."""
+        question = (question or "").strip()
+        if not question:
+            raise StudioInputError("The question is empty: please type a question.")
+        ids = self._prompt(question, image=image)
+        purpose = "the answer" if image is None else "the image and the answer"
+        self._check_fits(ids, question, "question", MIN_ANSWER_TOKENS, purpose)
+        task = protocol.TASK_INSTRUCT if image is None else protocol.TASK_VQA
+        return self._text_stream(task, ids, sampling, cancel, None)
+
+    def draw(
+        self,
+        findings: str,
+        *,
+        sampling: SamplingConfig = DEFAULT_SAMPLING,
+        cancel: threading.Event | None = None,
+        preview_every: int = 2,
+    ) -> Iterator[Update]:
+        """Report -> CXR. Yields an Update per completed grid row, with a preview image every
+        ``preview_every`` rows (0 = no previews), then the final image with the codes and their probabilities."""
+        findings = (findings or "").strip()
+        if not findings:
+            raise StudioInputError("The findings are empty: please type the report text to draw from.")
+        if preview_every < 0:
+            raise StudioInputError(f"preview_every must be >= 0, got {preview_every}.")
+        instruction = protocol.REPORT_TO_CXR_INSTRUCTIONS[0]
+        ids = self._prompt(instruction, input_text=findings)
+        n_image = self.vqgan.grid_tokens + 2
+        self._check_fits(ids, findings, "findings text", n_image, f"the image ({n_image} tokens)")
+        return self._image_stream(ids, sampling, cancel, preview_every, instruction)
+
+    @staticmethod
+    def finish(updates: Iterator[Update]) -> Result:
+        """Drain a stream and return its Result."""
+        result = None
+        for update in updates:
+            result = update.result or result
+        if result is None:
+            raise RuntimeError("The stream ended without a result.")
+        return result
+
+    # -----------------------------------------------------------------------------------------------------
+    # Internals
+
+    @contextmanager
+    def _acquire(self, cancel: threading.Event | None) -> Iterator[None]:
+        """Hold the model; a request cancelled while it waits in line leaves without running."""
+        while not self._lock.acquire(timeout=0.05):
+            if cancel is not None and cancel.is_set():
+                raise GenerationCancelled("Generation was cancelled while waiting for the model.")
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    def _provenance(self, task: str, sampling: SamplingConfig, instruction: str | None) -> dict:
+        # No user text here: a question or findings may hold patient details.
+        return {
+            "app": "LLM-CXR Studio",
+            "app_version": __version__,
+            "task": task,
+            "model": self.info.model_name,
+            "is_demo": self.info.is_demo,
+            "weight_hash": self.info.weight_hash,
+            "quantization": self.info.quantization,
+            "device": self.info.device,
+            "seed": sampling.seed,
+            "sampling": asdict(sampling),
+            "instruction": instruction,
+            "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+
+    def _timed_prefill(self, marks: dict) -> PrefillFn:
+        device = torch.device(self.info.device)
+
+        def run(model: Any, input_ids: torch.Tensor) -> tuple[torch.Tensor, Any]:
+            t = time.perf_counter()
+            out = self._prefill(model, input_ids)
+            sync(device)
+            marks["prompt_s"] = time.perf_counter() - t
+            return out
+
+        return run
+
+    def _seeded(self, sampling: SamplingConfig) -> SamplingConfig:
+        return sampling if sampling.seed is not None else replace(sampling, seed=secrets.randbelow(2**31))
+
+    def _text_stream(
+        self,
+        task: str,
+        ids: list[int],
+        sampling: SamplingConfig,
+        cancel: threading.Event | None,
+        instruction: str | None,
+    ) -> Iterator[Update]:
+        sampling = self._seeded(sampling)
+        provenance = self._provenance(task, sampling, instruction)
+        marks: dict = {}
+        queued = time.perf_counter()
+        with self._acquire(cancel):
+            t0 = time.perf_counter()
+            marks["queue_s"] = t0 - queued
+            first, last = None, None
+            stream = generate_text(
+                self.llm.model,
+                self.llm.layout,
+                self.llm.tokenizer,
+                ids,
+                sampling,
+                cancel,
+                self.info.context_length,
+                prefill_fn=self._timed_prefill(marks),
+                step=self._step,
+            )
+            for last in stream:
+                first = first or time.perf_counter()
+                if last.delta:
+                    yield Update(text=last.text, image=None, rows_done=0)
+            timings = timings_of(marks, t0, first, last.tokens, len(ids))
+        provenance["stop_reason"] = last.stop
+        result = Result(task, last.text, None, None, None, provenance, timings)
+        yield Update(text=result.text, image=None, rows_done=0, result=result)
+
+    def _decode(self, codes: list[int]) -> Image.Image:
+        return imaging.codes_to_image(torch.tensor(codes, dtype=torch.long), self.vqgan)
+
+    def preview(self, codes: list[int]) -> Image.Image:
+        """Decode a partial grid: complete rows as the VQ-GAN draws them, rows not generated yet mid grey.
+
+        Missing codes are filled by repeating the last complete row (a smoother neighbour for the decoder than
+        any fixed code), then the pixels of the missing rows are replaced by grey: their content is not real.
+        """
+        g, side = self.vqgan.grid, self.vqgan.resolution
+        rows = len(codes) // g
+        if rows == 0:
+            return Image.new("L", (side, side), PREVIEW_GREY)
+        known = list(codes[: rows * g])
+        filled = known + known[-g:] * (g - rows)
+        image = self._decode(filled)
+        top = rows * side // g
+        if top < side:
+            image.paste(PREVIEW_GREY, (0, top, side, side))
+        return image
+
+    def _image_stream(
+        self,
+        ids: list[int],
+        sampling: SamplingConfig,
+        cancel: threading.Event | None,
+        preview_every: int,
+        instruction: str,
+    ) -> Iterator[Update]:
+        sampling = self._seeded(sampling)
+        provenance = self._provenance(protocol.TASK_DRAW, sampling, instruction)
+        g = self.vqgan.grid
+        marks: dict = {}
+        queued = time.perf_counter()
+        with self._acquire(cancel):
+            t0 = time.perf_counter()
+            marks["queue_s"] = t0 - queued
+            first, last = None, None
+            stream = self._image_loop(
+                self.llm.model,
+                self.llm.layout,
+                ids,
+                self.vqgan.grid_tokens,
+                sampling,
+                cancel,
+                self.info.context_length,
+                prefill_fn=self._timed_prefill(marks),
+                step=self._step,
+            )
+            for last in stream:
+                first = first or time.perf_counter()
+                n = len(last.codes)
+                if n % g or last.done:
+                    continue
+                rows = n // g
+                show = preview_every > 0 and rows % preview_every == 0
+                yield Update(text="", image=self.preview(last.codes) if show else None, rows_done=rows)
+            image = self._decode(last.codes)
+            timings = timings_of(marks, t0, first, len(last.codes), len(ids))
+        provenance["stop_reason"] = "image"
+        result = Result(
+            protocol.TASK_DRAW, "", image, list(last.codes), list(last.probs), provenance, timings
+        )
+        yield Update(text="", image=image, rows_done=g, result=result)

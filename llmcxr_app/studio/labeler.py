@@ -1,0 +1,300 @@
+"""Report labeler: seven findings read from free text with medspaCy's ConText and Sectionizer on spaCy.
+
+It reads seven findings (a subset of CheXpert's observations, the ones the demo phantoms carry) from free
+text: the demo evaluation scores generated reports with it, the Draw self-check (selfcheck.py) compares a
+drawn image's read-back report with the findings asked for, and Auto routing asks it whether a text
+describes findings. Pipeline (built once per process, see `_nlp`):
+
+- spaCy's blank English tokenizer and a sentencizer (sentences end at . ! ? ; and line breaks);
+- a target matcher: the regular expressions of labeler_vocab.TARGETS (mentions) and NORMAL (statements of
+  normality, "heart size is normal"), longest match first, become the document's entities;
+- medspaCy's Sectionizer with labeler_vocab.SECTIONS ("FINDINGS:", "IMPRESSION:", "INDICATION:" ...);
+- medspaCy's ConText with its default English (NegEx / ConText) rules plus labeler_vocab.CONTEXT_CUES.
+(medspaCy's ConText and Sectionizer are vendored in _medspacy/; its docstring says why.)
+
+Each mention gets one of four states: "present"; "absent" (negated, resolved/removed, or a normal
+statement); "uncertain" (hedged: "may represent", "cannot exclude", "question of"); "history" (in a
+HISTORY/INDICATION section, the patient's history: "history of CHF", or the question of the study:
+"evaluate for pneumothorax") which is not a finding of this study. A finding's state: present if any
+mention is present, else uncertain if any is, else absent if any is, else "none" (not mentioned). Sides
+are the patient's. docs/LABELER.md has the measured precision / recall and speed.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+from llmcxr_app.studio import labeler_vocab as vocab
+
+if TYPE_CHECKING:
+    from spacy.language import Language
+    from spacy.tokens import Doc
+
+LABELS = ("cardiomegaly", "effusion", "pneumothorax", "consolidation", "edema", "ett", "pacemaker")
+STATES = ("present", "absent", "uncertain", "none")  # a finding's state in a text; "none": not mentioned
+
+_TARGET = re.compile(
+    "|".join(
+        rf"(?P<{kind}_{label}_{i}>\b(?:{p})\b)"
+        for kind, table in (("n", vocab.NORMAL), ("t", vocab.TARGETS))
+        for label, pats in table.items()
+        for i, p in enumerate(pats)
+    )
+)
+_HISTORY_SECTIONS = frozenset({"history", "comparison"})
+_SIDE = re.compile(r"\b(left|right|bilateral|bilaterally|both|bibasilar|bibasal|l|r)\b")
+_SIZE = re.compile(rf"\b({'|'.join(vocab.SIZE_SMALL + vocab.SIZE_LARGE)})\b")
+_ZONE = re.compile(
+    r"\b(right|left|r|l)(?:[- ]sided)? (upper|lower|middle|base|basal|basilar|apex|apical)\b|\b(rul|rll|lul|lll|rml)\b"
+    r"|\b(lingula|lingular)\b"
+)
+_ZONE_WORD = {"upper": "upper", "lower": "lower", "base": "lower", "basal": "lower", "basilar": "lower"}
+_ZONE_WORD |= {"apex": "upper", "apical": "upper"}
+_ABBREV = {"rul": "right upper", "rll": "right lower", "lul": "left upper", "lll": "left lower"}
+_SIDE_WORD = {"l": "left", "r": "right"}
+_CONJ = re.compile(r",|\band\b|\bas well as\b|\bplus\b|\bwith\b")
+
+
+@dataclass(frozen=True)
+class Mention:
+    label: str  # one of LABELS
+    negated: bool  # True unless the mention states the finding as present (absent, hedged or history)
+    context: str  # text around the mention that describes it (side, size, zone words), lower case
+    state: str = "present"  # "present" / "absent" / "uncertain" / "history" (see the module docstring)
+
+
+@lru_cache(maxsize=1)
+def _nlp() -> Language:
+    """The spaCy pipeline, built once per process (about 0.3 s to import medspaCy and 50 ms to build)."""
+    import json
+    from pathlib import Path
+
+    import spacy
+    from spacy.language import Language
+    from spacy.util import filter_spans
+
+    from llmcxr_app._medspacy import (  # registers medspaCy's spaCy factories and extensions
+        ConTextRule,
+        SectionRule,
+    )
+
+    if not Language.has_factory("cxr_targets"):
+
+        @Language.component("cxr_targets")
+        def cxr_targets(doc: Doc) -> Doc:
+            spans = []
+            for m in _TARGET.finditer(doc.text.lower()):
+                span = doc.char_span(m.start(), m.end(), label=m.lastgroup or "", alignment_mode="expand")
+                if span is not None:
+                    spans.append(span)
+            doc.ents = filter_spans(spans)  # overlapping matches: the longest wins
+            return doc
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("sentencizer", config={"punct_chars": [".", "!", "?", ";", "\n"]})
+    nlp.add_pipe("cxr_targets")
+    sectionizer = nlp.add_pipe("medspacy_sectionizer", config={"rules": None})
+    sectionizer.add(
+        [SectionRule(f"{h}:", cat) for cat, heads in vocab.SECTIONS.items() for h in heads]
+        + [SectionRule(f"{h.upper()}\n", cat) for cat, heads in vocab.SECTIONS.items() for h in heads]
+    )
+    context = nlp.add_pipe("medspacy_context", config={"rules": None})
+    default = json.loads(
+        (Path(__file__).parent / "_medspacy" / "resources" / "context_rules.json").read_text()
+    )
+    rules = [
+        ConTextRule(r["literal"], r["category"], direction=r["direction"], pattern=r.get("pattern"))
+        for r in default["context_rules"]
+        if r["literal"] not in vocab.DROPPED_DEFAULT_CUES
+    ]
+    rules += [ConTextRule(lit, cat, direction=d) for lit, cat, d in vocab.CONTEXT_CUES]
+    rules.append(
+        ConTextRule(
+            ", <size or side>",
+            "NEGATED_EXISTENCE",
+            direction="TERMINATE",
+            pattern=[{"TEXT": ","}, {"LOWER": {"IN": list(vocab.SCOPE_BREAK_AFTER_COMMA)}}],
+        )
+    )
+    context.add(rules)
+    return nlp
+
+
+def _state(ent) -> str:
+    """A target entity's state after ConText and the Sectionizer ran (see the module docstring)."""
+    kind = ent.label_.split("_", 1)[0]
+    history = ent._.is_historical or ent._.is_hypothetical or ent._.is_family
+    if history or ent._.section_category in _HISTORY_SECTIONS:
+        return "history"
+    if kind == "n" or ent._.is_negated:
+        return "absent"
+    return "uncertain" if ent._.is_uncertain else "present"
+
+
+def _label_of(ent) -> str:
+    return ent.label_.split("_")[1]
+
+
+def mentions(text: str) -> list[Mention]:
+    """Every finding mention in `text`, in order, with its state and its describing context."""
+    nlp = _nlp()
+    with warnings.catch_warnings():  # medspaCy's token matchers are empty (all rules are phrases): W036
+        warnings.filterwarnings("ignore", message=r"\[W036\]")
+        doc = nlp(text)
+    out: list[Mention] = []
+    for sent in doc.sents:
+        ents = [e for e in doc.ents if sent.start <= e.start < sent.end]
+        low = sent.text.lower()
+        for i, ent in enumerate(ents):
+            s, e = ent.start_char - sent.start_char, ent.end_char - sent.start_char
+            # Adjectives come before the noun ("small left pleural effusion"), prepositional phrases after
+            # it ("consolidation in the right lower zone"); a conjunction between two mentions hands the
+            # rest of the gap to the second one.
+            prev_end = ents[i - 1].end_char - sent.start_char if i else 0
+            before = low[prev_end:s]
+            conj = list(_CONJ.finditer(before)) if i else []
+            before = before[conj[-1].end() :] if conj else before
+            nxt = ents[i + 1].start_char - sent.start_char if i + 1 < len(ents) else len(low)
+            after = low[e:nxt]
+            cut = _CONJ.search(after)
+            after = after[: cut.start()] if cut else after
+            state = _state(ent)
+            context = f"{before} {low[s:e]} {after}"
+            label = _label_of(ent)
+            out.append(Mention(label, state != "present", context, state))
+            if low[s:e].startswith("hydropneumo"):  # fluid and air: one word, two findings
+                out.append(Mention("pneumothorax", state != "present", context, state))
+    return out
+
+
+def _states(found: list[Mention]) -> dict[str, str]:
+    by_label: dict[str, set[str]] = {lab: set() for lab in LABELS}
+    for m in found:
+        by_label[m.label].add(m.state)
+    return {
+        lab: next((s for s in ("present", "uncertain", "absent") if s in got), "none")
+        for lab, got in by_label.items()
+    }
+
+
+def label_states(text: str) -> dict[str, str]:
+    """State of each finding in LABELS order: "present" / "absent" / "uncertain" / "none" (not mentioned)."""
+    return _states(mentions(text))
+
+
+def mentioned_labels(text: str) -> list[str]:
+    """Labels mentioned at all (whatever their state), in LABELS order."""
+    seen = {m.label for m in mentions(text)}
+    return [lab for lab in LABELS if lab in seen]
+
+
+def label_report(text: str) -> dict[str, bool]:
+    """Presence of each finding in LABELS order, read from free text (hedged mentions are not presence)."""
+    return _presence(mentions(text))
+
+
+def label_verdicts(text: str) -> dict[str, bool | None]:
+    """Each finding in LABELS order: True present, None uncertain (hedged only), False absent or unmentioned."""
+    return verdicts(label_states(text))
+
+
+def verdicts(states: dict[str, str]) -> dict[str, bool | None]:
+    """label_states' output as True (present) / None (uncertain) / False (absent or not mentioned)."""
+    return {lab: True if s == "present" else None if s == "uncertain" else False for lab, s in states.items()}
+
+
+def _presence(found: list[Mention]) -> dict[str, bool]:
+    return {lab: s == "present" for lab, s in _states(found).items()}
+
+
+def _side(contexts: list[str]) -> str | None:
+    words = {_SIDE_WORD.get(w, w) for c in contexts for w in _SIDE.findall(c)}
+    if words & {"bilateral", "bilaterally", "both", "bibasilar", "bibasal"} or {"left", "right"} <= words:
+        return "bilateral"
+    return next((s for s in ("left", "right") if s in words), None)
+
+
+def _size(contexts: list[str]) -> str | None:
+    for c in contexts:
+        for w in _SIZE.findall(c):
+            return "small" if w in vocab.SIZE_SMALL else "large"
+    return None
+
+
+def _zone(contexts: list[str]) -> str | None:
+    for c in contexts:
+        for m in _ZONE.finditer(c):
+            if m.group(1):
+                level = _ZONE_WORD.get(m.group(2))
+                side = _SIDE_WORD.get(m.group(1), m.group(1))
+                return f"{side} {level}" if level else None  # the middle lobe is no zone of ours
+            if m.group(3):
+                return _ABBREV.get(m.group(3))
+            return "left upper"  # the lingula belongs to the left upper lobe
+    return None
+
+
+def label_details(text: str) -> dict[str, str | None]:
+    """Attributes of positive findings: effusion_side / effusion_size / pneumothorax_side /
+    consolidation_zone. "none" when the finding is not present, None when present but not stated."""
+    return _details(mentions(text))
+
+
+def read(text: str) -> tuple[dict[str, bool], dict[str, str | None]]:
+    """(label_report(text), label_details(text)) from one pass over the text's mentions."""
+    found = mentions(text)
+    return _presence(found), _details(found)
+
+
+def read_states(text: str) -> tuple[dict[str, str], dict[str, str | None]]:
+    """(label_states(text), label_details(text)) from one pass over the text's mentions."""
+    found = mentions(text)
+    return _states(found), _details(found)
+
+
+def _details(found: list[Mention]) -> dict[str, str | None]:
+    ctx: dict[str, list[str]] = {lab: [] for lab in LABELS}
+    for m in found:
+        if m.state == "present":
+            ctx[m.label].append(m.context)
+
+    def get(label: str, fn: Callable[[list[str]], str | None]) -> str | None:
+        return fn(ctx[label]) if ctx[label] else "none"
+
+    return {
+        "effusion_side": get("effusion", _side),
+        "effusion_size": get("effusion", _size),
+        "pneumothorax_side": get("pneumothorax", _side),
+        "consolidation_zone": get("consolidation", _zone),
+    }
+
+
+def parse_answer(text: str) -> str:
+    """Canonical form of a VQA answer: yes/no, a zone ("right upper"), a side, a size, else the text."""
+    t = re.sub(r"\s+", " ", text.lower()).strip()
+    t = re.sub(r"^[\s\"'.,:;!?]+|[\s\"'.,:;!?]+$", "", t)
+    first = re.match(r"\w+", t)
+    if first and first.group(0) in ("yes", "yeah", "true", "present", "positive"):
+        return "yes"
+    if (
+        first
+        and first.group(0) in ("no", "none", "false", "absent", "negative")
+        or t.startswith("there is no")
+    ):
+        return "no"
+    if len(t.split()) <= 5:
+        zone = _zone([t])
+        if zone:
+            return zone
+        side = _side([t])
+        if side:
+            return side
+        size = _size([t])
+        if size:
+            return size
+    return t
