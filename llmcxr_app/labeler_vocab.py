@@ -199,6 +199,7 @@ HEDGE: dict[str, tuple[str, ...]] = {
         "cannot exclude",
         "can not exclude",
         "cannot rule out",
+        "can not rule out",
         "probable",
         "probably",
         "likely",
@@ -255,8 +256,10 @@ HISTORY: dict[str, tuple[str, ...]] = {
         "concern for",
     ),
     "following_negations": ("?",),
-    "pseudo_negations": (),
-    "termination": (),
+    # A hedge that contains a question cue ("cannot rule out a small pneumothorax") is read by HEDGE.
+    "pseudo_negations": ("cannot rule out", "can not rule out", "cannot be ruled out", "not ruled out"),
+    # The present study starts again: "History of CHF, now with a small left effusion."
+    "termination": ("now", "currently", "today", "presents with"),
 }
 
 # Sizes and sides (RadLex descriptors) used for the attributes of a positive finding.
