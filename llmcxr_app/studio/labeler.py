@@ -1,4 +1,4 @@
-"""Report labeler: seven findings read from free text with medspaCy's ConText and Sectionizer on spaCy.
+"""Report labeler: seven findings read from free text with negspacy's NegEx on spaCy, and sections.
 
 It reads seven findings (a subset of CheXpert's observations, the ones the demo phantoms carry) from free
 text: the demo evaluation scores generated reports with it, the Draw self-check (selfcheck.py) compares a
@@ -8,9 +8,10 @@ describes findings. Pipeline (built once per process, see `_nlp`):
 - spaCy's blank English tokenizer and a sentencizer (sentences end at . ! ? ; and line breaks);
 - a target matcher: the regular expressions of labeler_vocab.TARGETS (mentions) and NORMAL (statements of
   normality, "heart size is normal"), longest match first, become the document's entities;
-- medspaCy's Sectionizer with labeler_vocab.SECTIONS ("FINDINGS:", "IMPRESSION:", "INDICATION:" ...);
-- medspaCy's ConText with its default English (NegEx / ConText) rules plus labeler_vocab.CONTEXT_CUES.
-(medspaCy's ConText and Sectionizer are vendored in _medspacy/; its docstring says why.)
+- three negspacy `Negex` components (NegEx, Chapman et al. 2001): negation with negspacy's clinical
+  termset extended by labeler_vocab.NEGATION_ADD (extension `negex`), hedges with labeler_vocab.HEDGE
+  (`hedged`), history / the study's question with labeler_vocab.HISTORY (`historical`);
+- sections (`_sections`, below): a mention under a HISTORY / INDICATION / COMPARISON / TECHNIQUE header.
 
 Each mention gets one of four states: "present"; "absent" (negated, resolved/removed, or a normal
 statement); "uncertain" (hedged: "may represent", "cannot exclude", "question of"); "history" (in a
@@ -22,8 +23,8 @@ are the patient's. docs/LABELER.md has the measured precision / recall and speed
 
 from __future__ import annotations
 
+import bisect
 import re
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -68,20 +69,22 @@ class Mention:
     state: str = "present"  # "present" / "absent" / "uncertain" / "history" (see the module docstring)
 
 
+def _termset(base: dict[str, list[str]], add: dict, drop: dict | None = None) -> dict[str, list[str]]:
+    """A negspacy termset (its four keys) from `base` plus `add` less `drop`; a fresh dict, because
+    negspacy's `termset.add_patterns` edits the module-level lists its own defaults share."""
+    drop = drop or {}
+    keys = ("pseudo_negations", "preceding_negations", "following_negations", "termination")
+    return {k: sorted((set(base.get(k, ())) | set(add.get(k, ()))) - set(drop.get(k, ()))) for k in keys}
+
+
 @lru_cache(maxsize=1)
 def _nlp() -> Language:
-    """The spaCy pipeline, built once per process (about 0.3 s to import medspaCy and 50 ms to build)."""
-    import json
-    from pathlib import Path
-
+    """The spaCy pipeline, built once per process (about 0.2 s to build; importing spaCy takes longer)."""
+    import negspacy.negation  # noqa: F401  registers negspacy's "negex" factory
     import spacy
+    from negspacy.termsets import termset
     from spacy.language import Language
     from spacy.util import filter_spans
-
-    from llmcxr_app._medspacy import (  # registers medspaCy's spaCy factories and extensions
-        ConTextRule,
-        SectionRule,
-    )
 
     if not Language.has_factory("cxr_targets"):
 
@@ -98,42 +101,54 @@ def _nlp() -> Language:
     nlp = spacy.blank("en")
     nlp.add_pipe("sentencizer", config={"punct_chars": [".", "!", "?", ";", "\n"]})
     nlp.add_pipe("cxr_targets")
-    sectionizer = nlp.add_pipe("medspacy_sectionizer", config={"rules": None})
-    sectionizer.add(
-        [SectionRule(f"{h}:", cat) for cat, heads in vocab.SECTIONS.items() for h in heads]
-        + [SectionRule(f"{h.upper()}\n", cat) for cat, heads in vocab.SECTIONS.items() for h in heads]
-    )
-    context = nlp.add_pipe("medspacy_context", config={"rules": None})
-    default = json.loads(
-        (Path(__file__).parent / "_medspacy" / "resources" / "context_rules.json").read_text()
-    )
-    rules = [
-        ConTextRule(r["literal"], r["category"], direction=r["direction"], pattern=r.get("pattern"))
-        for r in default["context_rules"]
-        if r["literal"] not in vocab.DROPPED_DEFAULT_CUES
-    ]
-    rules += [ConTextRule(lit, cat, direction=d) for lit, cat, d in vocab.CONTEXT_CUES]
-    rules.append(
-        ConTextRule(
-            ", <size or side>",
-            "NEGATED_EXISTENCE",
-            direction="TERMINATE",
-            pattern=[{"TEXT": ","}, {"LOWER": {"IN": list(vocab.SCOPE_BREAK_AFTER_COMMA)}}],
-        )
-    )
-    context.add(rules)
+    # A comma then a size or side word starts a new finding: "No pneumothorax, small left effusion."
+    breaks = {"termination": [f", {w}" for w in vocab.SCOPE_BREAK_AFTER_COMMA]}
+    clinical = termset("en_clinical").get_patterns()
+    negation = _termset(_termset(clinical, vocab.NEGATION_ADD, vocab.NEGATION_DROP), breaks)
+    # Hedges and history share only NegEx's scope ends ("but", "however") with the negation termset.
+    ends = {"termination": clinical["termination"]}
+    for name, terms in (
+        ("negex", negation),
+        ("hedged", _termset(_termset(ends, vocab.HEDGE), breaks)),
+        ("historical", _termset(_termset(ends, vocab.HISTORY), breaks)),
+    ):
+        config = {"neg_termset": terms, "extension_name": name}
+        nlp.add_pipe("negex", name=f"negex_{name}", config=config)
     return nlp
 
 
-def _state(ent) -> str:
-    """A target entity's state after ConText and the Sectionizer ran (see the module docstring)."""
+_SECTION_HEAD = re.compile(
+    "|".join(
+        rf"(?P<{cat}_{i}>(?:^|(?<=[\s.]))(?i:{h})\s*:|^[ \t]*{h.upper()}[ \t]*$)"
+        for cat, heads in vocab.SECTIONS.items()
+        for i, h in enumerate(sorted(heads, key=len, reverse=True))
+    ),
+    re.MULTILINE,
+)
+
+
+def _sections(text: str) -> tuple[list[int], list[str]]:
+    """Section starts (character offsets, ascending) and their categories (labeler_vocab.SECTIONS keys).
+    A header is a SECTIONS name followed by ":" anywhere, or alone in capitals on its line; text before
+    the first header belongs to no section."""
+    found = [(m.start(), (m.lastgroup or "").rsplit("_", 1)[0]) for m in _SECTION_HEAD.finditer(text)]
+    return [s for s, _ in found], [c for _, c in found]
+
+
+def _section_at(sections: tuple[list[int], list[str]], char: int) -> str | None:
+    starts, cats = sections
+    i = bisect.bisect_right(starts, char)
+    return cats[i - 1] if i else None
+
+
+def _state(ent, section: str | None) -> str:
+    """A target entity's state after the three Negex components ran (see the module docstring)."""
     kind = ent.label_.split("_", 1)[0]
-    history = ent._.is_historical or ent._.is_hypothetical or ent._.is_family
-    if history or ent._.section_category in _HISTORY_SECTIONS:
+    if ent._.historical or section in _HISTORY_SECTIONS:
         return "history"
-    if kind == "n" or ent._.is_negated:
+    if kind == "n" or ent._.negex:
         return "absent"
-    return "uncertain" if ent._.is_uncertain else "present"
+    return "uncertain" if ent._.hedged else "present"
 
 
 def _label_of(ent) -> str:
@@ -142,10 +157,8 @@ def _label_of(ent) -> str:
 
 def mentions(text: str) -> list[Mention]:
     """Every finding mention in `text`, in order, with its state and its describing context."""
-    nlp = _nlp()
-    with warnings.catch_warnings():  # medspaCy's token matchers are empty (all rules are phrases): W036
-        warnings.filterwarnings("ignore", message=r"\[W036\]")
-        doc = nlp(text)
+    doc = _nlp()(text)
+    sections = _sections(text)
     out: list[Mention] = []
     for sent in doc.sents:
         ents = [e for e in doc.ents if sent.start <= e.start < sent.end]
@@ -163,7 +176,7 @@ def mentions(text: str) -> list[Mention]:
             after = low[e:nxt]
             cut = _CONJ.search(after)
             after = after[: cut.start()] if cut else after
-            state = _state(ent)
+            state = _state(ent, _section_at(sections, ent.start_char))
             context = f"{before} {low[s:e]} {after}"
             label = _label_of(ent)
             out.append(Mention(label, state != "present", context, state))

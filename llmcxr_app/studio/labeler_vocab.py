@@ -1,5 +1,6 @@
 """Vocabulary of the report labeler (labeler.py): how radiologists name the seven findings, how they say a
-finding is normal, and the ConText cues (negation, hedging, indication, pseudo-negation) added to medspaCy's.
+finding is normal, and the NegEx termsets (negation, hedging, history/indication, pseudo-negation) that
+labeler.py gives negspacy.
 
 Written for this project from public sources read for facts (no list is copied verbatim):
 
@@ -8,8 +9,9 @@ Written for this project from public sources read for facts (no list is copied v
   congestion", "pulmonary congestion", "chf" for edema; "cardiac silhouette", "heart size", "enlarged heart"
   for cardiomegaly; "consolidat-"); its NegBio-derived negation and uncertainty patterns ("clear of",
   "negative for", "cannot exclude", "may represent", "question of").
-- NegEx (Chapman et al., J Biomed Inform 2001) and ConText (Harkema et al., J Biomed Inform 2009) trigger
-  lists, as shipped in medspaCy's default English ConText rules, which labeler.py loads and extends here.
+- NegEx (Chapman et al., J Biomed Inform 2001) trigger lists as shipped in negspacy's "en_clinical"
+  termset, which labeler.py loads and extends here; ConText (Harkema et al., J Biomed Inform 2009) for the
+  categories beyond negation (hypothetical / historical, possible existence).
 - RadLex (RSNA) preferred names and synonyms: "pleural effusion", "hydrothorax", "pneumothorax",
   "airspace disease", "consolidation", "pulmonary edema", "cardiomegaly", "cephalization", "Kerley B lines",
   "endotracheal tube", "cardiac pacemaker", "implantable cardioverter-defibrillator".
@@ -86,151 +88,179 @@ NORMAL: dict[str, tuple[str, ...]] = {
     "edema": (r"normal\s+pulmonary\s+vasculature|pulmonary\s+vasculature\s+is\s+normal",),
 }
 
-# Extra ConText cues (literal, category, direction). medspaCy's default English rules (NegEx / ConText) are
-# loaded first; these add what chest-film reports say, from CheXpert/NegBio's negation and uncertainty
-# patterns and NegEx's post-negation and pseudo-negation triggers.
-CONTEXT_CUES: tuple[tuple[str, str, str], ...] = (
-    # Negation, before the finding ("No focal area of consolidation, pleural effusion, pneumothorax").
-    ("no evidence of", "NEGATED_EXISTENCE", "FORWARD"),
-    ("no definite", "NEGATED_EXISTENCE", "FORWARD"),
-    ("no visible", "NEGATED_EXISTENCE", "FORWARD"),
-    ("no focal", "NEGATED_EXISTENCE", "FORWARD"),
-    ("no new", "NEGATED_EXISTENCE", "FORWARD"),
-    ("nor", "NEGATED_EXISTENCE", "FORWARD"),
-    ("resolution of", "NEGATED_EXISTENCE", "FORWARD"),
-    ("removal of", "NEGATED_EXISTENCE", "FORWARD"),
-    ("interval removal of", "NEGATED_EXISTENCE", "FORWARD"),
-    ("resolving", "NEGATED_EXISTENCE", "FORWARD"),
-    ("negative", "NEGATED_EXISTENCE", "FORWARD"),
-    ("neg for", "NEGATED_EXISTENCE", "FORWARD"),
-    # Negation, after the finding ("Pneumothorax has resolved", "ET tube removed", "effusion not seen").
-    ("resolved", "NEGATED_EXISTENCE", "BACKWARD"),
-    ("has resolved", "NEGATED_EXISTENCE", "BACKWARD"),
-    ("have resolved", "NEGATED_EXISTENCE", "BACKWARD"),
-    ("removed", "NEGATED_EXISTENCE", "BACKWARD"),
-    ("has been removed", "NEGATED_EXISTENCE", "BACKWARD"),
-    ("cleared", "NEGATED_EXISTENCE", "BACKWARD"),
-    ("no longer", "NEGATED_EXISTENCE", "BACKWARD"),
-    ("not seen", "NEGATED_EXISTENCE", "BACKWARD"),
-    ("not identified", "NEGATED_EXISTENCE", "BACKWARD"),
-    ("not visualized", "NEGATED_EXISTENCE", "BACKWARD"),
-    ("not present", "NEGATED_EXISTENCE", "BACKWARD"),
-    ("not demonstrated", "NEGATED_EXISTENCE", "BACKWARD"),
-    ("is absent", "NEGATED_EXISTENCE", "BACKWARD"),
-    ("are absent", "NEGATED_EXISTENCE", "BACKWARD"),
-    ("absent", "NEGATED_EXISTENCE", "BACKWARD"),
-    ("excluded", "NEGATED_EXISTENCE", "BACKWARD"),
-    ("withdrawn", "NEGATED_EXISTENCE", "BACKWARD"),
-    ("none", "NEGATED_EXISTENCE", "BACKWARD"),
-    # Hedges (CheXpert/NegBio uncertainty): "may represent interstitial edema", "question of edema".
-    ("may represent", "POSSIBLE_EXISTENCE", "FORWARD"),
-    ("may reflect", "POSSIBLE_EXISTENCE", "FORWARD"),
-    ("could represent", "POSSIBLE_EXISTENCE", "FORWARD"),
-    ("could reflect", "POSSIBLE_EXISTENCE", "FORWARD"),
-    ("may be", "POSSIBLE_EXISTENCE", "FORWARD"),
-    ("may have", "POSSIBLE_EXISTENCE", "FORWARD"),
-    ("question of", "POSSIBLE_EXISTENCE", "FORWARD"),
-    ("questionable", "POSSIBLE_EXISTENCE", "FORWARD"),
-    ("cannot exclude", "POSSIBLE_EXISTENCE", "FORWARD"),
-    ("can not exclude", "POSSIBLE_EXISTENCE", "FORWARD"),
-    ("cannot rule out", "POSSIBLE_EXISTENCE", "FORWARD"),
-    ("not excluded", "POSSIBLE_EXISTENCE", "BACKWARD"),
-    ("cannot be excluded", "POSSIBLE_EXISTENCE", "BACKWARD"),
-    ("can not be excluded", "POSSIBLE_EXISTENCE", "BACKWARD"),
-    ("not ruled out", "POSSIBLE_EXISTENCE", "BACKWARD"),
-    ("cannot be ruled out", "POSSIBLE_EXISTENCE", "BACKWARD"),
-    ("is possible", "POSSIBLE_EXISTENCE", "BACKWARD"),
-    ("not entirely excluded", "POSSIBLE_EXISTENCE", "BACKWARD"),
-    ("probable", "POSSIBLE_EXISTENCE", "FORWARD"),
-    ("likely", "POSSIBLE_EXISTENCE", "FORWARD"),
-    ("versus", "POSSIBLE_EXISTENCE", "BIDIRECTIONAL"),
-    ("vs", "POSSIBLE_EXISTENCE", "BIDIRECTIONAL"),
-    ("suspected", "POSSIBLE_EXISTENCE", "BIDIRECTIONAL"),
-    ("concerning for", "POSSIBLE_EXISTENCE", "FORWARD"),
-    ("suggesting", "POSSIBLE_EXISTENCE", "FORWARD"),
-    ("suggests", "POSSIBLE_EXISTENCE", "FORWARD"),
-    ("presumed", "POSSIBLE_EXISTENCE", "FORWARD"),
-    ("equivocal", "POSSIBLE_EXISTENCE", "FORWARD"),
-    ("borderline", "POSSIBLE_EXISTENCE", "FORWARD"),
-    ("borderline enlarged", "POSSIBLE_EXISTENCE", "FORWARD"),
-    ("not well evaluated", "POSSIBLE_EXISTENCE", "BACKWARD"),
-    ("difficult to exclude", "POSSIBLE_EXISTENCE", "FORWARD"),
-    # The reason for the study, not a finding of it: "evaluate for pneumothorax", "r/o pneumonia".
-    ("evaluate for", "HYPOTHETICAL", "FORWARD"),
-    ("evaluation for", "HYPOTHETICAL", "FORWARD"),
-    ("eval for", "HYPOTHETICAL", "FORWARD"),
-    ("assess for", "HYPOTHETICAL", "FORWARD"),
-    ("assessment of", "HYPOTHETICAL", "FORWARD"),
-    ("rule out", "HYPOTHETICAL", "FORWARD"),
-    ("r/o", "HYPOTHETICAL", "FORWARD"),
-    ("check for", "HYPOTHETICAL", "FORWARD"),
-    ("concern for", "HYPOTHETICAL", "FORWARD"),
-    ("?", "HYPOTHETICAL", "BACKWARD"),
-    # Patient history, not this study (ConText HISTORICAL; medspaCy's default has "history", "h/o").
-    ("hx", "HISTORICAL", "FORWARD"),
-    ("hx of", "HISTORICAL", "FORWARD"),
-    # Pseudo-negations (NegEx): "no change in the effusion" means the effusion is there.
-    ("no change", "NEGATED_EXISTENCE", "PSEUDO"),
-    ("no interval change", "NEGATED_EXISTENCE", "PSEUDO"),
-    ("no significant change", "NEGATED_EXISTENCE", "PSEUDO"),
-    ("no significant interval change", "NEGATED_EXISTENCE", "PSEUDO"),
-    ("not significantly changed", "NEGATED_EXISTENCE", "PSEUDO"),
-    ("no increase", "NEGATED_EXISTENCE", "PSEUDO"),
-    ("no decrease", "NEGATED_EXISTENCE", "PSEUDO"),
-    ("not changed", "NEGATED_EXISTENCE", "PSEUDO"),
-    ("not increased", "NEGATED_EXISTENCE", "PSEUDO"),
-    ("no substantial change", "NEGATED_EXISTENCE", "PSEUDO"),
-    ("not only", "NEGATED_EXISTENCE", "PSEUDO"),
-    ("without change", "NEGATED_EXISTENCE", "PSEUDO"),
-    # Scope ends: a contrast, or a new finding stated as present ("No pneumothorax, small left effusion").
-    ("however", "NEGATED_EXISTENCE", "TERMINATE"),
-    ("although", "NEGATED_EXISTENCE", "TERMINATE"),
-    ("though", "NEGATED_EXISTENCE", "TERMINATE"),
-    ("except", "NEGATED_EXISTENCE", "TERMINATE"),
-    ("with", "NEGATED_EXISTENCE", "TERMINATE"),
-    ("there is", "NEGATED_EXISTENCE", "TERMINATE"),
-    ("there are", "NEGATED_EXISTENCE", "TERMINATE"),
-    ("which", "NEGATED_EXISTENCE", "TERMINATE"),
-    ("whereas", "NEGATED_EXISTENCE", "TERMINATE"),
-    ("while", "NEGATED_EXISTENCE", "TERMINATE"),
-    ("is present", "NEGATED_EXISTENCE", "TERMINATE"),
-    ("persists", "NEGATED_EXISTENCE", "TERMINATE"),
-    ("remains", "NEGATED_EXISTENCE", "TERMINATE"),
-    ("unchanged", "NEGATED_EXISTENCE", "TERMINATE"),
-)
+# NegEx termsets for negspacy (labeler.py). Negation starts from negspacy's "en_clinical" termset (NegEx's
+# clinical triggers, Chapman et al. 2001); these lists add what chest-film reports say, read from
+# CheXpert/NegBio's negation patterns and NegEx's post-negation and pseudo-negation triggers, and drop the
+# triggers that read differently here. Keys are negspacy's: preceding / following / pseudo / termination.
+NEGATION_ADD: dict[str, tuple[str, ...]] = {
+    # Before the finding: "No focal area of consolidation, pleural effusion, pneumothorax" (NegEx scope runs
+    # to the end of the sentence or a termination cue, so comma lists without "or" are covered).
+    "preceding_negations": (
+        "clear of",
+        "negative for",
+        "neg for",
+        "negative",
+        "no definite",
+        "no visible",
+        "no focal",
+        "no new",
+        "nor",
+        "resolution of",
+        "resolved",
+        "removal of",
+        "interval removal of",
+        "resolving",
+        "without evidence of",
+        "no radiographic evidence of",
+        "no findings of",
+    ),
+    # After the finding: "Pneumothorax has resolved", "ET tube removed", "effusion not seen".
+    "following_negations": (
+        "resolved",
+        "has resolved",
+        "have resolved",
+        "removed",
+        "has been removed",
+        "cleared",
+        "no longer",
+        "not seen",
+        "not identified",
+        "not visualized",
+        "not present",
+        "not demonstrated",
+        "is absent",
+        "are absent",
+        "absent",
+        "excluded",
+        "withdrawn",
+        "none",
+    ),
+    # Pseudo-negations (NegEx): "no change in the effusion" means the effusion is there; a hedge that
+    # contains a negation word ("cannot be excluded") is no negation.
+    "pseudo_negations": (
+        "no change in",
+        "no significant change in",
+        "not significantly changed",
+        "no decrease",
+        "not changed",
+        "not increased",
+        "no substantial change",
+        "without change",
+        "cannot exclude",
+        "can not exclude",
+        "cannot be excluded",
+        "can not be excluded",
+        "cannot be entirely excluded",
+        "not entirely excluded",
+        "not excluded",
+        "cannot rule out",
+        "cannot be ruled out",
+        "difficult to exclude",
+    ),
+    # Scope ends: a contrast, or a new finding stated as present ("No pneumothorax; there is a small ...").
+    "termination": (
+        "with",
+        "there is",
+        "there are",
+        "whereas",
+        "while",
+        "is present",
+        "are present",
+        "persists",
+        "remains",
+        "unchanged",
+    ),
+}
+# negspacy en_clinical triggers that read differently in chest-film reports: "evaluate for" / "rule out"
+# state the question of the study (HISTORY below), "versus" and "unlikely" hedge (CheXpert reads them as
+# uncertain), "doubt" / "declined" / "denies" are clinical-note words.
+NEGATION_DROP: dict[str, tuple[str, ...]] = {
+    "preceding_negations": ("evaluate for", "rule out", "rules out", "r/o", "ro", "versus", "doubt"),
+    "following_negations": ("unlikely", "declined"),
+}
 
-# "X is not seen": medspaCy's forward "is not" would otherwise claim the cue's first words.
-CONTEXT_CUES += tuple(
-    (f"{verb} {cue}", cat, direction)
-    for cue, cat, direction in CONTEXT_CUES
-    if cue.startswith("not ") and direction == "BACKWARD"
-    for verb in ("is", "are", "was", "were")
-)
-CONTEXT_CUES += (
-    ("less likely", "POSSIBLE_EXISTENCE", "BACKWARD"),
-    ("unlikely", "POSSIBLE_EXISTENCE", "BACKWARD"),
-    ("is unlikely", "POSSIBLE_EXISTENCE", "BACKWARD"),
-)
+# Hedges (CheXpert/NegBio uncertainty patterns; ConText's POSSIBLE_EXISTENCE triggers): "may represent
+# interstitial edema", "question of edema", "pneumothorax cannot be excluded". A second negspacy Negex
+# reads these with its own extension.
+_CANNOT = ("cannot", "can not")
+HEDGE: dict[str, tuple[str, ...]] = {
+    "preceding_negations": (
+        "may represent",
+        "may reflect",
+        "could represent",
+        "could reflect",
+        "may be",
+        "may have",
+        "might be",
+        "question of",
+        "questionable",
+        "possible",
+        "possibly",
+        "cannot exclude",
+        "can not exclude",
+        "cannot rule out",
+        "can not rule out",
+        "probable",
+        "probably",
+        "likely",
+        "versus",
+        "vs",
+        "suspected",
+        "suspicious for",
+        "concerning for",
+        "suggest",
+        "suggesting",
+        "suggests",
+        "suggestive of",
+        "presumed",
+        "equivocal",
+        "borderline",
+        "difficult to exclude",
+    ),
+    "following_negations": (
+        *(f"{c}{be} {how}excluded" for c in _CANNOT for be in ("", " be") for how in ("", "entirely ")),
+        "not excluded",
+        "not entirely excluded",
+        "not ruled out",
+        "cannot be ruled out",
+        "is possible",
+        "versus",
+        "vs",
+        "suspected",
+        "not well evaluated",
+        "less likely",
+        "unlikely",
+        "is likely",
+    ),
+    "pseudo_negations": (),
+    "termination": (),
+}
 
-# medspaCy default cues that read differently in chest-film reports: "evaluate for" / "rule out" state the
-# question of the study (re-added above as HYPOTHETICAL), "no significant" would negate "no significant
-# change" targets, "unlikely" is hedged not negated in CheXpert, "decline"/"return" are clinical-note words.
-DROPPED_DEFAULT_CUES: frozenset[str] = frozenset(
-    {
+# The patient's history or the question of the study, not a finding of it (ConText's HISTORICAL and
+# HYPOTHETICAL triggers; negspacy's clinical "evaluate for" / "rule out" moved here): "history of CHF",
+# "evaluate for pneumothorax", "r/o pneumonia". A third Negex reads these.
+HISTORY: dict[str, tuple[str, ...]] = {
+    "preceding_negations": (
+        "history of",
+        "h/o",
+        "hx",
+        "hx of",
         "evaluate for",
-        "checked for",
-        "test for",
+        "evaluation for",
+        "eval for",
+        "assess for",
+        "assessment of",
         "rule out",
         "r/o",
-        "ro",
-        "decline",
-        "return",
-        "unlikely",
-        "doubt",
-        ": no",
-        ": none",
-    }
-)
+        "check for",
+        "concern for",
+    ),
+    "following_negations": ("?",),
+    # A hedge that contains a question cue ("cannot rule out a small pneumothorax") is read by HEDGE.
+    "pseudo_negations": ("cannot rule out", "can not rule out", "cannot be ruled out", "not ruled out"),
+    # The present study starts again: "History of CHF, now with a small left effusion."
+    "termination": ("now", "currently", "today", "presents with"),
+}
 
 # Sizes and sides (RadLex descriptors) used for the attributes of a positive finding.
 SIZE_SMALL = ("small", "trace", "tiny", "minimal", "mild", "smallish", "little")
@@ -246,7 +276,8 @@ SIZE_LARGE = (
     "huge",
 )
 
-# Section headers (medspaCy Sectionizer rules). HISTORY-like sections state the question, not the findings.
+# Section headers (labeler._sections): a header is one of these followed by ":", or alone in capitals on
+# its line. HISTORY-like sections state the question, not the findings.
 SECTIONS: dict[str, tuple[str, ...]] = {
     "findings": ("findings", "finding", "findings and impression", "report"),
     "impression": ("impression", "conclusion", "conclusions", "summary", "opinion"),
@@ -268,5 +299,6 @@ SECTIONS: dict[str, tuple[str, ...]] = {
 }
 
 # A comma followed by a size word starts a new, positive finding: "No pneumothorax, large right effusion."
-# (the CheXpert labeler's dependency rules split such lists; ConText needs the scope to end there).
+# (the CheXpert labeler's dependency rules split such lists; NegEx needs the scope to end there: each
+# becomes a termination phrase ", large", ", right" ...).
 SCOPE_BREAK_AFTER_COMMA: tuple[str, ...] = SIZE_SMALL + SIZE_LARGE + ("left", "right", "bilateral", "new")

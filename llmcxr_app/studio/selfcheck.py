@@ -68,7 +68,7 @@ class Agreement:
     def as_dict(self) -> dict:
         """The self-check as stored in a drawing's provenance (downloads, CLI JSON)."""
         return {
-            "method": "the model's greedy CXR->report of its own drawing, read by the labeler (medspaCy ConText; hedged findings not scored)",
+            "method": "the model's greedy CXR->report of its own drawing, read by the labeler (negspacy NegEx; hedged findings not scored)",
             "agrees": self.matches,
             "asked": list(self.asked),
             "seen": list(self.seen),

@@ -1,1 +1,0 @@
-from .base_rule import BaseRule
