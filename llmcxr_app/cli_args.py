@@ -28,18 +28,43 @@ from llmcxr_app.config import (
 
 # (flag, ServerConfig field, environment variable, type, help) of the web server's limits.
 SERVER_FLAGS = (
-    ("--ttl", "delete_cache_s", ENV_TTL, float,
-     "seconds every upload and output is kept; a sweep every TTL/4 deletes older ones"),
-    ("--files-dir", "files_dir", ENV_FILES_DIR, str,
-     "folder for the app's files (one folder per server, removed at shutdown; default: the temp folder)"),
-    ("--queue-size", "queue_size", ENV_QUEUE_SIZE, int,
-     "requests that may wait for the model; more are refused with a message to send again"),
+    (
+        "--ttl",
+        "delete_cache_s",
+        ENV_TTL,
+        float,
+        "seconds every upload and output is kept; a sweep every TTL/4 deletes older ones",
+    ),
+    (
+        "--files-dir",
+        "files_dir",
+        ENV_FILES_DIR,
+        str,
+        "folder for the app's files (one folder per server, removed at shutdown; default: the temp folder)",
+    ),
+    (
+        "--queue-size",
+        "queue_size",
+        ENV_QUEUE_SIZE,
+        int,
+        "requests that may wait for the model; more are refused with a message to send again",
+    ),
     ("--concurrency", "concurrency", ENV_CONCURRENCY, int, "requests the model answers at once"),
-    ("--max-sessions-per-client", "max_sessions_per_client", ENV_SESSIONS_PER_CLIENT, int,
-     "live conversations per client address; a new one evicts its oldest idle one"),
-    ("--max-uploads-per-client", "max_uploads_per_client", ENV_UPLOADS_PER_CLIENT, int,
-     "uploads per client address per TTL; more are refused"),
-)  # fmt: skip
+    (
+        "--max-sessions-per-client",
+        "max_sessions_per_client",
+        ENV_SESSIONS_PER_CLIENT,
+        int,
+        "live conversations per client address; a new one evicts its oldest idle one",
+    ),
+    (
+        "--max-uploads-per-client",
+        "max_uploads_per_client",
+        ENV_UPLOADS_PER_CLIENT,
+        int,
+        "uploads per client address per TTL; more are refused",
+    ),
+)
 
 
 def add_weight_args(parser: argparse.ArgumentParser) -> None:

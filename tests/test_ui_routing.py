@@ -49,7 +49,7 @@ def test_describes_findings():
 
 
 def test_mode_label_redo_choices_and_clicked_choices():
-    from llmcxr_app.studio import StudioInputError
+    from llmcxr_app.studio.errors import StudioInputError
     from llmcxr_app.ui.routing import CHOICES, chosen_mode, mode_label, redo_choices
 
     assert mode_label("Auto", TASK_DRAW) == "Mode: Draw (auto)"
