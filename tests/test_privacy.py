@@ -284,7 +284,7 @@ def test_user_mistakes_log_one_line_and_real_failures_a_redacted_traceback(app, 
     with pytest.raises(AppError, match="PDF document"):
         send(client, pdf).result()
     refused = [line for line in collect.lines if "llmcxr_app" in line]
-    assert refused == ["INFO llmcxr_app.ui.chat: request refused: ImageLoadError"]
+    assert refused == ["INFO llmcxr_app.ui.uploads: request refused: ImageLoadError"]
     assert "Traceback" not in "\n".join(collect.lines) + "".join(capfd.readouterr())
 
     def broken(*args, **kwargs):
