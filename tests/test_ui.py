@@ -6,6 +6,7 @@ import argparse
 import json
 import threading
 import time
+import zipfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -290,6 +291,27 @@ def test_draw_returns_a_marked_image_with_exports(url):
     assert str(dcm.PatientName) == "SYNTHETIC^PHANTOM" and dcm.BurnedInAnnotation == "YES"
     titles = [m["metadata"]["title"] for m in chat if m.get("metadata")]
     assert any(t.startswith("Confidence map") for t in titles)
+
+
+def test_candidates_share_one_details_panel_and_one_zip(url):
+    client = Client(url, verbose=False, download_files=False)
+    chat = send(client, "Draw a chest X-ray: Small right pneumothorax.", mode="Draw", seed="7", candidates=3)
+    chat = chat.result()[0]
+    titles = [m["metadata"]["title"] for m in chat if m.get("metadata")]
+    assert len([t for t in titles if "Details & provenance" in t]) == 1
+    assert len([t for t in titles if t.startswith("Confidence map")]) == 1
+    (archive,) = [p for p in files(chat) if p.endswith(".zip")]
+    assert not [p for p in files(chat) if p.endswith((".dcm", ".json"))]  # all of them are in the zip
+    with zipfile.ZipFile(archive) as zf:
+        names = zf.namelist()
+        records = [json.loads(zf.read(n)) for n in names if n.endswith(".json")]
+    assert sorted(Path(n).suffix for n in names) == [".dcm"] * 3 + [".json"] * 3 + [".png"] * 3
+    assert [r["provenance"]["seed"] for r in records] == [7, 8, 9]
+    answer = " ".join(t for r, t in texts(chat) if r == "assistant")
+    for i, record in enumerate(records):  # each verdict in full in the text (grid captions are cut)
+        check = record["provenance"]["self_check"]
+        assert f"**{i + 1}** (seed {7 + i})" in answer and ("agrees" in answer or "misses" in answer)
+        assert check["read_back"] in answer
 
 
 PASTED = (

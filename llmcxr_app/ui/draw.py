@@ -9,6 +9,7 @@ cancel rule and the details helper).
 from __future__ import annotations
 
 import threading
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -60,18 +61,40 @@ class _Progress:
 
     msg: dict  # the assistant message being updated
     n: int  # candidates requested
-    done: list[tuple[str, str]] = field(default_factory=list)  # (display path, gallery caption)
+    done: list[tuple[str, str]] = field(default_factory=list)  # (display path, short gallery caption)
     results: list[Result] = field(default_factory=list)  # finished drawings, in drawing order
     checks: list[selfcheck.Agreement] = field(default_factory=list)  # their self-checks, same order
 
     def show(self, text: str, preview: tuple[str, str] | None = None) -> None:
+        """The message: `text`, then the drawing (one) or a grid (several) with `preview` last. Gallery
+        captions are cut to one line by Gradio, so the self-check verdicts go in the text, in full."""
         items = self.done + ([preview] if preview else [])
+        text = "\n\n".join(t for t in (text, self.verdicts()) if t)
         if not items:
             self.msg["content"] = text
         elif self.n == 1:
             self.msg["content"] = [text, {"path": items[0][0]}]
         else:
-            self.msg["content"] = [text, gr.Gallery(value=items, columns=2, height="auto", show_label=False)]
+            grid = gr.Gallery(
+                value=items,
+                columns=2,
+                height="auto",
+                object_fit="contain",
+                show_label=False,
+                buttons=["fullscreen"],
+                elem_classes="candidates",
+            )
+            self.msg["content"] = [text, grid]
+
+    def verdicts(self) -> str:
+        """Each candidate's seed and self-check, one line each (several candidates only)."""
+        if self.n == 1 or not self.results:
+            return ""
+        lines = []
+        for i, result in enumerate(self.results):
+            check = f": {self.checks[i].summary()}" if i < len(self.checks) else ""
+            lines.append(f"- **{i + 1}** (seed {result.provenance.get('seed')}){check}")
+        return "\n".join(lines)
 
 
 class Drawer:
@@ -105,6 +128,7 @@ class Drawer:
     ) -> Iterator[None]:
         """Draw candidate i (previews row by row), then read it back when the server enables the self-check."""
         label = f"candidate {i + 1} of {p.n}" if p.n > 1 else "the X-ray"
+        tag = f"{i + 1}" if p.n > 1 else ""  # the grid's caption: the verdicts are in the text
         grid = self.host.studio.info.grid
         preview = None
         try:
@@ -115,19 +139,21 @@ class Drawer:
                 if update.result is not None:
                     p.results.append(update.result)
                 elif update.image is not None:
-                    preview = (self._save_display(session, update.image, "preview"), f"{i + 1}: drawing")
+                    preview = (self._save_display(session, update.image, "preview"), f"{tag} drawing…")
                     p.show(f"Drawing {label}: row {update.rows_done} of {grid}…", preview)
                     yield
             shown = self._save_display(session, p.results[-1].image, "synthetic")
-            caption = f"{i + 1}: seed {p.results[-1].provenance.get('seed')}"
+            caption = f"{tag} seed {p.results[-1].provenance.get('seed')}".strip()
             if self.host.server.draw_self_check:
-                preview = (shown, caption)
+                preview = (shown, f"{tag} reading back…")
                 p.show(f"Self-check: the model reads {label} back…", preview)
                 yield
                 p.checks.append(self._read_back(findings, p.results[-1], cancel))
-                caption += f" · {p.checks[-1].summary()}"
         except GenerationCancelled:
-            p.show(f"_(stopped while drawing {label})_", preview)
+            # A candidate cut short says so (a finished drawing whose read-back was stopped keeps its seed).
+            what = "self-check stopped" if len(p.results) > i else "stopped"
+            stopped = (preview[0], f"{tag} {what}".strip()) if preview else None
+            p.show(f"_(stopped while drawing {label})_", stopped)
             self._draw_details(session, p.results, p.checks)
             raise
         p.done.append((shown, caption))
@@ -146,38 +172,84 @@ class Drawer:
     def _draw_details(
         self, session: DrawSession, results: list[Result], checks: list[selfcheck.Agreement]
     ) -> None:
-        """Per finished drawing: a collapsed confidence map, collapsed provenance (with the self-check's
-        read-back), downloads whose metadata carry the self-check too."""
+        """One request's details, however many candidates: a collapsed confidence map (a grid of them for
+        several), one collapsed provenance panel (with the self-check's read-backs) and one download group
+        (PNG, DICOM and JSON for one drawing; a zip of them for several)."""
+        if not results:
+            return
         grid = self.host.studio.info.grid
+        several = len(results) > 1
+        maps = [
+            render.confidence_map(r.image, r.probs, grid, f"Candidate {i + 1}" if several else "")
+            for i, r in enumerate(results)
+        ]
+        conf = session.path("confidence-map", "png")
+        render.tile(maps).save(conf)
+        means = " / ".join(f"{sum(r.probs) / len(r.probs):.2f}" for r in results)
+        session.history.append(
+            {
+                "role": "assistant",
+                "content": {"path": str(conf)},  # one item: a list would show one accordion per item
+                "metadata": {"title": f"Confidence map · mean {means}", "status": "done"},
+            }
+        )
+        files, notes = [], []
         for i, result in enumerate(results):
-            suffix = f" · candidate {i + 1}" if len(results) > 1 else ""
-            conf = session.path("confidence-map", "png")
-            render.confidence_map(result.image, result.probs, grid).save(conf)
-            mean = sum(result.probs) / len(result.probs)
-            session.history.append(
-                {
-                    "role": "assistant",
-                    "content": {"path": str(conf)},  # one item: a list would show one accordion per item
-                    "metadata": {"title": f"Confidence map{suffix} · mean {mean:.2f}", "status": "done"},
-                }
-            )
             provenance = dict(result.provenance)
-            note = render.confidence_summary(result.probs, grid)
             if i < len(checks):
                 provenance["self_check"] = checks[i].as_dict()
-                note += (
-                    f"\n\n**Self-check** ({checks[i].summary()}). The model's read-back: _{checks[i].read_back}_"
-                    f"\n\nThe self-check compares {selfcheck.COVERED}; other findings are not checked."
-                )
-            png = save_png(result.image, session.path(f"{self.host.tag}-synthetic-cxr", "png"), provenance)
-            dcm = save_dicom_sc(
-                result.image, session.path(f"{self.host.tag}-synthetic-cxr", "dcm"), provenance
-            )
-            js = session.path(f"{self.host.tag}-synthetic-cxr", "json")
-            js.write_text(answer_json("", result.codes, provenance), encoding="utf-8")
-            self.host.add_details(session, replace(result, provenance=provenance), [png, dcm, js], note)
+            files += self._exports(session, result, provenance)
+            notes.append(_note(result, checks[i] if i < len(checks) else None, i, len(results), grid))
+        if len(results) > 1:  # one link, not three per candidate
+            files = [
+                _zip(files, session.path(f"{self.host.tag}-synthetic-cxr-{len(results)}-candidates", "zip"))
+            ]
+        if checks:
+            notes.append(f"The self-check compares {selfcheck.COVERED}; other findings are not checked.")
+        self.host.add_details(session, _combined(results, checks), files, "\n\n".join(notes))
+
+    def _exports(self, session: DrawSession, result: Result, provenance: dict) -> list[Path]:
+        """One drawing's PNG, DICOM SC and JSON, each carrying its provenance (and self-check)."""
+        stem = f"{self.host.tag}-synthetic-cxr"
+        png = save_png(result.image, session.path(stem, "png"), provenance)
+        dcm = save_dicom_sc(result.image, session.path(stem, "dcm"), provenance)
+        js = session.path(stem, "json")
+        js.write_text(answer_json("", result.codes, provenance), encoding="utf-8")
+        return [png, dcm, js]
 
     def _save_display(self, session: DrawSession, image: Any, stem: str) -> str:
         path = session.path(stem, "png")
         mark_synthetic(render.display_copy(image)).save(path)
         return str(path)
+
+
+def _combined(results: list[Result], checks: list[selfcheck.Agreement]) -> Result:
+    """The request's provenance for its one details panel: the first drawing's, with every candidate's seed
+    (and self-check) and the total time."""
+    first = results[0]
+    if len(results) == 1:
+        provenance = dict(first.provenance)
+        if checks:
+            provenance["self_check"] = checks[0].as_dict()
+        return replace(first, provenance=provenance)
+    provenance = dict(first.provenance, seed=", ".join(str(r.provenance.get("seed")) for r in results))
+    timings = dict(first.timings, total_s=sum(r.timings.get("total_s") or 0.0 for r in results))
+    return replace(first, provenance=provenance, timings=timings)
+
+
+def _note(result: Result, check: selfcheck.Agreement | None, i: int, n: int, grid: int) -> str:
+    """The details' lines about one drawing (candidate i of n): its confidence and, when read back, its
+    self-check."""
+    head = f"**Candidate {i + 1}** (seed {result.provenance.get('seed')}). " if n > 1 else ""
+    note = head + render.confidence_summary(result.probs, grid)
+    if check is not None:
+        note += f"\n\n**Self-check** ({check.summary()}). The model's read-back: _{check.read_back}_"
+    return note
+
+
+def _zip(files: list[Path], out: Path) -> Path:
+    """The files in one zip at `out` (stored under their own names, which are unique per session)."""
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for f in files:
+            zf.write(f, arcname=f.name)
+    return out

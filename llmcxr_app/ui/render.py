@@ -72,9 +72,10 @@ def _figure_to_image(fig: Figure) -> Image.Image:
     return strip_metadata(Image.open(buf).convert("RGB"))  # drops matplotlib's Software/DPI chunks
 
 
-def confidence_map(image: Image.Image, probs: Sequence[float], grid: int) -> Image.Image:
+def confidence_map(image: Image.Image, probs: Sequence[float], grid: int, name: str = "") -> Image.Image:
     """The drawn image with the probability of each sampled token (grid x grid, row-major) as a colour
-    overlay, with a colour bar from 0 to 1. Returns an RGB figure (about 560 x 460 px)."""
+    overlay, with a colour bar from 0 to 1; `name` (e.g. "Candidate 2") begins the title. Returns an RGB
+    figure (about 560 x 460 px)."""
     p = np.asarray(probs, dtype=np.float64)
     if p.size != grid * grid:
         raise ValueError(f"expected {grid * grid} probabilities, got {p.size}.")
@@ -93,12 +94,26 @@ def confidence_map(image: Image.Image, probs: Sequence[float], grid: int) -> Ima
     )
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_title(f"Confidence of each image token ({grid} x {grid})", fontsize=9)
+    what = f"{name}: confidence" if name else "Confidence"
+    ax.set_title(f"{what} of each image token ({grid} x {grid})", fontsize=9)
     cax = fig.add_axes((0.80, 0.06, 0.04, 0.86))
     bar = fig.colorbar(overlay, cax=cax)
     bar.set_label("probability of the sampled token", fontsize=8)
     bar.ax.tick_params(labelsize=7)
     return _figure_to_image(fig)
+
+
+def tile(images: Sequence[Image.Image], columns: int = 2, gap: int = 8) -> Image.Image:
+    """Same-size RGB pictures in a grid, `columns` wide (one picture: itself), on white, `gap` px apart."""
+    if len(images) == 1:
+        return images[0]
+    w, h = images[0].size
+    cols = min(columns, len(images))
+    rows = -(-len(images) // cols)
+    out = Image.new("RGB", (cols * w + (cols - 1) * gap, rows * h + (rows - 1) * gap), (255, 255, 255))
+    for i, image in enumerate(images):
+        out.paste(image.convert("RGB"), ((i % cols) * (w + gap), (i // cols) * (h + gap)))
+    return strip_metadata(out)
 
 
 def confidence_summary(probs: Sequence[float], grid: int) -> str:
