@@ -1,12 +1,15 @@
 """The chat app in a real browser: Playwright driving Debian's chromium against the launched server.
 
-Screenshots go to artifacts/screenshots/ (look at them after a change to the layout).
+Screenshots go to artifacts/screenshots/ (look at them after a change to the layout). The module's page is a
+1366 x 768 laptop; test_a_phone_* uses a 390 x 844 phone. The served model is the tiny one flagged as the demo
+model, so the page shows its demo notice.
 """
 
 from __future__ import annotations
 
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -48,10 +51,15 @@ def examples(tmp_path_factory) -> dict[str, Path]:
     return write_examples(tmp_path_factory.mktemp("browser-examples"))
 
 
+LAPTOP = {"width": 1366, "height": 768}
+PHONE = {"width": 390, "height": 844}
+
+
 @pytest.fixture(scope="module")
 def url(tiny_location, examples):
     # 5 ms per token: four drawings take several seconds, long enough to press Stop in the middle of it.
-    with serve(tiny_studio(tiny_location, step_delay_s=0.005), examples["phantom_a"].parent) as address:
+    demo = replace(tiny_location, is_demo=True)
+    with serve(tiny_studio(demo, step_delay_s=0.005), examples["phantom_a"].parent) as address:
         yield address
 
 
@@ -67,9 +75,10 @@ def browser():
 def page(browser, url):
     """One page for the module's tests (in file order): a session with a growing conversation, as a user's."""
     SHOTS.mkdir(parents=True, exist_ok=True)
-    page = browser.new_page(viewport={"width": 1360, "height": 1000})
+    page = browser.new_page(viewport=LAPTOP)
     page.goto(url)
     expect(page.locator("#message textarea")).to_be_visible(timeout=30_000)
+    shot(page, "00-laptop-at-load", full=False)
     # Short answers keep the test fast: set max new tokens in the settings panel.
     page.get_by_text("Generation settings").click()
     tokens = page.get_by_label("number input for Max new tokens (text answers)")
@@ -81,8 +90,26 @@ def page(browser, url):
     page.close()
 
 
-def shot(page, name: str) -> None:
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+def shot(page, name: str, full: bool = True) -> None:
+    """A screenshot: the whole page, or (full=False) what the viewport shows without scrolling."""
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=full)
+
+
+def on_screen(page, selector: str) -> bool:
+    """Whether the first element matching selector lies entirely within the viewport (no scrolling)."""
+    box = page.locator(selector).first.bounding_box()
+    view = page.viewport_size
+    return (
+        box is not None
+        and box["y"] >= 0
+        and box["x"] >= 0
+        and box["y"] + box["height"] <= view["height"]
+        and box["x"] + box["width"] <= view["width"]
+    )
+
+
+def fits_width(page) -> bool:
+    return page.evaluate("() => document.documentElement.scrollWidth") <= page.viewport_size["width"]
 
 
 def send(page, text: str) -> None:
@@ -114,6 +141,31 @@ def show_model_view(page) -> None:
     expect(page.get_by_text("what the LLM actually receives")).to_be_visible()
 
 
+def test_a_laptop_shows_the_box_and_the_examples_at_load(page):
+    page.evaluate("window.scrollTo(0, 0)")
+    assert on_screen(page, "#message") and on_screen(page, "#examples button") and fits_width(page)
+    expect(page.get_by_text("DEMO MODEL")).to_have_count(1)  # one demo notice, not a banner and a status
+    expect(page.get_by_text("trained on synthetic phantoms")).to_have_count(1)
+    expect(page.locator("#chat .top-panel")).to_be_hidden()  # no clear / copy icons over the conversation
+    expect(page.get_by_role("button", name="New chat")).to_be_visible()
+
+
+LABEL_OVER_IMAGE_JS = """() => [...document.querySelectorAll('#model-view img')].map((img) => {
+  const label = img.closest('.block').querySelector('[data-testid="block-label"]');
+  return label !== null && label.getBoundingClientRect().bottom > img.getBoundingClientRect().top + 1;
+})"""
+# Whether the last drawing's sentence (with its self-check) and the top of its image are in the chat's view.
+DRAWING_IN_VIEW_JS = """() => {
+  const chat = document.querySelector('#chat').getBoundingClientRect();
+  const said = [...document.querySelectorAll('#chat [data-testid="bot"]')]
+    .filter((m) => m.innerText.includes('marked SYNTHETIC')).pop();
+  const img = [...document.querySelectorAll('#chat [data-testid="bot"] img[src*="synthetic"]')].pop();
+  if (!said || !img) return false;
+  const s = said.getBoundingClientRect(), i = img.getBoundingClientRect();
+  return s.top >= chat.top && s.bottom <= chat.bottom && i.top >= chat.top && i.top + 40 < chat.bottom;
+}"""
+
+
 def test_upload_example_ask_and_see_the_streamed_answer(page):
     shot(page, "01-start")
     page.get_by_role("button", name="Ask: effusion?").click()  # an example: image + question
@@ -125,6 +177,9 @@ def test_upload_example_ask_and_see_the_streamed_answer(page):
     lengths = page.evaluate("window.__lengths")
     assert len([n for n in lengths if n > 0]) >= 3, f"answer did not stream: {lengths}"
     expect(page.locator("#overview img")).to_be_visible()  # the current X-ray panel
+    page.evaluate("window.scrollTo(0, 0)")
+    assert on_screen(page, "#overview img") and on_screen(page, "#message")  # both, without scrolling
+    shot(page, "01b-laptop-answered", full=False)
     show_model_view(page)
     expect(page.locator("#model-view img")).to_have_count(2)
     for i in range(2):
@@ -142,6 +197,8 @@ def test_dicom_upload_shows_window_and_histogram(page, examples):
     show_model_view(page)
     expect(page.get_by_text("DICOM stored values and display window")).to_be_visible()
     expect(page.locator("#model-view img")).to_have_count(3)
+    overlaps = page.evaluate(LABEL_OVER_IMAGE_JS)
+    assert overlaps == [False, False, False], "a model-view label covers its picture"
     answered(page, before)
     shot(page, "03-dicom")
 
@@ -155,6 +212,9 @@ def test_draw_shows_the_image_in_the_chat(page):
     expect(page.get_by_text("marked SYNTHETIC").first).to_be_visible()
     expect(page.get_by_text("Self-check (the model reading its own drawing)").first).to_be_visible()
     expect(page.locator('#chat [data-testid="bot"] img[src*="synthetic"]').first).to_be_visible()
+    page.wait_for_function(DRAWING_IN_VIEW_JS, timeout=5_000)  # not only the bottom strip and the links
+    page.evaluate("window.scrollTo(0, 0)")
+    shot(page, "05a-drawn-view", full=False)
     page.get_by_role("button", name="Confidence map").first.click()
     conf = page.locator('#chat img[src*="confidence-map"]').first
     expect(conf).to_be_visible(timeout=10_000)
@@ -164,11 +224,32 @@ def test_draw_shows_the_image_in_the_chat(page):
     shot(page, "05-drawn")
 
 
+def set_candidates(page, n: int) -> None:
+    field = page.get_by_label("number input for Draw: candidates")
+    if not field.is_visible():
+        page.get_by_text("Generation settings").click()
+    field.fill(str(n))
+    field.press("Enter")
+
+
+def test_candidates_read_in_full_with_one_details_panel_and_one_zip(page):
+    set_candidates(page, 2)
+    before, maps = n_answers(page), page.get_by_role("button", name="Confidence map").count()
+    send(page, "Draw a chest X-ray: Small left pleural effusion.")
+    answered(page, before)  # exactly one more details panel for the two drawings
+    last = page.locator('#chat [data-testid="bot"]')
+    for i in (1, 2):  # each verdict in full in the text, not cut in a caption
+        expect(page.get_by_text(re.compile(rf"^{i} \(seed \d+\): (agrees|sees|misses)")).last).to_be_visible()
+    expect(page.get_by_role("button", name="Confidence map")).to_have_count(maps + 1)
+    expect(page.get_by_role("link", name=re.compile(r"synthetic-cxr-2-candidates.*\.zip"))).to_be_visible()
+    expect(last.get_by_text("drawing…")).to_have_count(0)
+    page.wait_for_function(DRAWING_IN_VIEW_JS, timeout=5_000)
+    page.evaluate("window.scrollTo(0, 0)")
+    shot(page, "05b-candidates", full=False)
+
+
 def test_stop_returns_to_idle_and_keeps_the_partial_answer(page):
-    page.get_by_text("Generation settings").click()
-    n = page.get_by_label("number input for Draw: candidates")
-    n.fill("4")
-    n.press("Enter")
+    set_candidates(page, 4)
     send(page, "Draw a chest X-ray: Small right pneumothorax.")
     stop = page.locator("#message button.stop-button")
     expect(page.get_by_text("Drawing candidate 1 of 4").first).to_be_visible(timeout=30_000)
@@ -178,6 +259,7 @@ def test_stop_returns_to_idle_and_keeps_the_partial_answer(page):
     expect(stop).to_be_hidden()
     partial = page.locator('#chat [data-testid="bot"]').last.locator('img[src*="preview"]')
     expect(partial.first).to_be_visible()  # the partial drawing stays in the chat
+    expect(page.locator('#chat [data-testid="bot"]').last.get_by_text("1 stopped")).to_be_visible()
     shot(page, "06-stopped")
     before = n_answers(page)
     send(page, "What is a pneumothorax?")  # idle again: a new message is answered
@@ -191,11 +273,7 @@ PASTED = (
 
 
 def test_pasted_findings_choice_redo_and_draw_without_an_xray(page):
-    n = page.get_by_label("number input for Draw: candidates")
-    if not n.is_visible():
-        page.get_by_text("Generation settings").click()
-    n.fill("1")  # the stop test drew four
-    n.press("Enter")
+    set_candidates(page, 1)  # the stop test drew four
     before = n_answers(page)
     send(page, PASTED)  # an X-ray is current (earlier tests): Auto asks which is meant
     draw = page.get_by_role("button", name="Draw these findings")
@@ -219,6 +297,80 @@ def test_pasted_findings_choice_redo_and_draw_without_an_xray(page):
     shot(page, "08-pasted-findings-drawn")
 
 
+def messages(page) -> int:
+    return page.locator('#chat [data-testid="user"], #chat [data-testid="bot"]').count()
+
+
+def idle_with(page, text: str) -> None:
+    """The box holds `text` as typed, with Send (not Stop), and no error covers the conversation."""
+    expect(page.locator("#message textarea")).to_have_value(text)
+    expect(page.locator("#message button.submit-button")).to_be_visible(timeout=10_000)
+    expect(page.locator("#message button.stop-button")).to_be_hidden()
+    expect(page.locator('#chat [data-testid="status-tracker"] .error')).to_be_hidden()
+
+
+def test_errors_keep_the_conversation_the_text_and_send(page, tmp_path):
+    shown = messages(page)
+    assert shown > 0  # the earlier tests' conversation
+    send(page, "   ")
+    expect(page.get_by_text("The message is empty").first).to_be_visible(timeout=15_000)
+    idle_with(page, "   ")
+    assert messages(page) == shown
+    bad = tmp_path / "scan.pdf"
+    bad.write_bytes(b"%PDF-1.4\n1 0 obj << >> endobj\n%%EOF\n")
+    page.locator("#message input[type=file]").set_input_files(str(bad))
+    send(page, "Is this normal?")
+    expect(page.get_by_text("PDF document, not an image").first).to_be_visible(timeout=15_000)
+    idle_with(page, "Is this normal?")
+    expect(page.locator('#chat [data-testid="bot"]').first).to_be_visible()
+    assert messages(page) == shown  # the conversation as it was: no error pill in its place
+    page.evaluate("window.scrollTo(0, 0)")
+    shot(page, "10-errors-keep-the-conversation", full=False)
+    page.locator("#message textarea").fill("")
+
+
+def test_an_example_sets_its_mode_for_its_own_request_only(page):
+    mode = page.locator("#mode")
+    page.get_by_role("button", name="Draw: normal chest").click()
+    expect(mode.locator('input[value="Draw"]')).to_be_checked()  # the control shows the change...
+    expect(page.locator("#mode-info")).to_contain_text("Draw:")  # ...and the hint follows it
+    drawn = page.locator('#chat [data-testid="bot"] img[src*="synthetic"]').count()
+    before = n_answers(page)
+    page.locator("#message textarea").press("Enter")
+    answered(page, before)
+    expect(page.get_by_role("button", name=re.compile(r"^Mode: Draw · Details")).last).to_be_visible()
+    expect(mode.locator('input[value="Auto"]')).to_be_checked()  # the user's mode is back
+    expect(page.locator("#mode-info")).to_contain_text("Auto:")
+    send(page, "Is there a pneumothorax?")
+    answered(page, before + 1)
+    titles = page.get_by_role("button", name=re.compile("Details & provenance"))
+    expect(titles.last).to_have_text(re.compile(r"Mode: Ask .*\(auto\) · Details"))
+    expect(page.locator('#chat [data-testid="bot"] img[src*="synthetic"]')).to_have_count(drawn + 1)
+    shot(page, "11-example-mode-once", full=False)
+
+
+def test_a_phone_shows_the_box_at_load_and_nothing_wider(browser, url, examples):
+    page = browser.new_page(viewport=PHONE)
+    try:
+        page.goto(url)
+        expect(page.locator("#message textarea")).to_be_visible(timeout=30_000)
+        assert on_screen(page, "#message") and fits_width(page)
+        expect(page.get_by_text("DEMO MODEL")).to_have_count(1)
+        shot(page, "12-phone-at-load", full=False)
+        page.locator("#message input[type=file]").set_input_files(str(examples["phantom_b"]))
+        expect(page.locator("#message img").first).to_be_visible(timeout=10_000)
+        page.locator("#message textarea").press("Enter")
+        answered(page, 0)
+        assert fits_width(page)
+        expect(page.locator('#chat [data-testid="user"] img').first).to_be_visible()
+        shot(page, "13-phone-report", full=False)
+        page.locator("#overview img").scroll_into_view_if_needed()
+        expect(page.locator("#overview img")).to_be_visible()
+        shot(page, "14-phone-panel", full=False)
+    finally:
+        page.close()
+
+
 def test_a_full_queue_keeps_the_message_in_the_box(browser, tiny_location, examples):
     """With the queue full, Send explains what to do, the text and the X-ray stay in the box, Send stays;
     once there is room, the same message is sent as it is."""
@@ -240,7 +392,7 @@ def test_a_full_queue_keeps_the_message_in_the_box(browser, tiny_location, examp
             {"text": "Hi", "files": []}, "Auto", 1.0, 0.92, 16, "1", 1, api_name="/chat"
         )
         wait_for(waiting, Status.IN_QUEUE)
-        page = browser.new_page(viewport={"width": 1360, "height": 1000})
+        page = browser.new_page(viewport=LAPTOP)
         try:
             page.goto(address)
             box = page.locator("#message textarea")

@@ -181,10 +181,9 @@ def test_window_in_modality_units_after_rescale_and_ct_warning():
     assert shown[BRIGHT].min() == 255 and shown[BACKGROUND].max() == 0 and shown[MID].mean() == 128
     assert (loaded.metadata["value_min"], loaded.metadata["value_max"]) == (-1000.0, 240.0)
     counts, edges = loaded.histogram
-    assert (
-        counts.sum() == H * W and edges[0] == -1000.0 and edges[-1] == 240.0 and len(edges) == len(counts) + 1
-    )
-    assert counts[0] == (hu == -1000).sum() and counts[-1] == (hu == 240).sum()
+    width = edges[1] - edges[0]  # integer values: a whole number of them per bin, edges between integers
+    assert counts.sum() == H * W and edges[0] == -1000.5 and width == 5 and len(edges) == len(counts) + 1
+    assert counts[0] == (hu == -1000).sum() and counts[int((240 - edges[0]) // width)] == (hu == 240).sum()
     assert len(loaded.warnings) == 1 and "CT scan" in loaded.warnings[0]
 
 

@@ -374,6 +374,10 @@ def _strips(n_rows: int, n_cols: int) -> Iterator[slice]:
 
 
 def _histogram_range(lo: float, hi: float) -> tuple[float, float]:
+    if float(lo).is_integer() and float(hi).is_integer():
+        # Integer values: bins a whole number of values wide, edges between integers (no comb of empty bins)
+        width = max(1, -(-int(hi - lo + 1) // HISTOGRAM_BINS))  # ceil
+        return lo - 0.5, lo - 0.5 + width * HISTOGRAM_BINS
     return (lo - 0.5, hi + 0.5) if hi <= lo else (lo, hi)
 
 

@@ -26,6 +26,9 @@ from llmcxr_app.ui.routing import MODES
 from llmcxr_app.ui.sessions import delete_session
 
 ASSETS = REPO_ROOT / "assets"
+DEMO_NOTE = DEMO_LABEL.split(": ", 1)[
+    -1
+]  # beside the "DEMO MODEL" pill: "trained on synthetic phantoms, ..."
 EXAMPLES_DIR = ASSETS / "examples"
 CSS_PATH = ASSETS / "style.css"
 # No extension filter: images.load_image decides by content (PNG, JPEG, TIFF, DICOM) and refuses anything
@@ -40,12 +43,44 @@ QUEUE_BACKSTOP = 2
 PLACEHOLDER = (
     "**Attach a chest X-ray** (PNG, JPEG or DICOM) for a report, or add a question about it.  \n"
     "**Type findings** and ask to *draw* an X-ray to get a synthetic image.  \n"
-    "Follow-up questions refer to the current X-ray on the right."
+    "Follow-up questions refer to the current X-ray (the panel beside or below the chat)."
 )
-MODE_INFO = (
-    "**Auto**: image alone → report · question → answer about the current X-ray · “draw … X-ray” → "
-    "synthetic image · findings → drawn (with an X-ray: you choose) · no X-ray yet → plain instruction"
-)
+MODE_INFO = {  # the hint beside the Mode control, for the mode it shows
+    "Auto": "**Auto**: image → report · question → answer about the current X-ray · “draw … X-ray” or "
+    "findings → synthetic image (with an X-ray: you choose) · no X-ray → plain instruction",
+    "Report": "**Report**: a findings report of the current (or attached) X-ray; any text is ignored",
+    "Ask": "**Ask**: your text as a question about the current X-ray (none loaded: a plain instruction)",
+    "Draw": "**Draw**: your text as findings → a synthetic X-ray, drawn even when an X-ray is loaded",
+}
+# After a drawing: scroll the conversation so the drawing's message (its sentence, with the self-check, above
+# the image) starts at the top of the view, instead of Gradio's scroll to the bottom (the downloads). Run
+# twice: the images finish loading, and Gradio scrolls on their load, after the last update.
+SCROLL_TO_DRAWING = """() => {
+  const go = () => {
+    const chat = document.querySelector('#chat');
+    if (!chat) return;
+    const msgs = [...chat.querySelectorAll('[data-testid="user"], [data-testid="bot"]')];
+    let i = msgs.length - 1;
+    while (i >= 0 && msgs[i].dataset.testid !== 'user') i--;
+    const turn = msgs.slice(i + 1);  // the answer's messages (its text and its picture are two)
+    if (!turn.some((m) => m.querySelector('img'))) return;  // a text answer: Gradio's scroll is right
+    const first = turn[0];
+    let box = first.parentElement;
+    while (box && box.scrollHeight <= box.clientHeight + 1) box = box.parentElement;
+    if (!box) return;
+    box.scrollTop += first.getBoundingClientRect().top - box.getBoundingClientRect().top - 8;
+  };
+  setTimeout(go, 200);
+  setTimeout(go, 900);
+}"""
+# A new message: back to the bottom of the conversation (after SCROLL_TO_DRAWING, Gradio would otherwise take
+# the user for someone reading back and stop following the answer).
+SCROLL_TO_BOTTOM = """() => {
+  const chat = document.querySelector('#chat');
+  const box = chat && [...chat.querySelectorAll('*')].find((e) => e.scrollHeight > e.clientHeight + 1
+    && ['auto', 'scroll'].includes(getComputedStyle(e).overflowY));
+  if (box) box.scrollTop = box.scrollHeight;
+}"""
 
 
 class StudioBlocks(gr.Blocks):
@@ -93,16 +128,20 @@ def _upload_cap(server: ServerConfig) -> Middleware:
 
 
 def _header(studio: Studio, ttl_s: float) -> str:
-    demo = studio.info.is_demo
-    badge = "<span class='demo-pill'>DEMO MODEL</span>" if demo else ""
-    demo_note = f" This is the <b>{DEMO_LABEL}</b>; it knows only phantoms." if demo else ""
+    """Title, one note (research use, deletion and, for the demo model, the page's one demo notice), then
+    the model's status line."""
+    demo = (
+        f" <span class='demo-pill'>DEMO MODEL</span> <span class='demo-note'>{DEMO_NOTE}.</span>"
+        if studio.info.is_demo
+        else ""
+    )
     return (
-        f"<div class='app-header'><div class='app-title'>LLM-CXR Studio {badge}</div>"
-        "<div class='app-subtitle'>Reports, questions and synthetic images for chest X-rays, "
-        "with the LLM-CXR model</div></div>"
+        "<div class='app-header'><span class='app-title'>LLM-CXR Studio</span>"
+        "<span class='app-subtitle'>reports, questions and synthetic images for chest X-rays</span></div>"
         "<div class='disclaimer' role='note'><b>Research use only — not a medical device.</b> Answers may be "
-        "wrong and must not guide diagnosis or treatment. Generated X-rays are synthetic and marked so. "
-        f"Uploads and outputs are deleted {duration(ttl_s)} after they are made.{demo_note}</div>"
+        "wrong and must not guide diagnosis or treatment; generated X-rays are synthetic and marked so. "
+        f"Uploads and outputs are deleted after {duration(ttl_s)}.{demo}</div>"
+        f"<div class='status-line' id='status-line'>{status_markdown(studio.info)}</div>"
     )
 
 
@@ -117,10 +156,10 @@ def _examples(examples_dir: Path) -> tuple[list[list], list[str]]:
         labels.append(f"Report: {images[0].stem.replace('_', ' ')}")
         other = images[1] if len(images) > 1 else images[0]
         rows.append([{"text": "Is there a pleural effusion?", "files": [str(other)]}, "Auto"])
-        labels.append(f"Ask: effusion? ({other.stem.replace('_', ' ')})")
+        labels.append("Ask: effusion?")
     if dicoms:
         rows.append([{"text": "", "files": [str(dicoms[0])]}, "Auto"])
-        labels.append("Report: a DICOM file")
+        labels.append("Report: DICOM")
     rows.append(
         [
             {"text": "Draw a chest X-ray: Large left pleural effusion. Heart size is normal.", "files": []},
@@ -139,8 +178,12 @@ class _ChatColumn:
 
     chatbot: gr.Chatbot  # the conversation
     mode: gr.Radio  # Auto / Report / Ask / Draw
+    hint: gr.Markdown  # what the mode shown does (MODE_INFO)
     box: gr.MultimodalTextbox  # the message box (text + one attachment)
     staged: gr.MultimodalTextbox  # hidden: the message being answered (the box is cleared at once)
+    new_chat: gr.Button  # forget the conversation and the X-ray
+    examples: gr.Dataset  # the examples' buttons
+    example_modes: list[str]  # the mode of each example, in the dataset's order
 
 
 @dataclass
@@ -155,10 +198,12 @@ def _chat_column(app: ChatApp, examples_dir: Path) -> _ChatColumn:
     chatbot = gr.Chatbot(
         elem_id="chat",
         show_label=False,
-        height="54vh",
-        min_height=380,
+        # The page's header, mode row, message box and examples take about 410 px: they stay on screen at
+        # load on a 1366 x 768 laptop (style.css shortens the chat on phones).
+        height="calc(100dvh - 410px)",
+        min_height=240,
         placeholder=PLACEHOLDER,
-        buttons=["copy", "copy_all"],
+        buttons=["copy"],  # no "share" (it works only on Spaces), no copy-all icon over the conversation
         feedback_options=None,
         layout="bubble",
     )
@@ -171,9 +216,10 @@ def _chat_column(app: ChatApp, examples_dir: Path) -> _ChatColumn:
             container=False,
             elem_id="mode",
             scale=0,
-            min_width=410,
+            min_width=360,
         )
-        gr.Markdown(MODE_INFO, elem_classes="mode-info")
+        hint = gr.Markdown(MODE_INFO["Auto"], elem_classes="mode-info", elem_id="mode-info")
+        new_chat = gr.Button("New chat", size="sm", scale=0, min_width=90, elem_id="new-chat")
     box = gr.MultimodalTextbox(
         elem_id="message",
         show_label=False,
@@ -187,9 +233,18 @@ def _chat_column(app: ChatApp, examples_dir: Path) -> _ChatColumn:
     )
     staged = gr.MultimodalTextbox(visible=False, file_types=FILE_TYPES)
     rows, labels = _examples(examples_dir)
-    shown = gr.Examples(rows, [box, mode], example_labels=labels, label="Examples", cache_examples=False)
+    # The examples fill the box only; their mode is set by _wire for their own request, then put back.
+    shown = gr.Examples(
+        [row[:1] for row in rows],
+        [box],
+        example_labels=labels,
+        label="Examples",
+        cache_examples=False,
+        elem_id="examples",
+    )
     app.keep_examples(shown.dataset.samples)  # Gradio's copies of them are not uploads to delete
-    return _ChatColumn(chatbot, mode, box, staged)
+    modes = [row[1] for row in rows]
+    return _ChatColumn(chatbot, mode, hint, box, staged, new_chat, shown.dataset, modes)
 
 
 def _xray_panel() -> list:
@@ -286,6 +341,10 @@ def _wire(app: ChatApp, server: ServerConfig, session: gr.State, chat: _ChatColu
     # validator: a full queue refuses /chat with QUEUE_FULL, not Gradio's generic text
     answer = staging.success(app.chat, inputs, outputs, api_name="chat", validator=app.admit, **model)
     answer.then(lambda: idle_box, None, chat.box, api_visibility="private", **quiet)
+    answer.then(None, None, None, js=SCROLL_TO_DRAWING, api_visibility="private", **quiet)
+    for event in (chat.box.submit, chat.chatbot.option_select):
+        event(None, None, None, js=SCROLL_TO_BOTTOM, api_visibility="private", **quiet)
+    _wire_modes(chat, answer, quiet)
     # A click on a choice under a message (Auto's "Draw or ask?", "Redo as ..."): the text again, that mode.
     chosen_mode = gr.State("Auto")  # the clicked choice's mode; the Mode radio stays as the user set it
     chosen = chat.chatbot.option_select(
@@ -298,10 +357,38 @@ def _wire(app: ChatApp, server: ServerConfig, session: gr.State, chat: _ChatColu
     redo_inputs = [chat.staged, chosen_mode, *side.settings, session]
     redo = chosen.success(app.chat, redo_inputs, outputs, api_visibility="private", **model)
     redo.then(lambda: idle_box, None, chat.box, api_visibility="private", **quiet)
+    redo.then(None, None, None, js=SCROLL_TO_DRAWING, api_visibility="private", **quiet)
     cancels = [answer, redo]
     chat.box.stop(app.stop, [session], [chat.chatbot, chat.box], cancels=cancels, api_name="stop", **quiet)
     side.panel[-1].click(app.forget, [session], [session, *side.panel], api_name="forget", **quiet)
-    chat.chatbot.clear(app.clear, [session], [session, *side.panel], api_name="clear", **quiet)
+    chat.new_chat.click(
+        lambda s: ([], *app.clear(s)),
+        [session],
+        [chat.chatbot, session, *side.panel],
+        api_name="clear",
+        **quiet,
+    )
+
+
+def _wire_modes(chat: _ChatColumn, answer: Any, quiet: dict[str, Any]) -> None:
+    """The hint follows the Mode control; an example sets its mode for its own request only: the mode shown
+    before it comes back once that answer is done (unless the user picked a mode meanwhile)."""
+    restore = gr.State(None)  # the user's mode to put back after an example's request, or None
+
+    def pick(current: str, waiting: str | None, evt: gr.SelectData):
+        index = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        wanted = chat.example_modes[int(index)]
+        back = (waiting or current) if wanted != current or waiting else None
+        return gr.update(value=wanted), back
+
+    def put_back(waiting: str | None):
+        return (gr.update(value=waiting) if waiting else gr.skip()), None
+
+    private = {"api_visibility": "private", **quiet}
+    chat.examples.select(pick, [chat.mode, restore], [chat.mode, restore], **private)
+    chat.mode.change(lambda m: MODE_INFO.get(m, ""), chat.mode, chat.hint, **private)
+    chat.mode.input(lambda: None, None, restore, **private)  # the user's own choice stays
+    answer.then(put_back, restore, [chat.mode, restore], **private)
 
 
 def build(studio: Studio, server: ServerConfig | None = None, examples_dir: Path | None = None) -> gr.Blocks:
@@ -314,11 +401,10 @@ def build(studio: Studio, server: ServerConfig | None = None, examples_dir: Path
     with StudioBlocks(title=title, analytics_enabled=False) as demo:
         session = gr.State(None, delete_callback=delete_session)  # a sessions.Session, made on first use
         gr.HTML(_header(studio, server.delete_cache_s))
-        gr.Markdown(status_markdown(studio.info), elem_classes="status-line", elem_id="status-line")
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=7, min_width=420):
+        with gr.Row(equal_height=False, elem_id="main-row"):
+            with gr.Column(scale=7, min_width=320):  # 320: a phone's width
                 chat = _chat_column(app, examples_dir or EXAMPLES_DIR)
-            with gr.Column(scale=4, min_width=300, elem_id="side"):
+            with gr.Column(scale=4, min_width=280, elem_id="side"):
                 side = _SidePanel(_xray_panel(), _settings(server))
         _wire(app, server, session, chat, side)
     demo.queue(default_concurrency_limit=1, max_size=QUEUE_BACKSTOP * server.queue_size)

@@ -44,6 +44,9 @@ logger = logging.getLogger(__name__)
 
 PREVIEW_EVERY = 2  # grid rows between progressive previews of a drawing
 STOP_WAIT_S = 5.0  # how long Stop waits for the generation thread to acknowledge
+EMPTY_MESSAGE = "The message is empty: type a question or findings, or attach a chest X-ray."
+# The box after a refused request: Send back (the chained idle update does not run after an error).
+IDLE_BOX = {"submit_btn": True, "stop_btn": False}
 GENERIC_ERROR = "Something went wrong while generating; the conversation is kept. Please try again."
 QUEUE_FULL = (
     "The model is busy: {n} requests are already waiting for it, as many as this server holds. Your message "
@@ -149,8 +152,10 @@ class ChatApp:
                 "The previous answer is still being generated: wait for it or press Stop.",
                 print_exception=False,
             )
-        session.admitted = True
         text, path = message_parts(message)
+        if not text and not path:  # refused before anything changes: the conversation and Send stay
+            raise gr.Error(EMPTY_MESSAGE, print_exception=False)
+        session.admitted = True
         # The raw upload is not echoed (a DICOM would show as a link with its file name): a placeholder
         # stands in until chat() replaces it with the decoded display copy.
         shown = self._view(session) + (
@@ -211,13 +216,14 @@ class ChatApp:
             sampling = sampling_from(temperature, top_p, max_new_tokens, seed)
             req = self._plan(session, str(mode or "Auto"), text, path, sampling, candidates)
         except (ImageLoadError, StudioInputError) as exc:
-            box = gr.update(value=refused(exc, text, path, self._keep()))
+            box = gr.update(value=refused(exc, text, path, self._keep()), **IDLE_BOX)
             yield (self._view(session), session, box, *SKIP_PANEL)
             raise gr.Error(str(exc), print_exception=False) from None
         except Exception:  # a real failure: the whole traceback (redact.py keeps file content out of it)
             logger.exception("request setup failed")
             discard_upload(path, self._keep())
-            yield (self._view(session), session, gr.update(value={"text": text, "files": []}), *SKIP_PANEL)
+            box = gr.update(value={"text": text, "files": []}, **IDLE_BOX)
+            yield (self._view(session), session, box, *SKIP_PANEL)
             raise gr.Error(GENERIC_ERROR, print_exception=False) from None
         discard_upload(path, self._keep())  # decoded: only the app's display copy and model input are kept
         if req.plan.task == TASK_AMBIGUOUS:  # a pasted report with an X-ray: ask which is meant
@@ -270,7 +276,7 @@ class ChatApp:
             logger.exception("generation failed")
             session.history.append({"role": "assistant", "content": "_(interrupted by an error)_"})
             session.idle.set()
-            yield (self._view(session), session, gr.skip(), *SKIP_PANEL)
+            yield (self._view(session), session, gr.update(**IDLE_BOX), *SKIP_PANEL)
             raise gr.Error(GENERIC_ERROR, print_exception=False) from None
         finally:  # also when Gradio closes this generator (a cancelled event, a closed tab)
             cancel.set()  # a model step still running in another thread stops at the next token

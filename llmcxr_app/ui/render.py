@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Mapping, Sequence
+from html import escape
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -130,6 +131,9 @@ def histogram_plot(counts: np.ndarray, edges: np.ndarray, window: tuple[float, f
     """Histogram of a DICOM's stored (modality) values, log count axis, the display window shaded (RGB)."""
     fig = Figure(figsize=(4.6, 2.5), dpi=112)
     ax = fig.add_axes((0.17, 0.21, 0.79, 0.58))  # free band on top: Gradio's label sits over the image
+    filled = np.nonzero(counts > 0)[0]
+    end = int(filled[-1]) + 2 if filled.size else len(edges)  # integer-aligned bins may run past the data
+    counts, edges = counts[: end - 1], edges[:end]
     ax.stairs(np.maximum(counts, 0), edges, fill=True, color="#52606d")
     if counts.max() > 0:
         ax.set_yscale("log")
@@ -191,14 +195,17 @@ def warnings_markdown(warnings: Sequence[str]) -> str:
 
 
 def status_markdown(info) -> str:
-    """The header status line from a StudioInfo: model, device, precision, weights hash, demo label."""
-    line = (
-        f"**Model** {info.model_name} &nbsp;·&nbsp; **Device** {info.device} &nbsp;·&nbsp; "
-        f"**Precision** {info.quantization} &nbsp;·&nbsp; **Weights** `{info.weight_hash}`"
+    """The header status line (HTML) from a StudioInfo: model, device, precision, weights hash (the demo
+    notice is the header's, once)."""
+    sep = " &nbsp;·&nbsp; "
+    return sep.join(
+        [
+            f"<b>Model</b> {escape(info.model_name)}",
+            f"<b>Device</b> {escape(info.device)}",
+            f"<b>Precision</b> {escape(info.quantization)}",
+            f"<b>Weights</b> <code>{escape(info.weight_hash)}</code>",
+        ]
     )
-    if info.is_demo:
-        line += f" &nbsp;·&nbsp; <span class='demo-badge'>{DEMO_LABEL}</span>"
-    return line
 
 
 TASK_NAMES = {
