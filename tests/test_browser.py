@@ -260,7 +260,9 @@ def test_stop_returns_to_idle_and_keeps_the_partial_answer(page):
     partial = page.locator('#chat [data-testid="bot"]').last.locator('img[src*="preview"]')
     expect(partial.first).to_be_visible()  # the partial drawing stays in the chat
     expect(page.locator('#chat [data-testid="bot"]').last.get_by_text("1 stopped")).to_be_visible()
-    shot(page, "06-stopped")
+    page.wait_for_timeout(1000)  # the view settles (SCROLL_TO_DRAWING runs twice within 0.9 s)
+    page.evaluate("window.scrollTo(0, 0)")
+    shot(page, "06-stopped", full=False)
     before = n_answers(page)
     send(page, "What is a pneumothorax?")  # idle again: a new message is answered
     answered(page, before)
