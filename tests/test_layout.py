@@ -47,7 +47,6 @@ LONG_FUNCTIONS_TODO = {
     "llmcxr_app/demo/evaluate/draw.py:evaluate_draw",
     "llmcxr_app/demo/evaluate/evaluation.py:evaluate",
     "llmcxr_app/demo/evaluate/evaluation.py:main",
-    "llmcxr_app/imaging/exports.py:save_dicom_sc",
     "llmcxr_app/loading/convert.py:convert_llm",
     "llmcxr_app/ui/app.py:build",
     "llmcxr_app/ui/chat.py:chat",

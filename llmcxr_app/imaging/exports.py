@@ -93,18 +93,27 @@ def save_dicom_sc(image: Image.Image, path: str | Path, provenance: Mapping[str,
     See the module docstring for the identity placeholders. Study, series and SOP instance UIDs are new.
     """
     path = Path(path)
-    pixels = np.asarray(mark_synthetic(image), dtype=np.uint8)
-    sop_uid = generate_uid()
+    ds = _sc_dataset(np.asarray(mark_synthetic(image), dtype=np.uint8), provenance)
+    ds.save_as(path, enforce_file_format=True)
+    return path
 
+
+def _file_meta(sop_uid: str) -> FileMetaDataset:
+    """The Part 10 file meta group of a Secondary Capture with instance `sop_uid`."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
     meta.MediaStorageSOPInstanceUID = sop_uid
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     meta.ImplementationVersionName = f"LLMCXR_{__version__}"[:16]
+    return meta
 
+
+def _sc_dataset(pixels: np.ndarray, provenance: Mapping[str, Any]) -> Dataset:
+    """The Secondary Capture data set for `pixels` ((H, W) uint8, already marked SYNTHETIC)."""
+    sop_uid = generate_uid()
     ds = Dataset()
-    ds.file_meta = meta
+    ds.file_meta = _file_meta(sop_uid)
     ds.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: provenance may hold any text
     ds.SOPClassUID = SecondaryCaptureImageStorage
     ds.SOPInstanceUID = sop_uid
@@ -147,8 +156,7 @@ def save_dicom_sc(image: Image.Image, path: str | Path, provenance: Mapping[str,
     ds.set_pixel_data(
         pixels, photometric_interpretation="MONOCHROME2", bits_stored=8, generate_instance_uid=False
     )
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    return ds
 
 
 def _codes_list(image_codes: Sequence[int] | np.ndarray | Any | None) -> list[int] | None:
