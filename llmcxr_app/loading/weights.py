@@ -25,10 +25,6 @@ from llmcxr_app.loading.runtime import resolve_device, resolve_quantization
 from llmcxr_app.modeling.vqgan import VQGAN, VQGANConfig, autoencoder_prefixes
 from llmcxr_app.protocol import TokenLayout, token_layout
 
-# TODO(restructure): convert.py (frozen during the restructure) still calls w._llm_weight_files; once it
-# calls files.llm_weight_files, drop this alias (docs/RESTRUCTURE_TODO.md).
-_llm_weight_files = llm_weight_files
-
 # ---------------------------------------------------------------- VQ-GAN
 
 
