@@ -43,9 +43,6 @@ UI_ONLY = {"gradio", "spaces"}
 MAX_FUNCTION_LINES = 60
 MAX_MODULE_LINES = 420
 LONG_FUNCTIONS_TODO = {
-    "llmcxr_app/demo/evaluate/draw.py:evaluate_draw",
-    "llmcxr_app/demo/evaluate/evaluation.py:evaluate",
-    "llmcxr_app/demo/evaluate/evaluation.py:main",
     "llmcxr_app/ui/app.py:build",
     "llmcxr_app/ui/chat.py:chat",
 }
