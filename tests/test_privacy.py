@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -284,7 +285,7 @@ def test_user_mistakes_log_one_line_and_real_failures_a_redacted_traceback(app, 
     with pytest.raises(AppError, match="PDF document"):
         send(client, pdf).result()
     refused = [line for line in collect.lines if "llmcxr_app" in line]
-    assert refused == ["INFO llmcxr_app.ui.chat: request refused: ImageLoadError"]
+    assert refused == ["INFO llmcxr_app.ui.uploads: request refused: ImageLoadError"]
     assert "Traceback" not in "\n".join(collect.lines) + "".join(capfd.readouterr())
 
     def broken(*args, **kwargs):
@@ -329,3 +330,16 @@ def test_an_example_survives_being_sent_twice(app):
     for _ in range(2):  # what clicking the example twice sends
         client.submit(message, "Auto", 1.0, 0.92, 16, "1", 1, api_name="/chat").result()
     assert Path(cached).is_file()
+
+
+def test_every_test_the_privacy_doc_cites_exists():
+    """docs/PRIVACY.md backs each sentence with a test: every test it names must exist in tests/."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "PRIVACY.md").read_text(encoding="utf-8")
+    cited = {name for name in re.findall(r"\b(test_[a-z0-9_]+)\b", doc) if not name.endswith("_io")}
+    cited -= {"test_privacy", "test_sweeper", "test_ui", "test_browser", "test_imaging"}  # file names
+    defined = {
+        m
+        for f in Path(__file__).parent.glob("test_*.py")
+        for m in re.findall(r"def (test_\w+)", f.read_text())
+    }
+    assert len(cited) >= 15 and cited <= defined, sorted(cited - defined)

@@ -3,8 +3,7 @@ model (studio/selfcheck.py), then confidence maps, provenance and downloads.
 
 `Drawer` is a collaborator of ui/chat.py's ChatApp: it receives the app as a `DrawHost`, the Protocol below
 that names everything it uses (the studio, the server settings, the download tag, the model stream, the
-cancel rule and the details helper). `DrawFlow` is the transitional mixin ChatApp still inherits from; it
-only hands `_draw` to a Drawer (docs/RESTRUCTURE_TODO.md: ChatApp holds a Drawer instead).
+cancel rule and the details helper).
 """
 
 from __future__ import annotations
@@ -41,7 +40,7 @@ class DrawHost(Protocol):
     server: ServerConfig  # draw_self_check
     tag: str  # download name prefix ("llmcxr" or "llmcxr-demo")
 
-    def _stream(
+    def stream(
         self,
         task: str,
         text: str,
@@ -50,18 +49,9 @@ class DrawHost(Protocol):
         cancel: threading.Event | None,
     ) -> Iterator[Update]: ...  # the Studio's update stream (on the GPU under ZeroGPU)
 
-    def _cancel(self, cancel: threading.Event | None) -> threading.Event | None: ...
+    def cancel_event(self, cancel: threading.Event | None) -> threading.Event | None: ...
 
-    def _details(self, session: Any, result: Result, files: list[Path], note: str = "") -> None: ...
-
-
-class DrawFlow:
-    """Transitional mixin of ChatApp: its `_draw` is a Drawer's `draw` with the app as the host."""
-
-    def _draw(
-        self, session: DrawSession, findings: str, sampling: SamplingConfig, n: int, cancel: Any
-    ) -> Iterator[None]:
-        return Drawer(self).draw(session, findings, sampling, n, cancel)  # type: ignore[arg-type]
+    def add_details(self, session: Any, result: Result, files: list[Path], note: str = "") -> None: ...
 
 
 @dataclass
@@ -118,8 +108,8 @@ class Drawer:
         grid = self.host.studio.info.grid
         preview = None
         try:
-            stream = self.host._stream(
-                protocol.TASK_DRAW, findings, None, sampling, self.host._cancel(cancel)
+            stream = self.host.stream(
+                protocol.TASK_DRAW, findings, None, sampling, self.host.cancel_event(cancel)
             )
             for update in stream:
                 if update.result is not None:
@@ -144,12 +134,12 @@ class Drawer:
 
     def _read_back(self, findings: str, result: Result, cancel: Any) -> selfcheck.Agreement:
         """The model's greedy report of its own drawing, compared with the findings (selfcheck.compare)."""
-        stream = self.host._stream(
+        stream = self.host.stream(
             protocol.TASK_REPORT,
             "",
             selfcheck.as_prepared(result),
             selfcheck.READ_BACK_SAMPLING,
-            self.host._cancel(cancel),
+            self.host.cancel_event(cancel),
         )
         return selfcheck.compare(findings, Studio.finish(stream).text)
 
@@ -185,7 +175,7 @@ class Drawer:
             )
             js = session.path(f"{self.host.tag}-synthetic-cxr", "json")
             js.write_text(answer_json("", result.codes, provenance), encoding="utf-8")
-            self.host._details(session, replace(result, provenance=provenance), [png, dcm, js], note)
+            self.host.add_details(session, replace(result, provenance=provenance), [png, dcm, js], note)
 
     def _save_display(self, session: DrawSession, image: Any, stem: str) -> str:
         path = session.path(stem, "png")

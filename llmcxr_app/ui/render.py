@@ -186,8 +186,12 @@ def status_markdown(info) -> str:
     return line
 
 
-TASK_NAMES = {"report": "report from the X-ray", "vqa": "question about the X-ray", "instruct": "instruction (no image)",
-              "draw": "X-ray drawn from findings"}  # fmt: skip
+TASK_NAMES = {
+    "report": "report from the X-ray",
+    "vqa": "question about the X-ray",
+    "instruct": "instruction (no image)",
+    "draw": "X-ray drawn from findings",
+}
 
 
 def _seconds(value: float | None) -> str:
@@ -196,7 +200,7 @@ def _seconds(value: float | None) -> str:
     return f"{1000 * value:.0f} ms" if value < 1 else (f"{value:.2f} s" if value < 10 else f"{value:.1f} s")
 
 
-DETAILS_TITLE = "Details & provenance"  # how an answer's details bubble title begins (ui_chat labels it)
+DETAILS_TITLE = "Details & provenance"  # how an answer's details bubble title begins (label_answer names the mode before it)
 
 
 def provenance_title(provenance: Mapping, timings: Mapping, stopped: bool = False) -> str:
@@ -280,3 +284,13 @@ def duration(seconds: float) -> str:
 def expired_note(what: str, ttl_s: float) -> str:
     """What the conversation shows where a file was once the sweeper deleted it (what: "image", ...)."""
     return f"_({what} expired: files are deleted {duration(ttl_s)} after they are made)_"
+
+
+def label_answer(messages: list[dict], label: str, choices: list[str]) -> None:
+    """Name the mode an answer ran in (`label`) on its details bubbles (one per candidate), with one-click
+    redo `choices` under the answer's last message (its downloads)."""
+    details = [m for m in messages if (m.get("metadata") or {}).get("title", "").startswith(DETAILS_TITLE)]
+    for msg in details:
+        msg["metadata"]["title"] = f"{label} · {msg['metadata']['title']}"
+    if details and choices:  # Gradio shows a message's options only under the conversation's last message
+        messages[-1]["options"] = [{"value": c} for c in choices]
