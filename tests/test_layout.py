@@ -38,11 +38,9 @@ ALLOWED: dict[str, set[str]] = {
 # Only the UI talks to Gradio (and to ZeroGPU's `spaces`).
 UI_ONLY = {"gradio", "spaces"}
 
-# Frozen during the restructure (other branches rewrite their bodies); docs/RESTRUCTURE_TODO.md says how
-# to split these. Everything else keeps functions within MAX_FUNCTION_LINES.
+# Short enough to read at once: a longer function is split into named steps, a longer module by concern.
 MAX_FUNCTION_LINES = 60
 MAX_MODULE_LINES = 420
-LONG_FUNCTIONS_TODO: set[str] = set()  # empty: every function the restructure froze is split
 
 
 def module_name(path: Path) -> str:
@@ -165,17 +163,15 @@ def test_functions_and_modules_are_short(name):
         for node in ast.walk(ast.parse(text))
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
         and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
-        and f"{rel}:{node.name}" not in LONG_FUNCTIONS_TODO
     ]
     assert not long, long
 
 
-def test_no_fmt_skip_outside_frozen_files():
-    """ruff format owns the layout (the frozen files keep theirs until docs/RESTRUCTURE_TODO.md is done)."""
-    frozen: set[str] = set()  # empty: no file keeps a marker
+def test_the_formatter_owns_every_line():
+    """ruff format owns the layout: no module packs code by hand."""
     marked = [
         p.relative_to(PACKAGE.parent).as_posix()
         for p in MODULES.values()
         if "fmt: skip" in p.read_text(encoding="utf-8")
     ]
-    assert sorted(set(marked) - frozen) == []
+    assert marked == []

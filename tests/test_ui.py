@@ -352,7 +352,7 @@ def test_stop_keeps_the_partial_answer(url):
     assert send(client, "Again?", max_new_tokens=16).result()[0][-1]["role"] == "assistant"
 
 
-# --- files, sessions and capacity (sweeper.py, ui_chat.Sessions, the queue) -------------------------------
+# --- files, sessions and capacity (ui/sweeper.py, ui/sessions.py, the queue) -------------------------------
 
 
 def wait_for(job, *codes: Status, timeout_s: float = 30) -> None:

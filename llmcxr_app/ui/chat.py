@@ -322,7 +322,7 @@ class ChatApp:
         return self.example_files | {Path(p).resolve() for p in self.files.keep()}
 
     def _load(self, path: str, session: Session) -> CurrentXray:
-        # The model input is made from the full-resolution decode, which is then dropped (imaging.load_image).
+        # The model input is made from the full-resolution decode, which is then dropped (images.load_image).
         loaded = load_image(path, model_sizes=(self.studio.info.resolution,))
         prepared = self._prepare(loaded)
         chat_path = session.path("upload", "png")
