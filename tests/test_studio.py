@@ -42,6 +42,25 @@ def test_info(studio, tiny_location):
     assert info.weight_hash and info.quantization == "fp32"
 
 
+def test_info_and_provenance_carry_each_part_hash(studio, tiny_location):
+    """The LLM's and the VQ-GAN's fingerprints separately, and the combined one, in the info and every answer."""
+    from pathlib import Path
+
+    from llmcxr_app.loading.files import weight_hash
+
+    llm_files = list(studio.llm.weight_files)
+    vq_files = [Path(tiny_location.vqgan_ckpt), Path(tiny_location.vqgan_config)]
+    info = studio.info
+    assert info.llm_hash == weight_hash(llm_files) and info.vqgan_hash == weight_hash(vq_files)
+    assert info.weight_hash == weight_hash(llm_files + vq_files)
+    prov = Studio.finish(studio.ask("Is the heart enlarged?", sampling=GREEDY)).provenance
+    assert (prov["llm_hash"], prov["vqgan_hash"], prov["weight_hash"]) == (
+        info.llm_hash,
+        info.vqgan_hash,
+        info.weight_hash,
+    )
+
+
 def test_prepare_matches_the_vqgan_path(studio, xray):
     prepared = studio.prepare(xray)
     model_input = imaging.to_model_input(xray, TINY_VQGAN.resolution)

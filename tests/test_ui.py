@@ -464,3 +464,43 @@ def test_behind_a_space_proxy_caps_count_the_forwarded_client(studio, examples, 
             return httpx.post(f"{url}gradio_api/upload", files=data, headers=forwarded).status_code
 
         assert [upload("203.0.113.5"), upload("203.0.113.5"), upload("198.51.100.9")] == [200, 429, 200]
+
+
+def test_downloads_record_question_mode_file_and_hashes(studio, url, examples, tmp_path, caplog):
+    """Issue 19.6: the answer JSON holds the question, the mode, the X-ray file's name and SHA-256, and the
+    model's hashes; the file name (it may identify a patient) reaches the user's download, not the log."""
+    import hashlib
+    import logging
+
+    upload = tmp_path / "PATIENT_X7Q_chest.dcm"
+    upload.write_bytes(examples["dicom"].read_bytes())
+    client = Client(url, verbose=False, download_files=False)
+    with caplog.at_level(logging.DEBUG):
+        chat, _ = finish(send(client, "Is there cardiomegaly?", file=upload))
+    (record,) = json_downloads(chat)
+    assert record["request"] == {
+        "mode": "Ask (auto)",
+        "question": "Is there cardiomegaly?",
+        "input_file": upload.name,
+        "input_sha256": hashlib.sha256(upload.read_bytes()).hexdigest(),
+    }
+    info, prov = studio.info, record["provenance"]
+    assert (prov["llm_hash"], prov["vqgan_hash"], prov["weight_hash"]) == (
+        info.llm_hash,
+        info.vqgan_hash,
+        info.weight_hash,
+    )
+    assert len({info.llm_hash, info.vqgan_hash, info.weight_hash}) == 3 and all(
+        len(h) == 12 for h in (info.llm_hash, info.vqgan_hash)
+    )
+    assert "PATIENT_X7Q" not in caplog.text
+    txt = next(Path(p).read_text() for p in files(chat) if p.endswith(".txt"))
+    assert "question: Is there cardiomegaly?" in txt and f"input_file: {upload.name}" in txt
+    # A drawing records its findings and no X-ray file; a report names the current X-ray.
+    chat = send(client, "Pleural effusion on the left.", mode="Draw").result()[0]
+    assert json_downloads(chat)[-1]["request"] == {
+        "mode": "Draw",
+        "findings": "Pleural effusion on the left.",
+    }
+    chat = send(client, mode="Report").result()[0]
+    assert json_downloads(chat)[-1]["request"]["input_file"] == upload.name

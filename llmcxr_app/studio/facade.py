@@ -82,6 +82,8 @@ class Studio:
             codebook_size=vqgan.n_embed,
             context_length=llm.context_length,
             app_version=__version__,
+            llm_hash=getattr(llm, "llm_hash", ""),  # "" for a model not read from files
+            vqgan_hash=getattr(llm, "vqgan_hash", ""),
         )
 
     @classmethod
@@ -271,7 +273,9 @@ class Studio:
             "task": task,
             "model": self.info.model_name,
             "is_demo": self.info.is_demo,
-            "weight_hash": self.info.weight_hash,
+            "weight_hash": self.info.weight_hash,  # the whole model: LLM and VQ-GAN files together
+            "llm_hash": self.info.llm_hash,
+            "vqgan_hash": self.info.vqgan_hash,
             "quantization": self.info.quantization,
             "device": self.info.device,
             "seed": sampling.seed,
