@@ -197,3 +197,26 @@ def test_one_request_at_a_time_and_cancel_while_queued(studio):
     assert not studio._lock.locked()
     again = studio.draw("Lungs are clear.", sampling=SamplingConfig(seed=4), preview_every=0)
     assert len(Studio.finish(again).codes) == 256
+
+
+def test_requests_wait_for_a_background_warm_up(studio, monkeypatch):
+    """start_warm_up: a request sent meanwhile waits for it (or leaves when cancelled), then runs."""
+    release = threading.Event()
+    monkeypatch.setattr(studio, "warm_up", lambda fast: release.wait(10) and {"mode": "eager"})
+    warmer = studio.start_warm_up(None)
+    assert not studio.ready.is_set()
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(GenerationCancelled):
+        Studio.finish(studio.ask("Is the heart enlarged?", sampling=GREEDY, cancel=cancel))
+    done: list = []
+    waiting = threading.Thread(
+        target=lambda: done.append(Studio.finish(studio.ask("Heart?", sampling=GREEDY)))
+    )
+    waiting.start()
+    waiting.join(0.5)
+    assert waiting.is_alive() and not done  # held back by the warm-up
+    release.set()
+    warmer.join(10)
+    waiting.join(30)
+    assert studio.ready.is_set() and done and done[0].task == protocol.TASK_INSTRUCT

@@ -449,7 +449,7 @@ def test_behind_a_space_proxy_caps_count_the_forwarded_client(studio, examples, 
             pass
 
     monkeypatch.setenv("SPACE_ID", "org/space")
-    monkeypatch.setattr(app.Studio, "from_settings", classmethod(lambda cls, settings: object()))
+    monkeypatch.setattr(app.Studio, "from_settings", classmethod(lambda cls, settings, **kw: object()))
     monkeypatch.setattr(app.ui, "build", lambda studio, server: seen.update(server=server) or Launched())
     app.main([])
     assert seen["server"].trust_forwarded_for is True
@@ -504,3 +504,19 @@ def test_downloads_record_question_mode_file_and_hashes(studio, url, examples, t
     }
     chat = send(client, mode="Report").result()[0]
     assert json_downloads(chat)[-1]["request"]["input_file"] == upload.name
+
+
+def test_app_start_up_logs_its_progress_and_answers_the_first_request(tiny_location):
+    """Issue 19.7: app.py logs loading, warm-up and "Ready" with the URL in order, prints no share hint, and
+    answers the first request (which waits for the background warm-up if it still runs). Not timed."""
+    from llmcxr_app.bench.startup import MARKS, start_once
+
+    flags = ["--llm", tiny_location.llm, "--vqgan-config", tiny_location.vqgan_config]
+    run = start_once([*flags, "--vqgan-ckpt", tiny_location.vqgan_ckpt], timeout_s=240)
+    lines = {key: next(i for i, line in enumerate(run.log) if text in line) for key, text in MARKS.items()}
+    assert lines["loading_s"] < lines["loaded_s"] < lines["warm_start_s"] < lines["ready_s"]
+    assert lines["warm_start_s"] < lines["warm_s"]
+    ready = run.log[lines["ready_s"]]
+    assert "http://127.0.0.1:" in ready and run.page_s is not None
+    assert not [line for line in run.log if "share=True" in line or "Running on local URL" in line]
+    assert run.first_answer_s is not None and run.answer  # the first request was answered

@@ -8,6 +8,7 @@ close a stream to release the model. Nothing here imports Gradio.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 import time
@@ -41,6 +42,8 @@ from llmcxr_app.studio.types import PreparedImage, Result, StudioInfo, StudioInp
 
 __all__ = ["PreparedImage", "Result", "Studio", "StudioInfo", "StudioInputError", "Update"]
 
+logger = logging.getLogger(__name__)
+
 MIN_ANSWER_TOKENS = 16  # a text prompt must leave at least this much of the context for the answer
 PREVIEW_GREY = 128  # preview pixels of grid rows not generated yet
 DEFAULT_SAMPLING = SamplingConfig()  # upstream's defaults (frozen, so safe to share)
@@ -71,6 +74,9 @@ class Studio:
         self._step = step
         self._image_loop = image_loop  # generation.generate_image, or a fast path's device-side loop
         self._lock = threading.Lock()
+        self.ready = threading.Event()  # clear while a background warm-up runs: requests wait for it
+        self.ready.set()
+        self._warmer: threading.Thread | None = None  # the background warm-up (start_warm_up)
         self.info = StudioInfo(
             model_name=location.name,
             is_demo=location.is_demo,
@@ -87,11 +93,25 @@ class Studio:
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Studio:
-        """Load the weights named by ``settings`` (raises loading.weights.WeightsError with the fix when they fail)."""
+    def from_settings(cls, settings: Settings, *, background_warm_up: bool = False) -> Studio:
+        """Load the weights named by ``settings`` (raises loading.weights.WeightsError with the fix when they fail).
+
+        With ``settings.runtime.warmup`` the model is warmed up before this returns, or, with
+        ``background_warm_up``, in a thread (start_warm_up) while the caller goes on (the web app starts
+        serving meanwhile; requests wait for it).
+        """
         if settings.runtime.cpu_threads > 0:  # process-wide, before any model work
             torch.set_num_threads(settings.runtime.cpu_threads)
+        t = time.perf_counter()
         llm, vqgan = load_model(settings.model, settings.runtime)
+        logger.info(
+            "Weights loaded in %.1f s: LLM %s, VQ-GAN %s (model %s) on %s",
+            time.perf_counter() - t,
+            llm.llm_hash,
+            llm.vqgan_hash,
+            llm.weight_hash,
+            llm.device,
+        )
         fast = fastpath.fast_path_for(llm, settings.runtime)
         fns = (
             {}
@@ -99,9 +119,34 @@ class Studio:
             else {"prefill_fn": fast.prefill, "step": fast.step, "image_loop": fast.generate_image}
         )
         studio = cls.from_parts(llm, vqgan, settings.model, **fns)
-        if settings.runtime.warmup:  # compile and run once now, not in a user's first request
+        if settings.runtime.warmup and background_warm_up:
+            studio.start_warm_up(fast)
+        elif settings.runtime.warmup:  # compile and run once now, not in a user's first request
             studio.warm_up(fast)
         return studio
+
+    def start_warm_up(self, fast: fastpath.FastPath | None) -> threading.Thread:
+        """Run warm_up in a daemon thread. Until it ends, `ready` is clear and every request waits for it in
+        line (a cancelled one leaves), so no user request pays for compilation or first-call set-up. A
+        failed warm-up is logged and leaves the model serving (slower first request)."""
+        self.ready.clear()
+
+        def run() -> None:
+            t = time.perf_counter()
+            try:
+                report = self.warm_up(fast)
+                logger.info(
+                    "Warm-up done in %.1f s (%s): the model is ready", time.perf_counter() - t, report["mode"]
+                )
+            except Exception:  # the model still serves; only the first request is slower
+                logger.exception("Warm-up failed; serving without it")
+            finally:
+                self.ready.set()
+
+        logger.info("Warm-up started in the background; requests wait for it")
+        self._warmer = threading.Thread(target=run, name="llmcxr-warm-up", daemon=True)
+        self._warmer.start()
+        return self._warmer
 
     def warm_up(self, fast: fastpath.FastPath | None, findings: str = "Heart size is normal.") -> dict:
         """Compile every cache bucket of ``fast``, then draw one image (LLM steps, sampling, VQ-GAN decode on
@@ -256,7 +301,12 @@ class Studio:
 
     @contextmanager
     def _acquire(self, cancel: threading.Event | None) -> Iterator[None]:
-        """Hold the model; a request cancelled while it waits in line leaves without running."""
+        """Hold the model; a request cancelled while it waits in line leaves without running. Requests also
+        wait for a background warm-up (start_warm_up) to end, whoever reaches the lock first."""
+        if threading.current_thread() is not self._warmer:
+            while not self.ready.wait(timeout=0.05):
+                if cancel is not None and cancel.is_set():
+                    raise GenerationCancelled("Generation was cancelled while waiting for the model.")
         while not self._lock.acquire(timeout=0.05):
             if cancel is not None and cancel.is_set():
                 raise GenerationCancelled("Generation was cancelled while waiting for the model.")

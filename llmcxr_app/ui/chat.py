@@ -46,6 +46,10 @@ logger = logging.getLogger(__name__)
 PREVIEW_EVERY = 2  # grid rows between progressive previews of a drawing
 STOP_WAIT_S = 5.0  # how long Stop waits for the generation thread to acknowledge
 GENERIC_ERROR = "Something went wrong while generating; the conversation is kept. Please try again."
+WARMING_UP = (
+    "The model is still warming up after the server started (once per start); your answer begins as soon as "
+    "it is ready, in a few seconds."
+)
 QUEUE_FULL = (
     "The model is busy: {n} requests are already waiting for it, as many as this server holds. Your message "
     "was not sent and is still in the box: please send it again in a minute or two."
@@ -251,6 +255,8 @@ class ChatApp:
         session.cancel = cancel = threading.Event()
         session.idle.clear()
         session.request = self.request_record(session, req.plan, label)
+        if not self.studio.ready.is_set():  # the Studio's background warm-up: this request waits for it
+            gr.Info(WARMING_UP)
         try:
             panel = self._panel_if_changed(session, req.new is not None)
             yield (self._view(session), session, gr.update(value=None), *panel)
