@@ -39,6 +39,7 @@ from llmcxr_app.loading.weights import load_model
 from llmcxr_app.modeling.vqgan import VQGAN
 from llmcxr_app.studio.timings import sync, timings_of
 from llmcxr_app.studio.types import PreparedImage, Result, StudioInfo, StudioInputError, Update
+from llmcxr_app.studio.warmup import WarmUpGate
 
 __all__ = ["PreparedImage", "Result", "Studio", "StudioInfo", "StudioInputError", "Update"]
 
@@ -74,9 +75,8 @@ class Studio:
         self._step = step
         self._image_loop = image_loop  # generation.generate_image, or a fast path's device-side loop
         self._lock = threading.Lock()
-        self.ready = threading.Event()  # clear while a background warm-up runs: requests wait for it
-        self.ready.set()
-        self._warmer: threading.Thread | None = None  # the background warm-up (start_warm_up)
+        self._gate = WarmUpGate()  # closed while a background warm-up runs: requests wait for it
+        self.ready = self._gate.ready  # set when no warm-up runs
         self.info = StudioInfo(
             model_name=location.name,
             is_demo=location.is_demo,
@@ -94,24 +94,14 @@ class Studio:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, background_warm_up: bool = False) -> Studio:
-        """Load the weights named by ``settings`` (raises loading.weights.WeightsError with the fix when they fail).
-
-        With ``settings.runtime.warmup`` the model is warmed up before this returns, or, with
-        ``background_warm_up``, in a thread (start_warm_up) while the caller goes on (the web app starts
-        serving meanwhile; requests wait for it).
-        """
+        """Load the weights named by ``settings`` (raises loading.weights.WeightsError with the fix when they fail);
+        warm up (runtime.warmup) before returning, or in a thread (start_warm_up) with ``background_warm_up``."""
         if settings.runtime.cpu_threads > 0:  # process-wide, before any model work
             torch.set_num_threads(settings.runtime.cpu_threads)
         t = time.perf_counter()
         llm, vqgan = load_model(settings.model, settings.runtime)
-        logger.info(
-            "Weights loaded in %.1f s: LLM %s, VQ-GAN %s (model %s) on %s",
-            time.perf_counter() - t,
-            llm.llm_hash,
-            llm.vqgan_hash,
-            llm.weight_hash,
-            llm.device,
-        )
+        hashes = f"LLM {llm.llm_hash}, VQ-GAN {llm.vqgan_hash}"
+        logger.info("Weights loaded in %.1f s: %s", time.perf_counter() - t, hashes)
         fast = fastpath.fast_path_for(llm, settings.runtime)
         fns = (
             {}
@@ -126,27 +116,9 @@ class Studio:
         return studio
 
     def start_warm_up(self, fast: fastpath.FastPath | None) -> threading.Thread:
-        """Run warm_up in a daemon thread. Until it ends, `ready` is clear and every request waits for it in
-        line (a cancelled one leaves), so no user request pays for compilation or first-call set-up. A
-        failed warm-up is logged and leaves the model serving (slower first request)."""
-        self.ready.clear()
-
-        def run() -> None:
-            t = time.perf_counter()
-            try:
-                report = self.warm_up(fast)
-                logger.info(
-                    "Warm-up done in %.1f s (%s): the model is ready", time.perf_counter() - t, report["mode"]
-                )
-            except Exception:  # the model still serves; only the first request is slower
-                logger.exception("Warm-up failed; serving without it")
-            finally:
-                self.ready.set()
-
-        logger.info("Warm-up started in the background; requests wait for it")
-        self._warmer = threading.Thread(target=run, name="llmcxr-warm-up", daemon=True)
-        self._warmer.start()
-        return self._warmer
+        """Run warm_up in a daemon thread; until it ends `ready` is clear and every request waits for it in
+        line (a cancelled one leaves). A failed warm-up is logged; the model still serves (studio/warmup.py)."""
+        return self._gate.start(lambda: self.warm_up(fast))
 
     def warm_up(self, fast: fastpath.FastPath | None, findings: str = "Heart size is normal.") -> dict:
         """Compile every cache bucket of ``fast``, then draw one image (LLM steps, sampling, VQ-GAN decode on
@@ -303,10 +275,7 @@ class Studio:
     def _acquire(self, cancel: threading.Event | None) -> Iterator[None]:
         """Hold the model; a request cancelled while it waits in line leaves without running. Requests also
         wait for a background warm-up (start_warm_up) to end, whoever reaches the lock first."""
-        if threading.current_thread() is not self._warmer:
-            while not self.ready.wait(timeout=0.05):
-                if cancel is not None and cancel.is_set():
-                    raise GenerationCancelled("Generation was cancelled while waiting for the model.")
+        self._gate.wait(cancel)
         while not self._lock.acquire(timeout=0.05):
             if cancel is not None and cancel.is_set():
                 raise GenerationCancelled("Generation was cancelled while waiting for the model.")

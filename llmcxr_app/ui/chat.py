@@ -21,12 +21,13 @@ from llmcxr_app import protocol, redact
 from llmcxr_app.config import SamplingConfig, ServerConfig
 from llmcxr_app.engine.generation import GenerationCancelled
 from llmcxr_app.imaging.exports import DISCLAIMER, answer_json, answer_text
-from llmcxr_app.imaging.images import DEFAULT_LIMITS, ImageLoadError, load_image
+from llmcxr_app.imaging.images import ImageLoadError, load_image
 from llmcxr_app.studio.facade import PreparedImage, Result, Studio, StudioInputError
 from llmcxr_app.ui import render, zerogpu
 from llmcxr_app.ui.draw import Drawer
 from llmcxr_app.ui.inputs import message_parts, sampling_from
 from llmcxr_app.ui.panel import SKIP_PANEL, panel_updates
+from llmcxr_app.ui.records import read_upload, request_record
 from llmcxr_app.ui.routing import CHOICES, TASK_AMBIGUOUS, Route, chosen_mode, mode_label, redo_choices, route
 from llmcxr_app.ui.sessions import (
     EVICTED,
@@ -254,7 +255,7 @@ class ChatApp:
         """Stream the planned request's answer into the conversation, then label it with its mode."""
         session.cancel = cancel = threading.Event()
         session.idle.clear()
-        session.request = self.request_record(session, req.plan, label)
+        session.request = request_record(session.current, req.plan, label)  # for the downloads
         if not self.studio.ready.is_set():  # the Studio's background warm-up: this request waits for it
             gr.Info(WARMING_UP)
         try:
@@ -331,7 +332,7 @@ class ChatApp:
 
     def _load(self, path: str, session: Session) -> CurrentXray:
         # The model input is made from the full-resolution decode, which is then dropped (imaging.load_image).
-        data = _read_upload(path)
+        data = read_upload(path)
         loaded = load_image(data, model_sizes=(self.studio.info.resolution,))
         prepared = self._prepare(loaded)
         chat_path = session.path("upload", "png")
@@ -344,22 +345,6 @@ class ChatApp:
             name=Path(path).name,
             sha256=hashlib.sha256(data).hexdigest(),
         )
-
-    @staticmethod
-    def request_record(session: Session, plan: Route, label: str) -> dict:
-        """What the downloads of an answer record about its request: the mode it ran in, the user's question
-        or findings, and the name and SHA-256 of the X-ray file it read. Written to the user's own downloads
-        only, never to the log."""
-        record: dict = {"mode": label.removeprefix("Mode: ")}
-        if plan.task == protocol.TASK_DRAW:
-            record["findings"] = plan.text
-        elif plan.task in (protocol.TASK_VQA, protocol.TASK_INSTRUCT):
-            record["question"] = plan.text
-        xray = session.current if plan.task in (protocol.TASK_REPORT, protocol.TASK_VQA) else None
-        if xray is not None:
-            record["input_file"] = xray.name or None
-            record["input_sha256"] = xray.sha256 or None
-        return record
 
     def _start(self, plan: Route, image: PreparedImage | None, sampling: SamplingConfig, cancel):
         """The Studio stream for a plan; Studio validates its inputs here, before generation starts."""
@@ -433,14 +418,3 @@ class ChatApp:
                 "content": gr.File(value=[str(f) for f in files], label="Downloads", show_label=False),
             }
         )
-
-
-def _read_upload(path: str) -> bytes:
-    """The uploaded file's bytes (at most one byte over the upload limit: load_image refuses those).
-
-    Read here, once, so the SHA-256 in the downloads is of exactly the bytes that were decoded."""
-    try:  # the file name may itself identify a patient: it is never echoed
-        with open(path, "rb") as fh:
-            return fh.read(DEFAULT_LIMITS.max_bytes + 1)
-    except OSError:
-        raise ImageLoadError("The file could not be opened (missing or unreadable).") from None

@@ -29,7 +29,7 @@ class DrawSession(Protocol):
     """The per-browser session a drawing is added to (ui/chat.py's Session)."""
 
     history: list[dict]  # the chat messages
-    request: dict  # the request's record for its downloads (ChatApp.request_record)
+    request: dict  # the request's record for its downloads (ui/records.py)
 
     def path(self, stem: str, ext: str) -> Path: ...  # a new file in the session's private folder
 

@@ -72,7 +72,7 @@ class Session:
         self.cancel: threading.Event | None = None  # set by Stop; the running request polls it every token
         self.idle = threading.Event()  # clear while a request of this session runs
         self.idle.set()
-        self.request: dict = {}  # the running request's record for its downloads (ChatApp.request_record)
+        self.request: dict = {}  # the running request's record for its downloads (ui/records.py)
         self.admitted = False  # the Send button's staging passed the queue check; /chat needs no second one
         self.last_used = time.monotonic()  # for evicting the least recently used idle session
         self.closed = False  # closed: its tab went away, the server shut down, or it was evicted
