@@ -520,3 +520,25 @@ def test_app_start_up_logs_its_progress_and_answers_the_first_request(tiny_locat
     assert "http://127.0.0.1:" in ready and run.page_s is not None
     assert not [line for line in run.log if "share=True" in line or "Running on local URL" in line]
     assert run.first_answer_s is not None and run.answer  # the first request was answered
+
+
+def test_a_request_during_the_warm_up_waits_for_it_with_a_note(tiny_location, examples):
+    """The first request after start-up never runs the warm-up itself: it waits, and the user is told why."""
+    from llmcxr_app.ui.chat import WARMING_UP
+
+    studio = tiny_studio(tiny_location)
+    release = threading.Event()
+    studio.warm_up = lambda fast: release.wait(60) and {"mode": "eager"}  # a warm-up that takes its time
+    studio.start_warm_up(None)
+    with serve(studio, examples["phantom_a"].parent) as address:
+        client = Client(address, verbose=False, download_files=False)
+        job = send(client, "Is the heart enlarged?")
+        time.sleep(2)  # the request is in: with the warm-up still running it must wait
+        assert not job.done()
+        release.set()
+        chat = job.result()[0]
+        updates = job.communicator.updates  # every status the client received, the "log" ones among them
+        received = [updates.get_nowait() for _ in range(updates.qsize())]
+        notes = [u.log for u in received if getattr(u, "log", None)]
+    assert (WARMING_UP, "info") in notes  # the user was told why the answer waits
+    assert texts(chat)[-1][0] == "assistant" and studio.ready.is_set()
