@@ -171,15 +171,20 @@ def _codes_list(image_codes: Sequence[int] | np.ndarray | Any | None) -> list[in
 
 
 def answer_json(
-    text: str, image_codes: Sequence[int] | np.ndarray | Any | None, provenance: Mapping[str, Any]
+    text: str,
+    image_codes: Sequence[int] | np.ndarray | Any | None,
+    provenance: Mapping[str, Any],
+    request: Mapping[str, Any] | None = None,
 ) -> str:
-    """One answer as JSON: {"disclaimer", "text", "image_codes" (row-major VQ indices or null),
-    "image_grid" (side of the square code grid or null), "provenance"}."""
+    """One answer as JSON: {"disclaimer", "text", "request" (what was asked: mode, question or findings,
+    input_file and input_sha256 of the X-ray read; null when not given), "image_codes" (row-major VQ indices
+    or null), "image_grid" (side of the square code grid or null), "provenance"}."""
     codes = _codes_list(image_codes)
     side = math.isqrt(len(codes)) if codes else 0
     payload = {
         "disclaimer": DISCLAIMER,
         "text": text,
+        "request": dict(request) if request is not None else None,
         "image_codes": codes,
         "image_grid": side if codes and side * side == len(codes) else None,
         "provenance": dict(provenance),
@@ -187,12 +192,21 @@ def answer_json(
     return json.dumps(payload, ensure_ascii=False, indent=2, default=str)
 
 
-def answer_text(text: str, provenance: Mapping[str, Any] | None = None) -> str:
-    """The answer as plain text, followed by the research-only disclaimer and one "key: value" line per
-    provenance entry (nested values as JSON)."""
-    lines = [text.strip(), "", "---", DISCLAIMER]
-    for key, value in sorted((provenance or {}).items()):
+def _lines(entries: Mapping[str, Any]) -> list[str]:
+    """One "key: value" line per entry, sorted by key; values that are not scalars as JSON."""
+    lines = []
+    for key, value in sorted(entries.items()):
         if not isinstance(value, str | int | float | bool) and value is not None:
             value = json.dumps(value, ensure_ascii=False, default=str)
         lines.append(f"{key}: {value}")
+    return lines
+
+
+def answer_text(
+    text: str, provenance: Mapping[str, Any] | None = None, request: Mapping[str, Any] | None = None
+) -> str:
+    """The answer as plain text, followed by the research-only disclaimer, one "key: value" line per request
+    entry (mode, question or findings, input_file, input_sha256), then one per provenance entry (nested
+    values as JSON)."""
+    lines = [text.strip(), "", "---", DISCLAIMER, *_lines(request or {}), *_lines(provenance or {})]
     return "\n".join(lines) + "\n"

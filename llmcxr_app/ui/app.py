@@ -10,6 +10,7 @@ third-party fonts, only the example folder served beyond the app's file root.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from llmcxr_app.ui.chat import ChatApp
 from llmcxr_app.ui.render import DEMO_LABEL, duration, status_markdown
 from llmcxr_app.ui.routing import MODES
 from llmcxr_app.ui.sessions import delete_session
+
+logger = logging.getLogger(__name__)
 
 ASSETS = REPO_ROOT / "assets"
 EXAMPLES_DIR = ASSETS / "examples"
@@ -55,11 +58,19 @@ class StudioBlocks(gr.Blocks):
     chat_app: ChatApp | None = None
 
     def launch(self, *args: Any, **kwargs: Any):
+        # quiet: Gradio's prints (its URL line and the "set share=True" hint, wrong for a private server)
+        # give way to one "Ready" log line with the URL, written once the server answers.
+        kwargs.setdefault("quiet", True)
         if kwargs.get("prevent_thread_lock"):
-            return super().launch(*args, **kwargs)
+            result = super().launch(*args, **kwargs)
+            logger.info("Ready: the app answers on %s", self.local_url)
+            return result
         with sweeper.interrupt_on_sigterm():
             try:
-                return super().launch(*args, **kwargs)  # serves until interrupted
+                result = super().launch(*args, **{**kwargs, "prevent_thread_lock": True})
+                logger.info("Ready: the app answers on %s", self.local_url)
+                self.block_thread()  # serves until interrupted
+                return result
             finally:
                 self.close()
 

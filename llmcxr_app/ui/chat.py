@@ -7,6 +7,7 @@ these handlers.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -26,6 +27,7 @@ from llmcxr_app.ui import render, zerogpu
 from llmcxr_app.ui.draw import Drawer
 from llmcxr_app.ui.inputs import message_parts, sampling_from
 from llmcxr_app.ui.panel import SKIP_PANEL, panel_updates
+from llmcxr_app.ui.records import read_upload, request_record
 from llmcxr_app.ui.routing import CHOICES, TASK_AMBIGUOUS, Route, chosen_mode, mode_label, redo_choices, route
 from llmcxr_app.ui.sessions import (
     EVICTED,
@@ -45,6 +47,10 @@ logger = logging.getLogger(__name__)
 PREVIEW_EVERY = 2  # grid rows between progressive previews of a drawing
 STOP_WAIT_S = 5.0  # how long Stop waits for the generation thread to acknowledge
 GENERIC_ERROR = "Something went wrong while generating; the conversation is kept. Please try again."
+WARMING_UP = (
+    "The model is still warming up after the server started (once per start); your answer begins as soon as "
+    "it is ready, in a few seconds."
+)
 QUEUE_FULL = (
     "The model is busy: {n} requests are already waiting for it, as many as this server holds. Your message "
     "was not sent and is still in the box: please send it again in a minute or two."
@@ -249,6 +255,9 @@ class ChatApp:
         """Stream the planned request's answer into the conversation, then label it with its mode."""
         session.cancel = cancel = threading.Event()
         session.idle.clear()
+        session.request = request_record(session.current, req.plan, label)  # for the downloads
+        if not self.studio.ready.is_set():  # the Studio's background warm-up: this request waits for it
+            gr.Info(WARMING_UP)
         try:
             panel = self._panel_if_changed(session, req.new is not None)
             yield (self._view(session), session, gr.update(value=None), *panel)
@@ -323,11 +332,19 @@ class ChatApp:
 
     def _load(self, path: str, session: Session) -> CurrentXray:
         # The model input is made from the full-resolution decode, which is then dropped (images.load_image).
-        loaded = load_image(path, model_sizes=(self.studio.info.resolution,))
+        data = read_upload(path)
+        loaded = load_image(data, model_sizes=(self.studio.info.resolution,))
         prepared = self._prepare(loaded)
         chat_path = session.path("upload", "png")
         render.fit(loaded.image).save(chat_path)  # a pixel-only display copy: the upload is never served back
-        return CurrentXray(loaded=loaded, prepared=prepared, chat_path=str(chat_path))
+        # The name goes only into this user's own downloads (a DICOM's name may be a UID or a patient's name).
+        return CurrentXray(
+            loaded=loaded,
+            prepared=prepared,
+            chat_path=str(chat_path),
+            name=Path(path).name,
+            sha256=hashlib.sha256(data).hexdigest(),
+        )
 
     def _start(self, plan: Route, image: PreparedImage | None, sampling: SamplingConfig, cancel):
         """The Studio stream for a plan; Studio validates its inputs here, before generation starts."""
@@ -374,9 +391,11 @@ class ChatApp:
             session.history.append(msg)
         msg["content"] = result.text or "_(the model gave an empty answer)_"
         json_path = session.path(f"{self.tag}-answer", "json")
-        json_path.write_text(answer_json(result.text, None, result.provenance), encoding="utf-8")
+        json_path.write_text(
+            answer_json(result.text, None, result.provenance, session.request), encoding="utf-8"
+        )
         txt_path = session.path(f"{self.tag}-answer", "txt")
-        txt_path.write_text(answer_text(result.text, result.provenance), encoding="utf-8")
+        txt_path.write_text(answer_text(result.text, result.provenance, session.request), encoding="utf-8")
         self.add_details(session, result, [json_path, txt_path])
         yield
 

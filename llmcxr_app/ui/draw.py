@@ -29,6 +29,7 @@ class DrawSession(Protocol):
     """The per-browser session a drawing is added to (ui/chat.py's Session)."""
 
     history: list[dict]  # the chat messages
+    request: dict  # the request's record for its downloads (ui/records.py)
 
     def path(self, stem: str, ext: str) -> Path: ...  # a new file in the session's private folder
 
@@ -174,7 +175,7 @@ class Drawer:
                 result.image, session.path(f"{self.host.tag}-synthetic-cxr", "dcm"), provenance
             )
             js = session.path(f"{self.host.tag}-synthetic-cxr", "json")
-            js.write_text(answer_json("", result.codes, provenance), encoding="utf-8")
+            js.write_text(answer_json("", result.codes, provenance, session.request), encoding="utf-8")
             self.host.add_details(session, replace(result, provenance=provenance), [png, dcm, js], note)
 
     def _save_display(self, session: DrawSession, image: Any, stem: str) -> str:
