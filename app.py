@@ -11,6 +11,7 @@ from llmcxr_app.ui import zerogpu  # first: on ZeroGPU, `spaces` must patch torc
 import argparse
 import logging
 import os
+import time
 from dataclasses import replace
 
 from llmcxr_app import redact
@@ -53,10 +54,14 @@ def main(argv: list[str] | None = None) -> None:
     settings = replace(settings, server=server)
     if zerogpu.on_zerogpu():  # no torch.compile there, and no GPU outside zerogpu.gpu-decorated calls
         settings = replace(settings, runtime=replace(settings.runtime, fast_path=False, warmup=False))
-    try:
-        studio = Studio.from_settings(settings)
+    log = logging.getLogger("llmcxr_app.app")
+    log.info("Loading the model %s (weights, then the warm-up in the background)", settings.model.name)
+    t = time.perf_counter()
+    try:  # the warm-up runs while the server starts; requests wait for it (Studio.start_warm_up)
+        studio = Studio.from_settings(settings, background_warm_up=True)
     except WeightsError as exc:  # missing or mismatched files: the message names the fix
         parser.exit(2, f"error: {exc}\n")
+    log.info("Starting the server (%.1f s since loading began)", time.perf_counter() - t)
     # Serves until Ctrl-C or SIGTERM, then removes every file the app wrote (ui.StudioBlocks).
     ui.build(studio, settings.server).launch(**ui.launch_kwargs(settings.server))
 

@@ -10,12 +10,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from llmcxr_app import redact
 from llmcxr_app.cli_args import add_weight_args, settings_from_args
-from llmcxr_app.config import SamplingConfig
+from llmcxr_app.config import SamplingConfig, Settings
+
+if TYPE_CHECKING:  # annotations only: the model code loads after the input is checked
+    from llmcxr_app.studio.facade import Studio
+    from llmcxr_app.studio.types import PreparedImage, Result, Update
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -92,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--self-check",
         action="store_true",
-        help="read the drawing back with the model and compare that report with FINDINGS (selfcheck.py)",
+        help="read the drawing back with the model and compare that report with FINDINGS (studio/selfcheck.py)",
     )
     _add_common(p)
     return parser
@@ -145,6 +150,7 @@ def _quiet_libraries() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Check the input, load the model, answer, print (stdout) and for draw write the PNG; exit status."""
     image_path, text = _check_inputs(args)
     sampling = SamplingConfig(
         temperature=args.temperature,
@@ -156,64 +162,86 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     if not args.verbose:
         _quiet_libraries()
-    from llmcxr_app.imaging import images as imaging
-    from llmcxr_app.imaging.exports import DISCLAIMER, save_png
-    from llmcxr_app.studio.facade import Studio
+    # Imported here, not at the top: the input is checked before the model code (and torch) loads.
+    from llmcxr_app.imaging.exports import save_png
 
-    loaded = imaging.load_image(image_path) if image_path is not None else None
-    studio = Studio.from_settings(settings)
-    if loaded is not None and loaded.size != loaded.image.size:  # a large image: the model's crop from the
-        loaded = imaging.load_image(image_path, model_sizes=(studio.info.resolution,))  # full-size decode
-    prepared = studio.prepare(loaded) if loaded is not None else None
+    studio, prepared = _load(image_path, settings)
     if args.command == "describe":
         updates = studio.describe(prepared, sampling=sampling)
     elif args.command == "ask":
         updates = studio.ask(text, prepared, sampling=sampling)
     else:
         updates = studio.draw(text, sampling=sampling, preview_every=0)
-
-    result, shown = None, ""
-    progress = args.command == "draw" and not args.json and sys.stderr.isatty()
-    for update in updates:
-        result = update.result or result
-        if args.command != "draw" and not args.json and update.text != shown:
-            sys.stdout.write(update.text[len(shown) :])
-            sys.stdout.flush()
-            shown = update.text
-        if progress:
-            sys.stderr.write(f"\rdrawing: row {update.rows_done}/{studio.info.grid}")
-    if progress:
-        sys.stderr.write("\n")
-    assert result is not None
+    result = _stream_to_stdout(updates, args.command, args.json, studio.info.grid)
     check = None
     if args.command == "draw" and args.self_check:
         from llmcxr_app.studio.selfcheck import check as self_check
-        from llmcxr_app.studio.selfcheck import verdict
 
         check = self_check(studio, text, result)
         result.provenance["self_check"] = check.as_dict()  # also in the PNG's metadata
     out = save_png(result.image, args.out, result.provenance) if args.command == "draw" and args.out else None
     if args.json:
-        payload = {
-            "task": result.task,
-            "text": result.text,
-            "image_codes": result.codes,
-            "probs": result.probs,
-            "input_codes": prepared.codes if prepared is not None else None,
-            "crop_box": list(prepared.crop_box) if prepared is not None else None,
-            "out": str(out) if out is not None else None,
-            "provenance": result.provenance,
-            "timings": result.timings,
-            "disclaimer": DISCLAIMER,
-        }
-        print(json.dumps(payload, ensure_ascii=False, default=str))
+        print(json.dumps(_payload(result, prepared, out), ensure_ascii=False, default=str))
     elif out is not None:
         print(f"Wrote {out} (seed {result.provenance['seed']}; marked SYNTHETIC).")
         if check is not None:
+            from llmcxr_app.studio.selfcheck import verdict
+
             print(verdict([check]))
     else:
         sys.stdout.write("\n")
     return 0
+
+
+def _load(image_path: str | None, settings: Settings) -> tuple[Studio, PreparedImage | None]:
+    """The Studio for `settings` and the image prepared for it (None without an image)."""
+    from llmcxr_app.imaging import images as imaging
+    from llmcxr_app.studio.facade import Studio
+
+    loaded = imaging.load_image(image_path) if image_path is not None else None
+    studio = Studio.from_settings(settings)
+    if loaded is not None and loaded.size != loaded.image.size:  # a large image: the model's crop from the
+        loaded = imaging.load_image(image_path, model_sizes=(studio.info.resolution,))  # full-size decode
+    return studio, studio.prepare(loaded) if loaded is not None else None
+
+
+def _stream_to_stdout(updates: Iterable[Update], command: str, as_json: bool, grid: int) -> Result:
+    """Print text answers as they grow (not with --json); draw shows its rows on a terminal's stderr.
+
+    `grid`: image rows (of codes) the drawing has. Returns the final result.
+    """
+    result, shown = None, ""
+    progress = command == "draw" and not as_json and sys.stderr.isatty()
+    for update in updates:
+        result = update.result or result
+        if command != "draw" and not as_json and update.text != shown:
+            sys.stdout.write(update.text[len(shown) :])
+            sys.stdout.flush()
+            shown = update.text
+        if progress:
+            sys.stderr.write(f"\rdrawing: row {update.rows_done}/{grid}")
+    if progress:
+        sys.stderr.write("\n")
+    assert result is not None
+    return result
+
+
+def _payload(result: Result, prepared: PreparedImage | None, out: Path | None) -> dict[str, Any]:
+    """The --json object: the answer, its codes and probabilities, the input's codes and crop, provenance."""
+    from llmcxr_app.imaging.exports import DISCLAIMER
+
+    return {
+        "task": result.task,
+        "text": result.text,
+        "image_codes": result.codes,
+        "probs": result.probs,
+        "input_codes": prepared.codes if prepared is not None else None,
+        "crop_box": list(prepared.crop_box) if prepared is not None else None,
+        "out": str(out) if out is not None else None,
+        "provenance": result.provenance,
+        "timings": result.timings,
+        "disclaimer": DISCLAIMER,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -117,7 +117,7 @@ class ServerConfig:
     trust_forwarded_for: bool = False  # count caps by X-Forwarded-For's first entry, not the TCP peer: only
     #                                    behind a proxy that writes it (app.py sets it on a Hugging Face Space)
     max_candidates: int = 4  # most images one Draw request may produce
-    draw_self_check: bool = True  # read each drawing back with the model and say what it sees (selfcheck.py)
+    draw_self_check: bool = True  # read each drawing back and say what it sees (studio/selfcheck.py)
 
     def __post_init__(self) -> None:
         if self.delete_cache_s <= 0:

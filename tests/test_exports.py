@@ -120,3 +120,20 @@ def test_answer_json_and_text():
     lines = text.splitlines()
     assert lines[0] == "No acute findings." and DISCLAIMER in lines
     assert "seed: 1234" in lines and 'params: {"top_k": 0}' in lines
+    assert json.loads(answer_json("text only", None, {}))["request"] is None
+
+
+def test_answer_downloads_record_the_request():
+    """The question, the mode it ran in and the X-ray file read go into the JSON and TXT downloads."""
+    request = {
+        "mode": "Ask (auto)",
+        "question": "Is the heart enlarged?",
+        "input_file": "IM0001.dcm",
+        "input_sha256": "ab" * 32,
+    }
+    payload = json.loads(answer_json("No.", None, PROVENANCE, request))
+    assert payload["request"] == request and payload["provenance"] == PROVENANCE
+    lines = answer_text("No.", PROVENANCE, request).splitlines()
+    assert "question: Is the heart enlarged?" in lines and "mode: Ask (auto)" in lines
+    assert f"input_sha256: {'ab' * 32}" in lines and "input_file: IM0001.dcm" in lines
+    assert lines.index(DISCLAIMER) < lines.index("mode: Ask (auto)") < lines.index("seed: 1234")

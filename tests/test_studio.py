@@ -42,6 +42,25 @@ def test_info(studio, tiny_location):
     assert info.weight_hash and info.quantization == "fp32"
 
 
+def test_info_and_provenance_carry_each_part_hash(studio, tiny_location):
+    """The LLM's and the VQ-GAN's fingerprints separately, and the combined one, in the info and every answer."""
+    from pathlib import Path
+
+    from llmcxr_app.loading.files import weight_hash
+
+    llm_files = list(studio.llm.weight_files)
+    vq_files = [Path(tiny_location.vqgan_ckpt), Path(tiny_location.vqgan_config)]
+    info = studio.info
+    assert info.llm_hash == weight_hash(llm_files) and info.vqgan_hash == weight_hash(vq_files)
+    assert info.weight_hash == weight_hash(llm_files + vq_files)
+    prov = Studio.finish(studio.ask("Is the heart enlarged?", sampling=GREEDY)).provenance
+    assert (prov["llm_hash"], prov["vqgan_hash"], prov["weight_hash"]) == (
+        info.llm_hash,
+        info.vqgan_hash,
+        info.weight_hash,
+    )
+
+
 def test_prepare_matches_the_vqgan_path(studio, xray):
     prepared = studio.prepare(xray)
     model_input = imaging.to_model_input(xray, TINY_VQGAN.resolution)
@@ -178,3 +197,26 @@ def test_one_request_at_a_time_and_cancel_while_queued(studio):
     assert not studio._lock.locked()
     again = studio.draw("Lungs are clear.", sampling=SamplingConfig(seed=4), preview_every=0)
     assert len(Studio.finish(again).codes) == 256
+
+
+def test_requests_wait_for_a_background_warm_up(studio, monkeypatch):
+    """start_warm_up: a request sent meanwhile waits for it (or leaves when cancelled), then runs."""
+    release = threading.Event()
+    monkeypatch.setattr(studio, "warm_up", lambda fast: release.wait(10) and {"mode": "eager"})
+    warmer = studio.start_warm_up(None)
+    assert not studio.ready.is_set()
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(GenerationCancelled):
+        Studio.finish(studio.ask("Is the heart enlarged?", sampling=GREEDY, cancel=cancel))
+    done: list = []
+    waiting = threading.Thread(
+        target=lambda: done.append(Studio.finish(studio.ask("Heart?", sampling=GREEDY)))
+    )
+    waiting.start()
+    waiting.join(0.5)
+    assert waiting.is_alive() and not done  # held back by the warm-up
+    release.set()
+    warmer.join(10)
+    waiting.join(30)
+    assert studio.ready.is_set() and done and done[0].task == protocol.TASK_INSTRUCT

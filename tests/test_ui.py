@@ -375,7 +375,7 @@ def test_stop_keeps_the_partial_answer(url):
     assert send(client, "Again?", max_new_tokens=16).result()[0][-1]["role"] == "assistant"
 
 
-# --- files, sessions and capacity (sweeper.py, ui_chat.Sessions, the queue) -------------------------------
+# --- files, sessions and capacity (ui/sweeper.py, ui/sessions.py, the queue) -------------------------------
 
 
 def wait_for(job, *codes: Status, timeout_s: float = 30) -> None:
@@ -472,7 +472,7 @@ def test_behind_a_space_proxy_caps_count_the_forwarded_client(studio, examples, 
             pass
 
     monkeypatch.setenv("SPACE_ID", "org/space")
-    monkeypatch.setattr(app.Studio, "from_settings", classmethod(lambda cls, settings: object()))
+    monkeypatch.setattr(app.Studio, "from_settings", classmethod(lambda cls, settings, **kw: object()))
     monkeypatch.setattr(app.ui, "build", lambda studio, server: seen.update(server=server) or Launched())
     app.main([])
     assert seen["server"].trust_forwarded_for is True
@@ -487,3 +487,81 @@ def test_behind_a_space_proxy_caps_count_the_forwarded_client(studio, examples, 
             return httpx.post(f"{url}gradio_api/upload", files=data, headers=forwarded).status_code
 
         assert [upload("203.0.113.5"), upload("203.0.113.5"), upload("198.51.100.9")] == [200, 429, 200]
+
+
+def test_downloads_record_question_mode_file_and_hashes(studio, url, examples, tmp_path, caplog):
+    """Issue 19.6: the answer JSON holds the question, the mode, the X-ray file's name and SHA-256, and the
+    model's hashes; the file name (it may identify a patient) reaches the user's download, not the log."""
+    import hashlib
+    import logging
+
+    upload = tmp_path / "PATIENT_X7Q_chest.dcm"
+    upload.write_bytes(examples["dicom"].read_bytes())
+    client = Client(url, verbose=False, download_files=False)
+    with caplog.at_level(logging.DEBUG):
+        chat, _ = finish(send(client, "Is there cardiomegaly?", file=upload))
+    (record,) = json_downloads(chat)
+    assert record["request"] == {
+        "mode": "Ask (auto)",
+        "question": "Is there cardiomegaly?",
+        "input_file": upload.name,
+        "input_sha256": hashlib.sha256(upload.read_bytes()).hexdigest(),
+    }
+    info, prov = studio.info, record["provenance"]
+    assert (prov["llm_hash"], prov["vqgan_hash"], prov["weight_hash"]) == (
+        info.llm_hash,
+        info.vqgan_hash,
+        info.weight_hash,
+    )
+    assert len({info.llm_hash, info.vqgan_hash, info.weight_hash}) == 3 and all(
+        len(h) == 12 for h in (info.llm_hash, info.vqgan_hash)
+    )
+    assert "PATIENT_X7Q" not in caplog.text
+    txt = next(Path(p).read_text() for p in files(chat) if p.endswith(".txt"))
+    assert "question: Is there cardiomegaly?" in txt and f"input_file: {upload.name}" in txt
+    # A drawing records its findings and no X-ray file; a report names the current X-ray.
+    chat = send(client, "Pleural effusion on the left.", mode="Draw").result()[0]
+    assert json_downloads(chat)[-1]["request"] == {
+        "mode": "Draw",
+        "findings": "Pleural effusion on the left.",
+    }
+    chat = send(client, mode="Report").result()[0]
+    assert json_downloads(chat)[-1]["request"]["input_file"] == upload.name
+
+
+def test_app_start_up_logs_its_progress_and_answers_the_first_request(tiny_location):
+    """Issue 19.7: app.py logs loading, warm-up and "Ready" with the URL in order, prints no share hint, and
+    answers the first request (which waits for the background warm-up if it still runs). Not timed."""
+    from llmcxr_app.bench.startup import MARKS, start_once
+
+    flags = ["--llm", tiny_location.llm, "--vqgan-config", tiny_location.vqgan_config]
+    run = start_once([*flags, "--vqgan-ckpt", tiny_location.vqgan_ckpt], timeout_s=240)
+    lines = {key: next(i for i, line in enumerate(run.log) if text in line) for key, text in MARKS.items()}
+    assert lines["loading_s"] < lines["loaded_s"] < lines["warm_start_s"] < lines["ready_s"]
+    assert lines["warm_start_s"] < lines["warm_s"]
+    ready = run.log[lines["ready_s"]]
+    assert "http://127.0.0.1:" in ready and run.page_s is not None
+    assert not [line for line in run.log if "share=True" in line or "Running on local URL" in line]
+    assert run.first_answer_s is not None and run.answer  # the first request was answered
+
+
+def test_a_request_during_the_warm_up_waits_for_it_with_a_note(tiny_location, examples):
+    """The first request after start-up never runs the warm-up itself: it waits, and the user is told why."""
+    from llmcxr_app.ui.chat import WARMING_UP
+
+    studio = tiny_studio(tiny_location)
+    release = threading.Event()
+    studio.warm_up = lambda fast: release.wait(60) and {"mode": "eager"}  # a warm-up that takes its time
+    studio.start_warm_up(None)
+    with serve(studio, examples["phantom_a"].parent) as address:
+        client = Client(address, verbose=False, download_files=False)
+        job = send(client, "Is the heart enlarged?")
+        time.sleep(2)  # the request is in: with the warm-up still running it must wait
+        assert not job.done()
+        release.set()
+        chat = job.result()[0]
+        updates = job.communicator.updates  # every status the client received, the "log" ones among them
+        received = [updates.get_nowait() for _ in range(updates.qsize())]
+        notes = [u.log for u in received if getattr(u, "log", None)]
+    assert (WARMING_UP, "info") in notes  # the user was told why the answer waits
+    assert texts(chat)[-1][0] == "assistant" and studio.ready.is_set()

@@ -3,6 +3,7 @@
     python -m llmcxr_app.bench                                   # weights/demo, else the demo shape (random)
     python -m llmcxr_app.bench --shape tiny --repeats 1          # CI smoke test
     python -m llmcxr_app.bench --shape official --quantization nf4 --device cuda   # dolly-v2-3b shapes, random
+    python -m llmcxr_app.bench startup                           # app.py: seconds until the page answers
 
 Per path: first-token latency with a 256-id image prompt (CXR -> report), greedy text decode rate over
 ``--new-tokens`` ids (stop ids masked in every path, so trained models do not stop early), report -> CXR end
@@ -110,6 +111,11 @@ def _measure(bm: BenchModel, paths: list[str], prompts: dict, n_new: int, repeat
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["startup"]:  # `python -m llmcxr_app.bench startup`: app.py's start-up (bench/startup.py)
+        from llmcxr_app.bench import startup
+
+        return startup.main(args[1:])
     p = _parser()
     a = p.parse_args(argv)
     paths = [s.strip() for s in a.paths.split(",") if s.strip()]

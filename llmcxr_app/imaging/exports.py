@@ -93,18 +93,27 @@ def save_dicom_sc(image: Image.Image, path: str | Path, provenance: Mapping[str,
     See the module docstring for the identity placeholders. Study, series and SOP instance UIDs are new.
     """
     path = Path(path)
-    pixels = np.asarray(mark_synthetic(image), dtype=np.uint8)
-    sop_uid = generate_uid()
+    ds = _sc_dataset(np.asarray(mark_synthetic(image), dtype=np.uint8), provenance)
+    ds.save_as(path, enforce_file_format=True)
+    return path
 
+
+def _file_meta(sop_uid: str) -> FileMetaDataset:
+    """The Part 10 file meta group of a Secondary Capture with instance `sop_uid`."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
     meta.MediaStorageSOPInstanceUID = sop_uid
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     meta.ImplementationVersionName = f"LLMCXR_{__version__}"[:16]
+    return meta
 
+
+def _sc_dataset(pixels: np.ndarray, provenance: Mapping[str, Any]) -> Dataset:
+    """The Secondary Capture data set for `pixels` ((H, W) uint8, already marked SYNTHETIC)."""
+    sop_uid = generate_uid()
     ds = Dataset()
-    ds.file_meta = meta
+    ds.file_meta = _file_meta(sop_uid)
     ds.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: provenance may hold any text
     ds.SOPClassUID = SecondaryCaptureImageStorage
     ds.SOPInstanceUID = sop_uid
@@ -147,8 +156,7 @@ def save_dicom_sc(image: Image.Image, path: str | Path, provenance: Mapping[str,
     ds.set_pixel_data(
         pixels, photometric_interpretation="MONOCHROME2", bits_stored=8, generate_instance_uid=False
     )
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    return ds
 
 
 def _codes_list(image_codes: Sequence[int] | np.ndarray | Any | None) -> list[int] | None:
@@ -163,15 +171,20 @@ def _codes_list(image_codes: Sequence[int] | np.ndarray | Any | None) -> list[in
 
 
 def answer_json(
-    text: str, image_codes: Sequence[int] | np.ndarray | Any | None, provenance: Mapping[str, Any]
+    text: str,
+    image_codes: Sequence[int] | np.ndarray | Any | None,
+    provenance: Mapping[str, Any],
+    request: Mapping[str, Any] | None = None,
 ) -> str:
-    """One answer as JSON: {"disclaimer", "text", "image_codes" (row-major VQ indices or null),
-    "image_grid" (side of the square code grid or null), "provenance"}."""
+    """One answer as JSON: {"disclaimer", "text", "request" (what was asked: mode, question or findings,
+    input_file and input_sha256 of the X-ray read; null when not given), "image_codes" (row-major VQ indices
+    or null), "image_grid" (side of the square code grid or null), "provenance"}."""
     codes = _codes_list(image_codes)
     side = math.isqrt(len(codes)) if codes else 0
     payload = {
         "disclaimer": DISCLAIMER,
         "text": text,
+        "request": dict(request) if request is not None else None,
         "image_codes": codes,
         "image_grid": side if codes and side * side == len(codes) else None,
         "provenance": dict(provenance),
@@ -179,12 +192,21 @@ def answer_json(
     return json.dumps(payload, ensure_ascii=False, indent=2, default=str)
 
 
-def answer_text(text: str, provenance: Mapping[str, Any] | None = None) -> str:
-    """The answer as plain text, followed by the research-only disclaimer and one "key: value" line per
-    provenance entry (nested values as JSON)."""
-    lines = [text.strip(), "", "---", DISCLAIMER]
-    for key, value in sorted((provenance or {}).items()):
+def _lines(entries: Mapping[str, Any]) -> list[str]:
+    """One "key: value" line per entry, sorted by key; values that are not scalars as JSON."""
+    lines = []
+    for key, value in sorted(entries.items()):
         if not isinstance(value, str | int | float | bool) and value is not None:
             value = json.dumps(value, ensure_ascii=False, default=str)
         lines.append(f"{key}: {value}")
+    return lines
+
+
+def answer_text(
+    text: str, provenance: Mapping[str, Any] | None = None, request: Mapping[str, Any] | None = None
+) -> str:
+    """The answer as plain text, followed by the research-only disclaimer, one "key: value" line per request
+    entry (mode, question or findings, input_file, input_sha256), then one per provenance entry (nested
+    values as JSON)."""
+    lines = [text.strip(), "", "---", DISCLAIMER, *_lines(request or {}), *_lines(provenance or {})]
     return "\n".join(lines) + "\n"

@@ -34,10 +34,20 @@ from llmcxr_app.imaging.dicom import (
 from llmcxr_app.redact import strip_metadata
 
 __all__ = [
-    "DEFAULT_LIMITS", "ImageLimits", "ImageLoadError", "LoadedImage", "ModelInput", "ModelView",
-    "DISPLAY_MAX_SIDE", "codes_to_image", "load_image", "loaded_model_input", "model_view", "tensor_to_image",
+    "DEFAULT_LIMITS",
+    "ImageLimits",
+    "ImageLoadError",
+    "LoadedImage",
+    "ModelInput",
+    "ModelView",
+    "DISPLAY_MAX_SIDE",
+    "codes_to_image",
+    "load_image",
+    "loaded_model_input",
+    "model_view",
+    "tensor_to_image",
     "to_model_input",
-]  # fmt: skip
+]
 
 logger = logging.getLogger(__name__)
 
@@ -284,7 +294,7 @@ def load_image(
     """Read an uploaded chest X-ray (PNG 8/16-bit, palette, alpha; JPEG; TIFF; DICOM) as an 8-bit gray image.
 
     The format is detected from the content. Raises ImageLoadError (a ValueError) with a message for the
-    user on empty, unknown, truncated, oversized or pixel-less files. DICOM goes through dicom_io.read_dicom
+    user on empty, unknown, truncated, oversized or pixel-less files. DICOM goes through dicom.read_dicom
     (modality LUT, first VOI LUT or window, MONOCHROME1 inversion, first frame). `model_sizes` (VQ-GAN
     resolutions in px) are the model inputs to make from the full-resolution decode before it is dropped;
     only a display copy (longest side <= DISPLAY_MAX_SIDE) is kept.

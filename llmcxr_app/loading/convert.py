@@ -25,14 +25,19 @@ import yaml
 
 from llmcxr_app import __version__
 from llmcxr_app.loading import weights as w
+from llmcxr_app.loading.files import llm_weight_files
 from llmcxr_app.loading.runtime import resolve_device
 from llmcxr_app.protocol import token_layout
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-    "vocab.json", "merges.txt",
-)  # fmt: skip
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+)
 # The probe the output is checked with: a few ids spread over text and image ids, batch 1.
 PROBE_LENGTH = 24
 
@@ -75,7 +80,7 @@ def _check_source(src: Path, codebook_size: int | None) -> tuple[list[Path], int
         raise w.WeightsError(f"{src} is a {hf_config.get('model_type')!r} model; LLM-CXR is GPT-NeoX.")
     if hf_config.get("quantization_config"):
         raise w.WeightsError(f"{src} is already quantized; convert from the original full-precision weights.")
-    files = w._llm_weight_files(src)
+    files = llm_weight_files(src)
     codebook_size = codebook_size or infer_codebook_size(src)
     try:
         token_layout(AutoTokenizer.from_pretrained(src), codebook_size)
@@ -112,10 +117,26 @@ def convert_llm(
     load_llm uses on a bf16 GPU). ``device``: where the conversion runs
     (cpu needs no GPU; bitsandbytes quantizes there too). Returns the files written.
     """
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    src, dst = Path(src).expanduser(), Path(dst).expanduser()
+    dtype = _check_options(quantize, dtype, shard_size)
+    if not src.is_dir():
+        raise w.WeightsError(f"LLM directory not found: {src}.")
+    if dst.resolve() == src.resolve():
+        raise w.WeightsError("The output folder must differ from the source folder.")
+    _refuse_overwrite(dst, ["config.json", *TOKENIZER_FILES], ("model*.safetensors*", "pytorch_model*"))
+    files, codebook_size = _check_source(src, codebook_size)
+    dev = resolve_device(device)
+    ids, reference = _save_model(src, dst, dev, DTYPES[dtype], quantize, shard_size)
+    _copy_tokenizer(src, dst)
+    _write_provenance(dst, src, files, quantize, dtype, codebook_size)
+    _verify_reload(dst, ids, reference, quantize or dtype, dev, codebook_size)
+    return sorted(p for p in dst.iterdir() if p.is_file())
+
+
+def _check_options(quantize: str | None, dtype: str | None, shard_size: str) -> str:
+    """ValueError on an unknown quantization, dtype or shard size; returns the dtype to use."""
     from transformers.utils.hub import convert_file_size_to_int
 
-    src, dst = Path(src).expanduser(), Path(dst).expanduser()
     if quantize not in (None, "nf4"):
         raise ValueError(f"quantize must be None or 'nf4', got {quantize!r}.")
     dtype = dtype or ("bf16" if quantize else "fp32")
@@ -125,14 +146,15 @@ def convert_llm(
         convert_file_size_to_int(shard_size)
     except ValueError as exc:
         raise ValueError(f"shard size {shard_size!r}: use an integer and a unit, e.g. 2GB or 500MB.") from exc
-    if not src.is_dir():
-        raise w.WeightsError(f"LLM directory not found: {src}.")
-    if dst.resolve() == src.resolve():
-        raise w.WeightsError("The output folder must differ from the source folder.")
-    _refuse_overwrite(dst, ["config.json", *TOKENIZER_FILES], ("model*.safetensors*", "pytorch_model*"))
-    files, codebook_size = _check_source(src, codebook_size)
-    dev = resolve_device(device)
-    torch_dtype = DTYPES[dtype]
+    return dtype
+
+
+def _save_model(
+    src: Path, dst: Path, dev: torch.device, torch_dtype: torch.dtype, quantize: str | None, shard_size: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Load `src` (quantized when asked), save it to `dst` as shards; returns (probe ids, their logits)."""
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
     kwargs: dict = {"dtype": torch_dtype, "device_map": {"": str(dev)}}
     if quantize:
         kwargs["quantization_config"] = BitsAndBytesConfig(
@@ -149,22 +171,33 @@ def convert_llm(
     reference = _logits(model, ids)
     del model
     gc.collect()
+    return ids, reference
+
+
+def _copy_tokenizer(src: Path, dst: Path) -> None:
     for name in TOKENIZER_FILES:  # byte for byte: a re-saved tokenizer may differ in ways load_llm checks
         if (src / name).is_file():
             shutil.copyfile(src / name, dst / name)
-    _write_provenance(dst, src, files, quantize, dtype, codebook_size)
 
-    # Load the result the way the app does; it must compute exactly what the model that was saved computed.
+
+def _verify_reload(
+    dst: Path,
+    ids: torch.Tensor,
+    reference: torch.Tensor,
+    quantization: str,
+    dev: torch.device,
+    codebook_size: int,
+) -> None:
+    """Load the result the way the app does; it must compute exactly what the model that was saved computed."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "nf4 is slow on CPU": known, and irrelevant to a check
-        llm = w.load_llm(dst, quantization=quantize or dtype, device=dev, codebook_size=codebook_size)
+        llm = w.load_llm(dst, quantization=quantization, device=dev, codebook_size=codebook_size)
     delta = (_logits(llm.model, ids) - reference).abs().max().item()
     if delta != 0.0:
         raise w.WeightsError(f"{dst}: reloaded logits differ from the converted model's by {delta:.3g}.")
     print(
         f"verified: loads through weights.load_llm ({llm.quantization}); max |logit difference| {delta:.3g}"
     )
-    return sorted(p for p in dst.iterdir() if p.is_file())
 
 
 def _version(package: str) -> str:
@@ -255,9 +288,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.what == "llm":
             out = convert_llm(
-                args.src, args.dst, quantize=args.quantize, dtype=args.dtype, shard_size=args.shard_size,
-                device=args.device, codebook_size=args.codebook_size,
-            )  # fmt: skip
+                args.src,
+                args.dst,
+                quantize=args.quantize,
+                dtype=args.dtype,
+                shard_size=args.shard_size,
+                device=args.device,
+                codebook_size=args.codebook_size,
+            )
         else:
             out = list(
                 convert_vqgan(

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from llmcxr_app import config as cfg
@@ -82,3 +84,18 @@ def weight_hash(files: list[Path]) -> str:
                 f.seek(max(mib, size - mib))
                 h.update(f.read())
     return h.hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class ModelHashes:
+    """The fingerprints of one model (each 12 hex chars, `weight_hash`), for provenance."""
+
+    llm: str  # the LLM's weight files (files.llm_weight_files)
+    vqgan: str  # the VQ-GAN's checkpoint, and its YAML config when one is given
+    combined: str  # all of those files together: the model's fingerprint (StudioInfo.weight_hash)
+
+
+def model_hashes(llm_files: Sequence[Path], vqgan_files: Sequence[Path]) -> ModelHashes:
+    """The LLM's, the VQ-GAN's and the whole model's fingerprints (see `weight_hash`)."""
+    llm, vqgan = list(llm_files), list(vqgan_files)
+    return ModelHashes(llm=weight_hash(llm), vqgan=weight_hash(vqgan), combined=weight_hash(llm + vqgan))

@@ -19,15 +19,11 @@ import yaml
 
 from llmcxr_app import config as cfg
 from llmcxr_app.loading.checkpoint_io import WeightsError, read_state_dict
-from llmcxr_app.loading.files import README, llm_hint, llm_weight_files, rel, weight_hash
+from llmcxr_app.loading.files import README, llm_hint, llm_weight_files, model_hashes, rel, weight_hash
 from llmcxr_app.loading.hub import local_path
 from llmcxr_app.loading.runtime import resolve_device, resolve_quantization
 from llmcxr_app.modeling.vqgan import VQGAN, VQGANConfig, autoencoder_prefixes
 from llmcxr_app.protocol import TokenLayout, token_layout
-
-# TODO(restructure): convert.py (frozen during the restructure) still calls w._llm_weight_files; once it
-# calls files.llm_weight_files, drop this alias (docs/RESTRUCTURE_TODO.md).
-_llm_weight_files = llm_weight_files
 
 # ---------------------------------------------------------------- VQ-GAN
 
@@ -176,6 +172,8 @@ class LoadedLLM:
     weight_hash: str  # 12 hex chars, files.weight_hash (load_model: of the LLM and VQ-GAN files)
     context_length: int  # tokens the model attends over (config.max_position_embeddings)
     weight_files: tuple[Path, ...] = ()  # the files weight_hash read (files.llm_weight_files)
+    llm_hash: str = ""  # files.weight_hash of weight_files alone ("" when not read from files)
+    vqgan_hash: str = ""  # load_model: files.weight_hash of the VQ-GAN's checkpoint and config
 
 
 def _from_pretrained_kwargs(quantization: str, device: torch.device) -> dict[str, Any]:
@@ -343,6 +341,7 @@ def load_llm(
         quantization=quant,
         device=dev,
         weight_hash=weight_hash(files),
+        llm_hash=weight_hash(files),
         context_length=int(hf_config.get("max_position_embeddings", model.config.max_position_embeddings)),
         weight_files=tuple(files),
     )
@@ -362,4 +361,5 @@ def load_model(location: cfg.ModelLocation, runtime: cfg.RuntimeConfig) -> tuple
         location.llm, quantization=runtime.quantization, device=device, codebook_size=vqgan.n_embed
     )
     vq_files = [ckpt] if config is None else [ckpt, config]
-    return replace(llm, weight_hash=weight_hash([*llm.weight_files, *vq_files])), vqgan
+    hashes = model_hashes(llm.weight_files, vq_files)
+    return replace(llm, weight_hash=hashes.combined, llm_hash=hashes.llm, vqgan_hash=hashes.vqgan), vqgan

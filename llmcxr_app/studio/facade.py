@@ -8,6 +8,7 @@ close a stream to release the model. Nothing here imports Gradio.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 import time
@@ -38,8 +39,11 @@ from llmcxr_app.loading.weights import load_model
 from llmcxr_app.modeling.vqgan import VQGAN
 from llmcxr_app.studio.timings import sync, timings_of
 from llmcxr_app.studio.types import PreparedImage, Result, StudioInfo, StudioInputError, Update
+from llmcxr_app.studio.warmup import WarmUpGate
 
 __all__ = ["PreparedImage", "Result", "Studio", "StudioInfo", "StudioInputError", "Update"]
+
+logger = logging.getLogger(__name__)
 
 MIN_ANSWER_TOKENS = 16  # a text prompt must leave at least this much of the context for the answer
 PREVIEW_GREY = 128  # preview pixels of grid rows not generated yet
@@ -71,6 +75,8 @@ class Studio:
         self._step = step
         self._image_loop = image_loop  # generation.generate_image, or a fast path's device-side loop
         self._lock = threading.Lock()
+        self._gate = WarmUpGate()  # closed while a background warm-up runs: requests wait for it
+        self.ready = self._gate.ready  # set when no warm-up runs
         self.info = StudioInfo(
             model_name=location.name,
             is_demo=location.is_demo,
@@ -82,14 +88,20 @@ class Studio:
             codebook_size=vqgan.n_embed,
             context_length=llm.context_length,
             app_version=__version__,
+            llm_hash=getattr(llm, "llm_hash", ""),  # "" for a model not read from files
+            vqgan_hash=getattr(llm, "vqgan_hash", ""),
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Studio:
-        """Load the weights named by ``settings`` (raises loading.weights.WeightsError with the fix when they fail)."""
+    def from_settings(cls, settings: Settings, *, background_warm_up: bool = False) -> Studio:
+        """Load the weights named by ``settings`` (raises loading.weights.WeightsError with the fix when they fail);
+        warm up (runtime.warmup) before returning, or in a thread (start_warm_up) with ``background_warm_up``."""
         if settings.runtime.cpu_threads > 0:  # process-wide, before any model work
             torch.set_num_threads(settings.runtime.cpu_threads)
+        t = time.perf_counter()
         llm, vqgan = load_model(settings.model, settings.runtime)
+        hashes = f"LLM {llm.llm_hash}, VQ-GAN {llm.vqgan_hash}"
+        logger.info("Weights loaded in %.1f s: %s", time.perf_counter() - t, hashes)
         fast = fastpath.fast_path_for(llm, settings.runtime)
         fns = (
             {}
@@ -97,9 +109,16 @@ class Studio:
             else {"prefill_fn": fast.prefill, "step": fast.step, "image_loop": fast.generate_image}
         )
         studio = cls.from_parts(llm, vqgan, settings.model, **fns)
-        if settings.runtime.warmup:  # compile and run once now, not in a user's first request
+        if settings.runtime.warmup and background_warm_up:
+            studio.start_warm_up(fast)
+        elif settings.runtime.warmup:  # compile and run once now, not in a user's first request
             studio.warm_up(fast)
         return studio
+
+    def start_warm_up(self, fast: fastpath.FastPath | None) -> threading.Thread:
+        """Run warm_up in a daemon thread; until it ends `ready` is clear and every request waits for it in
+        line (a cancelled one leaves). A failed warm-up is logged; the model still serves (studio/warmup.py)."""
+        return self._gate.start(lambda: self.warm_up(fast))
 
     def warm_up(self, fast: fastpath.FastPath | None, findings: str = "Heart size is normal.") -> dict:
         """Compile every cache bucket of ``fast``, then draw one image (LLM steps, sampling, VQ-GAN decode on
@@ -254,7 +273,9 @@ class Studio:
 
     @contextmanager
     def _acquire(self, cancel: threading.Event | None) -> Iterator[None]:
-        """Hold the model; a request cancelled while it waits in line leaves without running."""
+        """Hold the model; a request cancelled while it waits in line leaves without running. Requests also
+        wait for a background warm-up (start_warm_up) to end, whoever reaches the lock first."""
+        self._gate.wait(cancel)
         while not self._lock.acquire(timeout=0.05):
             if cancel is not None and cancel.is_set():
                 raise GenerationCancelled("Generation was cancelled while waiting for the model.")
@@ -271,7 +292,9 @@ class Studio:
             "task": task,
             "model": self.info.model_name,
             "is_demo": self.info.is_demo,
-            "weight_hash": self.info.weight_hash,
+            "weight_hash": self.info.weight_hash,  # the whole model: LLM and VQ-GAN files together
+            "llm_hash": self.info.llm_hash,
+            "vqgan_hash": self.info.vqgan_hash,
             "quantization": self.info.quantization,
             "device": self.info.device,
             "seed": sampling.seed,

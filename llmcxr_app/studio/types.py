@@ -30,6 +30,8 @@ class StudioInfo:
     codebook_size: int  # VQ-GAN codebook entries = image tokens (1024 officially)
     context_length: int  # LLM context in tokens (2048 officially)
     app_version: str  # llmcxr_app.__version__
+    llm_hash: str = ""  # 12 hex chars fingerprinting the LLM's weight files alone ("" when unknown)
+    vqgan_hash: str = ""  # 12 hex chars fingerprinting the VQ-GAN's checkpoint and config ("" when unknown)
 
 
 @dataclass(frozen=True, eq=False)
@@ -52,7 +54,7 @@ class Result:
     image: Image.Image | None  # draw: decoded image, "L", model resolution, NOT yet marked synthetic
     codes: list[int] | None  # draw: grid * grid VQ codes, row-major
     probs: list[float] | None  # draw: probability of each sampled code (generation.sample), same order
-    provenance: dict  # model, weight_hash, quantization, device, seed, sampling, app_version, task, timestamp
+    provenance: dict  # model, weight_hash (llm_hash, vqgan_hash), quantization, device, seed, sampling, app_version, task, timestamp
     timings: dict  # seconds and counts: queue_s, prompt_s, first_token_s, total_s, tokens, tokens_per_s
 
 

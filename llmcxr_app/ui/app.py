@@ -10,6 +10,7 @@ third-party fonts, only the example folder served beyond the app's file root.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,12 @@ from llmcxr_app.config import REPO_ROOT, ServerConfig
 from llmcxr_app.studio.facade import Studio
 from llmcxr_app.ui import sweeper
 from llmcxr_app.ui.chat import ChatApp
-from llmcxr_app.ui.render import DEMO_LABEL, duration, status_markdown
+from llmcxr_app.ui.render import DEMO_LABEL, MODE_INFO, duration, status_markdown
 from llmcxr_app.ui.routing import MODES
+from llmcxr_app.ui.scripts import SCROLL_TO_BOTTOM, SCROLL_TO_DRAWING
 from llmcxr_app.ui.sessions import delete_session
+
+logger = logging.getLogger(__name__)
 
 ASSETS = REPO_ROOT / "assets"
 DEMO_NOTE = DEMO_LABEL.split(": ", 1)[
@@ -45,42 +49,6 @@ PLACEHOLDER = (
     "**Type findings** and ask to *draw* an X-ray to get a synthetic image.  \n"
     "Follow-up questions refer to the current X-ray (the panel beside or below the chat)."
 )
-MODE_INFO = {  # the hint beside the Mode control, for the mode it shows
-    "Auto": "**Auto**: image → report · question → answer about the current X-ray · “draw … X-ray” or "
-    "findings → synthetic image (with an X-ray: you choose) · no X-ray → plain instruction",
-    "Report": "**Report**: a findings report of the current (or attached) X-ray; any text is ignored",
-    "Ask": "**Ask**: your text as a question about the current X-ray (none loaded: a plain instruction)",
-    "Draw": "**Draw**: your text as findings → a synthetic X-ray, drawn even when an X-ray is loaded",
-}
-# After a drawing: scroll the conversation so the drawing's message (its sentence, with the self-check, above
-# the image) starts at the top of the view, instead of Gradio's scroll to the bottom (the downloads). Run
-# twice: the images finish loading, and Gradio scrolls on their load, after the last update.
-SCROLL_TO_DRAWING = """() => {
-  const go = () => {
-    const chat = document.querySelector('#chat');
-    if (!chat) return;
-    const msgs = [...chat.querySelectorAll('[data-testid="user"], [data-testid="bot"]')];
-    let i = msgs.length - 1;
-    while (i >= 0 && msgs[i].dataset.testid !== 'user') i--;
-    const turn = msgs.slice(i + 1);  // the answer's messages (its text and its picture are two)
-    if (!turn.some((m) => m.querySelector('img'))) return;  // a text answer: Gradio's scroll is right
-    const first = turn[0];
-    let box = first.parentElement;
-    while (box && box.scrollHeight <= box.clientHeight + 1) box = box.parentElement;
-    if (!box) return;
-    box.scrollTop += first.getBoundingClientRect().top - box.getBoundingClientRect().top - 8;
-  };
-  setTimeout(go, 200);
-  setTimeout(go, 900);
-}"""
-# A new message: back to the bottom of the conversation (after SCROLL_TO_DRAWING, Gradio would otherwise take
-# the user for someone reading back and stop following the answer).
-SCROLL_TO_BOTTOM = """() => {
-  const chat = document.querySelector('#chat');
-  const box = chat && [...chat.querySelectorAll('*')].find((e) => e.scrollHeight > e.clientHeight + 1
-    && ['auto', 'scroll'].includes(getComputedStyle(e).overflowY));
-  if (box) box.scrollTop = box.scrollHeight;
-}"""
 
 
 class StudioBlocks(gr.Blocks):
@@ -90,11 +58,19 @@ class StudioBlocks(gr.Blocks):
     chat_app: ChatApp | None = None
 
     def launch(self, *args: Any, **kwargs: Any):
+        # quiet: Gradio's prints (its URL line and the "set share=True" hint, wrong for a private server)
+        # give way to one "Ready" log line with the URL, written once the server answers.
+        kwargs.setdefault("quiet", True)
         if kwargs.get("prevent_thread_lock"):
-            return super().launch(*args, **kwargs)
+            result = super().launch(*args, **kwargs)
+            logger.info("Ready: the app answers on %s", self.local_url)
+            return result
         with sweeper.interrupt_on_sigterm():
             try:
-                return super().launch(*args, **kwargs)  # serves until interrupted
+                result = super().launch(*args, **{**kwargs, "prevent_thread_lock": True})
+                logger.info("Ready: the app answers on %s", self.local_url)
+                self.block_thread()  # serves until interrupted
+                return result
             finally:
                 self.close()
 

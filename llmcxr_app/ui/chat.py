@@ -7,6 +7,7 @@ these handlers.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -26,6 +27,7 @@ from llmcxr_app.ui import render, zerogpu
 from llmcxr_app.ui.draw import Drawer
 from llmcxr_app.ui.inputs import message_parts, sampling_from
 from llmcxr_app.ui.panel import SKIP_PANEL, panel_updates
+from llmcxr_app.ui.records import read_upload, request_record
 from llmcxr_app.ui.routing import CHOICES, TASK_AMBIGUOUS, Route, chosen_mode, mode_label, redo_choices, route
 from llmcxr_app.ui.sessions import (
     EVICTED,
@@ -44,10 +46,11 @@ logger = logging.getLogger(__name__)
 
 PREVIEW_EVERY = 2  # grid rows between progressive previews of a drawing
 STOP_WAIT_S = 5.0  # how long Stop waits for the generation thread to acknowledge
-EMPTY_MESSAGE = "The message is empty: type a question or findings, or attach a chest X-ray."
-# The box after a refused request: Send back (the chained idle update does not run after an error).
-IDLE_BOX = {"submit_btn": True, "stop_btn": False}
 GENERIC_ERROR = "Something went wrong while generating; the conversation is kept. Please try again."
+WARMING_UP = (
+    "The model is still warming up after the server started (once per start); your answer begins as soon as "
+    "it is ready, in a few seconds."
+)
 QUEUE_FULL = (
     "The model is busy: {n} requests are already waiting for it, as many as this server holds. Your message "
     "was not sent and is still in the box: please send it again in a minute or two."
@@ -140,10 +143,8 @@ class ChatApp:
     # -- events -----------------------------------------------------------------------------------------
     def stage(self, message, session: Session | None, request: gr.Request | None = None):
         """Show the user's message at once (before the queue), clear the box, switch it to its Stop button.
-
-        A full queue or the session cap raises gr.Error before any output: the text and attachment stay in
-        the box and Send stays, so the user can send again.
-        """
+        A full queue, the session cap or an empty message raise gr.Error before any output: the text and
+        attachment stay in the box and Send stays, so the user can send again."""
         if self._queue_full():
             raise gr.Error(QUEUE_FULL.format(n=self.server.queue_size))
         session = self._open(session, request)
@@ -154,7 +155,7 @@ class ChatApp:
             )
         text, path = message_parts(message)
         if not text and not path:  # refused before anything changes: the conversation and Send stay
-            raise gr.Error(EMPTY_MESSAGE, print_exception=False)
+            raise gr.Error(render.EMPTY_MESSAGE, print_exception=False)
         session.admitted = True
         # The raw upload is not echoed (a DICOM would show as a link with its file name): a placeholder
         # stands in until chat() replaces it with the decoded display copy.
@@ -183,13 +184,12 @@ class ChatApp:
 
     def stop(self, session: Session | None):
         """Stop this session's running request; the partial answer stays, marked "(stopped)"."""
-        idle_box = gr.update(submit_btn=True, stop_btn=False)
         if session is None:
-            return gr.skip(), idle_box
+            return gr.skip(), gr.update(**render.IDLE_BOX)
         if session.cancel is not None:
             session.cancel.set()
         session.idle.wait(STOP_WAIT_S)
-        return self._view(session), idle_box
+        return self._view(session), gr.update(**render.IDLE_BOX)
 
     def chat(
         self,
@@ -216,13 +216,13 @@ class ChatApp:
             sampling = sampling_from(temperature, top_p, max_new_tokens, seed)
             req = self._plan(session, str(mode or "Auto"), text, path, sampling, candidates)
         except (ImageLoadError, StudioInputError) as exc:
-            box = gr.update(value=refused(exc, text, path, self._keep()), **IDLE_BOX)
+            box = gr.update(value=refused(exc, text, path, self._keep()), **render.IDLE_BOX)
             yield (self._view(session), session, box, *SKIP_PANEL)
             raise gr.Error(str(exc), print_exception=False) from None
         except Exception:  # a real failure: the whole traceback (redact.py keeps file content out of it)
             logger.exception("request setup failed")
             discard_upload(path, self._keep())
-            box = gr.update(value={"text": text, "files": []}, **IDLE_BOX)
+            box = gr.update(value={"text": text, "files": []}, **render.IDLE_BOX)
             yield (self._view(session), session, box, *SKIP_PANEL)
             raise gr.Error(GENERIC_ERROR, print_exception=False) from None
         discard_upload(path, self._keep())  # decoded: only the app's display copy and model input are kept
@@ -255,6 +255,9 @@ class ChatApp:
         """Stream the planned request's answer into the conversation, then label it with its mode."""
         session.cancel = cancel = threading.Event()
         session.idle.clear()
+        session.request = request_record(session.current, req.plan, label)  # for the downloads
+        if not self.studio.ready.is_set():  # the Studio's background warm-up: this request waits for it
+            gr.Info(WARMING_UP)
         try:
             panel = self._panel_if_changed(session, req.new is not None)
             yield (self._view(session), session, gr.update(value=None), *panel)
@@ -276,7 +279,7 @@ class ChatApp:
             logger.exception("generation failed")
             session.history.append({"role": "assistant", "content": "_(interrupted by an error)_"})
             session.idle.set()
-            yield (self._view(session), session, gr.update(**IDLE_BOX), *SKIP_PANEL)
+            yield (self._view(session), session, gr.update(**render.IDLE_BOX), *SKIP_PANEL)
             raise gr.Error(GENERIC_ERROR, print_exception=False) from None
         finally:  # also when Gradio closes this generator (a cancelled event, a closed tab)
             cancel.set()  # a model step still running in another thread stops at the next token
@@ -328,12 +331,20 @@ class ChatApp:
         return self.example_files | {Path(p).resolve() for p in self.files.keep()}
 
     def _load(self, path: str, session: Session) -> CurrentXray:
-        # The model input is made from the full-resolution decode, which is then dropped (imaging.load_image).
-        loaded = load_image(path, model_sizes=(self.studio.info.resolution,))
+        # The model input is made from the full-resolution decode, which is then dropped (images.load_image).
+        data = read_upload(path)
+        loaded = load_image(data, model_sizes=(self.studio.info.resolution,))
         prepared = self._prepare(loaded)
         chat_path = session.path("upload", "png")
         render.fit(loaded.image).save(chat_path)  # a pixel-only display copy: the upload is never served back
-        return CurrentXray(loaded=loaded, prepared=prepared, chat_path=str(chat_path))
+        # The name goes only into this user's own downloads (a DICOM's name may be a UID or a patient's name).
+        return CurrentXray(
+            loaded=loaded,
+            prepared=prepared,
+            chat_path=str(chat_path),
+            name=Path(path).name,
+            sha256=hashlib.sha256(data).hexdigest(),
+        )
 
     def _start(self, plan: Route, image: PreparedImage | None, sampling: SamplingConfig, cancel):
         """The Studio stream for a plan; Studio validates its inputs here, before generation starts."""
@@ -380,9 +391,11 @@ class ChatApp:
             session.history.append(msg)
         msg["content"] = result.text or "_(the model gave an empty answer)_"
         json_path = session.path(f"{self.tag}-answer", "json")
-        json_path.write_text(answer_json(result.text, None, result.provenance), encoding="utf-8")
+        json_path.write_text(
+            answer_json(result.text, None, result.provenance, session.request), encoding="utf-8"
+        )
         txt_path = session.path(f"{self.tag}-answer", "txt")
-        txt_path.write_text(answer_text(result.text, result.provenance), encoding="utf-8")
+        txt_path.write_text(answer_text(result.text, result.provenance, session.request), encoding="utf-8")
         self.add_details(session, result, [json_path, txt_path])
         yield
 

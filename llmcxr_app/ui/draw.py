@@ -30,6 +30,7 @@ class DrawSession(Protocol):
     """The per-browser session a drawing is added to (ui/chat.py's Session)."""
 
     history: list[dict]  # the chat messages
+    request: dict  # the request's record for its downloads (ui/records.py)
 
     def path(self, stem: str, ext: str) -> Path: ...  # a new file in the session's private folder
 
@@ -214,7 +215,7 @@ class Drawer:
         png = save_png(result.image, session.path(stem, "png"), provenance)
         dcm = save_dicom_sc(result.image, session.path(stem, "dcm"), provenance)
         js = session.path(stem, "json")
-        js.write_text(answer_json("", result.codes, provenance), encoding="utf-8")
+        js.write_text(answer_json("", result.codes, provenance, session.request), encoding="utf-8")
         return [png, dcm, js]
 
     def _save_display(self, session: DrawSession, image: Any, stem: str) -> str:

@@ -26,6 +26,17 @@ PANEL_MAX_SIDE = 640  # uploads shown in the chat and panel are shrunk to this (
 PANEL_MIN_SIDE = 384  # ...and small ones enlarged to this, so a 64 px test film is not a speck
 CROP_COLOUR = (245, 158, 11)  # amber outline of the model's crop on the original
 DEMO_LABEL = "demo model: trained on synthetic phantoms, not on real X-rays"
+MODE_INFO = {  # the hint beside the Mode control, for the mode it shows
+    "Auto": "**Auto**: image → report · question → answer about the current X-ray · “draw … X-ray” or "
+    "findings → synthetic image (with an X-ray: you choose) · no X-ray → plain instruction",
+    "Report": "**Report**: a findings report of the current (or attached) X-ray; any text is ignored",
+    "Ask": "**Ask**: your text as a question about the current X-ray (none loaded: a plain instruction)",
+    "Draw": "**Draw**: your text as findings → a synthetic X-ray, drawn even when an X-ray is loaded",
+}
+EMPTY_MESSAGE = "The message is empty: type a question or findings, or attach a chest X-ray."
+# The message box once a request ends or is refused: Send, not Stop (a refused request sets it itself: the
+# events chained after it do not run after an error).
+IDLE_BOX = {"submit_btn": True, "stop_btn": False}
 STOP_REASONS = {"end": "end of answer", "length": "length limit reached", "image": "image complete"}
 
 

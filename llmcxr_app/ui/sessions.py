@@ -47,6 +47,8 @@ class CurrentXray:
     )
     prepared: PreparedImage  # the model's view: codes, crop, reconstruction
     chat_path: str  # display PNG shown in the user's message
+    name: str = ""  # the uploaded file's name, for the user's own downloads only (never logged: may identify)
+    sha256: str = ""  # hex SHA-256 of the uploaded bytes
 
 
 class SessionLimitError(Exception):
@@ -70,6 +72,7 @@ class Session:
         self.cancel: threading.Event | None = None  # set by Stop; the running request polls it every token
         self.idle = threading.Event()  # clear while a request of this session runs
         self.idle.set()
+        self.request: dict = {}  # the running request's record for its downloads (ui/records.py)
         self.admitted = False  # the Send button's staging passed the queue check; /chat needs no second one
         self.last_used = time.monotonic()  # for evicting the least recently used idle session
         self.closed = False  # closed: its tab went away, the server shut down, or it was evicted

@@ -2,7 +2,7 @@
 
 Layout: `<files_dir>/llmcxr-XXXXXXXX/` is Gradio's upload and cache folder (GRADIO_TEMP_DIR points there, so
 raw uploads, cached outputs and the side panel's images land in it) and holds `sessions/<random>/`, the files
-of each chat session (ui_chat.Session). Session files live inside Gradio's folder so Gradio serves them as
+of each chat session (ui/sessions.py Session). Session files live inside Gradio's folder so Gradio serves them as
 they are: a file from elsewhere would be copied, and Gradio re-touches a reused copy, which would reset the
 age the sweep reads.
 
@@ -219,7 +219,7 @@ class UploadCap:
     `limit` uploads (POST .../upload) per `window_s` seconds (the TTL); more are answered 429 with a message.
 
     The address is the TCP peer, or with trust_forwarded_for the first X-Forwarded-For entry (as
-    ui_chat.client_address).
+    sessions.client_address).
     """
 
     def __init__(

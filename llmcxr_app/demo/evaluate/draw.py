@@ -31,7 +31,7 @@ def _failed(f: Findings) -> dict:
     }
 
 
-def _draw_item(studio: Studio, prompt: str, sampling: SamplingConfig) -> Result | None:
+def _draw_one(studio: Studio, prompt: str, sampling: SamplingConfig) -> Result | None:
     """One drawing through the app's path; None when it is not a valid image of grid_tokens codes."""
     result = Studio.finish(studio.draw(prompt, sampling=sampling, preview_every=0))
     codes = result.codes or []
@@ -41,6 +41,31 @@ def _draw_item(studio: Studio, prompt: str, sampling: SamplingConfig) -> Result 
         and all(0 <= c < studio.vqgan.n_embed for c in codes)
     )
     return result if ok else None
+
+
+def _draw_item(studio: Studio, prompt: str, sampling: SamplingConfig, candidates: int) -> list[Result | None]:
+    """The candidates of one findings item; candidate k samples with seed sampling.seed + k * stride."""
+    return [
+        _draw_one(studio, prompt, replace(sampling, seed=sampling.seed + k * CANDIDATE_SEED_STRIDE))
+        for k in range(candidates)
+    ]
+
+
+def _read_item(
+    studio: Studio, reader: reader_mod.Reader, prompt: str, results: list[Result | None]
+) -> tuple[dict | None, dict | None, bool | None]:
+    """(reading of the candidate the self-check picks, reading of the first candidate, whether the picked
+    candidate's read-back agreed with the prompt: None with one candidate or none valid). A reading is None
+    for an invalid drawing."""
+    valid = [r for r in results if r is not None]
+    chosen, agreed = results[0], None
+    if len(results) > 1 and valid:
+        checks = [selfcheck.check(studio, prompt, r) for r in valid]
+        pick = selfcheck.best(checks)
+        chosen = valid[pick]
+        agreed = checks[pick].matches
+    first = reader.predict([results[0].image])[0] if results[0] is not None else None
+    return first if chosen is results[0] else reader.predict([chosen.image])[0], first, agreed
 
 
 def evaluate_draw(
@@ -69,28 +94,32 @@ def evaluate_draw(
         prompt = write_findings_prompt(f, np.random.default_rng([seed, 0xD2A]))
         sampling = SamplingConfig(temperature=temperature, top_p=top_p, top_k=0, seed=seed)
         try:
-            results = [
-                _draw_item(studio, prompt, replace(sampling, seed=seed + k * CANDIDATE_SEED_STRIDE))
-                for k in range(candidates)
-            ]
+            results = _draw_item(studio, prompt, sampling, candidates)
         except StudioInputError as exc:  # e.g. findings longer than the context: an item the model failed
             errors.append(str(exc))  # phantom findings only: no user or patient text
             preds.append(None)
             firsts.append(None)
             continue
         tok_s += [r.timings.get("tokens_per_s") or 0.0 for r in results if r is not None]
-        valid = [r for r in results if r is not None]
-        chosen = results[0]
-        if candidates > 1 and valid:
-            checks = [selfcheck.check(studio, prompt, r) for r in valid]
-            pick = selfcheck.best(checks)
-            chosen = valid[pick]
-            agreed.append(checks[pick].matches)
-        first = reader.predict([results[0].image])[0] if results[0] is not None else None
+        pred, first, agree = _read_item(studio, reader, prompt, results)
+        preds.append(pred)
         firsts.append(first)
-        preds.append(first if chosen is results[0] else reader.predict([chosen.image])[0])
+        if agree is not None:
+            agreed.append(agree)
         if i % 10 == 0:
             log(f"draw {i + 1}/{len(truths)}")
+    return _scores(preds, firsts, truths, errors, agreed, candidates), tok_s
+
+
+def _scores(
+    preds: list[dict | None],
+    firsts: list[dict | None],
+    truths: list[Findings],
+    errors: list[str],
+    agreed: list[bool],
+    candidates: int,
+) -> dict:
+    """The reader's scores over all items (picked candidates; the first candidates too when several)."""
     valid_n = sum(p is not None for p in preds)
     preds = [p if p is not None else _failed(f) for p, f in zip(preds, truths, strict=True)]
     draw = reader_mod.score(preds, truths)
@@ -109,4 +138,4 @@ def evaluate_draw(
             k: first[k] for k in ("label_accuracy_mean", "exact_match", "label_accuracy")
         }
         draw["self_check_agreed_fraction"] = ratio(sum(agreed), len(agreed))
-    return draw, tok_s
+    return draw

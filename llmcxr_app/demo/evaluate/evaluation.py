@@ -124,7 +124,8 @@ def _greedy(cfg: EvalConfig) -> SamplingConfig:
     return SamplingConfig(temperature=0.0, top_p=1.0, top_k=0, max_new_tokens=cfg.max_new_tokens, seed=0)
 
 
-def _describe_all(studio, prepared, truths, greedy: SamplingConfig, log) -> tuple[dict, list[float]]:
+def _score_reports(studio, prepared, truths, greedy: SamplingConfig, log) -> tuple[dict, list[float]]:
+    """CXR -> report: precision / recall / F1 of the findings read from greedy reports; tokens/s of each."""
     texts, tok_s = [], []
     for i, p in enumerate(prepared):
         result = Studio.finish(studio.describe(p, sampling=greedy))
@@ -136,7 +137,8 @@ def _describe_all(studio, prepared, truths, greedy: SamplingConfig, log) -> tupl
     return {**report, "attributes": report_attributes(texts, truths), "n": len(texts)}, tok_s
 
 
-def _vqa_all(studio, seeds, prepared, truths, greedy: SamplingConfig, per_image: int) -> dict:
+def _score_vqa(studio, seeds, prepared, truths, greedy: SamplingConfig, per_image: int) -> dict:
+    """VQA: accuracy of greedy answers to `per_image` questions per phantom, overall and by question kind."""
     items = []
     for seed, p, f in zip(seeds, prepared, truths, strict=True):
         for question, truth in make_qa(f, np.random.default_rng([seed, 0xE7A]), per_image):
@@ -147,6 +149,39 @@ def _vqa_all(studio, seeds, prepared, truths, greedy: SamplingConfig, per_image:
         hits = [ok for k, ok in items if k == kind]
         by_kind[kind] = {"accuracy": sum(hits) / len(hits), "n": len(hits)}
     return {"accuracy": ratio(sum(ok for _, ok in items), len(items)), "n": len(items), "by_kind": by_kind}
+
+
+def _score_reconstruction(prepared, truths, reader: reader_mod.Reader) -> tuple[dict, dict]:
+    """VQ-GAN reconstruction error, and the reader's own accuracy on the same phantoms (the judge's
+    calibration): (reconstruction {mae, psnr_db, n}, reader scores on originals and reconstructions)."""
+    originals = [np.asarray(p.model_input.convert("L")) for p in prepared]
+    recons = [np.asarray(p.reconstruction.convert("L")) for p in prepared]
+    errs = np.array([reconstruction_error(a, b) for a, b in zip(originals, recons, strict=True)])
+    reconstruction = {"mae": float(errs[:, 0].mean()), "psnr_db": float(errs[:, 1].mean()), "n": len(errs)}
+    reader_scores = {
+        "original": reader_mod.score(reader.predict(originals), truths),
+        "reconstruction": reader_mod.score(reader.predict(recons), truths),
+        "trained": reader.meta,
+    }
+    return reconstruction, reader_scores
+
+
+def _score_draw(studio, reader: reader_mod.Reader, truths, cfg: EvalConfig, log) -> tuple[dict, list[float]]:
+    """report -> CXR on the first cfg.n_draw held-out findings (`truths` are the first cfg.n of them)."""
+    draw_truths = truths[: cfg.n_draw]  # more drawings than prepared phantoms: further held-out findings
+    draw_truths += [
+        make_phantom(s).findings for s in range(cfg.seed_start + cfg.n, cfg.seed_start + cfg.n_draw)
+    ]
+    return evaluate_draw(
+        studio,
+        reader,
+        draw_truths,
+        seed_start=cfg.seed_start,
+        temperature=cfg.draw_temperature,
+        top_p=cfg.draw_top_p,
+        candidates=cfg.draw_candidates,
+        log=log,
+    )
 
 
 def evaluate(
@@ -163,42 +198,19 @@ def evaluate(
     truths = [ph.findings for ph in phantoms]
     timings["prepare_s"] = time.perf_counter() - t
     log(f"{cfg.n} held-out phantoms prepared in {timings['prepare_s']:.0f} s")
-
-    # VQ-GAN reconstruction, and the reader's own accuracy on the same phantoms (the judge's calibration).
-    originals = [np.asarray(p.model_input.convert("L")) for p in prepared]
-    recons = [np.asarray(p.reconstruction.convert("L")) for p in prepared]
-    errs = np.array([reconstruction_error(a, b) for a, b in zip(originals, recons, strict=True)])
-    reconstruction = {"mae": float(errs[:, 0].mean()), "psnr_db": float(errs[:, 1].mean()), "n": len(errs)}
-    reader_scores = {
-        "original": reader_mod.score(reader.predict(originals), truths),
-        "reconstruction": reader_mod.score(reader.predict(recons), truths),
-        "trained": reader.meta,
-    }
+    reconstruction, reader_scores = _score_reconstruction(prepared, truths, reader)
 
     t = time.perf_counter()
-    report, tok_s = _describe_all(studio, prepared, truths, greedy, log)
+    report, tok_s = _score_reports(studio, prepared, truths, greedy, log)
     timings["describe_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    vqa = _vqa_all(studio, seeds, prepared, truths, greedy, cfg.qa_per_image)
+    vqa = _score_vqa(studio, seeds, prepared, truths, greedy, cfg.qa_per_image)
     timings["vqa_s"] = time.perf_counter() - t
     log(f"VQA: {vqa['n']} questions in {timings['vqa_s']:.0f} s")
 
     t = time.perf_counter()
-    draw_truths = truths[: cfg.n_draw]  # more drawings than prepared phantoms: further held-out findings
-    draw_truths += [
-        make_phantom(s).findings for s in range(cfg.seed_start + cfg.n, cfg.seed_start + cfg.n_draw)
-    ]
-    draw, draw_tok_s = evaluate_draw(
-        studio,
-        reader,
-        draw_truths,
-        seed_start=cfg.seed_start,
-        temperature=cfg.draw_temperature,
-        top_p=cfg.draw_top_p,
-        candidates=cfg.draw_candidates,
-        log=log,
-    )
+    draw, draw_tok_s = _score_draw(studio, reader, truths, cfg, log)
     timings["draw_s"] = time.perf_counter() - t
 
     timings["describe_per_item_s"] = ratio(timings["describe_s"], cfg.n)
@@ -206,24 +218,36 @@ def evaluate(
     timings["draw_per_item_s"] = ratio(timings["draw_s"], draw["n"])
     timings["describe_tokens_per_s_mean"] = float(np.mean(tok_s)) if tok_s else None
     timings["draw_tokens_per_s_mean"] = float(np.mean(draw_tok_s)) if draw_tok_s else None
-    values = {
-        "report_micro_f1": report["micro"]["f1"],
-        "vqa_accuracy": vqa["accuracy"],
-        "draw_label_accuracy_mean": draw["label_accuracy_mean"],
+    metrics = {
+        "report": report,
+        "vqa": vqa,
+        "draw": draw,
+        "reconstruction": reconstruction,
+        "reader": reader_scores,
     }
-    targets = {
+    return _result(studio, cfg, greedy, metrics, timings)
+
+
+def _targets(metrics: dict) -> dict:
+    """Each of TARGETS: {value, target, pass}."""
+    values = {
+        "report_micro_f1": metrics["report"]["micro"]["f1"],
+        "vqa_accuracy": metrics["vqa"]["accuracy"],
+        "draw_label_accuracy_mean": metrics["draw"]["label_accuracy_mean"],
+    }
+    return {
         k: {"value": values[k], "target": v, "pass": values[k] is not None and values[k] >= v}
         for k, v in TARGETS.items()
     }
+
+
+def _result(studio: Studio, cfg: EvalConfig, greedy: SamplingConfig, metrics: dict, timings: dict) -> dict:
+    """The evaluation's record: metrics, targets, counts, seeds, sampling, config, model and timings (s)."""
+    vqa, draw = metrics["vqa"], metrics["draw"]
+    targets = _targets(metrics)
     draw_sampling = SamplingConfig(temperature=cfg.draw_temperature, top_p=cfg.draw_top_p, top_k=0)
     return {
-        "metrics": {
-            "report": report,
-            "vqa": vqa,
-            "draw": draw,
-            "reconstruction": reconstruction,
-            "reader": reader_scores,
-        },
+        "metrics": metrics,
         "targets": targets,
         "pass": all(t["pass"] for t in targets.values()),
         "n": {"phantoms": cfg.n, "vqa_questions": vqa["n"], "draw": draw["n"]},
@@ -308,8 +332,7 @@ def table(res: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", type=Path, default=DEMO_DIR, help="demo model folder (llm/, vqgan/)")
     p.add_argument("--n", type=int, default=200, help="held-out phantoms (report, VQA, reconstruction)")
@@ -334,6 +357,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quantization", default="auto")
     # One thread: on a busy 2-core machine two threads made decoding 5-20x slower (measured).
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Load the demo model and its reader, evaluate, print the table (or JSON); the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = _parser()
     a = p.parse_args(argv)
     if a.seed_start < EVAL_SEED_START:
         p.error(f"--seed-start must be >= {EVAL_SEED_START}: lower seeds are training data.")
