@@ -1,6 +1,6 @@
 """Command line: `python -m llmcxr_app {describe,ask,draw} ...` (research use only; not a medical device).
 
-Input is checked before the model loads, so a typo costs no loading time. Bad input (missing or unreadable
+Arguments and file names are checked before the model loads, so a typo costs no loading time. Bad input (missing or unreadable
 file, empty text, text too long for the context, incomplete weight flags) exits with status 2 and one line
 on stderr; Ctrl-C exits with 130.
 """
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from llmcxr_app import redact
 from llmcxr_app.cli_args import add_weight_args, settings_from_args
-from llmcxr_app.config import SamplingConfig, Settings
+from llmcxr_app.config import SamplingConfig
 
 if TYPE_CHECKING:  # annotations only: the model code loads after the input is checked
     from llmcxr_app.studio.facade import Studio
@@ -28,13 +28,17 @@ EXIT_INTERRUPTED = 130
 DESCRIPTION = "LLM-CXR Studio from the command line: chest X-ray -> report, questions, report -> X-ray."
 EPILOG = """examples:
   python -m llmcxr_app describe cxr.png
+  python -m llmcxr_app describe a.png b.dcm c.jpg --jsonl > reports.jsonl
+  python -m llmcxr_app ask a.png b.dcm "Is there a pleural effusion?" --jsonl
   python -m llmcxr_app ask cxr.dcm "Is there a pleural effusion?"
   python -m llmcxr_app ask --no-image "What is a pneumothorax?"
   python -m llmcxr_app draw "Moderate right pleural effusion." --out synthetic.png --seed 7 --self-check
   echo "No acute findings." | python -m llmcxr_app draw - --json
 
 Without weight flags the app's default weights are used (see the 'weights' flags). Text streams to stdout;
---json prints one JSON object instead. Research use only: not for diagnosis."""
+--json prints one JSON object instead. describe and ask take several images in one start (the model loads
+once); --jsonl then prints one JSON object per image, in order, each naming its input. Research use only: not
+for diagnosis."""
 
 
 class UserError(Exception):
@@ -58,8 +62,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--max-new-tokens", type=int, default=s.max_new_tokens, help="text answer limit (default %(default)s)"
     )
-    p.add_argument(
+    out = p.add_mutually_exclusive_group()
+    out.add_argument(
         "--json", action="store_true", help="print one JSON object (text, codes, provenance, timings)"
+    )
+    out.add_argument(
+        "--jsonl", action="store_true", help="one JSON object per line per input (for several images)"
     )
     p.add_argument("--verbose", action="store_true", help="show library warnings and tracebacks")
     add_weight_args(p)
@@ -76,17 +84,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "describe", help="write a report for a chest X-ray", description="CXR -> free-text report."
     )
-    p.add_argument("image", metavar="IMAGE", help="PNG, JPEG, TIFF or DICOM file")
+    p.add_argument("image", nargs="+", metavar="IMAGE", help="PNG, JPEG, TIFF or DICOM file(s)")
     _add_common(p)
     p = sub.add_parser(
         "ask",
         help="ask a question about a chest X-ray (or without one: --no-image)",
-        usage="python -m llmcxr_app ask IMAGE QUESTION [options]\n"
+        usage="python -m llmcxr_app ask IMAGE [IMAGE ...] QUESTION [options]\n"
         "       python -m llmcxr_app ask --no-image QUESTION [options]",
         description="With IMAGE: visual question answering about that X-ray. With --no-image: the question is "
         "a plain instruction to the language model, without any image.",
     )
-    p.add_argument("positional", nargs="+", metavar="IMAGE QUESTION", help="image file, then the question")
+    p.add_argument("positional", nargs="+", metavar="IMAGE QUESTION", help="image file(s), then the question")
     p.add_argument("--no-image", action="store_true", help="ask without an image (give only QUESTION)")
     _add_common(p)
     p = sub.add_parser(
@@ -107,36 +115,39 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def _check_inputs(args: argparse.Namespace) -> tuple[str | None, str | None]:
-    """(image path or None, question/findings or None), failing fast before any model loads."""
-    image, text = None, None
+def _check_inputs(args: argparse.Namespace) -> tuple[list[str], str | None]:
+    """(image paths, question/findings or None), failing fast before any model loads."""
+    images, text = [], None
     if args.command == "describe":
-        image = args.image
+        images = list(args.image)
     elif args.command == "ask":
-        want = 1 if args.no_image else 2
-        if len(args.positional) != want:
-            form = (
-                "ask --no-image QUESTION"
-                if args.no_image
-                else "ask IMAGE QUESTION (or ask --no-image QUESTION)"
-            )
+        wanted = len(args.positional) == 1 if args.no_image else len(args.positional) >= 2
+        if not wanted:
+            form = "ask --no-image QUESTION" if args.no_image else "ask IMAGE [IMAGE ...] QUESTION"
             raise UserError(f"expected {form}; got {len(args.positional)} arguments.")
-        image = None if args.no_image else args.positional[0]
-        text = args.positional[-1]
+        images, text = ([] if args.no_image else args.positional[:-1]), args.positional[-1]
         if not text.strip():
             raise UserError("The question is empty: please type a question.")
     else:
-        text = sys.stdin.read() if args.findings == "-" else args.findings
-        if not text.strip():
-            raise UserError("The findings are empty: please give the report text to draw from.")
-        if args.out is None and not args.json:
-            raise UserError("draw needs --out PATH for the PNG (or --json for the codes only).")
-        if args.out is not None and not args.out.parent.is_dir():
-            raise UserError("The folder for --out does not exist.")
-    if image is not None and not Path(image).is_file():
-        # The file name may identify a patient: it is not repeated.
-        raise UserError("The image file does not exist (or is not a file).")
-    return image, text
+        text = _check_draw(args)
+    if len(images) > 1 and args.json:
+        raise UserError("--json prints one object: use --jsonl for several images.")
+    for k, image in enumerate(images, 1):
+        if not Path(image).is_file():
+            # The file name may identify a patient: it is not repeated, only its position.
+            raise UserError(f"Image {k} of {len(images)} does not exist (or is not a file).")
+    return images, text
+
+
+def _check_draw(args: argparse.Namespace) -> str:
+    text = sys.stdin.read() if args.findings == "-" else args.findings
+    if not text.strip():
+        raise UserError("The findings are empty: please give the report text to draw from.")
+    if args.out is None and not (args.json or args.jsonl):
+        raise UserError("draw needs --out PATH for the PNG (or --json for the codes only).")
+    if args.out is not None and not args.out.parent.is_dir():
+        raise UserError("The folder for --out does not exist.")
+    return text
 
 
 def _quiet_libraries() -> None:
@@ -150,8 +161,12 @@ def _quiet_libraries() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Check the input, load the model, answer, print (stdout) and for draw write the PNG; exit status."""
-    image_path, text = _check_inputs(args)
+    """Check the input, load the model once, answer each input, print (stdout); exit status.
+
+    With several images a file that cannot be read is reported (stderr, and as an "error" object with
+    --jsonl) and the others are still answered; the exit status is then 2.
+    """
+    images, text = _check_inputs(args)
     sampling = SamplingConfig(
         temperature=args.temperature,
         top_p=args.top_p,
@@ -163,46 +178,80 @@ def run(args: argparse.Namespace) -> int:
     if not args.verbose:
         _quiet_libraries()
     # Imported here, not at the top: the input is checked before the model code (and torch) loads.
-    from llmcxr_app.imaging.exports import save_png
+    from llmcxr_app.studio.facade import Studio
 
-    studio, prepared = _load(image_path, settings)
+    studio = Studio.from_settings(settings)
+    if args.command == "draw":
+        return _draw(studio, args, text, sampling)
+    failed = 0
+    for k, image in enumerate(images or [None]):
+        try:
+            _answer(studio, args, image, text, sampling, header=_header(images, k, args))
+        except (ValueError, OSError) as exc:
+            if len(images) <= 1:
+                raise
+            failed += 1
+            print(f"llmcxr_app: error: image {k + 1} of {len(images)}: {_one_line(exc)}", file=sys.stderr)
+            if args.jsonl:
+                print(json.dumps({"input": image, "error": _one_line(exc)}, ensure_ascii=False))
+    return EXIT_BAD_INPUT if failed else 0
+
+
+def _header(images: list[str], k: int, args: argparse.Namespace) -> str:
+    """The line before each streamed answer when several images are answered as text."""
+    return f"== {images[k]} ==\n" if len(images) > 1 and not (args.json or args.jsonl) else ""
+
+
+def _answer(studio: Studio, args, image: str | None, text: str | None, sampling, header: str) -> None:
+    """describe or ask for one image (or none): stream or print its JSON object."""
+    prepared = _prepare(studio, image)
+    sys.stdout.write(header)
     if args.command == "describe":
         updates = studio.describe(prepared, sampling=sampling)
-    elif args.command == "ask":
-        updates = studio.ask(text, prepared, sampling=sampling)
     else:
-        updates = studio.draw(text, sampling=sampling, preview_every=0)
-    result = _stream_to_stdout(updates, args.command, args.json, studio.info.grid)
+        updates = studio.ask(text, prepared, sampling=sampling)
+    result = _stream_to_stdout(updates, args.command, args.json or args.jsonl, studio.info.grid)
+    if args.json or args.jsonl:
+        payload = {"input": image} if args.jsonl else {}
+        payload.update(_payload(result, prepared, None))
+        print(json.dumps(payload, ensure_ascii=False, default=str))
+    else:
+        sys.stdout.write("\n")
+
+
+def _draw(studio: Studio, args: argparse.Namespace, text: str, sampling: SamplingConfig) -> int:
+    """Draw from the findings, optionally read the drawing back, write the PNG and print."""
+    from llmcxr_app.imaging.exports import save_png
+
+    updates = studio.draw(text, sampling=sampling, preview_every=0)
+    result = _stream_to_stdout(updates, "draw", args.json or args.jsonl, studio.info.grid)
     check = None
-    if args.command == "draw" and args.self_check:
+    if args.self_check:
         from llmcxr_app.studio.selfcheck import check as self_check
 
         check = self_check(studio, text, result)
         result.provenance["self_check"] = check.as_dict()  # also in the PNG's metadata
-    out = save_png(result.image, args.out, result.provenance) if args.command == "draw" and args.out else None
-    if args.json:
-        print(json.dumps(_payload(result, prepared, out), ensure_ascii=False, default=str))
+    out = save_png(result.image, args.out, result.provenance) if args.out else None
+    if args.json or args.jsonl:
+        print(json.dumps(_payload(result, None, out), ensure_ascii=False, default=str))
     elif out is not None:
         print(f"Wrote {out} (seed {result.provenance['seed']}; marked SYNTHETIC).")
         if check is not None:
             from llmcxr_app.studio.selfcheck import verdict
 
             print(verdict([check]))
-    else:
-        sys.stdout.write("\n")
     return 0
 
 
-def _load(image_path: str | None, settings: Settings) -> tuple[Studio, PreparedImage | None]:
-    """The Studio for `settings` and the image prepared for it (None without an image)."""
+def _prepare(studio: Studio, image_path: str | None) -> PreparedImage | None:
+    """The image decoded and prepared for the Studio (None without an image); a large image's model input
+    comes from its full-size decode."""
     from llmcxr_app.imaging import images as imaging
-    from llmcxr_app.studio.facade import Studio
 
-    loaded = imaging.load_image(image_path) if image_path is not None else None
-    studio = Studio.from_settings(settings)
-    if loaded is not None and loaded.size != loaded.image.size:  # a large image: the model's crop from the
-        loaded = imaging.load_image(image_path, model_sizes=(studio.info.resolution,))  # full-size decode
-    return studio, studio.prepare(loaded) if loaded is not None else None
+    if image_path is None:
+        return None
+    loaded = imaging.load_image(image_path, model_sizes=(studio.info.resolution,))
+    return studio.prepare(loaded)
 
 
 def _stream_to_stdout(updates: Iterable[Update], command: str, as_json: bool, grid: int) -> Result:

@@ -103,3 +103,34 @@ def test_bad_input_after_loading(tiny_location, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("llmcxr_app: error:") for line in err)
     assert "context" in err[1] and "words" in err[1]
+
+
+def test_several_images_in_one_start_with_jsonl(tiny_location, tmp_path, capsys):
+    """describe/ask take several images (the model loads once); --jsonl gives one object per image, in order,
+    and an unreadable one is reported by position while the others are answered (exit status 2)."""
+    good = [tmp_path / f"film{k}.png" for k in range(2)]
+    for k, path in enumerate(good):
+        Image.new("L", (40 + 8 * k, 40), 60 + 90 * k).save(path)
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not an image at all")
+    flags = ["--max-new-tokens", "4", "--temperature", "0", *weight_flags(tiny_location)]
+    assert main(["describe", str(good[0]), str(bad), str(good[1]), "--jsonl", *flags]) == 2
+    captured = capsys.readouterr()
+    lines = [json.loads(line) for line in captured.out.splitlines()]
+    assert [line["input"] for line in lines] == [str(good[0]), str(bad), str(good[1])]
+    assert lines[1].keys() == {"input", "error"} and "image" in lines[1]["error"].lower()
+    assert all(line["task"] == "report" and len(line["input_codes"]) == 256 for line in (lines[0], lines[2]))
+    assert lines[0]["input_codes"] != lines[2]["input_codes"]  # each image was read, not the first twice
+    assert captured.err.strip().startswith("llmcxr_app: error: image 2 of 3:")
+
+    # The same answers one at a time, as --json: a batch answers each image as a single call would.
+    for path, line in ((good[0], lines[0]), (good[1], lines[2])):
+        assert main(["describe", str(path), "--json", *flags]) == 0
+        assert json.loads(capsys.readouterr().out)["input_codes"] == line["input_codes"]
+
+    question = "Is there a pleural effusion?"
+    assert main(["ask", str(good[0]), str(good[1]), question, *flags]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"== {good[0]} ==\n") and f"\n== {good[1]} ==\n" in text
+    assert main(["describe", str(good[0]), str(good[1]), "--json", *flags]) == 2  # --json is one object
+    assert "--jsonl" in capsys.readouterr().err
