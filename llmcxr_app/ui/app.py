@@ -218,7 +218,6 @@ def _chat_column(app: ChatApp, examples_dir: Path) -> _ChatColumn:
         cache_examples=False,
         elem_id="examples",
     )
-    app.keep_examples(shown.dataset.samples)  # Gradio's copies of them are not uploads to delete
     modes = [row[1] for row in rows]
     return _ChatColumn(chatbot, mode, hint, box, staged, new_chat, shown.dataset, modes)
 

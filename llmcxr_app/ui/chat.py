@@ -76,7 +76,6 @@ class ChatApp:
         redact.install()  # no header value of an upload may reach the log (idempotent; app.py does it too)
         self.studio = studio
         self.server = server
-        self.example_files: set[Path] = set()  # Gradio's cached copies of the examples: public, never deleted
         # The model's work, on the GPU on ZeroGPU (ui/zerogpu.py): there it runs in a worker process, so these
         # take and yield only picklable values and cannot see Stop's threading.Event (Stop still ends the
         # event for the user). Elsewhere they are the plain calls.
@@ -124,16 +123,6 @@ class ChatApp:
         ok = (session is not None and session.admitted) or not self._queue_full()
         first = gr.validate(ok, "" if ok else QUEUE_FULL.format(n=self.server.queue_size))
         return [first] + [gr.validate(True, "")] * 7
-
-    def keep_examples(self, samples: list[list]) -> None:
-        """Remember the files of gr.Examples samples (Gradio copied them into its cache when the page was
-        built): clicking an example sends that copy, which must survive for the next user."""
-        for sample in samples:
-            for value in sample:
-                for item in (value.get("files") or []) if isinstance(value, dict) else []:
-                    path = item.get("path") if isinstance(item, dict) else item
-                    if path:
-                        self.example_files.add(Path(path).resolve())
 
     # -- side panel -------------------------------------------------------------------------------------
     def panel(self, session: Session | None) -> tuple:
@@ -327,8 +316,9 @@ class ChatApp:
         return self.panel(session)
 
     def _keep(self) -> set[Path]:
-        """Files never to delete as uploads: Gradio's copies of the examples (public, shown to every user)."""
-        return self.example_files | {Path(p).resolve() for p in self.files.keep()}
+        """Files never to delete as uploads: Gradio's copies of the examples (public, shown to every user),
+        which ui.app.build hands the sweeper as `files.keep`."""
+        return {Path(p).resolve() for p in self.files.keep()}
 
     def _load(self, path: str, session: Session) -> CurrentXray:
         # The model input is made from the full-resolution decode, which is then dropped (images.load_image).
