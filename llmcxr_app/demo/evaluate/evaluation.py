@@ -34,8 +34,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from llmcxr_app.config import DEMO_DIR, DEMO_MODEL, ModelLocation, RuntimeConfig, SamplingConfig, Settings
-from llmcxr_app.demo.data.phantoms import LABELS, make_phantom
+from llmcxr_app.config import (
+    DEMO_ADAPTER_DIR,
+    DEMO_ADAPTER_MODEL,
+    DEMO_DIR,
+    DEMO_MODEL,
+    ModelLocation,
+    RuntimeConfig,
+    SamplingConfig,
+    Settings,
+)
+from llmcxr_app.demo.data.phantoms import make_phantom
 from llmcxr_app.demo.data.reports import QUESTIONS, make_qa
 from llmcxr_app.demo.data.samples import EVAL_SEED_START
 from llmcxr_app.demo.evaluate import reader as reader_mod
@@ -47,8 +56,11 @@ from llmcxr_app.demo.evaluate.metrics import (
     reconstruction_error,
     report_attributes,
 )
+from llmcxr_app.demo.evaluate.table import table
+from llmcxr_app.studio.build import load_studio
 from llmcxr_app.studio.facade import Studio
 from llmcxr_app.studio.labeler import label_verdicts
+from llmcxr_app.studio.types import ChatModel
 
 TARGETS = {  # issue 4: the demo model ships when its evaluation meets these
     "report_micro_f1": 0.9,
@@ -56,6 +68,7 @@ TARGETS = {  # issue 4: the demo model ships when its evaluation meets these
     "draw_label_accuracy_mean": 0.85,
 }
 _KIND = {q.lower(): kind for q, kind, _ in QUESTIONS}
+DEMO_DIRS = {"demo": DEMO_DIR, "demo-adapter": DEMO_ADAPTER_DIR}  # --weights NAME -> its folder
 
 
 @dataclass(frozen=True)
@@ -89,6 +102,16 @@ def demo_location(weights: Path) -> ModelLocation:
         name=name,
         is_demo=True,
     )
+
+
+def model_location(weights: Path) -> ModelLocation:
+    """The model in `weights`: the token demo's layout (llm/ and vqgan/ inside), else an LLM directory of its
+    own (an adapter checkpoint, no VQ-GAN). Which backend serves it is read from its config (build.py)."""
+    if (weights / "llm").is_dir():
+        return demo_location(weights)
+    adapter = weights.resolve() == DEMO_ADAPTER_DIR.resolve()
+    name = DEMO_ADAPTER_MODEL.name if adapter else f"demo ({weights})"
+    return ModelLocation(llm=str(weights), vqgan_config="", vqgan_ckpt="", name=name, is_demo=True)
 
 
 def get_reader(
@@ -185,9 +208,12 @@ def _score_draw(studio, reader: reader_mod.Reader, truths, cfg: EvalConfig, log)
 
 
 def evaluate(
-    studio: Studio, reader: reader_mod.Reader, cfg: EvalConfig, log: Callable[[str], None] = _log
+    studio: ChatModel, reader: reader_mod.Reader | None, cfg: EvalConfig, log: Callable[[str], None] = _log
 ) -> dict:
-    """Run every measurement; returns the metrics, targets, settings and timings (see the module docstring)."""
+    """Run every measurement; returns the metrics, targets, settings and timings (see the module docstring).
+
+    Any model family, through the ChatModel facade (prepare, describe, ask); report -> CXR and the VQ-GAN
+    figures only when studio.info.can_draw and a reader is given."""
     greedy = _greedy(cfg)
     seeds = list(range(cfg.seed_start, cfg.seed_start + cfg.n))
     timings: dict[str, float | None] = {}
@@ -198,7 +224,6 @@ def evaluate(
     truths = [ph.findings for ph in phantoms]
     timings["prepare_s"] = time.perf_counter() - t
     log(f"{cfg.n} held-out phantoms prepared in {timings['prepare_s']:.0f} s")
-    reconstruction, reader_scores = _score_reconstruction(prepared, truths, reader)
 
     t = time.perf_counter()
     report, tok_s = _score_reports(studio, prepared, truths, greedy, log)
@@ -209,23 +234,24 @@ def evaluate(
     timings["vqa_s"] = time.perf_counter() - t
     log(f"VQA: {vqa['n']} questions in {timings['vqa_s']:.0f} s")
 
+    timings["describe_per_item_s"] = ratio(timings["describe_s"], cfg.n)
+    timings["vqa_per_item_s"] = ratio(timings["vqa_s"], vqa["n"])
+    timings["describe_tokens_per_s_mean"] = float(np.mean(tok_s)) if tok_s else None
+    metrics = {"report": report, "vqa": vqa}
+    if studio.info.can_draw and reader is not None:  # drawing, VQ-GAN and reader: the token family only
+        metrics |= _drawing_metrics(studio, reader, prepared, truths, cfg, timings, log)
+    return _result(studio, cfg, greedy, metrics, timings)
+
+
+def _drawing_metrics(studio, reader, prepared, truths, cfg: EvalConfig, timings: dict, log) -> dict:
+    """report -> CXR, VQ-GAN reconstruction and the reader's calibration; adds the draw timings."""
+    reconstruction, reader_scores = _score_reconstruction(prepared, truths, reader)
     t = time.perf_counter()
     draw, draw_tok_s = _score_draw(studio, reader, truths, cfg, log)
     timings["draw_s"] = time.perf_counter() - t
-
-    timings["describe_per_item_s"] = ratio(timings["describe_s"], cfg.n)
-    timings["vqa_per_item_s"] = ratio(timings["vqa_s"], vqa["n"])
     timings["draw_per_item_s"] = ratio(timings["draw_s"], draw["n"])
-    timings["describe_tokens_per_s_mean"] = float(np.mean(tok_s)) if tok_s else None
     timings["draw_tokens_per_s_mean"] = float(np.mean(draw_tok_s)) if draw_tok_s else None
-    metrics = {
-        "report": report,
-        "vqa": vqa,
-        "draw": draw,
-        "reconstruction": reconstruction,
-        "reader": reader_scores,
-    }
-    return _result(studio, cfg, greedy, metrics, timings)
+    return {"draw": draw, "reconstruction": reconstruction, "reader": reader_scores}
 
 
 def _targets(metrics: dict) -> dict:
@@ -233,17 +259,19 @@ def _targets(metrics: dict) -> dict:
     values = {
         "report_micro_f1": metrics["report"]["micro"]["f1"],
         "vqa_accuracy": metrics["vqa"]["accuracy"],
-        "draw_label_accuracy_mean": metrics["draw"]["label_accuracy_mean"],
     }
+    if "draw" in metrics:  # a model that cannot draw is scored on the other targets
+        values["draw_label_accuracy_mean"] = metrics["draw"]["label_accuracy_mean"]
     return {
         k: {"value": values[k], "target": v, "pass": values[k] is not None and values[k] >= v}
         for k, v in TARGETS.items()
+        if k in values
     }
 
 
-def _result(studio: Studio, cfg: EvalConfig, greedy: SamplingConfig, metrics: dict, timings: dict) -> dict:
+def _result(studio: ChatModel, cfg: EvalConfig, greedy: SamplingConfig, metrics: dict, timings: dict) -> dict:
     """The evaluation's record: metrics, targets, counts, seeds, sampling, config, model and timings (s)."""
-    vqa, draw = metrics["vqa"], metrics["draw"]
+    vqa, draw = metrics["vqa"], metrics.get("draw", {"n": 0})  # no drawing: 0 items
     targets = _targets(metrics)
     draw_sampling = SamplingConfig(temperature=cfg.draw_temperature, top_p=cfg.draw_top_p, top_k=0)
     return {
@@ -273,68 +301,14 @@ def _result(studio: Studio, cfg: EvalConfig, greedy: SamplingConfig, metrics: di
     }
 
 
-def _fmt(v) -> str:
-    return "  -  " if v is None else f"{v:.3f}"
-
-
-def table(res: dict) -> str:
-    """The human-readable summary printed without --json."""
-    m = res["metrics"]
-    lines = [
-        f"Model: {res['model']['model_name']} ({res['model']['weight_hash']}, {res['model']['device']}, "
-        f"{res['model']['quantization']})",
-        "",
-    ]
-    rep = m["report"]
-    lines.append(
-        f"CXR -> report (greedy, n={rep['n']}): micro P {_fmt(rep['micro']['precision'])} "
-        f"R {_fmt(rep['micro']['recall'])} F1 {_fmt(rep['micro']['f1'])}; macro F1 {_fmt(rep['macro_f1'])}"
-    )
-    lines.append(f"  {'finding':<15}{'prec':>8}{'recall':>8}{'F1':>8}{'support':>9}")
-    for lab, v in rep["per_label"].items():
-        lines.append(
-            f"  {lab:<15}{_fmt(v['precision']):>8}{_fmt(v['recall']):>8}{_fmt(v['f1']):>8}{v['support']:>9}"
-        )
-    for k, v in rep["attributes"].items():
-        lines.append(f"  {k:<22} accuracy {_fmt(v['accuracy'])} (n={v['n']})")
-    vqa = m["vqa"]
-    kinds = ", ".join(f"{k} {_fmt(v['accuracy'])} (n={v['n']})" for k, v in vqa["by_kind"].items())
-    lines += ["", f"VQA (greedy, n={vqa['n']}): accuracy {_fmt(vqa['accuracy'])}; {kinds}"]
-    d = m["draw"]
-    lines += [
-        "",
-        f"report -> CXR (top_p 0.92, n={d['n']}): valid images {_fmt(d['valid_fraction'])}; reader "
-        f"accuracy mean {_fmt(d.get('label_accuracy_mean'))} (all-absent floor "
-        f"{_fmt(d['label_accuracy_mean_all_absent'])}), exact match {_fmt(d.get('exact_match'))}",
-    ]
-    if d.get("first_candidate"):
-        fc = d["first_candidate"]
-        lines.append(
-            f"  best of {d['candidates']} by self-check (read-back agreed on {_fmt(d['self_check_agreed_fraction'])}"
-            f" of items); first candidate alone: accuracy mean {_fmt(fc['label_accuracy_mean'])}, exact match "
-            f"{_fmt(fc['exact_match'])}"
-        )
-    r_orig, r_rec = m["reader"]["original"]["label_accuracy"], m["reader"]["reconstruction"]["label_accuracy"]
-    lines.append(f"  {'finding':<15}{'generated':>10}{'reader on originals':>21}{'on reconstructions':>20}")
-    for lab in LABELS:
-        lines.append(
-            f"  {lab:<15}{_fmt(d.get('label_accuracy', {}).get(lab)):>10}{_fmt(r_orig[lab]):>21}{_fmt(r_rec[lab]):>20}"
-        )
-    rc = m["reconstruction"]
-    lines += [
-        "",
-        f"VQ-GAN reconstruction (n={rc['n']}): MAE {rc['mae']:.4f} (pixels in [0, 1]), PSNR {rc['psnr_db']:.2f} dB",
-    ]
-    tm = res["timings"]
-    lines += ["", "Timings: " + ", ".join(f"{k} {v:.2f}" for k, v in tm.items() if isinstance(v, float)), ""]
-    for k, t in res["targets"].items():
-        lines.append(f"target {k} >= {t['target']}: {_fmt(t['value'])} {'PASS' if t['pass'] else 'FAIL'}")
-    return "\n".join(lines)
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", type=Path, default=DEMO_DIR, help="demo model folder (llm/, vqgan/)")
+    p.add_argument(
+        "--weights",
+        type=Path,
+        default=DEMO_DIR,
+        help="demo model: a name (demo, demo-adapter) or a folder (llm/ + vqgan/, or a LLaVA directory)",
+    )
     p.add_argument("--n", type=int, default=200, help="held-out phantoms (report, VQA, reconstruction)")
     p.add_argument("--n-draw", type=int, default=None, help="report->CXR items (default: --n)")
     p.add_argument("--qa-per-image", type=int, default=2)
@@ -378,11 +352,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     t0 = time.perf_counter()
     runtime = RuntimeConfig(device=a.device, quantization=a.quantization, fast_path=False, warmup=False)
-    studio = Studio.from_settings(Settings(model=demo_location(a.weights), runtime=runtime))
+    weights = DEMO_DIRS.get(str(a.weights), a.weights)
+    studio = load_studio(Settings(model=model_location(weights), runtime=runtime))
     t_load = time.perf_counter() - t0
-    reader = get_reader(
-        studio, a.reader or a.weights / "reader", retrain=a.retrain_reader, n=a.reader_n, steps=a.reader_steps
-    )
+    reader = None
+    if studio.info.can_draw:  # the reader judges drawings; a model that cannot draw needs none
+        folder = a.reader or weights / "reader"
+        reader = get_reader(studio, folder, retrain=a.retrain_reader, n=a.reader_n, steps=a.reader_steps)
     res = evaluate(studio, reader, cfg)
     res["timings"]["load_s"] = round(t_load, 3)
     res["timings"]["total_s"] = round(time.perf_counter() - t0, 3)
