@@ -142,3 +142,46 @@ def test_shipped_demo_adapter_is_small_and_in_format():
     assert size <= 30 * 2**20
     recipe = replace(PRESETS["demo-adapter"])
     _check_format(DEMO_ADAPTER_DIR, recipe.vision.image_size, am.n_image_tokens(recipe.vision))
+
+
+# ------------------------------------------------------------------- one harness for both families
+
+_EVAL_ARGS = ["--n", "2", "--qa-per-image", "1", "--max-new-tokens", "4", "--n-draw", "0", "--json"]
+
+
+def _evaluate(weights: Path, capsys) -> dict:
+    from llmcxr_app.demo.evaluate import evaluation as ev
+
+    assert ev.main(["--weights", str(weights), *_EVAL_ARGS]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def _check_text_scores(res: dict) -> None:
+    m = res["metrics"]
+    assert set(m) == {"report", "vqa"}  # --n-draw 0: no drawing, no reader
+    assert m["report"]["n"] == 2 and m["vqa"]["n"] == 2 and 0 <= m["vqa"]["accuracy"] <= 1
+    assert set(res["targets"]) == {"report_micro_f1", "vqa_accuracy"}
+    assert res["seeds"]["report_vqa_reconstruction"] == [data.EVAL_SEED_START, data.EVAL_SEED_START + 2]
+
+
+def test_harness_scores_the_token_family_without_drawing(tmp_path, tiny_location, capsys):
+    import shutil
+
+    from llmcxr_app.loading.weights import load_vqgan
+    from llmcxr_app.loading.writers import save_vqgan
+
+    shutil.copytree(tiny_location.llm, tmp_path / "llm")
+    save_vqgan(load_vqgan(tiny_location.vqgan_config, tiny_location.vqgan_ckpt), tmp_path / "vqgan")
+    res = _evaluate(tmp_path, capsys)
+    _check_text_scores(res)
+    assert res["model"]["family"] == "token"
+
+
+def test_harness_scores_the_adapter_family(tiny_adapter, capsys):
+    from llmcxr_app.studio.build import BACKENDS
+
+    if "llava" not in BACKENDS:
+        pytest.skip("the adapter backend (studio/adapter.py) is not merged yet")
+    res = _evaluate(tiny_adapter[0], capsys)
+    _check_text_scores(res)
+    assert res["model"]["family"] == "adapter" and not res["model"]["can_draw"]

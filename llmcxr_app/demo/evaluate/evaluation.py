@@ -1,9 +1,10 @@
-"""Evaluate the embedded demo LLM-CXR on held-out phantoms, as the paper measures its model.
+"""Evaluate a demo model on held-out phantoms, as the paper measures its model.
 
-    python -m llmcxr_app.demo.evaluate [--weights weights/demo] [--n 200] [--n-draw 100] [--json] [--out FILE]
+    python -m llmcxr_app.demo.evaluate [--weights demo|demo-adapter|DIR] [--n 200] [--n-draw 100] [--json]
 
-All requests go through the app's own path (Studio.prepare, describe, ask, draw) on phantoms with seeds
->= data.EVAL_SEED_START, which training never uses:
+All requests go through the app's own path (the ChatModel facade: prepare, describe, ask, draw), so any model
+family is scored the same way; drawing (and the VQ-GAN and reader figures) only for a model that can draw
+(info.can_draw) and --n-draw > 0. Phantoms have seeds >= data.EVAL_SEED_START, which training never uses:
 - CXR -> report: greedy report of each phantom; findings read from the text by labeler.label_verdicts
   (a hedged finding is neither a hit nor a miss);
   micro / per-finding precision, recall, F1 against the phantom's findings (plus side/size/zone accuracy).
@@ -238,7 +239,7 @@ def evaluate(
     timings["vqa_per_item_s"] = ratio(timings["vqa_s"], vqa["n"])
     timings["describe_tokens_per_s_mean"] = float(np.mean(tok_s)) if tok_s else None
     metrics = {"report": report, "vqa": vqa}
-    if studio.info.can_draw and reader is not None:  # drawing, VQ-GAN and reader: the token family only
+    if studio.info.can_draw and reader is not None and cfg.n_draw > 0:  # the token family only
         metrics |= _drawing_metrics(studio, reader, prepared, truths, cfg, timings, log)
     return _result(studio, cfg, greedy, metrics, timings)
 
@@ -310,7 +311,9 @@ def _parser() -> argparse.ArgumentParser:
         help="demo model: a name (demo, demo-adapter) or a folder (llm/ + vqgan/, or a LLaVA directory)",
     )
     p.add_argument("--n", type=int, default=200, help="held-out phantoms (report, VQA, reconstruction)")
-    p.add_argument("--n-draw", type=int, default=None, help="report->CXR items (default: --n)")
+    p.add_argument(
+        "--n-draw", type=int, default=None, help="report->CXR items (default: --n; 0: no drawing, no reader)"
+    )
     p.add_argument("--qa-per-image", type=int, default=2)
     p.add_argument("--seed-start", type=int, default=EVAL_SEED_START)
     p.add_argument("--max-new-tokens", type=int, default=512, help="cap on generated text tokens")
@@ -356,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     studio = load_studio(Settings(model=model_location(weights), runtime=runtime))
     t_load = time.perf_counter() - t0
     reader = None
-    if studio.info.can_draw:  # the reader judges drawings; a model that cannot draw needs none
+    if studio.info.can_draw and cfg.n_draw > 0:  # the reader judges drawings; none drawn, none needed
         folder = a.reader or weights / "reader"
         reader = get_reader(studio, folder, retrain=a.retrain_reader, n=a.reader_n, steps=a.reader_steps)
     res = evaluate(studio, reader, cfg)
