@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -180,10 +181,22 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return Settings(model=location, runtime=runtime)
 
 
+def checkpoint_model_type(llm: str) -> str:
+    """`model_type` in a local model directory's config.json; "" when there is none or it is unreadable
+    (a Hub id, a missing directory: the loader then says what is wrong). Read here, without torch."""
+    try:
+        return str(json.loads((Path(llm) / "config.json").read_text(encoding="utf-8")).get("model_type", ""))
+    except (OSError, ValueError, AttributeError):
+        return ""
+
+
 def _location(args: argparse.Namespace) -> ModelLocation:
     """--weights NAME as the base, with any explicit path flag (or environment variable) over it."""
     name = getattr(args, "weights", None)
     if not name:
+        llm = args.llm or os.environ.get(ENV_LLM)
+        if llm and not (args.vqgan_config or args.vqgan_ckpt) and checkpoint_model_type(llm) == "llava":
+            return ModelLocation(llm, "", "", name=Path(llm).name or llm)  # an adapter needs no VQ-GAN
         return resolve_location(args.llm, args.vqgan_config, args.vqgan_ckpt)
     base = location_by_name(name)
     changes = {k: getattr(args, k) for k in ("llm", "vqgan_config", "vqgan_ckpt") if getattr(args, k)}

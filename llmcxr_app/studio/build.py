@@ -1,7 +1,8 @@
 """Load the model a Settings names, with the backend its checkpoint's config asks for.
 
 The family is read from the LLM directory's config.json (`model_type`), never guessed from a path:
-GPT-NeoX with image tokens is served by the token Studio (facade.py). New backends register here.
+GPT-NeoX with image tokens is served by the token Studio (facade.py), Hugging Face LLaVA checkpoints by the
+adapter Studio (adapter.py). New backends register here.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from llmcxr_app.config import Settings
+from llmcxr_app.studio.adapter import AdapterStudio
 from llmcxr_app.studio.facade import Studio
 from llmcxr_app.studio.types import ChatModel
 
 # model_type in config.json -> the loader of the backend that serves it.
 BACKENDS: dict[str, Callable[..., ChatModel]] = {
     "gpt_neox": Studio.from_settings,
+    "llava": AdapterStudio.from_settings,  # Hugging Face LLaVA format: vision tower + projector + LLM
 }
 
 
