@@ -45,6 +45,8 @@ def _check_format(folder: Path, image_size: int, n_image: int) -> None:
     processor's ids are the training ids, and the training forward equals LLaVA's own."""
     model, processor = _load(folder)
     assert json.loads((folder / "config.json").read_text())["model_type"] == "llava"
+    end = processor.tokenizer.convert_tokens_to_ids(protocol.END_KEY)
+    assert processor.tokenizer.eos_token_id == model.generation_config.eos_token_id == end  # servers stop here
     question = "Is there a pleural effusion?"
     for with_image in (True, False):
         text = processor.apply_chat_template(

@@ -53,11 +53,13 @@ def base_tokenizer(source: Path = DEMO_LLM_DIR) -> Any:
 
 
 def adapter_tokenizer(base: Any) -> Any:
-    """A copy of `base` with `<image>` added as one special token (id len(base))."""
+    """A copy of `base` with `<image>` added as one special token (id len(base)), and "### End" as its
+    end-of-sequence token: answers end there (as the token model's), and a server stops at the eos."""
     import copy
 
     tok = copy.deepcopy(base)
     tok.add_tokens([IMAGE_TOKEN], special_tokens=True)
+    tok.eos_token = protocol.END_KEY
     if len(tok.encode(IMAGE_TOKEN, add_special_tokens=False)) != 1:
         raise ValueError("The adapter tokenizer does not hold '<image>' as one id.")
     return tok
