@@ -46,7 +46,9 @@ def _check_format(folder: Path, image_size: int, n_image: int) -> None:
     model, processor = _load(folder)
     assert json.loads((folder / "config.json").read_text())["model_type"] == "llava"
     end = processor.tokenizer.convert_tokens_to_ids(protocol.END_KEY)
-    assert processor.tokenizer.eos_token_id == model.generation_config.eos_token_id == end  # servers stop here
+    assert (
+        processor.tokenizer.eos_token_id == model.generation_config.eos_token_id == end
+    )  # servers stop here
     question = "Is there a pleural effusion?"
     for with_image in (True, False):
         text = processor.apply_chat_template(
@@ -97,6 +99,22 @@ def test_greedy_generation_stops_at_end_key(tiny_adapter):
     )
     out = model.generate(**enc, max_new_tokens=5, do_sample=False)
     assert out.shape[1] <= enc.input_ids.shape[1] + 5
+
+
+def test_assembled_llava_keeps_the_base_lm():
+    """Every base LM tensor lands in the LLaVA model: on text, its logits are the base LM's (plus `<image>`)."""
+    from transformers import CLIPVisionModel
+
+    tok = am.base_tokenizer()
+    base = am.make_base_lm(tok, TINY.llm, seed=3).eval()
+    model = am.assemble(
+        CLIPVisionModel(am.vision_config(TINY.vision)), base, am.adapter_tokenizer(tok), TINY.vision
+    )
+    ids = torch.tensor([tok.encode("FINDINGS: The lungs are clear.")])
+    with torch.no_grad():
+        want, got = base(input_ids=ids).logits, model.eval()(input_ids=ids).logits
+    assert got.shape[-1] == len(tok) + 1
+    assert torch.allclose(got[..., : len(tok)], want, atol=1e-5)
 
 
 def test_training_examples_mask_the_prompt_and_end_with_end_key():

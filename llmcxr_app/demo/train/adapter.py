@@ -116,17 +116,38 @@ def _stage2(recipe: AdapterRecipe, model, tokenizer, samples, val, log) -> tuple
     return {**stats, "pilot": pilot, "vision_tower": choice, "validation": final, "n_examples": len(examples)}
 
 
-def run(recipe: AdapterRecipe, out: Path, base_out: Path | None, cache: Path | None, log=_log) -> dict:
-    """Every stage; writes the LLaVA directory to `out` (and the base LM to `base_out`); returns the record."""
+def _reuse_base(folder: Path) -> tuple[torch.nn.Module, dict]:
+    """The base LM an earlier run of this recipe saved in `folder`, and its recorded stats."""
+    from transformers import AutoModelForCausalLM
+
+    stats = json.loads((folder / "base-training.json").read_text())
+    stats = {k: v for k, v in stats.items() if k not in ("recipe", "llm", "seed")}
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval(), {**stats, "reused": True}
+
+
+def run(
+    recipe: AdapterRecipe,
+    out: Path,
+    base_out: Path | None,
+    cache: Path | None,
+    log=_log,
+    reuse_base: bool = False,
+) -> dict:
+    """Every stage; writes the LLaVA directory to `out` (and the base LM to `base_out`); returns the record.
+    `reuse_base`: take the base LM from `base_out` (saved by an earlier run of the same recipe)."""
     torch.set_num_threads(recipe.threads)
     t0, timings = time.time(), {}
     samples, val = _render(recipe, cache)
     timings["phantoms_s"] = time.time() - t0
     tokenizer = am.base_tokenizer()
     t = time.time()
-    base_lm, base_stats = _base_stage(recipe, tokenizer, samples, log)
+    if reuse_base and base_out is not None:
+        base_lm, base_stats = _reuse_base(base_out)
+    else:
+        base_lm, base_stats = _base_stage(recipe, tokenizer, samples, log)
+        base_stats["base_s"] = time.time() - t
     timings["base_s"] = time.time() - t
-    if base_out is not None:
+    if base_out is not None and not base_stats.get("reused"):
         _save_base(base_lm, tokenizer, recipe, base_stats, base_out)
     t = time.time()
     vision, clip_stats = _vision_stage(recipe, base_lm, tokenizer, samples, log)
@@ -176,11 +197,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--base-out", type=Path, default=None, help="also save the shared base LM here")
     p.add_argument("--cache", type=Path, default=None, help="folder for rendered phantoms between runs")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the preset's)")
+    p.add_argument("--reuse-base", action="store_true", help="load the base LM from --base-out, skip stage 0")
     a = p.parse_args(argv)
     recipe = PRESETS[a.preset]
     if a.threads is not None:
         recipe = replace(recipe, threads=a.threads)
-    run(recipe, a.out, a.base_out, a.cache)
+    if a.reuse_base and a.base_out is None:
+        p.error("--reuse-base needs --base-out (the folder of the saved base LM).")
+    run(recipe, a.out, a.base_out, a.cache, reuse_base=a.reuse_base)
 
 
 if __name__ == "__main__":

@@ -120,31 +120,30 @@ def assemble(vision: torch.nn.Module, base_lm: torch.nn.Module, tokenizer: Any, 
         tie_word_embeddings=False,
     )
     model = LlavaForConditionalGeneration(config)
-    state = {k: v for k, v in vision.state_dict().items()}
-    model.model.vision_tower.load_state_dict(state)
-    lm = base_lm.state_dict()
-    n_base = lm["gpt_neox.embed_in.weight"].shape[0]
-    with torch.no_grad():
-        for name, tensor in lm.items():
-            if name in ("gpt_neox.embed_in.weight", "embed_out.weight"):
-                grown = torch.cat([tensor, tensor.mean(0, keepdim=True)])  # `<image>`: the mean row
-                tensor = grown[: len(tokenizer)]
-            _assign(model, name, tensor)
-    assert n_base + 1 == len(tokenizer)
+    model.model.vision_tower.load_state_dict(vision.state_dict())
+    _copy_lm(model, base_lm, len(tokenizer))
     return model
 
 
-def _assign(model: Any, name: str, tensor: torch.Tensor) -> None:
-    """Copy one GPT-NeoX parameter into the LLaVA model (its LM lives under model.language_model / lm_head)."""
-    if name == "embed_out.weight":
-        model.lm_head.weight.copy_(tensor)
-        return
-    key = name.removeprefix("gpt_neox.")
-    target = dict(model.model.language_model.named_parameters()) | dict(
-        model.model.language_model.named_buffers()
-    )
-    if key in target:
-        target[key].copy_(tensor)
+def _copy_lm(model: Any, base_lm: torch.nn.Module, n_rows: int) -> None:
+    """Every GPT-NeoX tensor into the LLaVA model (body under model.language_model, head as lm_head), the
+    embedding and head grown to n_rows (the new `<image>` row: the mean row). Raises on any tensor left over,
+    so a renamed key cannot leave a random layer behind."""
+    body = dict(model.model.language_model.named_parameters())
+    heads = {"embed_out.weight", "lm_head.weight"}  # the head's name differs between transformers versions
+    with torch.no_grad():
+        for name, tensor in base_lm.state_dict().items():
+            if name in heads or name.endswith("embed_in.weight"):
+                tensor = torch.cat([tensor, tensor.mean(0, keepdim=True).expand(n_rows - len(tensor), -1)])
+            key = name.removeprefix("gpt_neox.")
+            if name in heads:
+                model.lm_head.weight.copy_(tensor)
+            elif key in body:
+                body.pop(key).copy_(tensor)
+            elif "rotary" not in key and "masked_bias" not in key and not key.endswith(".bias_mask"):
+                raise KeyError(f"base LM tensor {name!r} has no place in the LLaVA model")
+    if body:
+        raise KeyError(f"LLaVA language-model parameters not copied from the base LM: {sorted(body)[:5]}")
 
 
 def make_processor(tokenizer: Any, shape: VisionShape) -> Any:

@@ -41,16 +41,16 @@ class AdapterRecipe:
     seed: int = 0  # init, batching and example phrasing derive from it
     n_phantoms: int = 6000  # training phantoms: seeds 0..n-1, as the token demo model
     val_seed_start: int = 900_000  # held-out validation phantoms (choices only; test seeds are >= 1e6)
-    n_val: int = 60  # validation phantoms scored for the stage-2 choice (a report and one question each)
+    n_val: int = 30  # validation phantoms scored for the stage-2 choice (a report and one question each)
     llm: LLMShape = DEMO_LLM  # the shared base LM: the token demo's GPT-NeoX size
     vision: VisionShape = field(default_factory=VisionShape)  # the vision tower
-    # Step counts sized from measured step times on a shared 2-core CPU with one thread (base 0.11 s,
-    # contrastive 0.78 s, stage 1 0.53 s, stage 2 0.70 s per step): about 45 minutes in all.
+    # Step counts sized from step times measured on the shared 2-core CPU with one thread (base 0.11-0.4 s,
+    # contrastive 0.8-1.5 s, LLaVA stages 0.5-1.6 s per step, depending on the load): about an hour in all.
     base: StageConfig = StageConfig(steps=2000, batch=16, lr=1.5e-3, warmup=40)  # 0: text-only base LM
-    clip: StageConfig = StageConfig(steps=600, batch=64, lr=5e-4, warmup=30)  # 1: contrastive vision tower
-    stage1: StageConfig = StageConfig(steps=400, batch=16, lr=2e-3, warmup=20)  # 2: projector only
-    stage2: StageConfig = StageConfig(steps=2000, batch=16, lr=8e-4, warmup=30)  # 3: projector + LLM
-    pilot_steps: int = 150  # stage-2 steps of each vision-tower variant compared on validation
+    clip: StageConfig = StageConfig(steps=400, batch=64, lr=5e-4, warmup=30)  # 1: contrastive vision tower
+    stage1: StageConfig = StageConfig(steps=150, batch=16, lr=2e-3, warmup=15)  # 2: projector only
+    stage2: StageConfig = StageConfig(steps=900, batch=16, lr=8e-4, warmup=30)  # 3: projector + LLM
+    pilot_steps: int = 60  # stage-2 steps of each vision-tower variant compared on validation
     vision_lr_scale: float = 0.1  # "lightly tuned" vision tower: this fraction of the stage-2 learning rate
     qa_per_image: int = 2  # VQA examples per phantom in stage 2 (as the token demo)
     plain_fraction: float = 0.1  # declined plain instructions per phantom in stage 2 (as the token demo)
