@@ -125,6 +125,15 @@ def _reuse_base(folder: Path) -> tuple[torch.nn.Module, dict]:
     return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval(), {**stats, "reused": True}
 
 
+def _stage1(recipe: AdapterRecipe, model, tokenizer, samples: list, log) -> dict:
+    """Stage 1 (alignment): the projector alone learns CXR -> report."""
+    rng = np.random.default_rng(recipe.seed + 4)
+    examples = ad.report_examples(tokenizer, samples, rng, am.n_image_tokens(recipe.vision))
+    return st.train_llava(
+        model, examples, samples, tokenizer, recipe.stage1, None, recipe.seed, log, "stage1"
+    )
+
+
 def run(
     recipe: AdapterRecipe,
     out: Path,
@@ -155,19 +164,7 @@ def run(
     adapter_tok = am.adapter_tokenizer(tokenizer)
     model = am.assemble(vision, base_lm, adapter_tok, recipe.vision)
     t = time.time()
-    stage1 = st.train_llava(
-        model,
-        ad.report_examples(
-            adapter_tok, samples, np.random.default_rng(recipe.seed + 4), am.n_image_tokens(recipe.vision)
-        ),
-        samples,
-        adapter_tok,
-        recipe.stage1,
-        None,
-        recipe.seed,
-        log,
-        "stage1",
-    )
+    stage1 = _stage1(recipe, model, adapter_tok, samples, log)
     timings["stage1_s"] = time.time() - t
     t = time.time()
     stage2 = _stage2(recipe, model, adapter_tok, samples, val, log)
