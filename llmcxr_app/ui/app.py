@@ -104,19 +104,18 @@ def _upload_cap(server: ServerConfig) -> Middleware:
 
 
 def _header(studio: Studio, ttl_s: float) -> str:
-    """Title, one note (research use, deletion and, for the demo model, the page's one demo notice), then
-    the model's status line."""
-    demo = (
-        f" <span class='demo-pill'>DEMO MODEL</span> <span class='demo-note'>{DEMO_NOTE}.</span>"
-        if studio.info.is_demo
-        else ""
-    )
+    """Title, one notice (research use, deletion and, for the demo model, the page's one demo notice), then
+    the model's status line. The notice is a <details>: its first sentence (and the demo pill) always shows;
+    style.css shows the rest open on a laptop and one tap away ("more") on a phone."""
+    pill = " <span class='demo-pill'>DEMO MODEL</span>" if studio.info.is_demo else ""
+    demo = f" <span class='demo-note'>{DEMO_NOTE}.</span>" if studio.info.is_demo else ""
     return (
         "<div class='app-header'><span class='app-title'>LLM-CXR Studio</span>"
         "<span class='app-subtitle'>reports, questions and synthetic images for chest X-rays</span></div>"
-        "<div class='disclaimer' role='note'><b>Research use only — not a medical device.</b> Answers may be "
-        "wrong and must not guide diagnosis or treatment; generated X-rays are synthetic and marked so. "
-        f"Uploads and outputs are deleted after {duration(ttl_s)}.{demo}</div>"
+        "<details class='disclaimer' id='notice' role='note'><summary><b>Research use only — not a medical "
+        f"device.</b>{pill} <span class='notice-more'>more</span></summary> <span class='notice-rest'>Answers "
+        "may be wrong and must not guide diagnosis or treatment; generated X-rays are synthetic and marked so. "
+        f"Uploads and outputs are deleted after {duration(ttl_s)}.{demo}</span></details>"
         f"<div class='status-line' id='status-line'>{status_markdown(studio.info)}</div>"
     )
 
@@ -160,13 +159,14 @@ class _ChatColumn:
     new_chat: gr.Button  # forget the conversation and the X-ray
     examples: gr.Dataset  # the examples' buttons
     example_modes: list[str]  # the mode of each example, in the dataset's order
+    strip: gr.HTML  # above the box: the current X-ray's thumbnail, name and size (shown on phones only)
 
 
 @dataclass
 class _SidePanel:
     """The current X-ray panel and the generation settings."""
 
-    panel: list  # the eight components panel.panel_updates fills, in its order
+    panel: list  # the nine components panel.panel_updates fills, in its order (the strip is the chat's)
     settings: list  # temperature, top-p, max new tokens, seed, Draw candidates: /chat's settings inputs
 
 
@@ -196,6 +196,7 @@ def _chat_column(app: ChatApp, examples_dir: Path) -> _ChatColumn:
         )
         hint = gr.Markdown(MODE_INFO["Auto"], elem_classes="mode-info", elem_id="mode-info")
         new_chat = gr.Button("New chat", size="sm", scale=0, min_width=90, elem_id="new-chat")
+    strip = gr.HTML(visible=False, elem_id="xray-strip", js_on_load=None)  # no click event to the server
     box = gr.MultimodalTextbox(
         elem_id="message",
         show_label=False,
@@ -219,7 +220,7 @@ def _chat_column(app: ChatApp, examples_dir: Path) -> _ChatColumn:
         elem_id="examples",
     )
     modes = [row[1] for row in rows]
-    return _ChatColumn(chatbot, mode, hint, box, staged, new_chat, shown.dataset, modes)
+    return _ChatColumn(chatbot, mode, hint, box, staged, new_chat, shown.dataset, modes, strip)
 
 
 def _xray_panel() -> list:
@@ -380,7 +381,8 @@ def build(studio: Studio, server: ServerConfig | None = None, examples_dir: Path
             with gr.Column(scale=7, min_width=320):  # 320: a phone's width
                 chat = _chat_column(app, examples_dir or EXAMPLES_DIR)
             with gr.Column(scale=4, min_width=280, elem_id="side"):
-                side = _SidePanel(_xray_panel(), _settings(server))
+                *shown, forget = _xray_panel()
+                side = _SidePanel([*shown, chat.strip, forget], _settings(server))
         _wire(app, server, session, chat, side)
     demo.queue(default_concurrency_limit=1, max_size=QUEUE_BACKSTOP * server.queue_size)
     demo.chat_app = app

@@ -126,7 +126,7 @@ class ChatApp:
 
     # -- side panel -------------------------------------------------------------------------------------
     def panel(self, session: Session | None) -> tuple:
-        """The side panel's eight updates for the session's current X-ray (ui/panel.py)."""
+        """The side panel's nine updates for the session's current X-ray (ui/panel.py)."""
         return panel_updates(session.current if session else None, self.studio.info)
 
     # -- events -----------------------------------------------------------------------------------------

@@ -1,18 +1,25 @@
-"""The side panel: the current X-ray, what the model sees of it, its warnings and (DICOM) its histogram."""
+"""The side panel: the current X-ray, what the model sees of it, its warnings and (DICOM) its histogram; and
+the compact strip above the message box (a thumbnail, the file's name and size) that a phone shows instead."""
 
 from __future__ import annotations
 
+import base64
+import io
+from html import escape
+
 import gradio as gr
 
+from llmcxr_app.redact import strip_metadata
 from llmcxr_app.studio.types import StudioInfo
 from llmcxr_app.ui import render
 from llmcxr_app.ui.sessions import CurrentXray
 
 # The panel's components, in the order every handler returns their updates: empty note, overview image,
-# summary, warnings, model input, reconstruction, histogram, forget button.
-PANEL_SIZE = 8
+# summary, warnings, model input, reconstruction, histogram, strip above the box, forget button.
+PANEL_SIZE = 9
 SKIP_PANEL = (gr.skip(),) * PANEL_SIZE  # no change to any of them
 MODEL_VIEW_SIDE = 256  # px, the model-input and reconstruction previews
+THUMB_SIDE = 96  # px, longest side of the strip's thumbnail (shown at 48 CSS px: sharp on a 2x phone screen)
 
 
 def _empty() -> tuple:
@@ -25,12 +32,31 @@ def _empty() -> tuple:
         gr.update(value=None),
         gr.update(value=None),
         gr.update(value=None, visible=False),
+        gr.update(value="", visible=False),
         gr.update(visible=False),
     )
 
 
+def strip_html(current: CurrentXray) -> str:
+    """The strip above the message box: the X-ray as a small inline PNG (pixels only, no file written), its
+    name, format and size in pixels, and a link down to the full panel."""
+    thumb = current.loaded.image.copy()
+    thumb.thumbnail((THUMB_SIDE, THUMB_SIDE))
+    buf = io.BytesIO()
+    strip_metadata(thumb.convert("L")).save(buf, format="PNG")
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    width, height = current.loaded.size
+    name = escape(current.name or "uploaded image")
+    return (
+        f"<a class='xray-strip' href='#side' title='Show the current X-ray panel'>"
+        f"<img src='data:image/png;base64,{data}' alt='Current X-ray: {name}'>"
+        f"<span><b>Current X-ray</b> <span class='xray-name'>{name}</span><br>"
+        f"{escape(current.loaded.source_format)} · {width} × {height} px · details ↓</span></a>"
+    )
+
+
 def panel_updates(current: CurrentXray | None, info: StudioInfo) -> tuple:
-    """The eight updates showing `current` (or the empty panel), every image stripped to its pixels."""
+    """The nine updates showing `current` (or the empty panel), every image stripped to its pixels."""
     if current is None:
         return _empty()
     loaded, prep = current.loaded, current.prepared
@@ -46,5 +72,6 @@ def panel_updates(current: CurrentXray | None, info: StudioInfo) -> tuple:
         gr.update(value=render.display_copy(prep.model_input, MODEL_VIEW_SIDE)),
         gr.update(value=render.display_copy(prep.reconstruction, MODEL_VIEW_SIDE)),
         gr.update(value=hist, visible=hist is not None),
+        gr.update(value=strip_html(current), visible=True),
         gr.update(visible=True),
     )
