@@ -18,7 +18,7 @@ from llmcxr_app import redact
 from llmcxr_app.cli_args import add_server_args, add_weight_args, server_from_args, settings_from_args
 from llmcxr_app.config import ServerConfig
 from llmcxr_app.loading.weights import WeightsError
-from llmcxr_app.studio.facade import Studio
+from llmcxr_app.studio.build import load_studio
 from llmcxr_app.ui import app as ui
 
 
@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> None:
     log.info("Loading the model %s (weights, then the warm-up in the background)", settings.model.name)
     t = time.perf_counter()
     try:  # the warm-up runs while the server starts; requests wait for it (Studio.start_warm_up)
-        studio = Studio.from_settings(settings, background_warm_up=True)
-    except WeightsError as exc:  # missing or mismatched files: the message names the fix
+        studio = load_studio(settings, background_warm_up=True)
+    except (WeightsError, ValueError) as exc:  # missing or mismatched files, an unserved model_type
         parser.exit(2, f"error: {exc}\n")
     log.info("Starting the server (%.1f s since loading began)", time.perf_counter() - t)
     # Serves until Ctrl-C or SIGTERM, then removes every file the app wrote (ui.StudioBlocks).

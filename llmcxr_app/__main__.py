@@ -178,9 +178,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.verbose:
         _quiet_libraries()
     # Imported here, not at the top: the input is checked before the model code (and torch) loads.
-    from llmcxr_app.studio.facade import Studio
+    from llmcxr_app.studio.build import load_studio
 
-    studio = Studio.from_settings(settings)
+    studio = load_studio(settings)
     if args.command == "draw":
         return _draw(studio, args, text, sampling)
     failed = 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from dataclasses import replace
+from pathlib import Path
 
 from llmcxr_app.config import (
     ENV_CONCURRENCY,
@@ -19,10 +20,13 @@ from llmcxr_app.config import (
     ENV_UPLOADS_PER_CLIENT,
     ENV_VQGAN_CKPT,
     ENV_VQGAN_CONFIG,
+    NAMED_MODELS,
     QUANTIZATIONS,
+    ModelLocation,
     RuntimeConfig,
     ServerConfig,
     Settings,
+    location_by_name,
     resolve_location,
 )
 
@@ -73,6 +77,11 @@ def add_weight_args(parser: argparse.ArgumentParser) -> None:
         "weights",
         "Flags override the environment variables, which override weights/official/ (when complete), "
         "which overrides the embedded demo model in weights/demo/.",
+    )
+    g.add_argument(
+        "--weights",
+        metavar="NAME",
+        help=f"a registered model: {', '.join(NAMED_MODELS)} (overridden by --llm and the VQ-GAN flags)",
     )
     g.add_argument(
         "--llm",
@@ -154,7 +163,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
     Raises ValueError (with the flag or variable to fix) for incomplete custom weights or a bad quantization.
     """
-    location = resolve_location(args.llm, args.vqgan_config, args.vqgan_ckpt)
+    location = _location(args)
     quantization = args.quantization or os.environ.get(ENV_QUANTIZATION) or "auto"
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"{ENV_QUANTIZATION}={quantization!r} is not one of {', '.join(QUANTIZATIONS)}.")
@@ -169,3 +178,36 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         device=device, quantization=quantization, fast_path=not args.no_fast_path, cpu_threads=threads
     )
     return Settings(model=location, runtime=runtime)
+
+
+def _location(args: argparse.Namespace) -> ModelLocation:
+    """--weights NAME as the base, with any explicit path flag (or environment variable) over it."""
+    name = getattr(args, "weights", None)
+    if not name:
+        return resolve_location(args.llm, args.vqgan_config, args.vqgan_ckpt)
+    base = location_by_name(name)
+    changes = {k: getattr(args, k) for k in ("llm", "vqgan_config", "vqgan_ckpt") if getattr(args, k)}
+    return replace(base, **changes)
+
+
+def parse_models(text: str) -> list[ModelLocation]:
+    """`--models demo,demo-adapter`: registered names or LLM directories, comma-separated, in order.
+
+    A token-family directory takes its VQ-GAN from the environment variables (an adapter checkpoint
+    needs none). Raises ValueError for an empty list, a repeated entry or an unknown name that is no
+    directory.
+    """
+    items = [t.strip() for t in (text or "").split(",") if t.strip()]
+    if not items:
+        raise ValueError("--models needs at least one name or directory, e.g. --models demo,demo-adapter.")
+    if len(set(items)) != len(items):
+        raise ValueError(f"--models lists a model twice: {text!r}.")
+    out = []
+    for item in items:
+        if item in NAMED_MODELS or not Path(item).is_dir():
+            out.append(location_by_name(item))
+        else:
+            vq_config = os.environ.get(ENV_VQGAN_CONFIG, "")
+            vq_ckpt = os.environ.get(ENV_VQGAN_CKPT, "")
+            out.append(ModelLocation(item, vq_config, vq_ckpt, name=Path(item).name or item))
+    return out

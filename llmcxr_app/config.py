@@ -18,6 +18,8 @@ DEMO_DIR = WEIGHTS_DIR / "demo"
 DEMO_LLM_DIR = DEMO_DIR / "llm"
 DEMO_VQGAN_CONFIG = DEMO_DIR / "vqgan" / "demo-vqgan.yaml"
 DEMO_VQGAN_CKPT = DEMO_DIR / "vqgan" / "demo-vqgan.safetensors"
+# The embedded demo of the adapter family (vision encoder + projector + LLM, Hugging Face LLaVA format).
+DEMO_ADAPTER_DIR = WEIGHTS_DIR / "demo-adapter"
 
 # Environment variables that locate weights (below CLI flags, above the default folders).
 ENV_LLM = "LLMCXR_LLM"
@@ -39,11 +41,14 @@ QUANTIZATIONS = ("auto", "nf4", "int8", "bf16", "fp32")
 
 @dataclass(frozen=True)
 class ModelLocation:
-    """Where one LLM-CXR model lives on disk (or on the Hugging Face Hub)."""
+    """Where one model lives on disk (or on the Hugging Face Hub). Which backend serves it is read from the
+    checkpoint's own config (studio/build.py), never from these paths."""
 
     llm: str  # Hugging Face model directory (config.json, tokenizer, weights) or a Hub repo id
-    vqgan_config: str  # taming-style YAML with model.params {embed_dim, n_embed, ddconfig}
-    vqgan_ckpt: str  # Lightning .ckpt (state_dict) or .safetensors of the VQ-GAN
+    vqgan_config: (
+        str  # taming-style YAML with model.params {embed_dim, n_embed, ddconfig}; "" = none (adapter)
+    )
+    vqgan_ckpt: str  # Lightning .ckpt (state_dict) or .safetensors of the VQ-GAN; "" = none (adapter)
     name: str = "LLM-CXR"  # shown in the UI and in provenance
     is_demo: bool = False  # the embedded demo model trained on synthetic phantoms
 
@@ -61,6 +66,28 @@ OFFICIAL_MODEL = ModelLocation(
     vqgan_ckpt=str(OFFICIAL_VQGAN_CKPT),
     name="LLM-CXR (mimic-cxr-256-txvloss-medvqa-stage1_2)",
 )
+DEMO_ADAPTER_MODEL = ModelLocation(
+    llm=str(DEMO_ADAPTER_DIR),
+    vqgan_config="",
+    vqgan_ckpt="",
+    name="Adapter demo (LLaVA-style, synthetic phantoms)",
+    is_demo=True,
+)
+# The names `--weights NAME` and `--models a,b` accept (explicit, so a typo is an error, not a path).
+NAMED_MODELS: dict[str, ModelLocation] = {
+    "demo": DEMO_MODEL,
+    "demo-adapter": DEMO_ADAPTER_MODEL,
+    "official": OFFICIAL_MODEL,
+}
+
+
+def location_by_name(name: str) -> ModelLocation:
+    """The registered model called ``name``; raises ValueError listing the known names."""
+    try:
+        return NAMED_MODELS[name.strip()]
+    except KeyError:
+        known = ", ".join(NAMED_MODELS)
+        raise ValueError(f"Unknown model name {name!r}: use one of {known}, or --llm DIR.") from None
 
 
 @dataclass(frozen=True)

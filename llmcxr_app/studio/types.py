@@ -6,14 +6,17 @@ them without loading a model. facade.py re-exports them.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from PIL import Image
 
 from llmcxr_app.imaging.images import LoadedImage
 from llmcxr_app.studio.errors import StudioInputError
 
-__all__ = ["PreparedImage", "Result", "StudioInfo", "StudioInputError", "Update"]
+__all__ = ["ChatModel", "PreparedImage", "Result", "StudioInfo", "StudioInputError", "Update"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,9 @@ class StudioInfo:
     app_version: str  # llmcxr_app.__version__
     llm_hash: str = ""  # 12 hex chars fingerprinting the LLM's weight files alone ("" when unknown)
     vqgan_hash: str = ""  # 12 hex chars fingerprinting the VQ-GAN's checkpoint and config ("" when unknown)
+    family: str = "token"  # "token": image tokens in the LLM's vocabulary (LLM-CXR); "adapter": a vision
+    #                        encoder whose features a projector feeds to the LLM (LLaVA format)
+    can_draw: bool = True  # report -> CXR is served (only the token family can generate images)
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,3 +74,22 @@ class Update:
     )  # draw: a preview (rows not generated yet grey) or the final image; None = no change
     rows_done: int  # draw: complete grid rows so far (0..grid)
     result: Result | None = None  # set on the last Update only
+
+
+class ChatModel(Protocol):
+    """What the UI and the CLI need of a loaded model, whatever its family (studio/build.py loads one).
+
+    Each request method validates its input at call time (raising StudioInputError) and returns a stream
+    of Updates whose last one carries the Result. A model that cannot draw raises StudioInputError in draw.
+    """
+
+    info: StudioInfo  # what is loaded
+    ready: threading.Event  # set once no warm-up runs; requests wait for it
+
+    def prepare(self, image: Image.Image | LoadedImage) -> PreparedImage: ...
+
+    def describe(self, image: PreparedImage | None, **kwargs) -> Iterator[Update]: ...
+
+    def ask(self, question: str, image: PreparedImage | None = None, **kwargs) -> Iterator[Update]: ...
+
+    def draw(self, findings: str, **kwargs) -> Iterator[Update]: ...
