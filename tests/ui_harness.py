@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -84,8 +84,8 @@ def write_examples(folder: Path) -> dict[str, Path]:
 
 
 @contextmanager
-def serve(studio: Studio, examples_dir: Path, **server: object) -> Iterator[str]:
-    """Build and launch the app in this process; yield its URL; close it."""
+def serve(studio: Studio | Mapping[str, Studio], examples_dir: Path, **server: object) -> Iterator[str]:
+    """Build and launch the app in this process (one model, or several by name); yield its URL; close it."""
     config = replace(ServerConfig(host="127.0.0.1", port=free_port()), **server)
     demo = ui.build(studio, config, examples_dir=examples_dir)
     kwargs = ui.launch_kwargs(config)

@@ -75,3 +75,39 @@ def panel_updates(current: CurrentXray | None, info: StudioInfo) -> tuple:
         gr.update(value=strip_html(current), visible=True),
         gr.update(visible=True),
     )
+
+
+def xray_panel() -> list:
+    """The side panel's components (laid out where called), in panel_updates' order less the strip (the chat
+    column's): the current X-ray, its summary and warnings, the model's view and (DICOM) its histogram."""
+    gr.Markdown("### Current X-ray", elem_classes="panel-title")
+    empty = gr.Markdown(
+        "No X-ray yet. Attach one with the paperclip; follow-up questions will refer to it.",
+        elem_classes="panel-empty",
+    )
+    overview = gr.Image(
+        label="Current X-ray",
+        show_label=False,
+        type="pil",
+        format="png",
+        interactive=False,
+        visible=False,
+        height=300,
+        buttons=["fullscreen"],
+        elem_id="overview",
+    )
+    summary = gr.Markdown(elem_classes="panel-text")
+    warn = gr.Markdown(visible=False, elem_classes="image-warnings")
+    with gr.Accordion("Model view: crop and VQ-GAN reconstruction", open=False, elem_id="model-view"):
+        gr.Markdown(
+            "Left: the centre crop the VQ-GAN encodes. Right: its reconstruction from the image "
+            "tokens, which is what the LLM actually receives.",
+            elem_classes="panel-text",
+        )
+        view = {"format": "png", "interactive": False, "buttons": ["fullscreen"]}
+        with gr.Row():
+            model_in = gr.Image(label="Model input", height=180, **view)
+            recon = gr.Image(label="Reconstruction", height=180, **view)
+        hist = gr.Image(label="DICOM stored values and display window", visible=False, **view)
+    forget = gr.Button("Forget this X-ray", size="sm", visible=False, elem_id="forget")
+    return [empty, overview, summary, warn, model_in, recon, hist, forget]
