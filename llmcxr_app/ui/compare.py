@@ -181,10 +181,12 @@ class Comparer:
         session.cancel = cancel = threading.Event()  # Stop sets it: both streams end at their next token
         session.idle.clear()
         try:
-            panel = app._panel_if_changed(session, new is not None)
             if new is not None:
                 session.remember(new)
                 session.history.append({"role": "user", "content": {"path": new.chat_path}})
+                for warning in new.loaded.warnings:
+                    gr.Warning(warning)
+            panel = app._panel_if_changed(session, new is not None)
             if text:
                 session.history.append({"role": "user", "content": text})
             session.request = request_record(session.current, plan, COMPARE_LABEL)
@@ -223,9 +225,18 @@ class Comparer:
         seed); the box gets Send back after. Returns the answering event, for Stop to cancel."""
         staged, box, session = stage["outputs"][0], stage["outputs"][1], stage["outputs"][3]
         inputs = [staged, row.picker, row.other, *settings[:4], session]
+        row.picker.change(
+            self._other_than, [row.picker, row.other], row.other, api_visibility="private", queue=False
+        )
         staging = row.button.click(**stage)
         answer = staging.success(
             self.compare, inputs, outputs, api_name="compare", validator=self.app.admit, **model_event
         )
         answer.then(lambda: idle, None, box, api_visibility="private", queue=False, show_progress="hidden")
         return answer
+
+    def _other_than(self, picked: str, other: str):
+        """Compare with: another model than the one just picked (a model is never compared with itself)."""
+        if other != picked:
+            return gr.skip()
+        return gr.update(value=next(n for n in self.app.models.names if n != picked))
