@@ -29,6 +29,7 @@ from llmcxr_app.config import (
     location_by_name,
     resolve_location,
 )
+from llmcxr_app.loading.files import checkpoint_model_type
 
 # (flag, ServerConfig field, environment variable, type, help) of the web server's limits.
 SERVER_FLAGS = (
@@ -184,6 +185,9 @@ def _location(args: argparse.Namespace) -> ModelLocation:
     """--weights NAME as the base, with any explicit path flag (or environment variable) over it."""
     name = getattr(args, "weights", None)
     if not name:
+        llm = args.llm or os.environ.get(ENV_LLM)
+        if llm and not (args.vqgan_config or args.vqgan_ckpt) and checkpoint_model_type(llm) == "llava":
+            return ModelLocation(llm, "", "", name=Path(llm).name or llm)  # an adapter needs no VQ-GAN
         return resolve_location(args.llm, args.vqgan_config, args.vqgan_ckpt)
     base = location_by_name(name)
     changes = {k: getattr(args, k) for k in ("llm", "vqgan_config", "vqgan_ckpt") if getattr(args, k)}

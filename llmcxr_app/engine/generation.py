@@ -28,6 +28,15 @@ StepFn = Callable[[Any, "int | torch.Tensor", Any, int], tuple[torch.Tensor, Any
 REPLACEMENT_CHAR = "\ufffd"  # what a decoder emits for an incomplete UTF-8 sequence
 
 
+@dataclass(frozen=True)
+class PlainTextLayout:
+    """The ids ``generate_text`` needs of a model without image ids in its vocabulary (the adapter family);
+    a protocol.TokenLayout serves the token family."""
+
+    vocab_size: int  # len(tokenizer): ids >= this (padded LM-head rows) are masked in text
+    end_id: int  # generation stops here (the tokenizer's eos or the chat template's end-of-turn id)
+
+
 class GenerationCancelled(Exception):
     """The caller set the cancel event; generation stopped before the next model call."""
 
@@ -65,17 +74,21 @@ def _device(model: Any) -> torch.device:
 
 
 @torch.inference_mode()
-def prefill(model: Any, input_ids: torch.Tensor) -> tuple[torch.Tensor, Any]:
+def prefill(model: Any, input_ids: torch.Tensor, **inputs: torch.Tensor) -> tuple[torch.Tensor, Any]:
     """Run the prompt through the model with a fresh DynamicCache.
 
-    input_ids: LongTensor [1, T]. Returns (logits [1, V] float32 for the next token, past_key_values).
+    input_ids: LongTensor [1, T]. ``inputs``: further inputs of the prompt, moved to the model's device (an
+    adapter model's pixel_values [1, 3, H, W]; bind them with functools.partial to get a PrefillFn).
+    Returns (logits [1, V] float32 for the next token, past_key_values).
     """
     from transformers import DynamicCache
 
-    input_ids = input_ids.to(_device(model))
+    device = _device(model)
+    input_ids = input_ids.to(device)
+    extra = {k: v.to(device) for k, v in inputs.items()}
     past = DynamicCache(config=model.config)
     # The checkpoint's generation_config may say use_cache=False (training leftover): always pass it.
-    out = model(input_ids=input_ids, past_key_values=past, use_cache=True, logits_to_keep=1)
+    out = model(input_ids=input_ids, past_key_values=past, use_cache=True, logits_to_keep=1, **extra)
     return out.logits[:, -1, :].float(), out.past_key_values
 
 
@@ -99,7 +112,9 @@ def decode_step(
 # Constraints and sampling
 
 
-def mask_logits(logits: torch.Tensor, allowed: Literal["text", "image"], layout: TokenLayout) -> torch.Tensor:
+def mask_logits(
+    logits: torch.Tensor, allowed: Literal["text", "image"], layout: TokenLayout | PlainTextLayout
+) -> torch.Tensor:
     """Set disallowed ids to -inf (returns a new tensor).
 
     text: ids >= len(tokenizer) are masked (image ids and any padded LM-head rows).
@@ -214,7 +229,7 @@ def _shown(decoded: str, emitted: str, *, final: bool) -> tuple[str, str]:
 @torch.inference_mode()
 def generate_text(
     model: Any,
-    layout: TokenLayout,
+    layout: TokenLayout | PlainTextLayout,
     tokenizer: Any,
     prompt_ids: Sequence[int] | torch.Tensor,
     sampling: SamplingConfig,
