@@ -1,6 +1,6 @@
 """Several models in a real browser (#20): the model picker and Compare at 1366 x 768, with Debian's chromium
-driven by Playwright against the launched server. The two models are the tiny random token model loaded
-twice under two names (the page must not care which family answers). Screenshots go to
+driven by Playwright against the launched server. The two models: the tiny random token model and a tiny
+random LLaVA checkpoint served by the adapter backend (which cannot draw). Screenshots go to
 artifacts/screenshots/2*.png."""
 
 from __future__ import annotations
@@ -10,9 +10,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from llava_tiny import write_tiny_llava
 from ui_harness import serve, tiny_studio, write_examples
 
-from llmcxr_app.config import REPO_ROOT
+from llmcxr_app.config import REPO_ROOT, ModelLocation, RuntimeConfig, Settings
+from llmcxr_app.studio.build import load_studio
 
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = REPO_ROOT / "artifacts" / "screenshots"
@@ -35,11 +37,13 @@ def examples(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def page(tiny_location, examples):
-    demo = replace(tiny_location, is_demo=True)
+def page(tiny_location, tiny_tokenizer, examples, tmp_path_factory):
+    llava = tmp_path_factory.mktemp("llava")
+    write_tiny_llava(llava, tiny_tokenizer, "gpt_neox")
+    adapter = ModelLocation(str(llava), "", "", name="tiny llava", is_demo=True)
     models = {
-        "demo-a": tiny_studio(replace(demo, name="tiny A"), step_delay_s=0.005),
-        "demo-b": tiny_studio(replace(demo, name="tiny B"), step_delay_s=0.005),
+        "demo-a": tiny_studio(replace(tiny_location, name="tiny A", is_demo=True), step_delay_s=0.005),
+        "llava": load_studio(Settings(adapter, RuntimeConfig(device="cpu", warmup=False))),
     }
     SHOTS.mkdir(parents=True, exist_ok=True)
     with serve(models, examples["phantom_a"].parent) as url, sync_api.sync_playwright() as p:
@@ -70,12 +74,12 @@ def test_the_picker_is_on_screen_with_the_box_and_picks_the_model(page):
     for selector in ("#model-picker", "#compare", "#message", "#examples button"):
         in_view(page, selector)
     page.locator("#model-picker input").click()
-    page.get_by_role("option", name="demo-b").click()
-    expect(page.locator("#model-picker input")).to_have_value("demo-b")
+    page.get_by_role("option", name="llava").click()
+    expect(page.locator("#model-picker input")).to_have_value("llava")
     page.locator("#message textarea").fill("What is a pleural effusion?")
     page.locator("#message textarea").press("Enter")
     expect(details(page)).to_have_count(1, timeout=60_000)
-    expect(details(page).last).to_have_text(re.compile(r"by demo-b \(token family\)\s*$"))
+    expect(details(page).last).to_have_text(re.compile(r"by llava \(adapter family\)\s*$"))
 
 
 def test_compare_answers_side_by_side_with_each_model_named(page, examples):
@@ -88,18 +92,28 @@ def test_compare_answers_side_by_side_with_each_model_named(page, examples):
     expect(details(page)).to_have_count(3, timeout=60_000)
     cols = page.locator("#chat .compare-col")
     expect(cols).to_have_count(2)
-    expect(cols.nth(0).locator(".compare-head")).to_have_text("demo-b (token family)")
+    expect(cols.nth(0).locator(".compare-head")).to_have_text("llava (adapter family)")
     expect(cols.nth(1).locator(".compare-head")).to_have_text("demo-a (token family)")
     a, b = cols.nth(0).bounding_box(), cols.nth(1).bounding_box()
     assert abs(a["y"] - b["y"]) < 2 and a["x"] + a["width"] <= b["x"]  # side by side, not stacked
-    for i, name in ((1, "demo-b"), (2, "demo-a")):
-        expect(details(page).nth(i)).to_have_text(
-            re.compile(rf"^\s*Compare · .* by {name} \(token family\)\s*$")
-        )
+    for i, label in ((1, r"llava \(adapter family\)"), (2, r"demo-a \(token family\)")):
+        expect(details(page).nth(i)).to_have_text(re.compile(rf"^\s*Compare · .* by {label}\s*$"))
     expect(page.locator("#message button.submit-button")).to_be_visible()
     expect(page.locator("#overview img")).to_be_visible()  # the attached X-ray is the current one
-    expect(page.get_by_role("link", name=re.compile(r"demo-b-answer-.*\.json"))).to_be_visible()
+    expect(page.get_by_role("link", name=re.compile(r"llava-answer-.*\.json"))).to_be_visible()
     expect(page.get_by_role("link", name=re.compile(r"demo-a-answer-.*\.json"))).to_be_visible()
-    cols.nth(0).scroll_into_view_if_needed()
+    cols.nth(0).evaluate("(e) => e.scrollIntoView({block: 'start'})")  # the columns' heads in the chat's view
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(SHOTS / "21-compare-laptop.png"))
+
+
+def test_a_model_that_cannot_draw_says_so_and_keeps_the_message(page):
+    shown = page.locator('#chat [data-testid="user"], #chat [data-testid="bot"]').count()
+    page.locator("#mode").get_by_text("Draw", exact=True).click()
+    page.locator("#message textarea").fill("Small right pneumothorax.")
+    page.locator("#message textarea").press("Enter")
+    expect(page.get_by_text("llava cannot draw X-rays").first).to_be_visible(timeout=15_000)
+    expect(page.locator("#message textarea")).to_have_value("Small right pneumothorax.")
+    expect(page.locator("#message button.submit-button")).to_be_visible()
+    assert page.locator('#chat [data-testid="user"], #chat [data-testid="bot"]').count() == shown
+    page.screenshot(path=str(SHOTS / "22-cannot-draw.png"))

@@ -1,7 +1,7 @@
 """Several models in one app (#20): the picker, Compare and a model that cannot draw, through gradio_client
-against the launched server. The models are the tiny random token model loaded several times under other
-names (the UI must not care which family answers); one has its info marked as an adapter that cannot draw,
-one fails after a few tokens."""
+against the launched server. The models: the tiny random token model loaded under several names, one copy
+failing after a few tokens, and a tiny random LLaVA checkpoint served by the adapter backend (it cannot
+draw). The UI calls them all through the same ChatModel protocol."""
 
 from __future__ import annotations
 
@@ -14,11 +14,13 @@ from pathlib import Path
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
+from llava_tiny import write_tiny_llava
 from ui_harness import files, serve, texts, tiny_studio, write_examples
 
 from llmcxr_app import protocol
-from llmcxr_app.config import ServerConfig
+from llmcxr_app.config import ModelLocation, RuntimeConfig, ServerConfig, Settings
 from llmcxr_app.engine.generation import decode_step
+from llmcxr_app.studio.build import load_studio
 from llmcxr_app.studio.facade import Studio
 from llmcxr_app.ui import app as ui
 from llmcxr_app.ui.compare import FAILED, columns_html, compare_plan
@@ -39,9 +41,15 @@ def broken_studio(location, after: int) -> Studio:
 
 
 @pytest.fixture(scope="module")
-def models(tiny_location) -> dict[str, Studio]:
-    reader = tiny_studio(replace(tiny_location, name="tiny reader"), step_delay_s=0.003)
-    reader.info = replace(reader.info, family="adapter", can_draw=False)  # as the adapter backend says
+def models(tiny_location, tiny_tokenizer, tmp_path_factory) -> dict[str, Studio]:
+    llava = tmp_path_factory.mktemp("llava")
+    write_tiny_llava(llava, tiny_tokenizer, "mistral")
+    reader = load_studio(  # dispatched on the checkpoint's model_type: the adapter backend
+        Settings(
+            ModelLocation(str(llava), "", "", name="tiny reader"), RuntimeConfig(device="cpu", warmup=False)
+        )
+    )
+    assert (reader.info.family, reader.info.can_draw) == ("adapter", False)
     return {
         "tiny-a": tiny_studio(replace(tiny_location, name="tiny A"), step_delay_s=0.003),
         "tiny-b": tiny_studio(replace(tiny_location, name="tiny B"), step_delay_s=0.003),
@@ -109,7 +117,7 @@ def test_a_model_that_cannot_draw_refuses_with_a_reason_and_keeps_the_chat(url):
     address, _ = url
     client = Client(address, verbose=False, download_files=False)
     kept = chat(client, "Hello", model="reader").result()[0]
-    with pytest.raises(AppError, match="reader cannot draw X-rays: it is an adapter family model"):
+    with pytest.raises(AppError, match="reader cannot draw X-rays: it is an adapter-family model"):
         chat(client, "Small right pneumothorax.", mode="Draw", model="reader").result()
     drawn = chat(client, "Small right pneumothorax.", mode="Draw", model="tiny-a").result()[0]
     assert drawn[: len(kept)] == kept  # the refusal lost nothing; another model draws

@@ -243,7 +243,12 @@ class ChatApp:
         plan = route(mode, text, new is not None, new is not None or session.current is not None)
         if plan.task == TASK_AMBIGUOUS:
             return _Request(plan, sampling, n, new, None, None, name)
-        if plan.task == protocol.TASK_DRAW and not self.models.get(name).info.can_draw:
+        # Several models: say which can draw (one model that cannot refuses in its own words, in _start).
+        if (
+            plan.task == protocol.TASK_DRAW
+            and self.models.several
+            and not self.models.get(name).info.can_draw
+        ):
             raise StudioInputError(cannot_draw(name, self.models.get(name).info))
         image = self.view_for(new or session.current, name)
         first = self._start(plan, image, sampling, None, name)  # validates the request before it is shown

@@ -83,7 +83,7 @@ class Models:
 def cannot_draw(name: str, info: StudioInfo) -> str:
     """The message refusing a drawing to a model that cannot draw."""
     return (
-        f"{name} cannot draw X-rays: it is an {FAMILY_NAMES.get(info.family, info.family)} model, which reads "
+        f"{name} cannot draw X-rays: it is an {info.family}-family model, which reads "
         "images but has no image tokens to write. Pick a token-family model (LLM-CXR) in Model to draw, or "
         "ask a question about the X-ray."
     )
