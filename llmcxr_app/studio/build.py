@@ -46,7 +46,8 @@ def load_studio(settings: Settings, *, background_warm_up: bool = False) -> Chat
         load = BACKENDS[kind]
     except KeyError:
         served = ", ".join(sorted(BACKENDS))
+        hint = " Convert it with `python -m llmcxr_app.convert llava`." if kind.startswith("llava_") else ""
         raise ValueError(
-            f"{settings.model.llm}: model_type {kind!r} is not served by this app (served: {served})."
+            f"{settings.model.llm}: model_type {kind!r} is not served by this app (served: {served}).{hint}"
         ) from None
     return load(settings, background_warm_up=background_warm_up)
