@@ -71,7 +71,10 @@ def read_original_config(src: Path) -> dict[str, Any]:
             "Linear-GELU-Linear (mlp2x_gelu), so this checkpoint cannot be expressed in it."
         )
     if cfg.get("mm_use_im_start_end") or cfg.get("mm_use_im_patch_token"):
-        raise WeightsError(f"{src}: image start/end or patch tokens are not part of the Hugging Face format.")
+        raise WeightsError(
+            f"{src} was trained with image start/end or patch tokens (mm_use_im_start_end / "
+            "mm_use_im_patch_token); this converter handles only the plain <image> placeholder."
+        )
     if cfg.get("mm_vision_select_feature", "patch") not in ("patch", "cls_patch"):
         raise WeightsError(f"{src}: unknown mm_vision_select_feature {cfg['mm_vision_select_feature']!r}.")
     return cfg

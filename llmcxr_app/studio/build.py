@@ -42,6 +42,9 @@ def load_studio(settings: Settings, *, background_warm_up: bool = False) -> Chat
     backends raise loading.weights.WeightsError for missing or mismatched files.
     """
     kind = model_type_of(settings.model.llm)
+    no_config = not (Path(settings.model.llm) / "config.json").is_file()
+    if no_config and not settings.model.vqgan_ckpt:  # an adapter location (no VQ-GAN) not there yet:
+        kind = "llava"  # its loader names the missing directory, not a VQ-GAN nobody asked for
     try:
         load = BACKENDS[kind]
     except KeyError:
