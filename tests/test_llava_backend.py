@@ -319,3 +319,10 @@ def test_background_warm_up_opens_the_gate(llava_dir):
     studio = load_studio(Settings(model=location, runtime=runtime), background_warm_up=True)
     assert studio.ready.wait(60) and studio._gate.thread is not None
     assert studio.finish(studio.ask("Hello?", None, sampling=GREEDY)).text is not None
+
+
+def test_bf16_loads_and_answers(llava_dir, xray):
+    studio = _studio(llava_dir, quantization="bf16")
+    assert studio.info.quantization == "bf16" and studio.llm.model.dtype == torch.bfloat16
+    result = studio.finish(studio.describe(studio.prepare(xray), sampling=GREEDY))
+    assert result.provenance["quantization"] == "bf16" and result.timings["tokens"] >= 1
