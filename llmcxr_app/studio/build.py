@@ -28,12 +28,16 @@ def load_studio(settings: Settings, *, background_warm_up: bool = False) -> Chat
     Raises ValueError for a model_type no backend serves (naming the ones that are served); the
     backends raise loading.weights.WeightsError for missing or mismatched files.
     """
-    kind = checkpoint_model_type(settings.model.llm) or "gpt_neox"  # a Hub id: the token loader says
+    kind = checkpoint_model_type(settings.model.llm)
+    if not kind and not settings.model.vqgan_ckpt:  # an adapter location (no VQ-GAN) not there yet:
+        kind = "llava"  # its loader names the missing directory, not a VQ-GAN nobody asked for
+    kind = kind or "gpt_neox"  # a Hub id or a missing directory: the token loader says what is wrong
     try:
         load = BACKENDS[kind]
     except KeyError:
         served = ", ".join(sorted(BACKENDS))
+        hint = " Convert it with `python -m llmcxr_app.convert llava`." if kind.startswith("llava_") else ""
         raise ValueError(
-            f"{settings.model.llm}: model_type {kind!r} is not served by this app (served: {served})."
+            f"{settings.model.llm}: model_type {kind!r} is not served by this app (served: {served}).{hint}"
         ) from None
     return load(settings, background_warm_up=background_warm_up)
