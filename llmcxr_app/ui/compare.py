@@ -26,6 +26,7 @@ from llmcxr_app.imaging.images import ImageLoadError
 from llmcxr_app.studio.errors import StudioInputError
 from llmcxr_app.studio.types import PreparedImage, Result, Update
 from llmcxr_app.ui import answers, render
+from llmcxr_app.ui.chat import GENERIC_ERROR, WARMING_UP
 from llmcxr_app.ui.inputs import message_parts, sampling_from
 from llmcxr_app.ui.models import Models
 from llmcxr_app.ui.panel import SKIP_PANEL
@@ -162,7 +163,15 @@ class Comparer:
             box = gr.update(value=refused(exc, text, path, app._keep()), **render.IDLE_BOX)
             yield (app._view(session), session, box, *SKIP_PANEL)
             raise gr.Error(str(exc), print_exception=False) from None
+        except Exception:  # a real failure: the whole traceback (redact.py keeps file content out of it)
+            logger.exception("compare setup failed")
+            discard_upload(path, app._keep())
+            box = gr.update(value={"text": text, "files": []}, **render.IDLE_BOX)
+            yield (app._view(session), session, box, *SKIP_PANEL)
+            raise gr.Error(GENERIC_ERROR, print_exception=False) from None
         discard_upload(path, app._keep())
+        if not app.models.ready():  # a background warm-up still runs: the answers wait for it
+            gr.Info(WARMING_UP)
         yield from self._answer(session, new, text, plan, cols, sampling)
 
     def _column(self, name: str, plan: Route, image: PreparedImage | None, sampling) -> _Column:
@@ -201,6 +210,11 @@ class Comparer:
                 yield (app._view(session), session, gr.skip(), *SKIP_PANEL)
             self._details(session, cols)
             yield (app._view(session), session, gr.skip(), *SKIP_PANEL)
+        except Exception:  # not one model's failure (interleave keeps those in their column): the app's
+            logger.exception("compare failed")
+            session.history.append({"role": "assistant", "content": "_(interrupted by an error)_"})
+            yield (app._view(session), session, gr.update(**render.IDLE_BOX), *SKIP_PANEL)
+            raise gr.Error(GENERIC_ERROR, print_exception=False) from None
         finally:  # also when Gradio closes this generator (Stop, a closed tab): no model keeps its lock
             cancel.set()
             for col in cols:
