@@ -143,7 +143,7 @@ def n_answers(page) -> int:
 
 def show_model_view(page) -> None:
     if not page.get_by_text("what the LLM actually receives").is_visible():
-        page.get_by_text("Model view: crop and VQ-GAN reconstruction").click()
+        page.get_by_text("Model view: what the model receives").click()
     expect(page.get_by_text("what the LLM actually receives")).to_be_visible()
 
 

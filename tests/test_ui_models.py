@@ -186,3 +186,26 @@ def test_compare_plan_and_columns_escape_model_text():
 
     html = columns_html([_Column("a", "a (token family)", text="<script>x</script>\nline")])
     assert "<script>" not in html and "&lt;script&gt;" in html and "<br>line" in html
+
+
+def test_the_model_view_follows_the_family_of_the_model_that_prepared_the_xray(tmp_path):
+    from dataclasses import replace
+
+    from PIL import Image
+
+    from llmcxr_app.imaging.images import load_image
+    from llmcxr_app.studio.types import PreparedImage, StudioInfo
+    from llmcxr_app.ui.panel import panel_updates
+    from llmcxr_app.ui.sessions import CurrentXray
+
+    Image.new("L", (64, 48), 90).save(tmp_path / "x.png")
+    loaded = load_image(str(tmp_path / "x.png"), model_sizes=(32,))
+    view = Image.new("RGB", (32, 32), 90)
+    prepared = PreparedImage([], view, view.convert("L"), (0.0, 0.0, 48.0, 48.0), loaded)
+    current = CurrentXray(loaded, prepared, chat_path="")
+    token = StudioInfo("t", True, "cpu", "fp32", "h", 32, 4, 16, 64, "0")
+    adapter = replace(token, family="adapter", can_draw=False, grid=0, codebook_size=0)
+    model_in, recon = panel_updates(current, token)[4:6]
+    assert model_in["label"] == "Model input (VQ-GAN)" and recon["visible"] and recon["value"] is not None
+    model_in, recon = panel_updates(current, adapter)[4:6]
+    assert model_in["label"] == "Vision tower input" and not recon["visible"] and recon["value"] is None

@@ -69,12 +69,22 @@ def panel_updates(current: CurrentXray | None, info: StudioInfo) -> tuple:
         gr.update(value=render.crop_overlay(loaded.image, prep.crop_box, loaded.size), visible=True),
         gr.update(value=render.image_summary(loaded, prep.crop_box, info.resolution, info.grid)),
         gr.update(value=warn, visible=bool(warn)),
-        gr.update(value=render.display_copy(prep.model_input, MODEL_VIEW_SIDE)),
-        gr.update(value=render.display_copy(prep.reconstruction, MODEL_VIEW_SIDE)),
+        gr.update(value=render.display_copy(prep.model_input, MODEL_VIEW_SIDE), label=_input_label(info)),
+        # An adapter model has no image tokens: nothing is reconstructed, its input is the whole story.
+        gr.update(
+            value=render.display_copy(prep.reconstruction, MODEL_VIEW_SIDE)
+            if info.family == "token"
+            else None,
+            visible=info.family == "token",
+        ),
         gr.update(value=hist, visible=hist is not None),
         gr.update(value=strip_html(current), visible=True),
         gr.update(visible=True),
     )
+
+
+def _input_label(info: StudioInfo) -> str:
+    return "Model input (VQ-GAN)" if info.family == "token" else "Vision tower input"
 
 
 def xray_panel() -> list:
@@ -98,10 +108,11 @@ def xray_panel() -> list:
     )
     summary = gr.Markdown(elem_classes="panel-text")
     warn = gr.Markdown(visible=False, elem_classes="image-warnings")
-    with gr.Accordion("Model view: crop and VQ-GAN reconstruction", open=False, elem_id="model-view"):
+    with gr.Accordion("Model view: what the model receives", open=False, elem_id="model-view"):
         gr.Markdown(
-            "Left: the centre crop the VQ-GAN encodes. Right: its reconstruction from the image "
-            "tokens, which is what the LLM actually receives.",
+            "LLM-CXR (token family): the centre crop the VQ-GAN encodes, and its reconstruction from the "
+            "image tokens, which is what the LLM actually receives. An adapter model: the crop its vision "
+            "tower receives (it has no image tokens to reconstruct).",
             elem_classes="panel-text",
         )
         view = {"format": "png", "interactive": False, "buttons": ["fullscreen"]}
