@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -30,6 +29,7 @@ from llmcxr_app.config import (
     location_by_name,
     resolve_location,
 )
+from llmcxr_app.loading.files import checkpoint_model_type
 
 # (flag, ServerConfig field, environment variable, type, help) of the web server's limits.
 SERVER_FLAGS = (
@@ -179,15 +179,6 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         device=device, quantization=quantization, fast_path=not args.no_fast_path, cpu_threads=threads
     )
     return Settings(model=location, runtime=runtime)
-
-
-def checkpoint_model_type(llm: str) -> str:
-    """`model_type` in a local model directory's config.json; "" when there is none or it is unreadable
-    (a Hub id, a missing directory: the loader then says what is wrong). Read here, without torch."""
-    try:
-        return str(json.loads((Path(llm) / "config.json").read_text(encoding="utf-8")).get("model_type", ""))
-    except (OSError, ValueError, AttributeError):
-        return ""
 
 
 def _location(args: argparse.Namespace) -> ModelLocation:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from gradio_client import Client
 from gradio_client.utils import Status
-from ui_harness import serve, tiny_studio, write_examples
+from ui_harness import StepGate, serve, tiny_studio, write_examples
 
 from llmcxr_app.config import REPO_ROOT
 
@@ -33,16 +33,10 @@ sync_api = pytest.importorskip(
 )
 expect = sync_api.expect
 
-# Records every length the last assistant bubble's text takes, to prove the answer arrived in pieces.
-WATCH_JS = """() => {
-  window.__lengths = [];
-  const chat = document.querySelector('#chat');
-  new MutationObserver(() => {
-    const bots = chat.querySelectorAll('[data-testid="bot"]');
-    if (!bots.length) return;
-    const n = bots[bots.length - 1].innerText.length;
-    if (window.__lengths[window.__lengths.length - 1] !== n) window.__lengths.push(n);
-  }).observe(chat, {subtree: true, childList: true, characterData: true});
+# The length of the last assistant bubble's text.
+LAST_ANSWER_LENGTH = """() => {
+  const bots = document.querySelectorAll('#chat [data-testid="bot"]');
+  return bots.length ? bots[bots.length - 1].innerText.trim().length : 0;
 }"""
 
 
@@ -56,10 +50,15 @@ PHONE = {"width": 390, "height": 844}
 
 
 @pytest.fixture(scope="module")
-def url(tiny_location, examples):
+def gate() -> StepGate:
+    return StepGate()
+
+
+@pytest.fixture(scope="module")
+def url(tiny_location, examples, gate):
     # 5 ms per token: four drawings take several seconds, long enough to press Stop in the middle of it.
     demo = replace(tiny_location, is_demo=True)
-    with serve(tiny_studio(demo, step_delay_s=0.005), examples["phantom_a"].parent) as address:
+    with serve(tiny_studio(demo, step_delay_s=0.005, gate=gate), examples["phantom_a"].parent) as address:
         yield address
 
 
@@ -95,17 +94,24 @@ def shot(page, name: str, full: bool = True) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=full)
 
 
-def on_screen(page, selector: str) -> bool:
-    """Whether the first element matching selector lies entirely within the viewport (no scrolling)."""
-    box = page.locator(selector).first.bounding_box()
-    view = page.viewport_size
-    return (
-        box is not None
-        and box["y"] >= 0
-        and box["x"] >= 0
-        and box["y"] + box["height"] <= view["height"]
-        and box["x"] + box["width"] <= view["width"]
-    )
+def on_screen(page, *selectors: str, timeout_ms: int = 5_000) -> bool:
+    """Whether the first element of each selector lies entirely within the viewport (no scrolling), once the
+    layout settles: waits up to timeout_ms for it (images load and panels open after an answer), then
+    fails with every element's box."""
+    try:
+        page.wait_for_function(IN_VIEW_JS, arg=list(selectors), timeout=timeout_ms)
+        return True
+    except sync_api.TimeoutError:
+        boxes = {s: page.locator(s).first.bounding_box() for s in selectors}
+        raise AssertionError(f"not all on screen in {page.viewport_size}: {boxes}") from None
+
+
+IN_VIEW_JS = """(selectors) => selectors.every((s) => {
+  const e = document.querySelector(s);
+  if (!e) return false;
+  const r = e.getBoundingClientRect();
+  return r.height > 0 && r.top >= 0 && r.left >= 0 && r.bottom <= innerHeight && r.right <= innerWidth;
+})"""
 
 
 def fits_width(page) -> bool:
@@ -137,15 +143,17 @@ def n_answers(page) -> int:
 
 def show_model_view(page) -> None:
     if not page.get_by_text("what the LLM actually receives").is_visible():
-        page.get_by_text("Model view: crop and VQ-GAN reconstruction").click()
+        page.get_by_text("Model view: what the model receives").click()
     expect(page.get_by_text("what the LLM actually receives")).to_be_visible()
 
 
 def test_a_laptop_shows_the_box_and_the_examples_at_load(page):
     page.evaluate("window.scrollTo(0, 0)")
-    assert on_screen(page, "#message") and on_screen(page, "#examples button") and fits_width(page)
+    assert on_screen(page, "#message", "#examples button") and fits_width(page)
     expect(page.get_by_text("DEMO MODEL")).to_have_count(1)  # one demo notice, not a banner and a status
     expect(page.get_by_text("trained on synthetic phantoms")).to_have_count(1)
+    expect(page.locator("#notice .notice-rest")).to_be_visible()  # the whole notice, open, on a laptop
+    expect(page.locator("#xray-strip")).to_be_hidden()  # the side panel shows the X-ray here
     expect(page.locator("#chat .top-panel")).to_be_hidden()  # no clear / copy icons over the conversation
     expect(page.get_by_role("button", name="New chat")).to_be_visible()
 
@@ -166,19 +174,27 @@ DRAWING_IN_VIEW_JS = """() => {
 }"""
 
 
-def test_upload_example_ask_and_see_the_streamed_answer(page):
+def test_upload_example_ask_and_see_the_streamed_answer(page, gate):
     shot(page, "01-start")
     page.get_by_role("button", name="Ask: effusion?").click()  # an example: image + question
     expect(page.locator("#message textarea")).to_have_value("Is there a pleural effusion?")
-    page.evaluate(WATCH_JS)
-    page.locator("#message textarea").press("Enter")
-    expect(page.locator('#chat [data-testid="user"] img').first).to_be_visible(timeout=20_000)
+    set_seed(page, "5")  # a fixed seed: the same five tokens (no end among them) every run
+    gate.hold(4)  # the model stops after 5 tokens (the prefill's, then 4 steps) until released
+    try:
+        page.locator("#message textarea").press("Enter")
+        expect(page.locator('#chat [data-testid="user"] img').first).to_be_visible(timeout=20_000)
+        page.wait_for_function(f"() => ({LAST_ANSWER_LENGTH})() > 0", timeout=30_000)
+        assert n_answers(page) == 0  # still answering: what shows is part of the answer
+        partial = page.evaluate(LAST_ANSWER_LENGTH)
+    finally:
+        gate.release()
     answered(page, 0)
-    lengths = page.evaluate("window.__lengths")
-    assert len([n for n in lengths if n > 0]) >= 3, f"answer did not stream: {lengths}"
+    expect(page.get_by_role("button", name="Details & provenance").first).to_contain_text("seed 5")
+    set_seed(page, "")  # random again for the later tests
+    assert page.evaluate(LAST_ANSWER_LENGTH) > partial, "the rest of the answer did not follow its start"
     expect(page.locator("#overview img")).to_be_visible()  # the current X-ray panel
     page.evaluate("window.scrollTo(0, 0)")
-    assert on_screen(page, "#overview img") and on_screen(page, "#message")  # both, without scrolling
+    assert on_screen(page, "#overview img", "#message")  # both, without scrolling
     shot(page, "01b-laptop-answered", full=False)
     show_model_view(page)
     expect(page.locator("#model-view img")).to_have_count(2)
@@ -222,6 +238,15 @@ def test_draw_shows_the_image_in_the_chat(page):
     page.wait_for_timeout(400)  # the accordion's opening animation
     expect(page.get_by_role("link", name="-synthetic-cxr-").first).to_be_visible()
     shot(page, "05-drawn")
+
+
+def set_seed(page, seed: str) -> None:
+    field = page.locator("#seed textarea, #seed input").first
+    if not field.is_visible():
+        page.get_by_text("Generation settings").click()
+    field.fill(seed)
+    page.get_by_text("Generation settings").click()
+    expect(field).to_be_hidden()
 
 
 def set_candidates(page, n: int) -> None:
@@ -357,20 +382,41 @@ def test_a_phone_shows_the_box_at_load_and_nothing_wider(browser, url, examples)
         page.goto(url)
         expect(page.locator("#message textarea")).to_be_visible(timeout=30_000)
         assert on_screen(page, "#message") and fits_width(page)
-        expect(page.get_by_text("DEMO MODEL")).to_have_count(1)
-        shot(page, "12-phone-at-load", full=False)
+        phone_notice_is_compact_with_its_full_text_one_tap_away(page)
         page.locator("#message input[type=file]").set_input_files(str(examples["phantom_b"]))
         expect(page.locator("#message img").first).to_be_visible(timeout=10_000)
         page.locator("#message textarea").press("Enter")
         answered(page, 0)
         assert fits_width(page)
         expect(page.locator('#chat [data-testid="user"] img').first).to_be_visible()
+        strip = page.locator("#xray-strip")
+        expect(strip.locator("img")).to_be_visible()  # the current X-ray, compact, above the box
+        expect(strip).to_contain_text("phantom_b.png")
+        expect(strip).to_contain_text("PNG · 96 × 96 px")
+        # Both without scrolling, as the page is after the upload and the answer.
+        assert on_screen(page, "#message", "#xray-strip img")
         shot(page, "13-phone-report", full=False)
-        page.locator("#overview img").scroll_into_view_if_needed()
-        expect(page.locator("#overview img")).to_be_visible()
+        strip.locator("a").click()  # the strip leads to the full panel
+        expect(page.locator("#overview img")).to_be_in_viewport()
         shot(page, "14-phone-panel", full=False)
     finally:
         page.close()
+
+
+def phone_notice_is_compact_with_its_full_text_one_tap_away(page) -> None:
+    notice, rest = page.locator("#notice"), page.locator("#notice .notice-rest")
+    expect(page.get_by_text("DEMO MODEL")).to_have_count(1)
+    expect(notice.locator("summary")).to_contain_text("Research use only — not a medical device.")
+    expect(rest).to_be_hidden()
+    assert notice.bounding_box()["height"] <= 0.06 * PHONE["height"]  # was a fifth of the screen
+    shot(page, "12-phone-at-load", full=False)
+    notice.get_by_text("more").click()
+    expect(rest).to_be_visible()
+    expect(rest).to_contain_text("must not guide diagnosis")
+    expect(rest).to_contain_text("trained on synthetic phantoms")
+    shot(page, "12b-phone-notice-open", full=False)
+    notice.locator("summary").click()
+    expect(rest).to_be_hidden()
 
 
 def test_a_full_queue_keeps_the_message_in_the_box(browser, tiny_location, examples):

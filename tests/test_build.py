@@ -6,13 +6,15 @@ from dataclasses import replace
 import pytest
 
 from llmcxr_app.config import DEMO_MODEL, RuntimeConfig, Settings
+from llmcxr_app.loading.files import checkpoint_model_type
 from llmcxr_app.studio import build
 
 
 def test_model_type_is_read_from_config_json(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llava"}))
-    assert build.model_type_of(str(tmp_path)) == "llava"
-    assert build.model_type_of(DEMO_MODEL.llm) == "gpt_neox"
+    assert checkpoint_model_type(str(tmp_path)) == "llava"
+    assert checkpoint_model_type(DEMO_MODEL.llm) == "gpt_neox"
+    assert checkpoint_model_type(str(tmp_path / "missing")) == ""
 
 
 def test_an_unserved_model_type_is_refused_naming_the_served_ones(tmp_path):

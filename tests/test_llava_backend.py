@@ -287,3 +287,42 @@ def test_cli_describe_json_and_draw_refusal(llava_dir, xray, tmp_path):
     assert payload["crop_box"][2] == 40 and payload["timings"]["tokens"] <= 6
     refused = cli("draw", "Right pleural effusion.", "--json", *flags)
     assert refused.returncode == 2 and "cannot draw" in refused.stderr and refused.stdout == ""
+
+
+def test_a_missing_adapter_directory_is_named(tmp_path):
+    location = ModelLocation(str(tmp_path / "demo-adapter"), "", "", name="missing")
+    with pytest.raises(WeightsError, match="Model directory not found.*demo-adapter"):
+        load_studio(Settings(model=location, runtime=RuntimeConfig(device="cpu", warmup=False)))
+
+
+def test_images_prepared_by_another_model_are_processed_again(studio, xray, tiny_location):
+    """Compare mode: one upload, two models. A token model's PreparedImage (VQ-GAN crop, codes) and an
+    adapter image made with other processor settings both reach this model as its own processor makes them."""
+    from llmcxr_app.studio.facade import Studio
+
+    png = xray.convert("RGB")
+    own = studio.prepare(png)
+    token = Studio.from_settings(
+        Settings(model=tiny_location, runtime=RuntimeConfig(device="cpu", warmup=False))
+    )
+    foreign = token.prepare(png)
+    assert foreign.codes and not isinstance(foreign, type(own))
+    assert torch.equal(studio._pixels(foreign), studio.prepare(foreign.model_input).pixel_values)
+    other = replace(own, processing="other", pixel_values=torch.zeros_like(own.pixel_values))
+    assert torch.equal(studio._pixels(other), own.pixel_values)  # re-processed from its model input view
+    assert studio._pixels(own) is own.pixel_values
+
+
+def test_background_warm_up_opens_the_gate(llava_dir):
+    location = ModelLocation(str(llava_dir), "", "", name="tiny llava")
+    runtime = RuntimeConfig(device="cpu", quantization="fp32", warmup=True)
+    studio = load_studio(Settings(model=location, runtime=runtime), background_warm_up=True)
+    assert studio.ready.wait(60) and studio._gate.thread is not None
+    assert studio.finish(studio.ask("Hello?", None, sampling=GREEDY)).text is not None
+
+
+def test_bf16_loads_and_answers(llava_dir, xray):
+    studio = _studio(llava_dir, quantization="bf16")
+    assert studio.info.quantization == "bf16" and studio.llm.model.dtype == torch.bfloat16
+    result = studio.finish(studio.describe(studio.prepare(xray), sampling=GREEDY))
+    assert result.provenance["quantization"] == "bf16" and result.timings["tokens"] >= 1

@@ -472,7 +472,7 @@ def test_behind_a_space_proxy_caps_count_the_forwarded_client(studio, examples, 
             pass
 
     monkeypatch.setenv("SPACE_ID", "org/space")
-    monkeypatch.setattr(app.Studio, "from_settings", classmethod(lambda cls, settings, **kw: object()))
+    monkeypatch.setattr(app, "load_studio", lambda settings, **kw: object())  # app.py loads through it
     monkeypatch.setattr(app.ui, "build", lambda studio, server: seen.update(server=server) or Launched())
     app.main([])
     assert seen["server"].trust_forwarded_for is True

@@ -4,8 +4,9 @@ gradio_client and browser tests, with the tiny random model of conftest.py."""
 from __future__ import annotations
 
 import socket
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -25,16 +26,45 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def tiny_studio(location: ModelLocation, step_delay_s: float = 0.0) -> Studio:
+class StepGate:
+    """Holds a test model mid-answer: hold(n) lets n more decode steps run, then every step waits until
+    release(). A test sees a half-streamed answer in the browser whatever the machine's load, then the rest."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._left: int | None = None  # decode steps still allowed while holding; None: not holding
+
+    def hold(self, steps: int) -> None:
+        with self._cond:
+            self._left = steps
+
+    def release(self) -> None:
+        with self._cond:
+            self._left = None
+            self._cond.notify_all()
+
+    def wait(self) -> None:
+        """Called before each decode step (in the server's worker thread)."""
+        with self._cond:
+            if self._left is not None and self._left > 0:
+                self._left -= 1
+                return
+            # 60 s: a test that forgets release() still ends (its answer then finishes).
+            self._cond.wait_for(lambda: self._left is None, timeout=60)
+
+
+def tiny_studio(location: ModelLocation, step_delay_s: float = 0.0, gate: StepGate | None = None) -> Studio:
     """The tiny random model; step_delay_s slows each decode step (as a big model would be) so a Stop can be
-    pressed mid-generation deterministically."""
+    pressed mid-generation deterministically; `gate` can hold the answer mid-way (StepGate)."""
     studio = Studio.from_settings(
         Settings(model=location, runtime=RuntimeConfig(fast_path=False, warmup=False))
     )
-    if step_delay_s <= 0:
+    if step_delay_s <= 0 and gate is None:
         return studio
 
     def slow_step(*args):
+        if gate is not None:
+            gate.wait()
         time.sleep(step_delay_s)
         return decode_step(*args)
 
@@ -54,8 +84,8 @@ def write_examples(folder: Path) -> dict[str, Path]:
 
 
 @contextmanager
-def serve(studio: Studio, examples_dir: Path, **server: object) -> Iterator[str]:
-    """Build and launch the app in this process; yield its URL; close it."""
+def serve(studio: Studio | Mapping[str, Studio], examples_dir: Path, **server: object) -> Iterator[str]:
+    """Build and launch the app in this process (one model, or several by name); yield its URL; close it."""
     config = replace(ServerConfig(host="127.0.0.1", port=free_port()), **server)
     demo = ui.build(studio, config, examples_dir=examples_dir)
     kwargs = ui.launch_kwargs(config)

@@ -2,6 +2,7 @@
 
     python -m llmcxr_app.convert llm SRC DST [--quantize nf4] [--dtype bf16] [--shard-size 2GB]
     python -m llmcxr_app.convert vqgan CONFIG CKPT DST [--name vqgan]
+    python -m llmcxr_app.convert llava SRC VISION DST [--chat-template NAME]   (loading/convert_llava.py)
 
 `llm`: the official directory (config.json, tokenizer, an 11 GB fp32 pytorch_model.bin) -> sharded
 safetensors, optionally pre-quantized to bitsandbytes 4-bit NF4 (~2 GB), tokenizer files copied byte for byte.
@@ -275,6 +276,11 @@ def build_parser() -> argparse.ArgumentParser:
     llm.add_argument("--shard-size", default="2GB", help="largest safetensors shard (default 2GB)")
     llm.add_argument("--device", default="cpu", help="where to convert: cpu (default), cuda, cuda:N")
     llm.add_argument("--codebook-size", type=int, help="VQ-GAN codebook entries (default: inferred; 1024)")
+    lv = sub.add_parser("llava", help="original-LLaVA-layout checkpoint + CLIP tower -> Hugging Face LLaVA")
+    lv.add_argument("src", help="LLaVA / LLaVA-Med checkpoint (config.json with mm_vision_tower, weights)")
+    lv.add_argument("vision", help="the CLIP directory its mm_vision_tower names")
+    lv.add_argument("dst", help="output folder (new or empty)")
+    lv.add_argument("--chat-template", help="mistral_instruct or vicuna_v1 (default: by the LLM's family)")
     vq = sub.add_parser("vqgan", help="VQ-GAN Lightning .ckpt -> safetensors without loss.* plus YAML")
     vq.add_argument("config", help="taming YAML of the checkpoint, or '-' to infer it from the weights")
     vq.add_argument("ckpt", help="Lightning .ckpt (or .safetensors)")
@@ -296,6 +302,10 @@ def main(argv: list[str] | None = None) -> int:
                 device=args.device,
                 codebook_size=args.codebook_size,
             )
+        elif args.what == "llava":
+            from llmcxr_app.loading.convert_llava import convert_llava
+
+            out = convert_llava(args.src, args.vision, args.dst, chat_template=args.chat_template)
         else:
             out = list(
                 convert_vqgan(

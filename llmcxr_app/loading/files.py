@@ -99,3 +99,14 @@ def model_hashes(llm_files: Sequence[Path], vqgan_files: Sequence[Path]) -> Mode
     """The LLM's, the VQ-GAN's and the whole model's fingerprints (see `weight_hash`)."""
     llm, vqgan = list(llm_files), list(vqgan_files)
     return ModelHashes(llm=weight_hash(llm), vqgan=weight_hash(vqgan), combined=weight_hash(llm + vqgan))
+
+
+def checkpoint_model_type(llm: str) -> str:
+    """`model_type` in a local model directory's config.json: what decides which backend serves it.
+    "" when there is none or it is unreadable (a Hub id, a missing directory: the loader then says what is
+    wrong)."""
+    try:
+        config = json.loads((Path(llm) / "config.json").read_text(encoding="utf-8"))
+        return str(config.get("model_type", ""))
+    except (OSError, ValueError, AttributeError):
+        return ""

@@ -59,6 +59,11 @@ def read_llava_config(root: Path) -> dict[str, Any]:
         hf_config = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise WeightsError(f"{file} is not valid JSON: {exc}.") from exc
+    if "mm_vision_tower" in hf_config:  # the original LLaVA / LLaVA-Med layout, also "llava" in name
+        raise WeightsError(
+            f"{root} is in the original LLaVA layout (mm_vision_tower in config.json); convert it with "
+            f"`python -m llmcxr_app.convert llava {root} CLIP_DIR OUT_DIR`. See {README}."
+        )
     if hf_config.get("model_type") != "llava":
         raise WeightsError(
             f"{root} is a {hf_config.get('model_type')!r} model; the adapter backend serves Hugging Face "

@@ -10,6 +10,7 @@ cannot draw: images are not in its vocabulary.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import threading
 import time
@@ -44,6 +45,7 @@ class AdapterImage(PreparedImage):
     """A PreparedImage that also keeps the processor's output, so a request feeds exactly these values."""
 
     pixel_values: torch.Tensor | None = None  # [1, 3, side, side] float32, normalised, on CPU
+    processing: str = ""  # fingerprint of the image processor settings that made pixel_values
 
 
 class AdapterStudio:
@@ -52,6 +54,8 @@ class AdapterStudio:
     def __init__(self, loaded: LoadedAdapter, location: ModelLocation):
         self.llm = loaded
         self.processor = loaded.processor
+        settings = loaded.processor.image_processor.to_json_string().encode()
+        self._processing = hashlib.sha256(settings).hexdigest()[:12]  # another model's images re-process
         self.location = location
         self._lock = threading.Lock()
         self._gate = WarmUpGate()  # closed while a background warm-up runs: requests wait for it
@@ -137,14 +141,14 @@ class AdapterStudio:
             crop_box=box,
             source=source,
             pixel_values=pixel_values,
+            processing=self._processing,
         )
 
     def _pixels(self, image: PreparedImage) -> torch.Tensor:
-        """The pixel values of a prepared image (re-processed when it was prepared by another model)."""
-        if isinstance(image, AdapterImage) and image.pixel_values is not None:
-            side = self.info.resolution
-            if tuple(image.pixel_values.shape[-2:]) == (side, side):
-                return image.pixel_values
+        """The pixel values of a prepared image; one prepared by another model (Compare mode) is processed
+        again, from its upload when it has one."""
+        if isinstance(image, AdapterImage) and image.processing == self._processing:
+            return image.pixel_values
         return self.prepare(image.source if image.source is not None else image.model_input).pixel_values
 
     def _inputs(self, text: str, image: PreparedImage | None) -> tuple[list[int], torch.Tensor | None]:

@@ -7,11 +7,10 @@ adapter Studio (adapter.py). New backends register here.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from pathlib import Path
 
 from llmcxr_app.config import Settings
+from llmcxr_app.loading.files import checkpoint_model_type
 from llmcxr_app.studio.adapter import AdapterStudio
 from llmcxr_app.studio.facade import Studio
 from llmcxr_app.studio.types import ChatModel
@@ -23,30 +22,22 @@ BACKENDS: dict[str, Callable[..., ChatModel]] = {
 }
 
 
-def model_type_of(llm: str) -> str:
-    """`model_type` of a local LLM directory's config.json; "gpt_neox" (the token family) when the
-    directory is not local (a Hub id: the token loader reports what is missing)."""
-    config = Path(llm) / "config.json"
-    if not config.is_file():
-        return "gpt_neox"
-    try:
-        return str(json.loads(config.read_text(encoding="utf-8")).get("model_type", ""))
-    except (OSError, ValueError):
-        return "gpt_neox"  # an unreadable config: the token loader names the broken file
-
-
 def load_studio(settings: Settings, *, background_warm_up: bool = False) -> ChatModel:
     """The loaded model for ``settings.model``, served by the backend its config names.
 
     Raises ValueError for a model_type no backend serves (naming the ones that are served); the
     backends raise loading.weights.WeightsError for missing or mismatched files.
     """
-    kind = model_type_of(settings.model.llm)
+    kind = checkpoint_model_type(settings.model.llm)
+    if not kind and not settings.model.vqgan_ckpt:  # an adapter location (no VQ-GAN) not there yet:
+        kind = "llava"  # its loader names the missing directory, not a VQ-GAN nobody asked for
+    kind = kind or "gpt_neox"  # a Hub id or a missing directory: the token loader says what is wrong
     try:
         load = BACKENDS[kind]
     except KeyError:
         served = ", ".join(sorted(BACKENDS))
+        hint = " Convert it with `python -m llmcxr_app.convert llava`." if kind.startswith("llava_") else ""
         raise ValueError(
-            f"{settings.model.llm}: model_type {kind!r} is not served by this app (served: {served})."
+            f"{settings.model.llm}: model_type {kind!r} is not served by this app (served: {served}).{hint}"
         ) from None
     return load(settings, background_warm_up=background_warm_up)

@@ -9,13 +9,9 @@ close a stream to release the model. Nothing here imports Gradio.
 from __future__ import annotations
 
 import logging
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, replace
-from datetime import datetime, timezone
 from typing import Any
 
 import torch
@@ -25,7 +21,6 @@ from llmcxr_app import __version__, protocol
 from llmcxr_app.config import ModelLocation, SamplingConfig, Settings
 from llmcxr_app.engine import fastpath
 from llmcxr_app.engine.generation import (
-    GenerationCancelled,
     PrefillFn,
     StepFn,
     decode_step,
@@ -37,6 +32,7 @@ from llmcxr_app.imaging import images as imaging
 from llmcxr_app.imaging.images import LoadedImage
 from llmcxr_app.loading.weights import load_model
 from llmcxr_app.modeling.vqgan import VQGAN
+from llmcxr_app.studio import requests
 from llmcxr_app.studio.timings import sync, timings_of
 from llmcxr_app.studio.types import PreparedImage, Result, StudioInfo, StudioInputError, Update
 from llmcxr_app.studio.warmup import WarmUpGate
@@ -258,50 +254,17 @@ class Studio:
         self._check_fits(ids, findings, "findings text", n_image, f"the image ({n_image} tokens)")
         return self._image_stream(ids, sampling, cancel, preview_every, instruction)
 
-    @staticmethod
-    def finish(updates: Iterator[Update]) -> Result:
-        """Drain a stream and return its Result."""
-        result = None
-        for update in updates:
-            result = update.result or result
-        if result is None:
-            raise RuntimeError("The stream ended without a result.")
-        return result
+    finish = staticmethod(requests.finish)  # drain a stream and return its Result
 
     # -----------------------------------------------------------------------------------------------------
     # Internals
 
-    @contextmanager
-    def _acquire(self, cancel: threading.Event | None) -> Iterator[None]:
-        """Hold the model; a request cancelled while it waits in line leaves without running. Requests also
-        wait for a background warm-up (start_warm_up) to end, whoever reaches the lock first."""
-        self._gate.wait(cancel)
-        while not self._lock.acquire(timeout=0.05):
-            if cancel is not None and cancel.is_set():
-                raise GenerationCancelled("Generation was cancelled while waiting for the model.")
-        try:
-            yield
-        finally:
-            self._lock.release()
+    def _acquire(self, cancel: threading.Event | None):
+        """Hold the model; a request cancelled while it waits in line (for the warm-up or the lock) leaves."""
+        return requests.acquire(self._lock, self._gate, cancel)
 
     def _provenance(self, task: str, sampling: SamplingConfig, instruction: str | None) -> dict:
-        # No user text here: a question or findings may hold patient details.
-        return {
-            "app": "LLM-CXR Studio",
-            "app_version": __version__,
-            "task": task,
-            "model": self.info.model_name,
-            "is_demo": self.info.is_demo,
-            "weight_hash": self.info.weight_hash,  # the whole model: LLM and VQ-GAN files together
-            "llm_hash": self.info.llm_hash,
-            "vqgan_hash": self.info.vqgan_hash,
-            "quantization": self.info.quantization,
-            "device": self.info.device,
-            "seed": sampling.seed,
-            "sampling": asdict(sampling),
-            "instruction": instruction,
-            "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
+        return requests.provenance(self.info, task, sampling, instruction)
 
     def _timed_prefill(self, marks: dict) -> PrefillFn:
         device = torch.device(self.info.device)
@@ -316,7 +279,7 @@ class Studio:
         return run
 
     def _seeded(self, sampling: SamplingConfig) -> SamplingConfig:
-        return sampling if sampling.seed is not None else replace(sampling, seed=secrets.randbelow(2**31))
+        return requests.seeded(sampling)
 
     def _text_stream(
         self,

@@ -1,6 +1,6 @@
 """Request plumbing a model facade shares: holding the model, seeding, provenance, draining a stream.
 
-Used by the adapter facade (adapter.py); the token Studio (facade.py) keeps the same rules in its own methods.
+Used by both facades: the token Studio (facade.py) and the adapter Studio (adapter.py).
 """
 
 from __future__ import annotations

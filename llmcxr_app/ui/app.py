@@ -1,6 +1,6 @@
 """The Gradio app: a chat about a chest X-ray, streaming answers and X-rays drawn in the chat.
 
-`build(studio, server)` lays out the page and wires ui/chat.py's handlers; `launch_kwargs(server)` is the
+`build(models, server)` (one loaded model, or several by name: a picker and Compare) lays out the page and wires ui/chat.py's handlers; `launch_kwargs(server)` is the
 exact launch configuration. app.py and the tests use both, so tests exercise what is served. Privacy and
 safety settings (docs/SERVING.md, docs/PRIVACY.md): `server.concurrency` model slots, a bounded queue refused with a clear
 message, every file deleted after `server.delete_cache_s` by the sweeper (ui/sweeper.py) and all of them at
@@ -19,9 +19,11 @@ import gradio as gr
 from starlette.middleware import Middleware
 
 from llmcxr_app.config import REPO_ROOT, ServerConfig
-from llmcxr_app.studio.facade import Studio
+from llmcxr_app.studio.types import ChatModel
 from llmcxr_app.ui import sweeper
 from llmcxr_app.ui.chat import ChatApp
+from llmcxr_app.ui.compare import Comparer, ModelRow, model_row
+from llmcxr_app.ui.panel import xray_panel
 from llmcxr_app.ui.render import DEMO_LABEL, MODE_INFO, duration, status_markdown
 from llmcxr_app.ui.routing import MODES
 from llmcxr_app.ui.scripts import SCROLL_TO_BOTTOM, SCROLL_TO_DRAWING
@@ -103,21 +105,23 @@ def _upload_cap(server: ServerConfig) -> Middleware:
     )
 
 
-def _header(studio: Studio, ttl_s: float) -> str:
-    """Title, one note (research use, deletion and, for the demo model, the page's one demo notice), then
-    the model's status line."""
-    demo = (
-        f" <span class='demo-pill'>DEMO MODEL</span> <span class='demo-note'>{DEMO_NOTE}.</span>"
-        if studio.info.is_demo
-        else ""
-    )
+def _header(app: ChatApp, ttl_s: float) -> str:
+    """Title, one notice (research use, deletion and, for the demo model, the page's one demo notice), then
+    the model's status line. The notice is a <details>: its first sentence (and the demo pill) always shows;
+    style.css shows the rest open on a laptop and one tap away ("more") on a phone."""
+    pill = " <span class='demo-pill'>DEMO MODEL</span>" if app.models.any_demo else ""
+    demo = f" <span class='demo-note'>{DEMO_NOTE}.</span>" if app.models.any_demo else ""
+    status = status_markdown(app.studio.info)
+    if app.models.several:  # the default model's status, then every model the picker offers
+        status += " &nbsp;·&nbsp; <b>Models</b> " + ", ".join(app.models.label(n) for n in app.models.names)
     return (
         "<div class='app-header'><span class='app-title'>LLM-CXR Studio</span>"
         "<span class='app-subtitle'>reports, questions and synthetic images for chest X-rays</span></div>"
-        "<div class='disclaimer' role='note'><b>Research use only — not a medical device.</b> Answers may be "
-        "wrong and must not guide diagnosis or treatment; generated X-rays are synthetic and marked so. "
-        f"Uploads and outputs are deleted after {duration(ttl_s)}.{demo}</div>"
-        f"<div class='status-line' id='status-line'>{status_markdown(studio.info)}</div>"
+        "<details class='disclaimer' id='notice' role='note'><summary><b>Research use only — not a medical "
+        f"device.</b>{pill} <span class='notice-more'>more</span></summary> <span class='notice-rest'>Answers "
+        "may be wrong and must not guide diagnosis or treatment; generated X-rays are synthetic and marked so. "
+        f"Uploads and outputs are deleted after {duration(ttl_s)}.{demo}</span></details>"
+        f"<div class='status-line' id='status-line'>{status}</div>"
     )
 
 
@@ -160,13 +164,15 @@ class _ChatColumn:
     new_chat: gr.Button  # forget the conversation and the X-ray
     examples: gr.Dataset  # the examples' buttons
     example_modes: list[str]  # the mode of each example, in the dataset's order
+    strip: gr.HTML  # above the box: the current X-ray's thumbnail, name and size (shown on phones only)
+    models: ModelRow | None  # the model picker and Compare (several models loaded), else None
 
 
 @dataclass
 class _SidePanel:
     """The current X-ray panel and the generation settings."""
 
-    panel: list  # the eight components panel.panel_updates fills, in its order
+    panel: list  # the nine components panel.panel_updates fills, in its order (the strip is the chat's)
     settings: list  # temperature, top-p, max new tokens, seed, Draw candidates: /chat's settings inputs
 
 
@@ -196,6 +202,8 @@ def _chat_column(app: ChatApp, examples_dir: Path) -> _ChatColumn:
         )
         hint = gr.Markdown(MODE_INFO["Auto"], elem_classes="mode-info", elem_id="mode-info")
         new_chat = gr.Button("New chat", size="sm", scale=0, min_width=90, elem_id="new-chat")
+    row = model_row(app.models)
+    strip = gr.HTML(visible=False, elem_id="xray-strip", js_on_load=None)  # no click event to the server
     box = gr.MultimodalTextbox(
         elem_id="message",
         show_label=False,
@@ -219,42 +227,7 @@ def _chat_column(app: ChatApp, examples_dir: Path) -> _ChatColumn:
         elem_id="examples",
     )
     modes = [row[1] for row in rows]
-    return _ChatColumn(chatbot, mode, hint, box, staged, new_chat, shown.dataset, modes)
-
-
-def _xray_panel() -> list:
-    """The current X-ray, its summary and warnings, the model's view of it and (DICOM) its histogram."""
-    gr.Markdown("### Current X-ray", elem_classes="panel-title")
-    empty = gr.Markdown(
-        "No X-ray yet. Attach one with the paperclip; follow-up questions will refer to it.",
-        elem_classes="panel-empty",
-    )
-    overview = gr.Image(
-        label="Current X-ray",
-        show_label=False,
-        type="pil",
-        format="png",
-        interactive=False,
-        visible=False,
-        height=300,
-        buttons=["fullscreen"],
-        elem_id="overview",
-    )
-    summary = gr.Markdown(elem_classes="panel-text")
-    warn = gr.Markdown(visible=False, elem_classes="image-warnings")
-    with gr.Accordion("Model view: crop and VQ-GAN reconstruction", open=False, elem_id="model-view"):
-        gr.Markdown(
-            "Left: the centre crop the VQ-GAN encodes. Right: its reconstruction from the image "
-            "tokens, which is what the LLM actually receives.",
-            elem_classes="panel-text",
-        )
-        view = {"format": "png", "interactive": False, "buttons": ["fullscreen"]}
-        with gr.Row():
-            model_in = gr.Image(label="Model input", height=180, **view)
-            recon = gr.Image(label="Reconstruction", height=180, **view)
-        hist = gr.Image(label="DICOM stored values and display window", visible=False, **view)
-    forget = gr.Button("Forget this X-ray", size="sm", visible=False, elem_id="forget")
-    return [empty, overview, summary, warn, model_in, recon, hist, forget]
+    return _ChatColumn(chatbot, mode, hint, box, staged, new_chat, shown.dataset, modes, strip, row)
 
 
 def _settings(server: ServerConfig) -> list:
@@ -303,16 +276,18 @@ def _wire(app: ChatApp, server: ServerConfig, session: gr.State, chat: _ChatColu
     outputs = [chat.chatbot, session, chat.box, *side.panel]
     # Queued (in its own unlimited group, so it never waits for the model) because Gradio 6.31 shows a
     # gr.Error's message only for queued events: a refusal (full queue, session cap) must be read.
-    staging = chat.box.submit(
-        app.stage,
-        [chat.box, session],
-        [chat.staged, chat.box, chat.chatbot, session],
-        api_visibility="private",
-        concurrency_id="ui",
-        concurrency_limit=None,
-        show_progress="hidden",
-    )
-    inputs = [chat.staged, chat.mode, *side.settings, session]
+    stage = {
+        "fn": app.stage,
+        "inputs": [chat.box, session],
+        "outputs": [chat.staged, chat.box, chat.chatbot, session],
+        "api_visibility": "private",
+        "concurrency_id": "ui",
+        "concurrency_limit": None,
+        "show_progress": "hidden",
+    }
+    staging = chat.box.submit(**stage)
+    picked = [chat.models.picker] if chat.models else []  # several models: /chat's last input names one
+    inputs = [chat.staged, chat.mode, *side.settings, session, *picked]
     # validator: a full queue refuses /chat with QUEUE_FULL, not Gradio's generic text
     answer = staging.success(app.chat, inputs, outputs, api_name="chat", validator=app.admit, **model)
     answer.then(lambda: idle_box, None, chat.box, api_visibility="private", **quiet)
@@ -329,11 +304,14 @@ def _wire(app: ChatApp, server: ServerConfig, session: gr.State, chat: _ChatColu
         api_visibility="private",
         **quiet,
     )
-    redo_inputs = [chat.staged, chosen_mode, *side.settings, session]
+    redo_inputs = [chat.staged, chosen_mode, *side.settings, session, *picked]
     redo = chosen.success(app.chat, redo_inputs, outputs, api_visibility="private", **model)
     redo.then(lambda: idle_box, None, chat.box, api_visibility="private", **quiet)
     redo.then(None, None, None, js=SCROLL_TO_DRAWING, api_visibility="private", **quiet)
     cancels = [answer, redo]
+    if chat.models:  # Compare: staged as Send is, answered by two models; Stop stops it too
+        compare = Comparer(app).wire(chat.models, stage, side.settings, outputs, model, idle_box)
+        cancels.append(compare)
     chat.box.stop(app.stop, [session], [chat.chatbot, chat.box], cancels=cancels, api_name="stop", **quiet)
     side.panel[-1].click(app.forget, [session], [session, *side.panel], api_name="forget", **quiet)
     chat.new_chat.click(
@@ -366,21 +344,26 @@ def _wire_modes(chat: _ChatColumn, answer: Any, quiet: dict[str, Any]) -> None:
     answer.then(put_back, restore, [chat.mode, restore], **private)
 
 
-def build(studio: Studio, server: ServerConfig | None = None, examples_dir: Path | None = None) -> gr.Blocks:
+def build(
+    models: ChatModel | dict[str, ChatModel],
+    server: ServerConfig | None = None,
+    examples_dir: Path | None = None,
+) -> gr.Blocks:
     """The chat app for one loaded Studio. Named API endpoints: /chat (message, mode, temperature, top_p,
     max_new_tokens, seed, candidates -> chat, box, panel...), /stop, /forget, /clear."""
     server = server or ServerConfig()
-    app = ChatApp(studio, server)  # first: it points Gradio's cache at the sweeper's root (sweeper.attach)
-    title = "LLM-CXR Studio" + (" (demo model)" if studio.info.is_demo else "")
+    app = ChatApp(models, server)  # first: it points Gradio's cache at the sweeper's root (sweeper.attach)
+    title = "LLM-CXR Studio" + (" (demo model)" if app.models.any_demo else "")
     # No delete_cache: the sweeper owns every file (Gradio's own expiry keeps files up to two TTLs).
     with StudioBlocks(title=title, analytics_enabled=False) as demo:
         session = gr.State(None, delete_callback=delete_session)  # a sessions.Session, made on first use
-        gr.HTML(_header(studio, server.delete_cache_s))
+        gr.HTML(_header(app, server.delete_cache_s))
         with gr.Row(equal_height=False, elem_id="main-row"):
             with gr.Column(scale=7, min_width=320):  # 320: a phone's width
                 chat = _chat_column(app, examples_dir or EXAMPLES_DIR)
             with gr.Column(scale=4, min_width=280, elem_id="side"):
-                side = _SidePanel(_xray_panel(), _settings(server))
+                *shown, forget = xray_panel()
+                side = _SidePanel([*shown, chat.strip, forget], _settings(server))
         _wire(app, server, session, chat, side)
     demo.queue(default_concurrency_limit=1, max_size=QUEUE_BACKSTOP * server.queue_size)
     demo.chat_app = app

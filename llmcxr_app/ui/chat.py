@@ -11,7 +11,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,12 +20,13 @@ import gradio as gr
 from llmcxr_app import protocol, redact
 from llmcxr_app.config import SamplingConfig, ServerConfig
 from llmcxr_app.engine.generation import GenerationCancelled
-from llmcxr_app.imaging.exports import DISCLAIMER, answer_json, answer_text
 from llmcxr_app.imaging.images import ImageLoadError, load_image
-from llmcxr_app.studio.facade import PreparedImage, Result, Studio, StudioInputError
-from llmcxr_app.ui import render, zerogpu
+from llmcxr_app.studio.facade import PreparedImage, Result, StudioInputError
+from llmcxr_app.studio.types import ChatModel
+from llmcxr_app.ui import answers, render, zerogpu
 from llmcxr_app.ui.draw import Drawer
 from llmcxr_app.ui.inputs import message_parts, sampling_from
+from llmcxr_app.ui.models import ModelHost, Models, cannot_draw
 from llmcxr_app.ui.panel import SKIP_PANEL, panel_updates
 from llmcxr_app.ui.records import read_upload, request_record
 from llmcxr_app.ui.routing import CHOICES, TASK_AMBIGUOUS, Route, chosen_mode, mode_label, redo_choices, route
@@ -67,22 +68,24 @@ class _Request:
     new: CurrentXray | None  # the X-ray attached to this message, decoded
     image: PreparedImage | None  # the model's view of the X-ray the answer is about (new or current)
     first: Iterator | None  # the Studio's validated, not yet started stream (None when ambiguous)
+    model: str = ""  # the short name of the model that answers (ui/models.py)
 
 
 class ChatApp:
-    """Event handlers bound to one Studio. Holds no per-user data (that is in the Session argument)."""
+    """Event handlers bound to the loaded models (ui/models.py: one, or several with a picker). Holds no
+    per-user data (that is in the Session argument)."""
 
-    def __init__(self, studio: Studio, server: ServerConfig):
+    def __init__(self, models: ChatModel | Mapping[str, ChatModel], server: ServerConfig):
         redact.install()  # no header value of an upload may reach the log (idempotent; app.py does it too)
-        self.studio = studio
+        self.models = Models.of(models)
+        self.studio = self.models.get(None)  # the default model
         self.server = server
         # The model's work, on the GPU on ZeroGPU (ui/zerogpu.py): there it runs in a worker process, so these
         # take and yield only picklable values and cannot see Stop's threading.Event (Stop still ends the
         # event for the user). Elsewhere they are the plain calls.
-        self._prepare = zerogpu.gpu(30)(studio.prepare)
+        self._prepare = zerogpu.gpu(30)(lambda name, loaded: self.models.get(name).prepare(loaded))
         self.stream = zerogpu.gpu()(self._model_stream)
-        self.tag = "llmcxr-demo" if studio.info.is_demo else "llmcxr"  # every download name says "demo"
-        self.drawer = Drawer(self)  # the Draw flow, with this app as its host (ui/draw.py DrawHost)
+        self.tag = "llmcxr-demo" if self.models.any_demo else "llmcxr"  # every download name says "demo"
         # Every file of this app's sessions lives in the sweeper's root; the sweeper also expires the
         # sessions' X-rays in memory. ui.build sets `files.keep` (the examples) and `waiting`.
         self.files = attach(server.files_dir, server.delete_cache_s)
@@ -117,17 +120,20 @@ class ChatApp:
     def _queue_full(self) -> bool:
         return self.waiting() >= self.server.queue_size
 
-    def admit(self, message, mode, temperature, top_p, max_new_tokens, seed, candidates, session):
-        """/chat's validator, run as a request asks to join the queue: refuse it with QUEUE_FULL when the
-        queue holds queue_size requests (a message the Send button staged passed this check already)."""
+    def admit(self, message, *inputs):
+        """/chat's (and /compare's) validator, run as a request asks to join the queue: refuse it with
+        QUEUE_FULL when the queue holds queue_size requests (a message the Send button staged passed this
+        check already). `inputs`: the event's other inputs, the session among them."""
+        session = next((v for v in inputs if isinstance(v, Session)), None)
         ok = (session is not None and session.admitted) or not self._queue_full()
         first = gr.validate(ok, "" if ok else QUEUE_FULL.format(n=self.server.queue_size))
-        return [first] + [gr.validate(True, "")] * 7
+        return [first] + [gr.validate(True, "")] * len(inputs)
 
     # -- side panel -------------------------------------------------------------------------------------
     def panel(self, session: Session | None) -> tuple:
-        """The side panel's eight updates for the session's current X-ray (ui/panel.py)."""
-        return panel_updates(session.current if session else None, self.studio.info)
+        """The side panel's nine updates for the session's current X-ray (ui/panel.py)."""
+        current = session.current if session else None
+        return panel_updates(current, self.models.get(current.model if current else None).info)
 
     # -- events -----------------------------------------------------------------------------------------
     def stage(self, message, session: Session | None, request: gr.Request | None = None):
@@ -190,11 +196,13 @@ class ChatApp:
         seed,
         candidates,
         session: Session | None,
+        model: str | None = None,
         request: gr.Request | None = None,
     ):
         """Answer one message: route it (see ui/routing.py), stream the answer into the conversation.
 
-        Yields (chat messages, session, textbox, *panel updates). Input problems raise gr.Error with their
+        `model`: the picker's short name (None: the default model). Yields (chat messages, session, textbox,
+        *panel updates). Input problems raise gr.Error with their
         message and put the text back in the box; the conversation is never lost.
         """
         session = self._open(session, request)
@@ -203,7 +211,8 @@ class ChatApp:
         text, path = message_parts(message)
         try:
             sampling = sampling_from(temperature, top_p, max_new_tokens, seed)
-            req = self._plan(session, str(mode or "Auto"), text, path, sampling, candidates)
+            name = self.models.name_of(model)
+            req = self._plan(session, str(mode or "Auto"), text, path, sampling, candidates, name)
         except (ImageLoadError, StudioInputError) as exc:
             box = gr.update(value=refused(exc, text, path, self._keep()), **render.IDLE_BOX)
             yield (self._view(session), session, box, *SKIP_PANEL)
@@ -227,36 +236,52 @@ class ChatApp:
             session.history.append({"role": "user", "content": text})
         yield from self._answer(session, req, mode_label(str(mode or "Auto"), req.plan.task), bool(text))
 
-    def _plan(
-        self, session: Session, mode: str, text: str, path: str | None, sampling: SamplingConfig, candidates
-    ) -> _Request:
-        """Decode the upload, route the message and let the Studio check it (before anything is shown)."""
+    def _plan(self, session: Session, mode: str, text: str, path, sampling: SamplingConfig, candidates, name):
+        """Decode the upload, route the message and let the model check it (before anything is shown)."""
         n = max(1, min(int(candidates or 1), self.server.max_candidates))
-        new = self._load(path, session) if path else None
+        new = self._load(path, session, name) if path else None
         plan = route(mode, text, new is not None, new is not None or session.current is not None)
         if plan.task == TASK_AMBIGUOUS:
-            return _Request(plan, sampling, n, new, None, None)
-        image = new.prepared if new is not None else (session.current.prepared if session.current else None)
-        first = self._start(plan, image, sampling, None)  # validates the request before it is shown
-        return _Request(plan, sampling, n, new, image, first)
+            return _Request(plan, sampling, n, new, None, None, name)
+        # Several models: say which can draw (one model that cannot refuses in its own words, in _start).
+        if (
+            plan.task == protocol.TASK_DRAW
+            and self.models.several
+            and not self.models.get(name).info.can_draw
+        ):
+            raise StudioInputError(cannot_draw(name, self.models.get(name).info))
+        image = self.view_for(new or session.current, name)
+        first = self._start(plan, image, sampling, None, name)  # validates the request before it is shown
+        return _Request(plan, sampling, n, new, image, first, name)
+
+    def view_for(self, current: CurrentXray | None, name: str) -> PreparedImage | None:
+        """The X-ray as model `name` sees it: prepared by that model once, then kept with the X-ray."""
+        if current is None:
+            return None
+        if name == current.model:
+            return current.prepared
+        if name not in current.views:
+            current.views[name] = self._prepare(name, current.loaded)
+        return current.views[name]
 
     def _answer(self, session: Session, req: _Request, label: str, typed: bool):
         """Stream the planned request's answer into the conversation, then label it with its mode."""
         session.cancel = cancel = threading.Event()
         session.idle.clear()
         session.request = request_record(session.current, req.plan, label)  # for the downloads
-        if not self.studio.ready.is_set():  # the Studio's background warm-up: this request waits for it
+        if not self.models.get(req.model).ready.is_set():  # its background warm-up: the request waits for it
             gr.Info(WARMING_UP)
         try:
             panel = self._panel_if_changed(session, req.new is not None)
             yield (self._view(session), session, gr.update(value=None), *panel)
             req.first.close()  # the validation stream never ran; real streams below carry the cancel event
             if req.plan.task == protocol.TASK_DRAW:
-                answers = self.drawer.draw(session, req.plan.text, req.sampling, req.n, cancel)
+                drawer = Drawer(ModelHost(self, req.model))  # the Draw flow on the request's model
+                steps = drawer.draw(session, req.plan.text, req.sampling, req.n, cancel)
             else:
-                answers = self._text(session, req.plan, req.image, req.sampling, cancel)
+                steps = self._text(session, req.plan, req.image, req.sampling, cancel, req.model)
             start = len(session.history)
-            for _ in answers:
+            for _ in steps:
                 yield (self._view(session), session, gr.skip(), *SKIP_PANEL)
             choices = redo_choices(req.plan.task, session.current is not None, typed)
             render.label_answer(session.history[start:], label, choices)
@@ -320,11 +345,11 @@ class ChatApp:
         which ui.app.build hands the sweeper as `files.keep`."""
         return {Path(p).resolve() for p in self.files.keep()}
 
-    def _load(self, path: str, session: Session) -> CurrentXray:
-        # The model input is made from the full-resolution decode, which is then dropped (images.load_image).
+    def _load(self, path: str, session: Session, name: str) -> CurrentXray:
+        # Each model's input is made from the full-resolution decode, which is then dropped (load_image).
         data = read_upload(path)
-        loaded = load_image(data, model_sizes=(self.studio.info.resolution,))
-        prepared = self._prepare(loaded)
+        loaded = load_image(data, model_sizes=self.models.resolutions)
+        prepared = self._prepare(name, loaded)
         chat_path = session.path("upload", "png")
         render.fit(loaded.image).save(chat_path)  # a pixel-only display copy: the upload is never served back
         # The name goes only into this user's own downloads (a DICOM's name may be a UID or a patient's name).
@@ -334,17 +359,26 @@ class ChatApp:
             chat_path=str(chat_path),
             name=Path(path).name,
             sha256=hashlib.sha256(data).hexdigest(),
+            model=name,
         )
 
-    def _start(self, plan: Route, image: PreparedImage | None, sampling: SamplingConfig, cancel):
-        """The Studio stream for a plan; Studio validates its inputs here, before generation starts."""
+    def _start(self, plan: Route, image: PreparedImage | None, sampling: SamplingConfig, cancel, name: str):
+        """Model `name`'s stream for a plan; the model validates its inputs here, before generation starts."""
+        model = self.models.get(name)
         if plan.task == protocol.TASK_DRAW:
-            return self.studio.draw(plan.text, sampling=sampling, cancel=cancel, preview_every=PREVIEW_EVERY)
+            return model.draw(plan.text, sampling=sampling, cancel=cancel, preview_every=PREVIEW_EVERY)
         if plan.task == protocol.TASK_REPORT:
-            return self.studio.describe(image, sampling=sampling, cancel=cancel)
-        return self.studio.ask(
+            return model.describe(image, sampling=sampling, cancel=cancel)
+        return model.ask(
             plan.text, image if plan.task == protocol.TASK_VQA else None, sampling=sampling, cancel=cancel
         )
+
+    def _text(self, session: Session, plan: Route, image, sampling, cancel, name: str) -> Iterator[None]:
+        """A text answer streamed into one new message, then its details and downloads."""
+        updates = self.stream(plan.task, plan.text, image, sampling, self.cancel_event(cancel), name)
+        result = yield from answers.stream_into(session.history, updates)
+        self.add_details(session, result, self.save_text(session, result), model=name)
+        yield
 
     @staticmethod
     def cancel_event(cancel: threading.Event | None) -> threading.Event | None:
@@ -352,59 +386,20 @@ class ChatApp:
         return None if zerogpu.on_zerogpu() else cancel
 
     def _model_stream(
-        self, task: str, text: str, image: PreparedImage | None, sampling: SamplingConfig, cancel
+        self, task: str, text: str, image: PreparedImage | None, sampling: SamplingConfig, cancel, name=""
     ):
-        """The Studio's update stream for one request (what zerogpu.gpu puts on the GPU)."""
-        yield from self._start(Route(task=task, text=text), image, sampling, cancel)
-
-    def _text(self, session: Session, plan: Route, image, sampling, cancel) -> Iterator[None]:
-        msg: dict | None = None
-        result: Result | None = None
-        try:
-            for update in self.stream(plan.task, plan.text, image, sampling, self.cancel_event(cancel)):
-                if msg is None:
-                    msg = {"role": "assistant", "content": ""}
-                    session.history.append(msg)
-                msg["content"] = update.text
-                result = update.result or result
-                yield
-        except GenerationCancelled:
-            if msg is None:
-                session.history.append(
-                    {"role": "assistant", "content": "_(stopped before the answer began)_"}
-                )
-            else:
-                msg["content"] = f"{msg['content']} _(stopped)_"
-            raise
-        if msg is None:
-            msg = {"role": "assistant", "content": ""}
-            session.history.append(msg)
-        msg["content"] = result.text or "_(the model gave an empty answer)_"
-        json_path = session.path(f"{self.tag}-answer", "json")
-        json_path.write_text(
-            answer_json(result.text, None, result.provenance, session.request), encoding="utf-8"
+        """Model `name`'s update stream for one request (what zerogpu.gpu puts on the GPU)."""
+        yield from self._start(
+            Route(task=task, text=text), image, sampling, cancel, self.models.name_of(name)
         )
-        txt_path = session.path(f"{self.tag}-answer", "txt")
-        txt_path.write_text(answer_text(result.text, result.provenance, session.request), encoding="utf-8")
-        self.add_details(session, result, [json_path, txt_path])
-        yield
 
-    def add_details(self, session: Session, result: Result, files: list[Path], note: str = "") -> None:
-        """Collapsed provenance under an answer, then its downloads."""
-        extra = f"{note}\n\n{DISCLAIMER}" if note else DISCLAIMER
-        session.history.append(
-            {
-                "role": "assistant",
-                "content": render.provenance_markdown(result.provenance, result.timings, extra),
-                "metadata": {
-                    "title": render.provenance_title(result.provenance, result.timings),
-                    "status": "done",
-                },
-            }
-        )
-        session.history.append(
-            {
-                "role": "assistant",
-                "content": gr.File(value=[str(f) for f in files], label="Downloads", show_label=False),
-            }
+    def save_text(self, session: Session, result: Result) -> list[Path]:
+        """A text answer's downloads (JSON and TXT, each with its provenance) in the session's folder."""
+        return answers.save_text(session, result, self.tag)
+
+    def add_details(self, session: Session, result: Result, files: list[Path], note="", model="") -> None:
+        """Collapsed provenance under an answer, then its downloads; with several models loaded the title
+        names the one that answered (`model`, its short name)."""
+        answers.add_details(
+            session, result, files, note, self.models.label(model) if self.models.several else ""
         )

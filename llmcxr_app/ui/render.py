@@ -183,12 +183,18 @@ def image_summary(loaded: LoadedImage, crop_box: Sequence[float], model_resoluti
     lines = [" · ".join(parts)]
     left, top, right, bottom = crop_box
     kept = (right - left) * (bottom - top) / max(1.0, w * h)
+    # grid 0: an adapter-family model, whose vision tower gets pixels, not image tokens
+    how = (
+        f"{model_resolution} px ({grid} × {grid} tokens)"
+        if grid
+        else f"{model_resolution} px (its vision tower)"
+    )
     if kept > 0.995:
-        lines.append(f"The model sees the whole image at {model_resolution} px ({grid} × {grid} tokens).")
+        lines.append(f"The model sees the whole image at {how}.")
     else:
         lines.append(
             f"The model sees only the centre square (outlined in amber): {100 * kept:.0f}% of the image, at "
-            f"{model_resolution} px ({grid} × {grid} tokens). The dimmed edges are cut, as in LLM-CXR."
+            f"{how}. The dimmed edges are cut, as {'in LLM-CXR' if grid else 'its image processor does'}."
         )
     voi = str(meta.get("voi") or "")
     if loaded.window is not None:

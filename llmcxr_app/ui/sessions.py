@@ -11,7 +11,7 @@ import os
 import shutil
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import gradio as gr
@@ -49,6 +49,8 @@ class CurrentXray:
     chat_path: str  # display PNG shown in the user's message
     name: str = ""  # the uploaded file's name, for the user's own downloads only (never logged: may identify)
     sha256: str = ""  # hex SHA-256 of the uploaded bytes
+    model: str = ""  # short name of the model that made `prepared` (ui/models.py)
+    views: dict[str, PreparedImage] = field(default_factory=dict)  # other models' views, made on first use
 
 
 class SessionLimitError(Exception):

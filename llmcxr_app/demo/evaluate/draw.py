@@ -31,7 +31,7 @@ def _failed(f: Findings) -> dict:
     }
 
 
-def _draw_one(studio: Studio, prompt: str, sampling: SamplingConfig) -> Result | None:
+def draw_one(studio: Studio, prompt: str, sampling: SamplingConfig) -> Result | None:
     """One drawing through the app's path; None when it is not a valid image of grid_tokens codes."""
     result = Studio.finish(studio.draw(prompt, sampling=sampling, preview_every=0))
     codes = result.codes or []
@@ -46,7 +46,7 @@ def _draw_one(studio: Studio, prompt: str, sampling: SamplingConfig) -> Result |
 def _draw_item(studio: Studio, prompt: str, sampling: SamplingConfig, candidates: int) -> list[Result | None]:
     """The candidates of one findings item; candidate k samples with seed sampling.seed + k * stride."""
     return [
-        _draw_one(studio, prompt, replace(sampling, seed=sampling.seed + k * CANDIDATE_SEED_STRIDE))
+        draw_one(studio, prompt, replace(sampling, seed=sampling.seed + k * CANDIDATE_SEED_STRIDE))
         for k in range(candidates)
     ]
 
