@@ -1,7 +1,10 @@
 """Train the demo adapter model (LLaVA format) on the token demo's phantoms and texts, the two-stage way.
 
-    python -m llmcxr_app.demo.train.adapter --out weights/demo-adapter   # the shipped recipe
+    python -m llmcxr_app.demo.train.adapter --out weights/demo-adapter --base-out weights/demo-base-lm
     python -m llmcxr_app.demo.train.adapter --out /tmp/a --preset tiny   # seconds, for the tests
+
+The shipped recipe takes about 50 minutes on a shared 2-core CPU with one thread (base LM 12.5 min, the rest
+38 min; docs/DEMO_ADAPTER.md). --reuse-base skips stage 0 and loads the base LM from --base-out.
 
 0. Base LM: a GPT-NeoX of the token demo's size on the report / instruction text alone (the role dolly or
    Vicuna play), saved to --base-out with its recipe so a token model can start from it too.
