@@ -117,3 +117,40 @@ def test_a_model_that_cannot_draw_says_so_and_keeps_the_message(page):
     expect(page.locator("#message button.submit-button")).to_be_visible()
     assert page.locator('#chat [data-testid="user"], #chat [data-testid="bot"]').count() == shown
     page.screenshot(path=str(SHOTS / "22-cannot-draw.png"))
+
+
+@pytest.fixture(scope="module")
+def demo_page():
+    """The two shipped demo models (token and adapter), as `python app.py --models demo,demo-adapter`."""
+    from llmcxr_app.cli_args import parse_models
+    from llmcxr_app.config import DEMO_MODEL
+
+    runtime = RuntimeConfig(device="cpu", fast_path=False, warmup=False)
+    names = ("demo", "demo-adapter")
+    locations = parse_models(",".join(names))
+    models = {n: load_studio(Settings(loc, runtime)) for n, loc in zip(names, locations, strict=True)}
+    examples_dir = Path(DEMO_MODEL.llm).parents[2] / "assets" / "examples"
+    with serve(models, examples_dir) as url, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport=LAPTOP)
+        page.goto(url)
+        expect(page.locator("#message textarea")).to_be_visible(timeout=30_000)
+        yield page, examples_dir
+        browser.close()
+
+
+def test_compare_runs_on_the_two_demo_models(demo_page):
+    page, examples_dir = demo_page
+    page.locator("#message input[type=file]").set_input_files(str(examples_dir / "effusion_right_large.png"))
+    expect(page.locator("#message img").first).to_be_visible(timeout=10_000)
+    page.locator("#message textarea").fill("Is there a pleural effusion?")
+    expect(page.locator("#compare-with input")).to_have_value("demo-adapter")
+    page.locator("#compare").click()
+    expect(details(page)).to_have_count(2, timeout=120_000)  # one per column
+    cols = page.locator("#chat .compare-col")
+    expect(cols.nth(0).locator(".compare-head")).to_have_text("demo (token family)")
+    expect(cols.nth(1).locator(".compare-head")).to_have_text("demo-adapter (adapter family)")
+    for i in range(2):  # each model wrote an answer of its own (a word at least), not an error
+        expect(cols.nth(i)).to_contain_text(re.compile(r"\b(yes|no|effusion)\b", re.IGNORECASE))
+    cols.nth(0).evaluate("(e) => e.scrollIntoView({block: 'start'})")
+    page.screenshot(path=str(SHOTS / "23-compare-demo-models.png"))
