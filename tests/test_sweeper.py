@@ -72,8 +72,10 @@ def test_sweeps_run_every_quarter_ttl_and_use_the_shortest_ttl(tmp_path):
     path.write_bytes(b"x")
     time.sleep(1.6)
     assert not path.exists()  # 0.4 s TTL + sweeps every 0.1 s: gone well within 1.6 s
-    gaps = [b - a for a, b in zip(hits, hits[1:], strict=False)]
-    assert len(hits) >= 6 and max(gaps) < 0.1 + 0.25, gaps  # every TTL/4, plus scheduling slack
+    gaps = sorted(b - a for a, b in zip(hits, hits[1:], strict=False))
+    # Every TTL/4 (0.1 s): the median gap says the period, robust to one late wake-up on a loaded machine
+    # (a sweep at the TTL itself, 0.4 s, would give a median of 0.4).
+    assert len(hits) >= 6 and gaps[len(gaps) // 2] < 0.1 + 0.1, gaps
     short.release()
     assert root.ttl_s == 3600 and root.path.exists()
     long.release()
