@@ -3,6 +3,7 @@
     python -m llmcxr_app.demo.train --out weights/demo            # one round of the default recipe
     python -m llmcxr_app.demo.train --out OUT --continue-llm ...  # a further LLM round from OUT
     python -m llmcxr_app.demo.train --out /tmp/smoke --preset tiny   # a few steps, for CI
+    python -m llmcxr_app.demo.train --out OUT --reuse-vqgan --init-llm weights/demo-base-lm ...  # from the base
 
 One round of the default recipe (500 VQ-GAN steps, 1300 LLM steps at about 2 s each) takes on the order of
 an hour on a 2-core CPU, and one round does not make a useful model (after the first, the model wrote the
@@ -17,7 +18,6 @@ layout: `vqgan/` (taming YAML + safetensors) and `llm/` (Hugging Face directory)
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -62,6 +62,7 @@ class TrainConfig:
     loss_weighting: str = "token"  # "token": mean over all target ids (upstream's trainer); "example": each
     #                                example's mean, so a 3-id VQA answer weighs as much as a 257-id drawing
     threads: int = 2  # torch CPU threads
+    init_llm: str = ""  # a text-only base LM directory to start the LLM from (init_from_base.py); "": random
 
 
 PRESETS = {
@@ -88,6 +89,22 @@ PRESETS = {
         lm_warmup=1,
     ),
 }
+# Budget-matched to the adapter demo (weights/demo-adapter/training.json): the same shared base LM, and as
+# many image-text examples as the adapter's stage 1 + pilots + stage 2 (150 + 2 x 60 + 900 = 1170 steps of
+# 16). The VQ-GAN is reused from weights/demo (--reuse-vqgan on a copy of its vqgan/): its codes are this
+# model's vision encoder, so the token model gets a pretrained image tokenizer just as the adapter got a
+# pretrained (contrastive) vision tower, whose 400 steps are likewise not counted here.
+PRESETS["base-matched"] = replace(
+    PRESETS["demo"],
+    n_phantoms=6000,  # seeds 0-5999, as the adapter
+    lm_steps=1170,
+    lm_lr=8e-4,  # the adapter's stage-2 peak rate (a fine-tune of the same base)
+    lm_warmup=30,  # the adapter's stage-2 warm-up
+    draw_keep=0.35,  # as the token demo's last rounds; drawing examples still count in the 1170 x 16
+    loss_weighting="example",  # as the token demo's last rounds
+    threads=1,  # as the adapter (one thread measured faster on the busy 2-core machine)
+    init_llm="weights/demo-base-lm",
+)
 
 
 def _log(msg: str) -> None:
@@ -265,6 +282,10 @@ def _llm_inputs(cfg: TrainConfig, out: Path, samples: list, continue_llm: bool) 
         tokenizer = AutoTokenizer.from_pretrained(out / "llm")
         return tokenizer, AutoModelForCausalLM.from_pretrained(out / "llm", dtype=torch.float32), rng
     rng = np.random.default_rng(cfg.seed + 2)
+    if cfg.init_llm:  # the base's tokenizer and weights, grown by the image rows (init_from_base.py)
+        from llmcxr_app.demo.train.init_from_base import init_from_base
+
+        return (*init_from_base(cfg.init_llm, cfg.vqgan.n_embed, cfg.llm, cfg.seed), rng)
     return train_tokenizer(corpus(samples, rng), vocab_size=cfg.vocab_size), None, rng
 
 
@@ -351,69 +372,3 @@ def run(
     _write_record(out, record, continue_llm)
     _log(f"done in {timings['total_s'] / 60:.1f} min -> {out}")
     return record
-
-
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument(
-        "--out", type=Path, required=True, help="output folder (weights/demo for the shipped model)"
-    )
-    p.add_argument("--preset", choices=sorted(PRESETS), default="demo")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--seed", type=int, default=None, help="override the preset's seed")
-    p.add_argument("--lm-steps", type=int, default=None, help="override the preset's LLM steps")
-    p.add_argument("--vq-steps", type=int, default=None, help="override the preset's VQ-GAN steps")
-    p.add_argument("--lm-budget-min", type=float, default=None, help="cap the LLM stage to this many minutes")
-    p.add_argument("--shrink-only", action="store_true", help="only convert OUT's weights to fp16 and exit")
-    p.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (1 is faster on a busy machine)"
-    )
-    p.add_argument("--continue-vqgan", action="store_true", help="train OUT/vqgan further, then the LLM")
-    p.add_argument("--vq-lr", type=float, default=None, help="override the preset's VQ-GAN learning rate")
-    p.add_argument(
-        "--continue-llm", action="store_true", help="train OUT/llm further (implies --reuse-vqgan)"
-    )
-    p.add_argument("--lm-lr", type=float, default=None, help="override the preset's peak LLM learning rate")
-    p.add_argument("--draw-keep", type=float, default=None, help="fraction of report->CXR examples kept")
-    p.add_argument(
-        "--loss-weighting", choices=("token", "example"), default=None, help="override the preset's"
-    )
-    p.add_argument("--lm-warmup", type=int, default=None, help="override the preset's LLM warm-up steps")
-    p.add_argument("--reuse-vqgan", action="store_true", help="keep OUT/vqgan and train only the LLM")
-    p.add_argument("--n-phantoms", type=int, default=None, help="override the preset's training phantoms")
-    p.add_argument(
-        "--qa-per-image", type=int, default=None, help="override the preset's VQA examples per phantom"
-    )
-    a = p.parse_args(argv)
-    if a.shrink_only:
-        shrink(a.out)
-        return
-    cfg = PRESETS[a.preset]
-    overrides = {
-        "seed": a.seed,
-        "lm_steps": a.lm_steps,
-        "vq_steps": a.vq_steps,
-        "threads": a.threads,
-        "vq_lr": a.vq_lr,
-        "lm_lr": a.lm_lr,
-        "draw_keep": a.draw_keep,
-        "loss_weighting": a.loss_weighting,
-        "lm_warmup": a.lm_warmup,
-        "n_phantoms": a.n_phantoms,
-        "qa_per_image": a.qa_per_image,
-    }
-    if a.lm_budget_min is not None:
-        overrides["lm_budget_s"] = a.lm_budget_min * 60
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    run(
-        replace(cfg, **overrides),
-        a.out,
-        a.device,
-        reuse_vqgan=a.reuse_vqgan or a.continue_llm,
-        continue_vqgan=a.continue_vqgan,
-        continue_llm=a.continue_llm,
-    )
-
-
-if __name__ == "__main__":
-    main()
