@@ -11,7 +11,8 @@ from llmcxr_app.demo.train.training import __doc__ as TRAINING_DOC
 from llmcxr_app.loading.writers import shrink
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parser() -> argparse.ArgumentParser:
+    """Every flag; a flag left unset keeps the preset's value."""
     p = argparse.ArgumentParser(
         description=TRAINING_DOC, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -47,7 +48,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--init-llm", default=None, help="start the LLM from this text-only base LM (weights/demo-base-lm)"
     )
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the flags, apply them over the preset and train (or only shrink OUT's weights)."""
+    a = _parser().parse_args(argv)
     if a.shrink_only:
         shrink(a.out)
         return
