@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from llmcxr_app import protocol
+from llmcxr_app.config import DEMO_ADAPTER_DIR
 from llmcxr_app.demo.train.init_from_base import copy_base_weights, init_from_base, load_base
 from llmcxr_app.demo.train.training import PRESETS, run
 from llmcxr_app.modeling.builders import LLMShape, make_llm
@@ -108,7 +109,7 @@ def test_a_tiny_training_run_starts_from_the_base(tmp_path, base_dir):
 
 def test_the_budget_matched_recipe_matches_the_adapter():
     """1170 steps x 16 = stage 1 + both pilots + stage 2 of the shipped adapter, from the shipped base."""
-    adapter = json.loads(open("weights/demo-adapter/training.json").read())["recipe"]
+    adapter = json.loads((DEMO_ADAPTER_DIR / "training.json").read_text())["recipe"]
     cfg = PRESETS["base-matched"]
     stages = adapter["stage1"]["steps"] + 2 * adapter["pilot_steps"] + adapter["stage2"]["steps"]
     assert cfg.lm_steps == stages and cfg.lm_batch == adapter["stage2"]["batch"] == adapter["stage1"]["batch"]
