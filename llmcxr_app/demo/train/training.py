@@ -3,6 +3,7 @@
     python -m llmcxr_app.demo.train --out weights/demo            # one round of the default recipe
     python -m llmcxr_app.demo.train --out OUT --continue-llm ...  # a further LLM round from OUT
     python -m llmcxr_app.demo.train --out /tmp/smoke --preset tiny   # a few steps, for CI
+    python -m llmcxr_app.demo.train --recipe demo --out OUT        # the shipped weights (train/recipe.py)
 
 One round of the default recipe (500 VQ-GAN steps, 1300 LLM steps at about 2 s each) takes on the order of
 an hour on a 2-core CPU, and one round does not make a useful model (after the first, the model wrote the
@@ -17,11 +18,10 @@ layout: `vqgan/` (taming YAML + safetensors) and `llm/` (Hugging Face directory)
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from llmcxr_app import protocol
-from llmcxr_app.demo.data import reports
+from llmcxr_app.demo.data import reports, splits
 from llmcxr_app.demo.data import samples as data
 from llmcxr_app.loading.weights import load_vqgan
 from llmcxr_app.loading.writers import save_vqgan, shrink
@@ -62,6 +62,8 @@ class TrainConfig:
     loss_weighting: str = "token"  # "token": mean over all target ids (upstream's trainer); "example": each
     #                                example's mean, so a 3-id VQA answer weighs as much as a 257-id drawing
     threads: int = 2  # torch CPU threads
+    rich_fraction: float = 0.0  # share of drawing texts / VQA questions in clinician style (data/language.py)
+    hold_out: bool = False  # drop phantoms with the held-out finding combinations (data/splits.py)
 
 
 PRESETS = {
@@ -280,10 +282,14 @@ def _examples(
         grid_tokens=grid_tokens,
         rng=rng,
         qa_per_image=cfg.qa_per_image,
+        rich_fraction=cfg.rich_fraction,
     )
     if cfg.draw_keep < 1.0:  # rebalance towards reading images (draw examples dominate the loss)
         examples = [e for e in examples if e.task != protocol.TASK_DRAW or rng.random() < cfg.draw_keep]
     too_long = [e for e in examples if len(e.ids) > cfg.llm.max_positions]
+    if too_long and cfg.rich_fraction > 0:  # a few clinician-style reports run past the context: left out
+        _log(f"{len(too_long)} examples longer than {cfg.llm.max_positions} ids left out")
+        examples, too_long = [e for e in examples if len(e.ids) <= cfg.llm.max_positions], []
     if too_long:
         raise ValueError(f"{len(too_long)} examples exceed the context of {cfg.llm.max_positions} ids.")
     longest = max(len(e.ids) for e in examples)
@@ -325,6 +331,8 @@ def run(
     samples = data.render_samples(
         range(cfg.n_phantoms), cfg.vqgan.resolution, cache=out / "cache" / "samples.pkl"
     )
+    if cfg.hold_out:  # the held-out combinations leave this round entirely (every task)
+        samples = [s for s in samples if not splits.held_out(s.findings)]
     timings["phantoms_s"] = time.time() - t0
     _log(f"{len(samples)} phantoms in {timings['phantoms_s']:.0f} s")
     t = time.time()
@@ -351,69 +359,3 @@ def run(
     _write_record(out, record, continue_llm)
     _log(f"done in {timings['total_s'] / 60:.1f} min -> {out}")
     return record
-
-
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument(
-        "--out", type=Path, required=True, help="output folder (weights/demo for the shipped model)"
-    )
-    p.add_argument("--preset", choices=sorted(PRESETS), default="demo")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--seed", type=int, default=None, help="override the preset's seed")
-    p.add_argument("--lm-steps", type=int, default=None, help="override the preset's LLM steps")
-    p.add_argument("--vq-steps", type=int, default=None, help="override the preset's VQ-GAN steps")
-    p.add_argument("--lm-budget-min", type=float, default=None, help="cap the LLM stage to this many minutes")
-    p.add_argument("--shrink-only", action="store_true", help="only convert OUT's weights to fp16 and exit")
-    p.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (1 is faster on a busy machine)"
-    )
-    p.add_argument("--continue-vqgan", action="store_true", help="train OUT/vqgan further, then the LLM")
-    p.add_argument("--vq-lr", type=float, default=None, help="override the preset's VQ-GAN learning rate")
-    p.add_argument(
-        "--continue-llm", action="store_true", help="train OUT/llm further (implies --reuse-vqgan)"
-    )
-    p.add_argument("--lm-lr", type=float, default=None, help="override the preset's peak LLM learning rate")
-    p.add_argument("--draw-keep", type=float, default=None, help="fraction of report->CXR examples kept")
-    p.add_argument(
-        "--loss-weighting", choices=("token", "example"), default=None, help="override the preset's"
-    )
-    p.add_argument("--lm-warmup", type=int, default=None, help="override the preset's LLM warm-up steps")
-    p.add_argument("--reuse-vqgan", action="store_true", help="keep OUT/vqgan and train only the LLM")
-    p.add_argument("--n-phantoms", type=int, default=None, help="override the preset's training phantoms")
-    p.add_argument(
-        "--qa-per-image", type=int, default=None, help="override the preset's VQA examples per phantom"
-    )
-    a = p.parse_args(argv)
-    if a.shrink_only:
-        shrink(a.out)
-        return
-    cfg = PRESETS[a.preset]
-    overrides = {
-        "seed": a.seed,
-        "lm_steps": a.lm_steps,
-        "vq_steps": a.vq_steps,
-        "threads": a.threads,
-        "vq_lr": a.vq_lr,
-        "lm_lr": a.lm_lr,
-        "draw_keep": a.draw_keep,
-        "loss_weighting": a.loss_weighting,
-        "lm_warmup": a.lm_warmup,
-        "n_phantoms": a.n_phantoms,
-        "qa_per_image": a.qa_per_image,
-    }
-    if a.lm_budget_min is not None:
-        overrides["lm_budget_s"] = a.lm_budget_min * 60
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    run(
-        replace(cfg, **overrides),
-        a.out,
-        a.device,
-        reuse_vqgan=a.reuse_vqgan or a.continue_llm,
-        continue_vqgan=a.continue_vqgan,
-        continue_llm=a.continue_llm,
-    )
-
-
-if __name__ == "__main__":
-    main()
