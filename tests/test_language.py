@@ -160,12 +160,13 @@ def test_held_out_combinations_never_reach_the_training_examples(monkeypatch, tm
 
 
 def test_recipes_parse_with_fixed_steps_and_refuse_budgets(tmp_path):
-    demo = recipe.load("demo")
-    assert demo.start is not None and re.fullmatch(r"[0-9a-f]{40}", demo.start.git_commit)
-    for stage in demo.stages:
+    demo, candidate = recipe.load("demo"), recipe.load("round11")
+    assert demo.start == candidate.start and re.fullmatch(r"[0-9a-f]{40}", demo.start.git_commit)
+    assert demo.stages == ()  # the shipped weights are the committed start (round 11 was not shipped)
+    for stage in candidate.stages:
         assert stage.config.lm_budget_s == 0 and stage.config.lm_steps > 0 and stage.mode == "continue_llm"
         assert stage.config.rich_fraction > 0 and stage.config.hold_out
-    raw = json.loads((recipe.RECIPES / "demo.json").read_text())
+    raw = json.loads((recipe.RECIPES / "round11.json").read_text())
     raw["stages"][0]["config"]["lm_budget_s"] = 600
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(raw))
@@ -177,6 +178,18 @@ def test_recipes_parse_with_fixed_steps_and_refuse_budgets(tmp_path):
         recipe.load(str(bad))
     with pytest.raises(FileNotFoundError):
         recipe.load("no-such-recipe")
+    bad.write_text(json.dumps({"start": None, "stages": []}))
+    with pytest.raises(ValueError, match="neither"):
+        recipe.load(str(bad))
+
+
+def test_demo_recipe_writes_the_committed_start(tmp_path):
+    """`--recipe demo` rebuilds the shipped weights: the committed round-10 files, byte for byte."""
+    start = recipe.load("demo").start
+    names = recipe.materialize_start(start, tmp_path)
+    assert any(n.endswith("llm/model.safetensors") for n in names)
+    for rel in ("llm/model.safetensors", "llm/tokenizer.json", "vqgan/demo-vqgan.safetensors"):
+        assert (tmp_path / rel).read_bytes() == (recipe.REPO / start.path / rel).read_bytes(), rel
 
 
 def test_tiny_recipe_runs_both_modes(tmp_path):

@@ -16,7 +16,14 @@ from llmcxr_app.demo.data.reports import answer
 # How a question names each finding (with its article where it takes one).
 NAMES = {
     "cardiomegaly": ("cardiomegaly", "an enlarged heart", "cardiac enlargement", "cardiomeg.", "a big heart"),
-    "effusion": ("a pleural effusion", "an effusion", "pleural fluid", "an eff.", "a pleural eff", "fluid in the pleural space"),
+    "effusion": (
+        "a pleural effusion",
+        "an effusion",
+        "pleural fluid",
+        "an eff.",
+        "a pleural eff",
+        "fluid in the pleural space",
+    ),
     "pneumothorax": ("a pneumothorax", "a PTX", "ptx", "a pneumothorax", "a PNX", "a collapsed lung"),
     "consolidation": ("consolidation", "pneumonia", "an airspace opacity", "a focal opacity", "consol."),
     "edema": ("pulmonary edema", "oedema", "fluid overload", "interstitial edema", "Kerley B lines"),

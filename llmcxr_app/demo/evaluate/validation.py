@@ -56,7 +56,7 @@ def _draw(studio, reader, seeds: list[int], log) -> dict:
         "per_label": scores["prf"].get("per_label"),
         **{
             k: scores[k]
-            for k in ("label_accuracy_mean", "label_accuracy_mean_all_absent", "attributes")
+            for k in ("label_accuracy_mean", "label_accuracy_mean_all_absent", "attribute_accuracy")
             if k in scores
         },
         "n": len(seeds),

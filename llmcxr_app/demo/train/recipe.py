@@ -47,7 +47,7 @@ class Recipe:
 
     name: str  # the file's stem
     start: Start | None  # None: the first stage trains from scratch
-    stages: tuple[Stage, ...]  # run in order
+    stages: tuple[Stage, ...]  # run in order; none: the start is the model
 
 
 def available() -> list[str]:
@@ -85,8 +85,8 @@ def load(name_or_path: str) -> Recipe:
     raw = json.loads(path.read_text())
     start = Start(**raw["start"]) if raw.get("start") else None
     stages = tuple(_stage(s) for s in raw["stages"])
-    if not stages:
-        raise ValueError(f"recipe {path} has no stages")
+    if start is None and not stages:
+        raise ValueError(f"recipe {path} has neither a start nor stages")
     if start is None and stages[0].mode != "scratch":
         raise ValueError(f"recipe {path}: without a start, the first stage must train from scratch")
     return Recipe(path.stem, start, stages)
