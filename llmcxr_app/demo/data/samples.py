@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from llmcxr_app import protocol
-from llmcxr_app.demo.data import findings, phantoms, reports
+from llmcxr_app.demo.data import findings, language, phantoms, questions, reports
 from llmcxr_app.demo.data.phantoms import Findings, make_phantom
 from llmcxr_app.imaging import images
 from llmcxr_app.imaging.images import to_model_input
@@ -109,8 +109,13 @@ def build_examples(
     rng: np.random.Generator,
     qa_per_image: int = 2,
     plain_fraction: float = 0.1,
+    rich_fraction: float = 0.0,
 ) -> list[Example]:
-    """Both directions, VQA and plain instructions, in upstream's format (random instruction phrasing)."""
+    """Both directions, VQA and plain instructions, in upstream's format (random instruction phrasing).
+
+    rich_fraction: the share of drawing texts and of each phantom's VQA questions written in clinician
+    style (language.py / questions.py) instead of the templates; 0 keeps the template examples unchanged.
+    """
     kw = {"codebook_size": codebook_size, "grid_tokens": grid_tokens}
     out: list[Example] = []
 
@@ -121,7 +126,7 @@ def build_examples(
     for sample, code in zip(samples, codes, strict=True):
         code = [int(c) for c in code]
         # report -> CXR: half the time the full report, half a short findings text a user would type.
-        text = sample.report if rng.random() < 0.5 else reports.write_findings_prompt(sample.findings, rng)
+        text = _draw_text(sample, rng, rich_fraction)
         add(
             protocol.TASK_DRAW,
             str(rng.choice(protocol.REPORT_TO_CXR_INSTRUCTIONS)),
@@ -134,12 +139,22 @@ def build_examples(
             image_codes=code,
             response_text=sample.report,
         )
-        for question, answer in reports.make_qa(sample.findings, rng, qa_per_image):
+        rich_qa = rich_fraction > 0 and rng.random() < rich_fraction
+        qa = questions.make_rich_qa if rich_qa else reports.make_qa
+        for question, answer in qa(sample.findings, rng, qa_per_image):
             add(protocol.TASK_VQA, question, image_codes=code, response_text=answer)
     n_plain = int(round(plain_fraction * len(samples)))
     for question, answer in reports.plain_instructions(rng, n_plain):
         add(protocol.TASK_INSTRUCT, question, response_text=answer)
     return out
+
+
+def _draw_text(sample: Sample, rng: np.random.Generator, rich_fraction: float) -> str:
+    """A drawing request's text: clinician style (rich_fraction of the time), else the template report or
+    template findings prompt (half each)."""
+    if rich_fraction > 0 and rng.random() < rich_fraction:
+        return language.findings_text(sample.findings, rng)
+    return sample.report if rng.random() < 0.5 else reports.write_findings_prompt(sample.findings, rng)
 
 
 def collate(batch: Sequence[Example], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -78,12 +78,14 @@ def evaluate_draw(
     top_p: float,
     candidates: int = 1,
     log: Callable[[str], None] = lambda _m: None,
+    prompts: list[str] | None = None,
 ) -> tuple[dict, list[float]]:
     """Draw each findings text, read the image; failed items (no valid image) count as wrong everywhere.
 
     Item i draws write_findings_prompt(truths[i]) with seed seed_start + i (top-p sampling, constrained to
     grid_tokens codes). With candidates > 1 it draws that many and the self-check picks one; the first
     candidate's scores (the same draw as a one-candidate run) are kept under "first_candidate".
+    `prompts`: the findings texts to draw instead (one per item, e.g. the validation split's).
     Returns (scores, tokens per second of each drawing).
     """
     preds: list[dict | None] = []
@@ -91,7 +93,7 @@ def evaluate_draw(
     errors, tok_s, agreed = [], [], []
     for i, f in enumerate(truths):
         seed = seed_start + i
-        prompt = write_findings_prompt(f, np.random.default_rng([seed, 0xD2A]))
+        prompt = prompts[i] if prompts else write_findings_prompt(f, np.random.default_rng([seed, 0xD2A]))
         sampling = SamplingConfig(temperature=temperature, top_p=top_p, top_k=0, seed=seed)
         try:
             results = _draw_item(studio, prompt, sampling, candidates)

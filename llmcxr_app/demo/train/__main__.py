@@ -1,4 +1,4 @@
-"""`python -m llmcxr_app.demo.train`: trains the embedded demo model (demo/train/training.py, cli.py)."""
+"""`python -m llmcxr_app.demo.train`: trains the embedded demo model (demo/train/training.py; flags in demo/train/cli.py)."""
 
 import sys
 

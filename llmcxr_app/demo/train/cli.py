@@ -1,4 +1,8 @@
-"""The command line of the token demo trainer: `python -m llmcxr_app.demo.train` (see training.py)."""
+"""Command line of the demo trainer: `python -m llmcxr_app.demo.train` (see training.py's docstring).
+
+`--recipe NAME` runs a recipe file (train/recipe.py: fixed steps and seeds, every stage); the other flags
+run one stage of training.run by hand, as the earlier rounds were made.
+"""
 
 from __future__ import annotations
 
@@ -6,77 +10,74 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
+from llmcxr_app.demo.train import recipe as recipe_mod
+from llmcxr_app.demo.train import training
 from llmcxr_app.demo.train.training import PRESETS, run
-from llmcxr_app.demo.train.training import __doc__ as TRAINING_DOC
 from llmcxr_app.loading.writers import shrink
+
+# flag -> TrainConfig field, for the single-stage overrides
+_OVERRIDES = {
+    "seed": (int, "override the preset's seed"),
+    "lm_steps": (int, "override the preset's LLM steps"),
+    "vq_steps": (int, "override the preset's VQ-GAN steps"),
+    "threads": (int, "torch CPU threads (1 is faster on a busy machine)"),
+    "vq_lr": (float, "override the preset's VQ-GAN learning rate"),
+    "lm_lr": (float, "override the preset's peak LLM learning rate"),
+    "draw_keep": (float, "fraction of report->CXR examples kept"),
+    "lm_warmup": (int, "override the preset's LLM warm-up steps"),
+    "n_phantoms": (int, "override the preset's training phantoms"),
+    "qa_per_image": (int, "override the preset's VQA examples per phantom"),
+    "rich_fraction": (float, "share of clinician-style drawing texts and VQA questions (data/language.py)"),
+    "init_llm": (str, "start the LLM from this text-only base LM (weights/demo-base-lm)"),
+}
 
 
 def _parser() -> argparse.ArgumentParser:
-    """Every flag; a flag left unset keeps the preset's value."""
     p = argparse.ArgumentParser(
-        description=TRAINING_DOC, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=training.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument(
         "--out", type=Path, required=True, help="output folder (weights/demo for the shipped model)"
     )
+    p.add_argument(
+        "--recipe", default=None, help=f"run a recipe: one of {recipe_mod.available()} or a JSON path"
+    )
+    p.add_argument("--start-from", type=Path, default=None, help="recipe: copy this folder as the start")
     p.add_argument("--preset", choices=sorted(PRESETS), default="demo")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--seed", type=int, default=None, help="override the preset's seed")
-    p.add_argument("--lm-steps", type=int, default=None, help="override the preset's LLM steps")
-    p.add_argument("--vq-steps", type=int, default=None, help="override the preset's VQ-GAN steps")
+    for name, (kind, text) in _OVERRIDES.items():
+        p.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=text)
     p.add_argument("--lm-budget-min", type=float, default=None, help="cap the LLM stage to this many minutes")
-    p.add_argument("--shrink-only", action="store_true", help="only convert OUT's weights to fp16 and exit")
-    p.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (1 is faster on a busy machine)"
-    )
-    p.add_argument("--continue-vqgan", action="store_true", help="train OUT/vqgan further, then the LLM")
-    p.add_argument("--vq-lr", type=float, default=None, help="override the preset's VQ-GAN learning rate")
-    p.add_argument(
-        "--continue-llm", action="store_true", help="train OUT/llm further (implies --reuse-vqgan)"
-    )
-    p.add_argument("--lm-lr", type=float, default=None, help="override the preset's peak LLM learning rate")
-    p.add_argument("--draw-keep", type=float, default=None, help="fraction of report->CXR examples kept")
     p.add_argument(
         "--loss-weighting", choices=("token", "example"), default=None, help="override the preset's"
     )
-    p.add_argument("--lm-warmup", type=int, default=None, help="override the preset's LLM warm-up steps")
+    p.add_argument("--hold-out", action="store_true", help="drop the held-out finding combinations")
+    p.add_argument("--shrink-only", action="store_true", help="only convert OUT's weights to fp16 and exit")
+    p.add_argument("--continue-vqgan", action="store_true", help="train OUT/vqgan further, then the LLM")
+    p.add_argument(
+        "--continue-llm", action="store_true", help="train OUT/llm further (implies --reuse-vqgan)"
+    )
     p.add_argument("--reuse-vqgan", action="store_true", help="keep OUT/vqgan and train only the LLM")
-    p.add_argument("--n-phantoms", type=int, default=None, help="override the preset's training phantoms")
-    p.add_argument(
-        "--qa-per-image", type=int, default=None, help="override the preset's VQA examples per phantom"
-    )
-    p.add_argument(
-        "--init-llm", default=None, help="start the LLM from this text-only base LM (weights/demo-base-lm)"
-    )
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Parse the flags, apply them over the preset and train (or only shrink OUT's weights)."""
     a = _parser().parse_args(argv)
     if a.shrink_only:
         shrink(a.out)
         return
-    cfg = PRESETS[a.preset]
-    overrides = {
-        "seed": a.seed,
-        "lm_steps": a.lm_steps,
-        "vq_steps": a.vq_steps,
-        "threads": a.threads,
-        "vq_lr": a.vq_lr,
-        "lm_lr": a.lm_lr,
-        "draw_keep": a.draw_keep,
-        "loss_weighting": a.loss_weighting,
-        "lm_warmup": a.lm_warmup,
-        "n_phantoms": a.n_phantoms,
-        "qa_per_image": a.qa_per_image,
-        "init_llm": a.init_llm,
-    }
+    if a.recipe is not None:
+        recipe_mod.run_recipe(recipe_mod.load(a.recipe), a.out, a.device, start_from=a.start_from)
+        return
+    overrides = {name: getattr(a, name) for name in _OVERRIDES}
+    overrides["loss_weighting"] = a.loss_weighting
     if a.lm_budget_min is not None:
         overrides["lm_budget_s"] = a.lm_budget_min * 60
+    if a.hold_out:
+        overrides["hold_out"] = True
     overrides = {k: v for k, v in overrides.items() if v is not None}
     run(
-        replace(cfg, **overrides),
+        replace(PRESETS[a.preset], **overrides),
         a.out,
         a.device,
         reuse_vqgan=a.reuse_vqgan or a.continue_llm,

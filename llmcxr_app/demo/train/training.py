@@ -4,6 +4,7 @@
     python -m llmcxr_app.demo.train --out OUT --continue-llm ...  # a further LLM round from OUT
     python -m llmcxr_app.demo.train --out /tmp/smoke --preset tiny   # a few steps, for CI
     python -m llmcxr_app.demo.train --out OUT --reuse-vqgan --init-llm weights/demo-base-lm ...  # from the base
+    python -m llmcxr_app.demo.train --recipe demo --out OUT        # the shipped weights (train/recipe.py)
 
 One round of the default recipe (500 VQ-GAN steps, 1300 LLM steps at about 2 s each) takes on the order of
 an hour on a 2-core CPU, and one round does not make a useful model (after the first, the model wrote the
@@ -30,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from llmcxr_app import protocol
-from llmcxr_app.demo.data import reports
+from llmcxr_app.demo.data import reports, splits
 from llmcxr_app.demo.data import samples as data
 from llmcxr_app.loading.weights import load_vqgan
 from llmcxr_app.loading.writers import save_vqgan, shrink
@@ -63,6 +64,8 @@ class TrainConfig:
     #                                example's mean, so a 3-id VQA answer weighs as much as a 257-id drawing
     threads: int = 2  # torch CPU threads
     init_llm: str = ""  # a text-only base LM directory to start the LLM from (init_from_base.py); "": random
+    rich_fraction: float = 0.0  # share of drawing texts / VQA questions in clinician style (data/language.py)
+    hold_out: bool = False  # drop phantoms with the held-out finding combinations (data/splits.py)
 
 
 PRESETS = {
@@ -301,10 +304,14 @@ def _examples(
         grid_tokens=grid_tokens,
         rng=rng,
         qa_per_image=cfg.qa_per_image,
+        rich_fraction=cfg.rich_fraction,
     )
     if cfg.draw_keep < 1.0:  # rebalance towards reading images (draw examples dominate the loss)
         examples = [e for e in examples if e.task != protocol.TASK_DRAW or rng.random() < cfg.draw_keep]
     too_long = [e for e in examples if len(e.ids) > cfg.llm.max_positions]
+    if too_long and cfg.rich_fraction > 0:  # a few clinician-style reports run past the context: left out
+        _log(f"{len(too_long)} examples longer than {cfg.llm.max_positions} ids left out")
+        examples, too_long = [e for e in examples if len(e.ids) <= cfg.llm.max_positions], []
     if too_long:
         raise ValueError(f"{len(too_long)} examples exceed the context of {cfg.llm.max_positions} ids.")
     longest = max(len(e.ids) for e in examples)
@@ -346,6 +353,8 @@ def run(
     samples = data.render_samples(
         range(cfg.n_phantoms), cfg.vqgan.resolution, cache=out / "cache" / "samples.pkl"
     )
+    if cfg.hold_out:  # the held-out combinations leave this round entirely (every task)
+        samples = [s for s in samples if not splits.held_out(s.findings)]
     timings["phantoms_s"] = time.time() - t0
     _log(f"{len(samples)} phantoms in {timings['phantoms_s']:.0f} s")
     t = time.time()

@@ -1,0 +1,132 @@
+"""Validation scores of a demo model on clinician-style text: the split that choices between runs use.
+
+    python -m llmcxr_app.demo.evaluate.validation --weights OUT [--n 60] [--n-draw 60] [--json]
+
+Phantoms and texts come from the validation seeds (data/splits.py: 900,000-909,999), which no training
+sampler draws, and every text is written by data/language.py / data/questions.py (clinician style):
+- draw: one drawing per request (the app's default sampling, seed = the phantom's seed) from
+  language.findings_text(findings, default_rng([seed, 0xD2A])); the independent reader reads the image;
+  detection precision / recall / F1 per finding and side / size / zone accuracy;
+- draw_held_out: the same on validation phantoms with the finding combinations held out of training;
+- vqa: questions.make_rich_qa(findings, default_rng([seed, 0xE7A]), 2) on the phantoms, greedy answers;
+- report: greedy reports of the phantoms, micro-F1 by the labeler (the template report the model writes).
+This is not the test split: the headline figures come from evaluation.py and the hand-written set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from llmcxr_app.config import RuntimeConfig, Settings
+from llmcxr_app.demo.data import language, questions, splits
+from llmcxr_app.demo.data.phantoms import make_phantom
+from llmcxr_app.demo.evaluate.draw import evaluate_draw
+from llmcxr_app.demo.evaluate.evaluation import (
+    EvalConfig,
+    _greedy,
+    _log,
+    _score_reports,
+    demo_location,
+    get_reader,
+)
+from llmcxr_app.demo.evaluate.metrics import answers_match, ratio
+from llmcxr_app.studio.facade import Studio
+
+HELD_OUT_SEARCH_START = 905_000  # held-out combinations are searched from here (inside the split)
+
+
+def _draw(studio, reader, seeds: list[int], log) -> dict:
+    truths = [make_phantom(s, size=16).findings for s in seeds]
+    prompts = [
+        language.findings_text(f, np.random.default_rng([s, 0xD2A]))
+        for s, f in zip(seeds, truths, strict=True)
+    ]
+    scores, _ = evaluate_draw(
+        studio, reader, truths, seed_start=seeds[0], temperature=1.0, top_p=0.92, log=log, prompts=prompts
+    )
+    return {
+        "micro": scores["prf"]["micro"],
+        "per_label": scores["prf"].get("per_label"),
+        **{
+            k: scores[k]
+            for k in ("label_accuracy_mean", "label_accuracy_mean_all_absent", "attribute_accuracy")
+            if k in scores
+        },
+        "n": len(seeds),
+        "examples": prompts[:5],
+    }
+
+
+def held_out_seeds(k: int) -> list[int]:
+    """The first k validation seeds from HELD_OUT_SEARCH_START whose findings are a held-out combination."""
+    found = []
+    for seed in range(HELD_OUT_SEARCH_START, splits.VAL_SEED_STOP):
+        if splits.held_out(make_phantom(seed, size=16).findings):
+            found.append(seed)
+            if len(found) == k:
+                return found
+    raise RuntimeError(f"only {len(found)} held-out validation phantoms found")
+
+
+def _vqa(studio, seeds, prepared, truths, greedy) -> dict:
+    items = []
+    for seed, p, f in zip(seeds, prepared, truths, strict=True):
+        for q, truth in questions.make_rich_qa(f, np.random.default_rng([seed, 0xE7A]), 2):
+            items.append(answers_match(Studio.finish(studio.ask(q, p, sampling=greedy)).text, truth))
+    return {"accuracy": ratio(sum(items), len(items)), "n": len(items)}
+
+
+def validate(studio, reader, n: int, n_draw: int, n_held_out: int, log=_log) -> dict:
+    """Every validation figure (see the module docstring)."""
+    greedy = _greedy(EvalConfig())
+    seeds = list(splits.validation_seeds(n))
+    phantoms = [make_phantom(s) for s in seeds]
+    prepared = [studio.prepare(ph.image) for ph in phantoms]
+    truths = [ph.findings for ph in phantoms]
+    t = time.perf_counter()
+    report, _ = _score_reports(studio, prepared, truths, greedy, log)
+    vqa = _vqa(studio, seeds, prepared, truths, greedy)
+    draw = _draw(studio, reader, list(splits.validation_seeds(n_draw)), log)
+    held = _draw(studio, reader, held_out_seeds(n_held_out), log) if n_held_out else None
+    return {
+        "report_micro": report["micro"],
+        "vqa": vqa,
+        "draw": draw,
+        "draw_held_out": held,
+        "seconds": round(time.perf_counter() - t, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", type=Path, required=True)
+    p.add_argument("--n", type=int, default=60, help="validation phantoms for reports and VQA (2 each)")
+    p.add_argument("--n-draw", type=int, default=60, help="drawing requests")
+    p.add_argument("--n-held-out", type=int, default=15, help="drawing requests with held-out combinations")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", type=Path, default=None)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    runtime = RuntimeConfig(device="cpu", quantization="auto", fast_path=False, warmup=False)
+    studio = Studio.from_settings(Settings(model=demo_location(a.weights), runtime=runtime))
+    reader = get_reader(studio, a.weights / "reader")
+    res = validate(studio, reader, a.n, a.n_draw, a.n_held_out)
+    res["command"] = "python -m llmcxr_app.demo.evaluate.validation " + " ".join(
+        sys.argv[1:] if argv is None else argv
+    )
+    text = json.dumps(res, indent=2)
+    if a.out:
+        a.out.write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

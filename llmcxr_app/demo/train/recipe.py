@@ -1,0 +1,128 @@
+"""Recipes: every stage that makes a demo model, with fixed step counts and seeds, in one JSON file.
+
+    python -m llmcxr_app.demo.train --recipe demo --out OUT
+
+A recipe names its starting point (nothing: train from scratch; or a weights folder at a git commit of
+this repository) and its stages, each a TrainConfig preset plus overrides run by training.run, either from
+scratch or as a further LLM round (--continue-llm). Wall-clock budgets (lm_budget_s) are refused: a step
+count fixed in the file is what makes a second run repeat the first. Files: train/recipes/NAME.json.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from llmcxr_app.demo.train.training import PRESETS, TrainConfig, run
+
+RECIPES = Path(__file__).parent / "recipes"
+REPO = Path(__file__).resolve().parents[3]
+MODES = ("scratch", "continue_llm")
+
+
+@dataclass(frozen=True)
+class Start:
+    """Weights a recipe continues from: `path` (repository-relative) as committed in `git_commit`."""
+
+    git_commit: str  # 40 hex digits of a commit of this repository
+    path: str  # the weights folder inside that commit, e.g. "weights/demo"
+    what: str = ""  # how those weights were made (for the record)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training.run call."""
+
+    name: str  # a label for the log and the record
+    mode: str  # "scratch" (all stages of training.run) | "continue_llm" (a further LLM round)
+    config: TrainConfig  # the preset with this stage's overrides
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A whole recipe: its start and its stages, run in order into one output folder."""
+
+    name: str  # the file's stem
+    start: Start | None  # None: the first stage trains from scratch
+    stages: tuple[Stage, ...]  # run in order; none: the start is the model
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in RECIPES.glob("*.json"))
+
+
+def _stage(raw: dict) -> Stage:
+    """A Stage from its JSON; unknown config keys and wall-clock budgets are refused."""
+    known = {f.name for f in fields(TrainConfig)} - {"vqgan", "llm"}
+    overrides = dict(raw.get("config", {}))
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"stage {raw.get('name')!r}: unknown config keys {unknown}; known: {sorted(known)}")
+    if overrides.get("lm_budget_s", 0) > 0:
+        raise ValueError(
+            f"stage {raw.get('name')!r}: a recipe fixes lm_steps; wall-clock budgets are refused"
+        )
+    if raw.get("mode") not in MODES:
+        raise ValueError(f"stage {raw.get('name')!r}: mode must be one of {MODES}")
+    preset = raw.get("preset", "demo")
+    if preset not in PRESETS:
+        raise ValueError(
+            f"stage {raw.get('name')!r}: unknown preset {preset!r}; use one of {sorted(PRESETS)}"
+        )
+    return Stage(str(raw["name"]), raw["mode"], replace(PRESETS[preset], **overrides))
+
+
+def load(name_or_path: str) -> Recipe:
+    """A recipe by name (train/recipes/NAME.json) or by path."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = RECIPES / f"{name_or_path}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no recipe {name_or_path!r}; available: {available()}")
+    raw = json.loads(path.read_text())
+    start = Start(**raw["start"]) if raw.get("start") else None
+    stages = tuple(_stage(s) for s in raw["stages"])
+    if start is None and not stages:
+        raise ValueError(f"recipe {path} has neither a start nor stages")
+    if start is None and stages[0].mode != "scratch":
+        raise ValueError(f"recipe {path}: without a start, the first stage must train from scratch")
+    return Recipe(path.stem, start, stages)
+
+
+def _git(*args: str) -> bytes:
+    return subprocess.run(["git", "-C", str(REPO), *args], check=True, capture_output=True).stdout
+
+
+def materialize_start(start: Start, out: Path) -> list[str]:
+    """Write the files of start.path at start.git_commit into `out` (same layout); returns their names."""
+    try:
+        names = _git("ls-tree", "-r", "--name-only", start.git_commit, "--", start.path).decode().split()
+    except (subprocess.CalledProcessError, FileNotFoundError) as exc:
+        raise RuntimeError(
+            f"cannot read {start.path} at commit {start.git_commit} from git in {REPO}"
+        ) from exc
+    if not names:
+        raise RuntimeError(f"{start.path} holds no files at commit {start.git_commit}")
+    for name in names:
+        target = out / Path(name).relative_to(start.path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(_git("show", f"{start.git_commit}:{name}"))
+    return names
+
+
+def run_recipe(recipe: Recipe, out: Path, device: str = "cpu", start_from: Path | None = None) -> list[dict]:
+    """Materialize the start (or copy `start_from`, e.g. a local copy of it), then run every stage."""
+    out.mkdir(parents=True, exist_ok=True)
+    if start_from is not None:
+        shutil.copytree(start_from, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("cache"))
+    elif recipe.start is not None:
+        materialize_start(recipe.start, out)
+    records = []
+    for stage in recipe.stages:
+        print(f"[recipe {recipe.name}] stage {stage.name!r} ({stage.mode})", flush=True)
+        cont = stage.mode == "continue_llm"
+        records.append(run(stage.config, out, device, reuse_vqgan=cont, continue_llm=cont))
+    return records
