@@ -37,7 +37,16 @@ def examples(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def page(tiny_location, tiny_tokenizer, examples, tmp_path_factory):
+def browser():
+    """One Playwright and one chromium for the module (the sync API cannot run two at once)."""
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser, tiny_location, tiny_tokenizer, examples, tmp_path_factory):
     llava = tmp_path_factory.mktemp("llava")
     write_tiny_llava(llava, tiny_tokenizer, "gpt_neox")
     adapter = ModelLocation(str(llava), "", "", name="tiny llava", is_demo=True)
@@ -46,13 +55,12 @@ def page(tiny_location, tiny_tokenizer, examples, tmp_path_factory):
         "llava": load_studio(Settings(adapter, RuntimeConfig(device="cpu", warmup=False))),
     }
     SHOTS.mkdir(parents=True, exist_ok=True)
-    with serve(models, examples["phantom_a"].parent) as url, sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    with serve(models, examples["phantom_a"].parent) as url:
         page = browser.new_page(viewport=LAPTOP)
         page.goto(url)
         expect(page.locator("#message textarea")).to_be_visible(timeout=30_000)
         yield page
-        browser.close()
+        page.close()
 
 
 def details(page):
@@ -120,7 +128,7 @@ def test_a_model_that_cannot_draw_says_so_and_keeps_the_message(page):
 
 
 @pytest.fixture(scope="module")
-def demo_page():
+def demo_page(browser):
     """The two shipped demo models (token and adapter), as `python app.py --models demo,demo-adapter`."""
     from llmcxr_app.cli_args import parse_models
     from llmcxr_app.config import DEMO_MODEL
@@ -130,13 +138,12 @@ def demo_page():
     locations = parse_models(",".join(names))
     models = {n: load_studio(Settings(loc, runtime)) for n, loc in zip(names, locations, strict=True)}
     examples_dir = Path(DEMO_MODEL.llm).parents[2] / "assets" / "examples"
-    with serve(models, examples_dir) as url, sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    with serve(models, examples_dir) as url:
         page = browser.new_page(viewport=LAPTOP)
         page.goto(url)
         expect(page.locator("#message textarea")).to_be_visible(timeout=30_000)
         yield page, examples_dir
-        browser.close()
+        page.close()
 
 
 def test_compare_runs_on_the_two_demo_models(demo_page):
