@@ -213,16 +213,8 @@ class ChatApp:
             sampling = sampling_from(temperature, top_p, max_new_tokens, seed)
             name = self.models.name_of(model)
             req = self._plan(session, str(mode or "Auto"), text, path, sampling, candidates, name)
-        except (ImageLoadError, StudioInputError) as exc:
-            box = gr.update(value=refused(exc, text, path, self._keep()), **render.IDLE_BOX)
-            yield (self._view(session), session, box, *SKIP_PANEL)
-            raise gr.Error(str(exc), print_exception=False) from None
-        except Exception:  # a real failure: the whole traceback (redact.py keeps file content out of it)
-            logger.exception("request setup failed")
-            discard_upload(path, self._keep())
-            box = gr.update(value={"text": text, "files": []}, **render.IDLE_BOX)
-            yield (self._view(session), session, box, *SKIP_PANEL)
-            raise gr.Error(GENERIC_ERROR, print_exception=False) from None
+        except Exception as exc:
+            yield from self._setup_failed(exc, session, text, path, "request setup failed")
         discard_upload(path, self._keep())  # decoded: only the app's display copy and model input are kept
         if req.plan.task == TASK_AMBIGUOUS:  # a pasted report with an X-ray: ask which is meant
             yield from self._which(session, req.new, text)
@@ -235,6 +227,21 @@ class ChatApp:
         if text:
             session.history.append({"role": "user", "content": text})
         yield from self._answer(session, req, mode_label(str(mode or "Auto"), req.plan.task), bool(text))
+
+    def _setup_failed(self, exc: Exception, session: Session, text: str, path: str | None, what: str):
+        """A request refused before any answer (/chat and /compare): the conversation as it was, the text
+        (and a readable upload) back in the box, Send back; then gr.Error with the message for the user.
+        Called inside the `except` block, so a real failure logs its whole traceback (redacted)."""
+        if isinstance(exc, (ImageLoadError, StudioInputError)):
+            box = gr.update(value=refused(exc, text, path, self._keep()), **render.IDLE_BOX)
+            message = str(exc)
+        else:
+            logger.exception(what)
+            discard_upload(path, self._keep())
+            box = gr.update(value={"text": text, "files": []}, **render.IDLE_BOX)
+            message = GENERIC_ERROR
+        yield (self._view(session), session, box, *SKIP_PANEL)
+        raise gr.Error(message, print_exception=False) from None
 
     def _plan(self, session: Session, mode: str, text: str, path, sampling: SamplingConfig, candidates, name):
         """Decode the upload, route the message and let the model check it (before anything is shown)."""

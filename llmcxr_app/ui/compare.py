@@ -22,7 +22,6 @@ import gradio as gr
 
 from llmcxr_app import protocol
 from llmcxr_app.engine.generation import GenerationCancelled
-from llmcxr_app.imaging.images import ImageLoadError
 from llmcxr_app.studio.errors import StudioInputError
 from llmcxr_app.studio.types import PreparedImage, Result, Update
 from llmcxr_app.ui import answers, render
@@ -32,7 +31,7 @@ from llmcxr_app.ui.models import Models
 from llmcxr_app.ui.panel import SKIP_PANEL
 from llmcxr_app.ui.records import request_record
 from llmcxr_app.ui.routing import Route
-from llmcxr_app.ui.uploads import discard_upload, refused
+from llmcxr_app.ui.uploads import discard_upload
 
 logger = logging.getLogger(__name__)
 
@@ -159,16 +158,8 @@ class Comparer:
             cols = [self._column(n, plan, app.view_for(current, n), sampling) for n in names]
             if not any(c.accepted for c in cols):  # neither model takes it: refused as one message
                 raise StudioInputError(" ".join(f"{c.name}: {c.note}" for c in cols))
-        except (ImageLoadError, StudioInputError) as exc:
-            box = gr.update(value=refused(exc, text, path, app._keep()), **render.IDLE_BOX)
-            yield (app._view(session), session, box, *SKIP_PANEL)
-            raise gr.Error(str(exc), print_exception=False) from None
-        except Exception:  # a real failure: the whole traceback (redact.py keeps file content out of it)
-            logger.exception("compare setup failed")
-            discard_upload(path, app._keep())
-            box = gr.update(value={"text": text, "files": []}, **render.IDLE_BOX)
-            yield (app._view(session), session, box, *SKIP_PANEL)
-            raise gr.Error(GENERIC_ERROR, print_exception=False) from None
+        except Exception as exc:
+            yield from app._setup_failed(exc, session, text, path, "compare setup failed")
         discard_upload(path, app._keep())
         if not app.models.ready():  # a background warm-up still runs: the answers wait for it
             gr.Info(WARMING_UP)
