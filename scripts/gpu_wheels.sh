@@ -8,15 +8,16 @@
 # scripts/gpu_wheel_deps.txt (their dependencies that the image lacks), for the target interpreter and
 # platform; never torch or an nvidia-* package (the machine's own CUDA build stays). Two wheels are slimmed so the
 # set travels with the repository in one device call (64 MiB in all): bitsandbytes to its CPU and CUDA 13.0
-# libraries (43 -> 3.5 MB), gradio without its SSR Node server and sample media (31 -> 20 MB). Writes
-# DIR/wheels.json (file, bytes, sha256) and prints the total.
+# libraries (43 -> 3.5 MB), gradio without its SSR Node server and sample media (31 -> 20 MB). Sorts them into
+# two parts, each small enough for one device call: DIR/app (bitsandbytes, gradio, pydicom, ...) and DIR/nlp
+# (spaCy, negspacy and their libraries). Writes DIR/wheels.json (file, part, bytes, sha256) and the sizes.
 #
 # Environment:
 #   PYTHON          interpreter whose pip downloads (default python3)
 #   PYTHON_VERSION  target Python (default 3.12, the image's); 3.11 etc. for a local install test
 #   PLATFORMS       space-separated pip platform tags (default: the manylinux x86-64 tags glibc 2.39 takes)
 #   SLIM            1 (default): drop what no step uses from two wheels (DROP below); 0: keep them whole
-#   MAX_MB          fail when the wheels add up to more (default 60)
+#   MAX_MB          fail when a part's wheels add up to more (default 60)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -52,6 +53,12 @@ DROP = {
     "bitsandbytes-": re.compile(r"bitsandbytes/libbitsandbytes_(?!cpu\.so$|cuda130\.so$).+\.so$"),
     "gradio-": re.compile(r"gradio/(templates/node|media_assets)/"),
 }
+# The labeler's NLP stack (spaCy, negspacy and what they need beyond the image): 57 MB, more than one device
+# call carries beside the repository, so it is a part of its own, DIR/nlp, installed in a call of its own.
+NLP = {
+    "blis", "catalogue", "cloudpathlib", "confection", "cymem", "murmurhash", "negspacy", "preshed",
+    "smart-open", "spacy", "spacy-legacy", "spacy-loggers", "srsly", "thinc", "wasabi", "weasel",
+}
 banned = [p.name for p in folder.glob("*.whl") if re.match(r"(torch|nvidia[-_])", p.name.lower())]
 if banned:
     sys.exit(f"error: {folder} holds {banned}; the machine's own CUDA torch must stay.")
@@ -73,13 +80,24 @@ for prefix, pattern in DROP.items() if slim else ():
         tmp.replace(whl)
         print(f"{whl.name}: dropped {len(drop)} files no step uses")
 
-rows = [
-    {"file": p.name, "bytes": p.stat().st_size, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
-    for p in sorted(folder.glob("*.whl"))
-]
-total = sum(r["bytes"] for r in rows)
-(folder / "wheels.json").write_text(json.dumps({"total_bytes": total, "wheels": rows}, indent=2) + "\n")
-print(f"{len(rows)} wheels, {total / 1e6:.1f} MB in {folder}")
-if total > max_mb * 1e6:
-    sys.exit(f"error: {total / 1e6:.1f} MB is over MAX_MB={max_mb:g}.")
+
+
+def part_of(wheel: Path) -> str:
+    return "nlp" if re.sub(r"[-_.]+", "-", wheel.name.split("-")[0].lower()) in NLP else "app"
+
+
+rows = []
+for p in sorted(folder.glob("*.whl")):
+    (folder / part_of(p)).mkdir(exist_ok=True)
+    p = p.replace(folder / part_of(p) / p.name)
+    digest = hashlib.sha256(p.read_bytes()).hexdigest()
+    rows.append({"file": p.name, "part": p.parent.name, "bytes": p.stat().st_size, "sha256": digest})
+parts = {name: sum(r["bytes"] for r in rows if r["part"] == name) for name in ("app", "nlp")}
+total = sum(parts.values())
+manifest = {"total_bytes": total, "part_bytes": parts, "wheels": rows}
+(folder / "wheels.json").write_text(json.dumps(manifest, indent=2) + "\n")
+sizes = ", ".join(f"{name}/ {size / 1e6:.1f} MB" for name, size in parts.items())
+print(f"{len(rows)} wheels, {total / 1e6:.1f} MB in {folder}: {sizes}")
+if over := [k for k, v in parts.items() if v > max_mb * 1e6]:
+    sys.exit(f"error: {over} over MAX_MB={max_mb:g} each.")
 PY

@@ -4,6 +4,7 @@ skipping the CUDA ones with a line that says so."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -27,6 +28,11 @@ def _names(file: str) -> set[str]:
     return {canonicalize_name(re.split(r"[=<>~ ]", ln, maxsplit=1)[0]) for ln in lines if ln and ln[0] != "#"}
 
 
+def _requirement_names(path: Path) -> set[str]:
+    lines = [ln.split("#", 1)[0].strip() for ln in path.read_text().splitlines()]
+    return {canonicalize_name(Requirement(ln).name) for ln in lines if ln and not ln.startswith("-")}
+
+
 def _download(folder: Path, python_version: str) -> dict:
     env = {**os.environ, "PYTHON": sys.executable, "PYTHON_VERSION": python_version}
     p = subprocess.run(
@@ -44,6 +50,16 @@ def _download(folder: Path, python_version: str) -> dict:
     return json.loads((folder / "wheels.json").read_text())
 
 
+def test_every_runtime_requirement_is_in_the_image_or_the_wheel_set():
+    """A package the app imports but the device image lacks must be fetched, or the app step fails there (it
+    did once: spaCy and negspacy were added to requirements.txt and not to the wheel set)."""
+    runtime = _requirement_names(ROOT / "requirements.txt")
+    wheel_set = _names("gpu_requirements.txt") | _names("gpu_wheel_deps.txt")
+    zerogpu_only = {"spaces"}  # imported by ui/zerogpu.py on a ZeroGPU Space only, never on the device image
+    missing = runtime - _names("gpu_image_packages.txt") - wheel_set - zerogpu_only
+    assert not missing, f"add to scripts/gpu_requirements.txt: {sorted(missing)}"
+
+
 @pytest.fixture(scope="module")
 def wheels_312(tmp_path_factory) -> tuple[Path, dict]:
     """The set for the device image (CPython 3.12 on x86-64 Linux), as gpu_wheels.sh downloads it."""
@@ -54,9 +70,20 @@ def wheels_312(tmp_path_factory) -> tuple[Path, dict]:
 @pytest.mark.slow
 def test_the_wheel_set_for_the_image_is_complete_and_small(wheels_312):
     folder, manifest = wheels_312
-    files = sorted(p.name for p in folder.glob("*.whl"))
-    assert files == [w["file"] for w in manifest["wheels"]]
-    assert manifest["total_bytes"] == sum((folder / f).stat().st_size for f in files) < 60e6
+    files = sorted(p.name for p in folder.glob("*/*.whl"))
+    assert files == sorted(w["file"] for w in manifest["wheels"])
+    # Two parts, each small enough for one device call beside the repository; spaCy's stack is the nlp part.
+    assert {w["part"] for w in manifest["wheels"]} == {"app", "nlp"}
+    for name, size in manifest["part_bytes"].items():
+        assert size == sum(
+            (folder / name / w["file"]).stat().st_size for w in manifest["wheels"] if w["part"] == name
+        )
+        assert size < 60e6, name
+    assert {w["file"].split("-")[0] for w in manifest["wheels"] if w["part"] == "nlp"} >= {
+        "spacy",
+        "negspacy",
+    }
+    assert manifest["total_bytes"] == sum(manifest["part_bytes"].values())
     # One wheel per pinned name, none of them torch or CUDA libraries.
     have = {canonicalize_name(f.split("-")[0]) for f in files}
     assert have == _names("gpu_requirements.txt") | _names("gpu_wheel_deps.txt")
@@ -67,7 +94,7 @@ def test_the_wheel_set_for_the_image_is_complete_and_small(wheels_312):
     env |= {"sys_platform": "linux", "platform_system": "Linux", "platform_machine": "x86_64", "extra": ""}
     unmet = []
     for f in files:
-        with zipfile.ZipFile(folder / f) as z:
+        with zipfile.ZipFile(next(folder.glob(f"*/{f}"))) as z:
             meta = z.read(next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))).decode()
         for line in meta.splitlines():
             if line.startswith("Requires-Dist:"):
@@ -78,7 +105,7 @@ def test_the_wheel_set_for_the_image_is_complete_and_small(wheels_312):
                     unmet.append(f"{f}: {req}")
     assert not unmet, unmet
     # The slimmed bitsandbytes keeps what CUDA 13 and the CPU load, and its RECORD lists only what it holds.
-    (bnb,) = folder.glob("bitsandbytes-*.whl")
+    (bnb,) = folder.glob("app/bitsandbytes-*.whl")
     with zipfile.ZipFile(bnb) as z:
         libs = sorted(n.rsplit("/", 1)[1] for n in z.namelist() if n.endswith(".so"))
         record = z.read(next(n for n in z.namelist() if n.endswith("RECORD"))).decode()
@@ -102,7 +129,8 @@ def local_install(tmp_path_factory) -> Path:
         str(folder),
         "--no-deps",
     ]
-    cmd += ["--disable-pip-version-check", "--target", str(target), *map(str, sorted(folder.glob("*.whl")))]
+    wheels = sorted(folder.glob("*/*.whl"))
+    cmd += ["--disable-pip-version-check", "--target", str(target), *map(str, wheels)]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     return target
@@ -111,7 +139,8 @@ def local_install(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_the_wheel_set_installs_offline_and_the_slim_gradio_serves_the_app(local_install, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(local_install)}
-    code = "import bitsandbytes, fastapi, gradio, gradio_client, pydicom, pylibjpeg; print(gradio.__file__)"
+    code = "import bitsandbytes, fastapi, gradio, gradio_client, negspacy, pydicom, pylibjpeg, spacy\n"
+    code += "print(gradio.__file__)"
     p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and p.stdout.startswith(str(local_install)), p.stderr[-3000:]
     assert not (
@@ -141,10 +170,8 @@ def test_the_check_runs_its_cpu_steps_and_skips_the_cuda_ones(tmp_path):
     assert "no CUDA: the GPU steps are skipped" in p.stdout
     summary = json.loads((out / "summary.json").read_text())
     status = {s["name"]: s["status"] for s in summary["steps"]}
-    assert status == {
-        "install": "ok", "env": "ok", "pytest_gpu": "skipped", "bench_nf4": "skipped",
-        "bench_bf16": "skipped", "app": "skipped", "nvidia_smi": "skipped",
-    }  # fmt: skip
+    cuda_steps = ("pytest_gpu", "app", "bench_nf4", "bench_bf16", "nvidia_smi")
+    assert status == {"install": "ok", "env": "ok"} | dict.fromkeys(cuda_steps, "skipped")
     assert summary["verdict"] == "incomplete" and not summary["failed_steps"]
     notes = {s["name"]: s["note"] for s in summary["steps"]}
     assert all("CUDA is not available" in notes[n] for n in ("pytest_gpu", "bench_nf4", "bench_bf16", "app"))
@@ -189,3 +216,47 @@ def test_the_pytest_step_summarises_the_gpu_tests(tmp_path):
     assert any("test_cuda_graphs_match_eager" in t for t in summary["skipped_tests"])
     assert all("CUDA" in t for t in summary["skipped_tests"])
     assert summary["ok"] is False and p.returncode == 1  # on a GPU machine, skipped GPU tests are a failure
+
+
+def _steps_module():
+    spec = importlib.util.spec_from_file_location("gpu_check_steps", SCRIPTS / "gpu_check_steps.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("bf16_note", "met", "verdict"),
+    [
+        ("SKIP names it", True, "passed"),  # skipped by request: the nf4 targets decide
+        ("SKIP names it", False, "failed"),
+        ("CUDA is not available", True, "incomplete"),  # skipped for want of something: not a pass
+    ],
+)
+def test_the_verdict_counts_a_requested_skip_apart_from_a_missing_step(tmp_path, bf16_note, met, verdict):
+    steps_module, out = _steps_module(), tmp_path
+    (out / "steps").mkdir()
+    bench = {
+        "device_name": "NVIDIA H100",
+        "targets": [{"name": "text tok/s", "met": True}, {"name": "x", "met": met}],
+    }
+    (out / "steps" / "bench_nf4.detail.json").write_text(json.dumps(bench))
+    for name in ("install", "env", "pytest_gpu", "app", "bench_nf4", "nvidia_smi"):
+        steps_module.record(out, name, "ok", 1.0, 0, "")
+    steps_module.record(out, "bench_bf16", "skipped", 0.0, None, bf16_note)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["verdict"] == verdict and summary["skipped_steps"] == ["bench_bf16"]
+    assert summary["targets"]["all_met"] is met
+
+
+def test_a_step_named_in_skip_is_recorded_as_skipped_by_request(tmp_path):
+    pytest.importorskip("torch")
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(out), "SKIP": "env", "PATH": "/usr/bin:/bin"}
+    p = subprocess.run(
+        ["bash", str(SCRIPTS / "gpu_check.sh")], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert "env: skipped: SKIP names it" in p.stdout, p.stdout + p.stderr
+    steps = {s["name"]: s for s in json.loads((out / "summary.json").read_text())["steps"]}
+    assert steps["env"]["status"] == "skipped" and steps["env"]["note"] == "SKIP names it"
+    assert steps["install"]["status"] == "ok"

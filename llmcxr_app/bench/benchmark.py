@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 import warnings
@@ -95,6 +96,15 @@ def _prompts(bm: BenchModel) -> dict[str, list[int]]:
     }
 
 
+def _progress(r: dict) -> str:
+    """One path's figures on one line, printed as soon as the path ends (a run cut by a timeout keeps them)."""
+    compile_s = "-" if r["compile_s"] is None else f"{r['compile_s']:.1f} s"
+    return (
+        f"compile {compile_s}, warm-up {r['warmup_s']:.1f} s, first token {r['first_token_s'] * 1e3:.0f} ms, "
+        f"{r['text_tok_s']:.1f} tok/s, report->CXR {r['draw_s']:.2f} s, mode {r['mode']}"
+    )
+
+
 def _measure(bm: BenchModel, paths: list[str], prompts: dict, n_new: int, repeats: int) -> dict[str, dict]:
     """Each path's figures; with the hf baseline, whether each path's greedy ids equal the baseline's."""
     results: dict[str, dict] = {}
@@ -102,6 +112,7 @@ def _measure(bm: BenchModel, paths: list[str], prompts: dict, n_new: int, repeat
         for path in paths:
             print(f"[bench] {path} ...", file=sys.stderr, flush=True)
             results[path] = run_path(bm, path, prompts, n_new, repeats)
+            print(f"[bench] {path}: {_progress(results[path])}", file=sys.stderr, flush=True)
     if "hf" in results:
         for r in results.values():
             r["ids_match_hf"] = {k: r["_ids"][k] == results["hf"]["_ids"][k] for k in ("text", "draw")}
@@ -118,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         return startup.main(args[1:])
     p = _parser()
     a = p.parse_args(argv)
+    # The fast path logs each cache bucket's compile time: a run cut by a timeout still shows where it was.
+    logging.basicConfig(format="[bench] %(message)s")
+    logging.getLogger("llmcxr_app.engine.fastpath").setLevel(logging.INFO)
     paths = [s.strip() for s in a.paths.split(",") if s.strip()]
     if unknown := sorted(set(paths) - set(PATHS)):
         p.error(f"unknown paths {unknown}; choose from {PATHS}")

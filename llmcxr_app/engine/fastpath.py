@@ -308,9 +308,11 @@ class FastPath:
             prompt = torch.full((1, 4), layout.image_open_id, dtype=torch.long, device=self.device)
             token = torch.full((1, 1), layout.image_open_id, dtype=torch.long, device=self.device)
             for capacity in sorted(buckets, reverse=True):
+                t_bucket = time.perf_counter()
                 _, slot = self.prefill(self.model, prompt, capacity=capacity)
                 for _ in range(min(steps, capacity - 4)):
                     self._forward(token, slot)
+                log.info("warm-up: cache bucket %d ready in %.1f s", capacity, time.perf_counter() - t_bucket)
         else:
             logits, past = generation.prefill(self.model, torch.tensor([[layout.image_open_id] * 4]))
             for i in range(steps):
