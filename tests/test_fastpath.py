@@ -62,6 +62,17 @@ def eager_image(model, layout, draw_prompt):
     return image_of(generation.generate_image(model, layout, draw_prompt, GRID, GREEDY))
 
 
+@pytest.mark.parametrize(("reserve", "reachable"), [(40, [64, 128, 256]), (0, [16, 32, 64, 128, 256])])
+def test_warmup_covers_exactly_the_buckets_prefill_can_pick(model, layout, reserve, reachable):
+    """Every prompt length through the real prefill: the buckets it picks (and those a full cache grows into,
+    always upwards) are the reachable ones, so the warm-up compiles nothing a request never uses."""
+    config = FastPathConfig(static_cache=True, compile=False, min_bucket=16, reserve=reserve)
+    fast = FastPath(model, context_length=256, config=config)
+    picked = {fast.prefill(model, torch.zeros((1, n), dtype=torch.long))[1].capacity for n in range(1, 256)}
+    assert fast.reachable_sizes == reachable == [s for s in fast.sizes if s >= min(picked)]
+    assert fast.warmup(layout)["buckets"] == reachable
+
+
 def test_bucket_sizes():
     assert bucket_sizes(2048) == [256, 512, 1024, 2048]
     assert bucket_sizes(600) == [256, 512, 600]
