@@ -157,15 +157,20 @@ def test_the_wheel_set_installs_offline_and_the_slim_gradio_serves_the_app(local
     assert report["describe"]["device"] == report["draw"]["device"] == "cpu"
 
 
+def _run_check(out: Path, **variables: str) -> subprocess.CompletedProcess:
+    """gpu_check.sh with this interpreter, writing to `out`, plus the given environment variables."""
+    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(out), "PATH": "/usr/bin:/bin", **variables}
+    return subprocess.run(
+        ["bash", str(SCRIPTS / "gpu_check.sh")], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
 def test_the_check_runs_its_cpu_steps_and_skips_the_cuda_ones(tmp_path):
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
         pytest.skip("CUDA is here: the check would run its GPU steps")
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(out), "TOTAL_S": "60", "PATH": "/usr/bin:/bin"}
-    p = subprocess.run(
-        ["bash", str(SCRIPTS / "gpu_check.sh")], env=env, capture_output=True, text=True, timeout=120
-    )
+    p = _run_check(out, TOTAL_S="60")
     assert p.returncode == 0, p.stdout + p.stderr
     assert "no CUDA: the GPU steps are skipped" in p.stdout
     summary = json.loads((out / "summary.json").read_text())
@@ -187,10 +192,7 @@ def test_the_check_records_a_step_cut_by_its_budget(tmp_path):
     """A step past its time box is recorded as a timeout; the next steps still run and are recorded."""
     pytest.importorskip("torch")
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(out), "B_ENV": "1", "PATH": "/usr/bin:/bin"}
-    p = subprocess.run(
-        ["bash", str(SCRIPTS / "gpu_check.sh")], env=env, capture_output=True, text=True, timeout=120
-    )
+    p = _run_check(out, B_ENV="1")
     summary = json.loads((out / "summary.json").read_text())
     status = {s["name"]: s["status"] for s in summary["steps"]}
     assert p.returncode == 1 and summary["verdict"] == "failed" and summary["failed_steps"] == ["env"]
@@ -252,10 +254,7 @@ def test_the_verdict_counts_a_requested_skip_apart_from_a_missing_step(tmp_path,
 def test_a_step_named_in_skip_is_recorded_as_skipped_by_request(tmp_path):
     pytest.importorskip("torch")
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(out), "SKIP": "env", "PATH": "/usr/bin:/bin"}
-    p = subprocess.run(
-        ["bash", str(SCRIPTS / "gpu_check.sh")], env=env, capture_output=True, text=True, timeout=120
-    )
+    p = _run_check(out, SKIP="env")
     assert "env: skipped: SKIP names it" in p.stdout, p.stdout + p.stderr
     steps = {s["name"]: s for s in json.loads((out / "summary.json").read_text())["steps"]}
     assert steps["env"]["status"] == "skipped" and steps["env"]["note"] == "SKIP names it"

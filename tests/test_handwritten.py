@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llmcxr_app.config import DEMO_DIR
+from llmcxr_app.config import DEMO_ADAPTER_DIR, DEMO_DIR
 from llmcxr_app.demo.data.findings import EFFUSION_SIDES, EFFUSION_SIZES, LABELS, SIDES, ZONES, Findings
 from llmcxr_app.demo.data.phantoms import make_phantom
 from llmcxr_app.demo.data.reports import QUESTIONS, write_findings_prompt, write_report
@@ -253,6 +253,22 @@ def test_scorer_smoke_run_on_the_shipped_demo_model(tmp_path):
     assert all(it["seed"] >= 1_000_000 for it in res["items"]["vqa"])
     assert 0 <= m["report_consistency"]["consistent_fraction"] <= 1
     assert res["command"].startswith("python -m llmcxr_app.demo.evaluate --handwritten")
+
+
+@pytest.mark.skipif(
+    not (DEMO_ADAPTER_DIR / "config.json").exists(), reason="the shipped demo adapter is not in this checkout"
+)
+def test_scorer_runs_the_adapter_family_without_the_drawing_part(tmp_path):
+    out = tmp_path / "hw.json"
+    assert (
+        hw.main(["--handwritten", "--weights", "demo-adapter", "--n", "2", "--json", "--out", str(out)]) == 0
+    )
+    res = json.loads(out.read_text())
+    assert res["model"]["family"] == "adapter" and res["metrics"]["draw"] is None
+    assert res["n"] == {"texts": 0, "questions": 2, "vqa_answers": 4, "phantoms": 2}
+    assert 0 <= res["metrics"]["vqa"]["accuracy"] <= 1
+    assert res["metrics"]["report_consistency"]["n"] == 2
+    assert "Draw: not scored" in hw.table(res)
 
 
 def test_the_module_entry_dispatches_on_the_flag():

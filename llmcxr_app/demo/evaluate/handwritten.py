@@ -1,8 +1,9 @@
 """Score the demo model on the hand-written evaluation text set (handwritten_set.py, docs/EVAL_TEXT.md).
 
-    python -m llmcxr_app.demo.evaluate --handwritten [--weights weights/demo] [--n-phantoms 100] [--json] [--out FILE]
+    python -m llmcxr_app.demo.evaluate --handwritten [--weights demo|demo-adapter|DIR] [--n-phantoms 100] [--json]
 
-Everything goes through the app's own path (Studio.prepare, describe, ask, draw):
+Everything goes through the app's own path (load_studio, then prepare, describe, ask, draw), so both model
+families are scored the same way; a model that cannot draw (the adapter family) gets VQA and reports only:
 - draw: each hand-written findings text is drawn once (one drawing per request, the default sampling
   SamplingConfig(): temperature 1, top_p 0.92; item i samples with seed draw_seed_start + i) and the
   independent reader (reader.py) reads the image: detection precision / recall / F1 of the findings the
@@ -35,7 +36,7 @@ from llmcxr_app.demo.data.phantoms import make_phantom
 from llmcxr_app.demo.data.samples import EVAL_SEED_START
 from llmcxr_app.demo.evaluate import reader as reader_mod
 from llmcxr_app.demo.evaluate.draw import draw_one
-from llmcxr_app.demo.evaluate.evaluation import demo_location, get_reader
+from llmcxr_app.demo.evaluate.evaluation import DEMO_DIRS, get_reader, model_location
 from llmcxr_app.demo.evaluate.handwritten_set import (
     SET_DIR,
     Question,
@@ -46,8 +47,10 @@ from llmcxr_app.demo.evaluate.handwritten_set import (
 )
 from llmcxr_app.demo.evaluate.metrics import prf, ratio
 from llmcxr_app.demo.evaluate.replies import UNCLEAR, parse_reply, report_consistency
+from llmcxr_app.studio.build import load_studio
 from llmcxr_app.studio.facade import Studio, StudioInputError
 from llmcxr_app.studio.labeler import label_verdicts
+from llmcxr_app.studio.types import ChatModel
 
 
 @dataclass(frozen=True)
@@ -182,7 +185,9 @@ def vqa_scores(items: list[dict]) -> dict:
     }
 
 
-def run_vqa(studio: Studio, questions: Sequence[Question], seeds, prepared, truths, cfg) -> tuple[dict, list]:
+def run_vqa(
+    studio: ChatModel, questions: Sequence[Question], seeds, prepared, truths, cfg
+) -> tuple[dict, list]:
     """Ask each question (greedy) on its phantoms; (scores, per-answer records)."""
     items = []
     for j, q in enumerate(questions):
@@ -222,18 +227,23 @@ def consistency_scores(texts: Sequence[str], truths: Sequence[Findings]) -> dict
 
 
 def evaluate_handwritten(
-    studio: Studio,
-    reader: reader_mod.Reader,
+    studio: ChatModel,
+    reader: reader_mod.Reader | None,
     cfg: HandwrittenConfig,
     folder: Path = SET_DIR,
     log: Callable[[str], None] = _log,
 ) -> dict:
-    """Every measurement of the module docstring; returns {metrics, n, config, model, timings (s)}."""
+    """Every measurement of the module docstring; returns {metrics, n, config, model, timings (s)}.
+
+    ``reader`` None (a model that cannot draw, or no texts asked for): the drawing part is left out and
+    metrics["draw"] is None."""
     texts, questions = load_texts(folder)[: cfg.n_texts], load_questions(folder)[: cfg.n_questions]
     timings = {}
-    t = time.perf_counter()
-    draw, draw_items = run_draws(studio, reader, texts, cfg, log)
-    timings["draw_s"] = time.perf_counter() - t
+    draw, draw_items = None, []
+    if reader is not None and texts:
+        t = time.perf_counter()
+        draw, draw_items = run_draws(studio, reader, texts, cfg, log)
+        timings["draw_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
     seeds = list(range(cfg.seed_start, cfg.seed_start + cfg.n_phantoms))
@@ -256,7 +266,7 @@ def evaluate_handwritten(
         "metrics": {"draw": draw, "vqa": vqa, "report_consistency": consistency},
         "items": {"draw": draw_items, "vqa": vqa_items},
         "n": {
-            "texts": len(texts),
+            "texts": len(draw_items),
             "questions": len(questions),
             "vqa_answers": vqa["n"],
             "phantoms": len(seeds),
@@ -279,19 +289,24 @@ def _fmt(v) -> str:
     return "  -  " if v is None else f"{v:.3f}"
 
 
-def table(res: dict) -> str:
-    """The human-readable summary printed without --json."""
-    m = res["metrics"]
-    d, det = m["draw"], m["draw"]["detection"]
+def _draw_lines(d: dict) -> list[str]:
+    det = d["detection"]["micro"]
     lines = [
-        f"Model: {res['model']['model_name']} ({res['model']['weight_hash']})",
-        f"Draw, hand-written texts (one drawing each, n={d['n']}): detection P {_fmt(det['micro']['precision'])}"
-        f" R {_fmt(det['micro']['recall'])} F1 {_fmt(det['micro']['f1'])}; presence accuracy "
+        f"Draw, hand-written texts (one drawing each, n={d['n']}): detection P {_fmt(det['precision'])}"
+        f" R {_fmt(det['recall'])} F1 {_fmt(det['f1'])}; presence accuracy "
         f"{_fmt(d['presence_accuracy'])} (all-absent floor {_fmt(d['presence_accuracy_all_absent_floor'])})",
     ]
     for k, v in d["attributes"].items():
         lines.append(f"  {k:<20} accuracy {_fmt(v['accuracy'])} (n={v['n']}, chance {v['chance']:.2f})")
     lines.append("  F1 by style: " + ", ".join(f"{s} {_fmt(v['f1'])}" for s, v in d["by_style"].items()))
+    return lines
+
+
+def table(res: dict) -> str:
+    """The human-readable summary printed without --json."""
+    m = res["metrics"]
+    lines = [f"Model: {res['model']['model_name']} ({res['model']['weight_hash']})"]
+    lines += _draw_lines(m["draw"]) if m["draw"] else ["Draw: not scored (the model cannot draw)"]
     vqa = m["vqa"]
     kinds = ", ".join(f"{k} {_fmt(v['accuracy'])} (n={v['n']})" for k, v in vqa["by_kind"].items())
     lines.append(
@@ -311,7 +326,12 @@ def table(res: dict) -> str:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--handwritten", action="store_true", help="(the flag that selects this evaluation)")
-    p.add_argument("--weights", type=Path, default=DEMO_DIR, help="demo model folder (llm/, vqgan/)")
+    p.add_argument(
+        "--weights",
+        type=Path,
+        default=DEMO_DIR,
+        help="demo, demo-adapter, or a folder (the token demo's llm/ and vqgan/, or an adapter checkpoint)",
+    )
     p.add_argument("--n", type=int, default=None, help="shorthand: at most N texts, questions and phantoms")
     p.add_argument("--n-texts", type=int, default=None, help="findings texts to draw (default: all)")
     p.add_argument("--n-questions", type=int, default=None, help="questions to ask (default: all)")
@@ -353,9 +373,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
     runtime = RuntimeConfig(device=a.device, quantization=a.quantization, fast_path=False, warmup=False)
-    studio = Studio.from_settings(Settings(model=demo_location(a.weights), runtime=runtime))
-    reader = get_reader(studio, a.reader or a.weights / "reader", log=_log)
-    res = evaluate_handwritten(studio, reader, _config(a), a.set)
+    weights = DEMO_DIRS.get(str(a.weights), a.weights)
+    studio = load_studio(Settings(model=model_location(weights), runtime=runtime))
+    cfg = _config(a)
+    reader = None
+    if studio.info.can_draw and cfg.n_texts != 0:  # the reader judges drawings; none drawn, none needed
+        reader = get_reader(studio, a.reader or weights / "reader", log=_log)
+    res = evaluate_handwritten(studio, reader, cfg, a.set)
     res["timings"]["total_s"] = round(time.perf_counter() - t0, 2)
     res["command"] = "python -m llmcxr_app.demo.evaluate " + shlex.join(argv)
     res["environment"] = {"torch": torch.__version__, "threads": torch.get_num_threads()}
