@@ -28,7 +28,7 @@ from llmcxr_app.imaging import processor_view
 from llmcxr_app.imaging.images import LoadedImage
 from llmcxr_app.loading.llava import LoadedAdapter, load_llava
 from llmcxr_app.studio import requests
-from llmcxr_app.studio.timings import sync, timings_of
+from llmcxr_app.studio.timings import timed_prefill, timings_of
 from llmcxr_app.studio.types import PreparedImage, Result, StudioInfo, StudioInputError, Update
 from llmcxr_app.studio.warmup import WarmUpGate
 
@@ -241,18 +241,6 @@ class AdapterStudio:
 
         return run
 
-    def _timed(self, fn: Any, marks: dict) -> Any:
-        device = torch.device(self.info.device)
-
-        def run(model: Any, input_ids: torch.Tensor) -> tuple[torch.Tensor, Any]:
-            t = time.perf_counter()
-            out = fn(model, input_ids)
-            sync(device)
-            marks["prompt_s"] = time.perf_counter() - t
-            return out
-
-        return run
-
     def _text_stream(
         self,
         task: str,
@@ -280,7 +268,7 @@ class AdapterStudio:
                 sampling,
                 cancel,
                 self.info.context_length,
-                prefill_fn=self._timed(first_step, marks),
+                prefill_fn=timed_prefill(first_step, torch.device(self.info.device), marks),
                 step=self._masked(decode_step),
             )
             for last in stream:

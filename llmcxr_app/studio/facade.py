@@ -33,7 +33,7 @@ from llmcxr_app.imaging.images import LoadedImage
 from llmcxr_app.loading.weights import load_model
 from llmcxr_app.modeling.vqgan import VQGAN
 from llmcxr_app.studio import requests
-from llmcxr_app.studio.timings import sync, timings_of
+from llmcxr_app.studio.timings import timed_prefill, timings_of
 from llmcxr_app.studio.types import PreparedImage, Result, StudioInfo, StudioInputError, Update
 from llmcxr_app.studio.warmup import WarmUpGate
 
@@ -266,18 +266,6 @@ class Studio:
     def _provenance(self, task: str, sampling: SamplingConfig, instruction: str | None) -> dict:
         return requests.provenance(self.info, task, sampling, instruction)
 
-    def _timed_prefill(self, marks: dict) -> PrefillFn:
-        device = torch.device(self.info.device)
-
-        def run(model: Any, input_ids: torch.Tensor) -> tuple[torch.Tensor, Any]:
-            t = time.perf_counter()
-            out = self._prefill(model, input_ids)
-            sync(device)
-            marks["prompt_s"] = time.perf_counter() - t
-            return out
-
-        return run
-
     def _seeded(self, sampling: SamplingConfig) -> SamplingConfig:
         return requests.seeded(sampling)
 
@@ -305,7 +293,7 @@ class Studio:
                 sampling,
                 cancel,
                 self.info.context_length,
-                prefill_fn=self._timed_prefill(marks),
+                prefill_fn=timed_prefill(self._prefill, torch.device(self.info.device), marks),
                 step=self._step,
             )
             for last in stream:
@@ -363,7 +351,7 @@ class Studio:
                 sampling,
                 cancel,
                 self.info.context_length,
-                prefill_fn=self._timed_prefill(marks),
+                prefill_fn=timed_prefill(self._prefill, torch.device(self.info.device), marks),
                 step=self._step,
             )
             for last in stream:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -11,6 +13,20 @@ def sync(device: torch.device) -> None:
     """Wait for queued device work, so wall-clock marks measure it (a no-op on CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def timed_prefill(fn: Callable[..., Any], device: torch.device, marks: dict) -> Callable[..., Any]:
+    """``fn`` (a prefill: (model, input_ids [1, T]) -> (logits, past)) that also records its wall seconds,
+    the device's queued work included, as marks["prompt_s"]."""
+
+    def run(model: Any, input_ids: torch.Tensor) -> Any:
+        t = time.perf_counter()
+        out = fn(model, input_ids)
+        sync(device)
+        marks["prompt_s"] = time.perf_counter() - t
+        return out
+
+    return run
 
 
 def timings_of(marks: dict, t0: float, first: float | None, tokens: int, n_prompt: int) -> dict:
