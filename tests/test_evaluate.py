@@ -91,12 +91,53 @@ def test_evaluate_bookkeeping_with_an_oracle(tiny_studio, monkeypatch):
     m = res["metrics"]
     assert [ph.seed for ph in oracle._phantoms[:6]] == list(seeds)
     assert m["report"]["micro"]["f1"] == 1.0 and m["report"]["n"] == 6
+    assert m["report"]["consistent_fraction"] == 1.0  # the phantoms' own reports agree with themselves
     assert m["vqa"]["accuracy"] == 1.0 and m["vqa"]["n"] == 18
     d = m["draw"]
     assert d["valid_fraction"] == 1.0 and d["n"] == 4
     assert d["label_accuracy_mean"] == pytest.approx(d["label_accuracy_mean_all_absent"])
     assert res["targets"]["report_micro_f1"]["pass"] and res["targets"]["vqa_accuracy"]["pass"]
     assert parse_answer("Yes.") == "yes"  # the oracle's answers go through the same normalisation
+
+
+class _SampledOracle(_OracleStudio):
+    """The oracle that records each text request's sampling and contradicts itself in every third report."""
+
+    def __init__(self, studio: Studio):
+        super().__init__(studio)
+        self.samplings: list[tuple[str, SamplingConfig]] = []
+
+    def describe(self, p: PreparedImage, *, sampling: SamplingConfig):
+        self.samplings.append(("describe", sampling))
+        report = self.reports[id(p)]
+        if len(self.samplings) % 3 == 0:  # findings say no effusion, the impression says there is one
+            report = "FINDINGS: No pleural effusion. IMPRESSION: Large right pleural effusion."
+        yield self._result(report)
+
+    def ask(self, question: str, p: PreparedImage, *, sampling: SamplingConfig):
+        self.samplings.append(("ask", sampling))
+        yield from super().ask(question, p, sampling=sampling)
+
+
+def test_text_sampling_default_is_what_the_app_samples_and_consistency_is_counted(tiny_studio, monkeypatch):
+    oracle = _SampledOracle(tiny_studio)
+    oracle._phantoms = []
+    real_make = ev.make_phantom
+    monkeypatch.setattr(
+        ev, "make_phantom", lambda s: oracle._phantoms.append(real_make(s)) or oracle._phantoms[-1]
+    )
+    res = ev.evaluate(oracle, None, ev.EvalConfig(n=6, n_draw=0, qa_per_image=1, text_sampling="default"))
+    kinds = {kind for kind, _ in oracle.samplings}
+    assert kinds == {"describe", "ask"}
+    app_default = SamplingConfig()
+    for _, s in oracle.samplings:  # the app's defaults, with a fixed seed so a run repeats
+        assert (s.temperature, s.top_p, s.top_k, s.seed) == (app_default.temperature, app_default.top_p, 0, 0)
+    assert res["metrics"]["report"]["consistent_fraction"] == pytest.approx(
+        4 / 6
+    )  # reports 3 and 6 contradict
+    assert res["sampling"]["describe"]["temperature"] == app_default.temperature
+    with pytest.raises(ValueError, match="text_sampling"):
+        ev.evaluate(oracle, None, ev.EvalConfig(n=1, n_draw=0, text_sampling="hot"))
 
 
 class _CandidateOracle(_OracleStudio):

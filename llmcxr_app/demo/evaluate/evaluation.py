@@ -5,11 +5,12 @@
 All requests go through the app's own path (the ChatModel facade: prepare, describe, ask, draw), so any model
 family is scored the same way; drawing (and the VQ-GAN and reader figures) only for a model that can draw
 (info.can_draw) and --n-draw > 0. Phantoms have seeds >= data.EVAL_SEED_START, which training never uses:
-- CXR -> report: greedy report of each phantom; findings read from the text by labeler.label_verdicts
-  (a hedged finding is neither a hit nor a miss);
-  micro / per-finding precision, recall, F1 against the phantom's findings (plus side/size/zone accuracy).
-- VQA: questions from reports.make_qa about each phantom, greedy answers, compared after
-  labeler.parse_answer normalisation with the question's ground-truth answer.
+- CXR -> report: greedy report of each phantom (--text-sampling default: the app's default sampling, what
+  a user gets); findings read from the text by labeler.label_verdicts (a hedged finding is neither a hit
+  nor a miss); micro / per-finding precision, recall, F1 against the phantom's findings (plus side/size/zone
+  accuracy), and the share of reports whose findings and impression agree (replies.report_consistency).
+- VQA: questions from reports.make_qa about each phantom, greedy answers (or sampled, as for reports),
+  compared after labeler.parse_answer normalisation with the question's ground-truth answer.
 - report -> CXR: a findings text (reports.write_findings_prompt) for each held-out phantom's findings,
   drawn with the default sampling (top_p 0.92, seed = the phantom's seed), constrained to 256 codes; the
   independent reader (reader.py, a CNN that never sees the LLM) reads the generated image. With
@@ -57,6 +58,7 @@ from llmcxr_app.demo.evaluate.metrics import (
     reconstruction_error,
     report_attributes,
 )
+from llmcxr_app.demo.evaluate.replies import report_consistency
 from llmcxr_app.demo.evaluate.table import table
 from llmcxr_app.studio.build import load_studio
 from llmcxr_app.studio.facade import Studio
@@ -84,6 +86,9 @@ class EvalConfig:
     draw_temperature: float = 1.0  # report->CXR sampling (upstream's defaults)
     draw_top_p: float = 0.92
     draw_candidates: int = 1  # > 1: candidates per item, the self-check picks one (as the app names it)
+    # Reports and VQA answers: "greedy" (temperature 0, the harness's fixed reference) or "default" (the app's
+    # default sampling, temperature 1.0 and top-p 0.92, seed 0 per request: what a user gets unless changed).
+    text_sampling: str = "greedy"
 
 
 # ---------------------------------------------------------------------------------------------- the run
@@ -144,29 +149,44 @@ def get_reader(
     return new
 
 
-def _greedy(cfg: EvalConfig) -> SamplingConfig:
-    return SamplingConfig(temperature=0.0, top_p=1.0, top_k=0, max_new_tokens=cfg.max_new_tokens, seed=0)
+TEXT_SAMPLINGS = ("greedy", "default")
+_TEXT_NOTES = {
+    "greedy": "greedy (temperature 0): deterministic",
+    "default": "the app's default sampling, seed 0 per request",
+}
 
 
-def _score_reports(studio, prepared, truths, greedy: SamplingConfig, log) -> tuple[dict, list[float]]:
-    """CXR -> report: precision / recall / F1 of the findings read from greedy reports; tokens/s of each."""
+def _text_sampling(cfg: EvalConfig) -> SamplingConfig:
+    """The sampling of every report and VQA answer (EvalConfig.text_sampling)."""
+    if cfg.text_sampling == "default":
+        return SamplingConfig(max_new_tokens=cfg.max_new_tokens, seed=0)
+    if cfg.text_sampling == "greedy":
+        return SamplingConfig(temperature=0.0, top_p=1.0, top_k=0, max_new_tokens=cfg.max_new_tokens, seed=0)
+    raise ValueError(f"text_sampling must be one of {TEXT_SAMPLINGS}, got {cfg.text_sampling!r}.")
+
+
+def _score_reports(studio, prepared, truths, sampling: SamplingConfig, log) -> tuple[dict, list[float]]:
+    """CXR -> report: precision / recall / F1 of the findings read from the reports, and the share whose
+    findings and impression agree (replies.report_consistency); tokens/s of each."""
     texts, tok_s = [], []
     for i, p in enumerate(prepared):
-        result = Studio.finish(studio.describe(p, sampling=greedy))
+        result = Studio.finish(studio.describe(p, sampling=sampling))
         texts.append(result.text)
         tok_s.append(result.timings.get("tokens_per_s") or 0.0)
         if i % 20 == 0:
             log(f"describe {i + 1}/{len(prepared)}")
     report = prf([label_verdicts(x) for x in texts], [f.label_vector() for f in truths])
-    return {**report, "attributes": report_attributes(texts, truths), "n": len(texts)}, tok_s
+    consistent = ratio(sum(report_consistency(x)["consistent"] for x in texts), len(texts))
+    attributes = report_attributes(texts, truths)
+    return {**report, "attributes": attributes, "consistent_fraction": consistent, "n": len(texts)}, tok_s
 
 
-def _score_vqa(studio, seeds, prepared, truths, greedy: SamplingConfig, per_image: int) -> dict:
-    """VQA: accuracy of greedy answers to `per_image` questions per phantom, overall and by question kind."""
+def _score_vqa(studio, seeds, prepared, truths, sampling: SamplingConfig, per_image: int) -> dict:
+    """VQA: accuracy of the answers to `per_image` questions per phantom, overall and by question kind."""
     items = []
     for seed, p, f in zip(seeds, prepared, truths, strict=True):
         for question, truth in make_qa(f, np.random.default_rng([seed, 0xE7A]), per_image):
-            answer = Studio.finish(studio.ask(question, p, sampling=greedy)).text
+            answer = Studio.finish(studio.ask(question, p, sampling=sampling)).text
             items.append((_KIND.get(question.lower(), "other"), answers_match(answer, truth)))
     by_kind = {}
     for kind in sorted({k for k, _ in items}):
@@ -215,7 +235,7 @@ def evaluate(
 
     Any model family, through the ChatModel facade (prepare, describe, ask); report -> CXR and the VQ-GAN
     figures only when studio.info.can_draw and a reader is given."""
-    greedy = _greedy(cfg)
+    text = _text_sampling(cfg)
     seeds = list(range(cfg.seed_start, cfg.seed_start + cfg.n))
     timings: dict[str, float | None] = {}
 
@@ -227,11 +247,11 @@ def evaluate(
     log(f"{cfg.n} held-out phantoms prepared in {timings['prepare_s']:.0f} s")
 
     t = time.perf_counter()
-    report, tok_s = _score_reports(studio, prepared, truths, greedy, log)
+    report, tok_s = _score_reports(studio, prepared, truths, text, log)
     timings["describe_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    vqa = _score_vqa(studio, seeds, prepared, truths, greedy, cfg.qa_per_image)
+    vqa = _score_vqa(studio, seeds, prepared, truths, text, cfg.qa_per_image)
     timings["vqa_s"] = time.perf_counter() - t
     log(f"VQA: {vqa['n']} questions in {timings['vqa_s']:.0f} s")
 
@@ -241,7 +261,7 @@ def evaluate(
     metrics = {"report": report, "vqa": vqa}
     if studio.info.can_draw and reader is not None and cfg.n_draw > 0:  # the token family only
         metrics |= _drawing_metrics(studio, reader, prepared, truths, cfg, timings, log)
-    return _result(studio, cfg, greedy, metrics, timings)
+    return _result(studio, cfg, text, metrics, timings)
 
 
 def _drawing_metrics(studio, reader, prepared, truths, cfg: EvalConfig, timings: dict, log) -> dict:
@@ -270,7 +290,7 @@ def _targets(metrics: dict) -> dict:
     }
 
 
-def _result(studio: ChatModel, cfg: EvalConfig, greedy: SamplingConfig, metrics: dict, timings: dict) -> dict:
+def _result(studio: ChatModel, cfg: EvalConfig, text: SamplingConfig, metrics: dict, timings: dict) -> dict:
     """The evaluation's record: metrics, targets, counts, seeds, sampling, config, model and timings (s)."""
     vqa, draw = metrics["vqa"], metrics.get("draw", {"n": 0})  # no drawing: 0 items
     targets = _targets(metrics)
@@ -287,8 +307,8 @@ def _result(studio: ChatModel, cfg: EvalConfig, greedy: SamplingConfig, metrics:
             "draw_prompts": "write_findings_prompt(findings, default_rng([seed, 0xD2A]))",
         },
         "sampling": {
-            "describe": {**asdict(greedy), "note": "greedy (temperature 0): deterministic"},
-            "vqa": {**asdict(greedy), "note": "greedy (temperature 0): deterministic"},
+            "describe": {**asdict(text), "note": _TEXT_NOTES[cfg.text_sampling]},
+            "vqa": {**asdict(text), "note": _TEXT_NOTES[cfg.text_sampling]},
             "draw": {
                 **{k: v for k, v in asdict(draw_sampling).items() if k in ("temperature", "top_p", "top_k")},
                 "seed": "the phantom's seed, per item (candidate k: + k * CANDIDATE_SEED_STRIDE)",
@@ -319,6 +339,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=512, help="cap on generated text tokens")
     p.add_argument(
         "--draw-candidates", type=int, default=1, help="report->CXR candidates per item, picked by self-check"
+    )
+    p.add_argument(
+        "--text-sampling",
+        choices=TEXT_SAMPLINGS,
+        default="greedy",
+        help="reports and VQA answers: greedy, or the app's default sampling (what a user gets)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
@@ -352,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         seed_start=a.seed_start,
         max_new_tokens=a.max_new_tokens,
         draw_candidates=a.draw_candidates,
+        text_sampling=a.text_sampling,
     )
     t0 = time.perf_counter()
     runtime = RuntimeConfig(device=a.device, quantization=a.quantization, fast_path=False, warmup=False)
