@@ -13,21 +13,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from browser_harness import MARKS, SHOTS, chromium
 from gradio_client import Client
 from gradio_client.utils import Status
 from ui_harness import StepGate, serve, tiny_studio, write_examples
 
-from llmcxr_app.config import REPO_ROOT
-
-CHROMIUM = "/usr/bin/chromium"
-SHOTS = REPO_ROOT / "artifacts" / "screenshots"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-        "--disable-component-update"]  # fmt: skip
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing: apt-get install chromium"),
-]
+pytestmark = MARKS
 sync_api = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed (requirements-dev.txt)"
 )
@@ -64,10 +55,8 @@ def url(tiny_location, examples, gate):
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    with chromium(sync_api) as b:
         yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")

@@ -10,21 +10,16 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from browser_harness import MARKS, SHOTS, chromium
 from llava_tiny import write_tiny_llava
 from ui_harness import serve, tiny_studio, write_examples
 
-from llmcxr_app.config import REPO_ROOT, ModelLocation, RuntimeConfig, Settings
+from llmcxr_app.config import ModelLocation, RuntimeConfig, Settings
 from llmcxr_app.studio.build import load_studio
 
-CHROMIUM = "/usr/bin/chromium"
-SHOTS = REPO_ROOT / "artifacts" / "screenshots"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking"]
 LAPTOP = {"width": 1366, "height": 768}
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing: apt-get install chromium"),
-]
+pytestmark = MARKS
 sync_api = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed (requirements-dev.txt)"
 )
@@ -39,10 +34,8 @@ def examples(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def browser():
     """One Playwright and one chromium for the module (the sync API cannot run two at once)."""
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    with chromium(sync_api) as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")
