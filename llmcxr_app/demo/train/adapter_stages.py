@@ -44,6 +44,21 @@ def _step(opt, params, loss: torch.Tensor) -> None:
     opt.step()
 
 
+def _record(history: list[float], loss: torch.Tensor, name: str, step: int, steps: int, log: Log) -> None:
+    """Keep the step's loss; log the mean of the last 50 every 50 steps and at the last one."""
+    history.append(float(loss.detach()))
+    if step % 50 == 0 or step == steps - 1:
+        log(f"{name} step {step}/{steps} loss {np.mean(history[-50:]):.4f}")
+
+
+def _loss_summary(history: list[float]) -> dict:
+    return {
+        "loss_first10": float(np.mean(history[:10])),
+        "loss_last10": float(np.mean(history[-10:])),
+        "loss_last50": float(np.mean(history[-50:])),
+    }
+
+
 def train_lm(
     model, docs: Sequence[ad.AdapterExample], pad_id: int, cfg: StageConfig, seed: int, log: Log, name: str
 ) -> dict:
@@ -58,15 +73,9 @@ def train_lm(
         set_lr(opt, cfg, step)
         loss = completion_loss(model(input_ids=ids, attention_mask=mask).logits, labels, "token")
         _step(opt, params, loss)
-        history.append(float(loss.detach()))
-        if step % 50 == 0 or step == cfg.steps - 1:
-            log(f"{name} step {step}/{cfg.steps} loss {np.mean(history[-50:]):.4f}")
+        _record(history, loss, name, step, cfg.steps, log)
     model.eval()
-    return {
-        "loss_first10": float(np.mean(history[:10])),
-        "loss_last10": float(np.mean(history[-10:])),
-        "loss_last50": float(np.mean(history[-50:])),
-    }
+    return _loss_summary(history)
 
 
 @torch.no_grad()
@@ -130,15 +139,9 @@ def train_clip(
         img = img_head(vision(pixel_values=pixels).pooler_output)
         loss = clip_loss(img, txt_head(text[idx]), groups[idx], scale)
         _step(opt, params, loss)
-        history.append(float(loss.detach()))
-        if step % 50 == 0 or step == cfg.steps - 1:
-            log(f"clip step {step}/{cfg.steps} loss {np.mean(history[-50:]):.4f}")
+        _record(history, loss, "clip", step, cfg.steps, log)
     vision.eval()
-    return {
-        "loss_first10": float(np.mean(history[:10])),
-        "loss_last10": float(np.mean(history[-10:])),
-        "loss_last50": float(np.mean(history[-50:])),
-    }
+    return _loss_summary(history)
 
 
 def llava_logits(
@@ -202,9 +205,7 @@ def train_llava(
         logits = llava_logits(model, ids, mask, pixels, grad_vision=bool(vision_scale))
         loss = completion_loss(logits, labels, "example")
         _step(opt, params, loss)
-        history.append(float(loss.detach()))
-        if step % 50 == 0 or step == cfg.steps - 1:
-            log(f"{name} step {step}/{cfg.steps} loss {np.mean(history[-50:]):.4f}")
+        _record(history, loss, name, step, cfg.steps, log)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
