@@ -30,9 +30,9 @@ from llmcxr_app.demo.data.phantoms import make_phantom
 from llmcxr_app.demo.evaluate.draw import evaluate_draw
 from llmcxr_app.demo.evaluate.evaluation import (
     EvalConfig,
-    _greedy,
     _log,
     _score_reports,
+    _text_sampling,
     demo_location,
     get_reader,
 )
@@ -85,7 +85,7 @@ def _vqa(studio, seeds, prepared, truths, greedy) -> dict:
 
 def validate(studio, reader, n: int, n_draw: int, n_held_out: int, log=_log) -> dict:
     """Every validation figure (see the module docstring)."""
-    greedy = _greedy(EvalConfig())
+    greedy = _text_sampling(EvalConfig(text_sampling="greedy"))
     seeds = list(splits.validation_seeds(n))
     phantoms = [make_phantom(s) for s in seeds]
     prepared = [studio.prepare(ph.image) for ph in phantoms]

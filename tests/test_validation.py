@@ -1,0 +1,29 @@
+"""demo/evaluate/validation.py: the validation split's scorer runs end to end on the shipped demo model."""
+
+from __future__ import annotations
+
+import json
+
+from llmcxr_app.config import DEMO_DIR
+from llmcxr_app.demo.data import splits
+from llmcxr_app.demo.data.phantoms import make_phantom
+from llmcxr_app.demo.evaluate import validation
+
+
+def test_validation_cli_scores_every_part_on_validation_seeds(tmp_path, capsys):
+    out = tmp_path / "val.json"
+    args = ["--weights", str(DEMO_DIR), "--n", "2", "--n-draw", "2", "--n-held-out", "1", "--out", str(out)]
+    assert validation.main(args) == 0
+    res = json.loads(out.read_text())
+    assert res == json.loads(capsys.readouterr().out)
+    assert res["vqa"]["n"] == 4  # two clinician-style questions per phantom
+    assert 0.0 <= res["vqa"]["accuracy"] <= 1.0 and 0.0 <= res["report_micro"]["f1"] <= 1.0
+    assert res["draw"]["n"] == 2 and res["draw_held_out"]["n"] == 1
+    assert len(res["draw"]["examples"]) == 2 and all(res["draw"]["examples"])
+    assert res["command"].startswith("python -m llmcxr_app.demo.evaluate.validation --weights")
+
+
+def test_held_out_seeds_lie_in_the_validation_split_and_hold_a_held_out_combination():
+    seeds = validation.held_out_seeds(2)
+    assert all(splits.VAL_SEED_START <= s < splits.VAL_SEED_STOP for s in seeds)
+    assert all(splits.held_out(make_phantom(s, size=16).findings) for s in seeds)
