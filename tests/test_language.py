@@ -59,8 +59,9 @@ def test_texts_vary_far_more_than_the_templates(drawn):
 def test_labels_read_back_from_the_text(drawn):
     """No finding the phantom lacks is read as present (hedges included); most present ones are read.
 
-    Recall stays below 1 by design: abbreviations the labeler does not know (PPM, PNX, eff., consol.,
-    cardiomeg., "big heart") are part of how clinicians write; >= 0.8 of present findings must still read.
+    The labeler knows the generator's abbreviations (PPM, PNX, eff., consol., cardiomeg., "big heart",
+    "?" queries); what it still misses are the generator's deliberate typos ("consoliadtion"), so recall
+    stays just below 1: >= 0.97 of present findings must read (0.8 before the labeler learned them).
     """
     hits = positives = 0
     for f, text in drawn[:400]:
@@ -71,7 +72,7 @@ def test_labels_read_back_from_the_text(drawn):
                 hits += states[label] == "present"
             else:
                 assert states[label] != "present", (label, text)
-    assert hits / positives >= 0.8
+    assert hits / positives >= 0.97
 
 
 def test_hedged_findings_are_uncertain_and_absent():

@@ -48,7 +48,7 @@ _TARGET = re.compile(
     )
 )
 _HISTORY_SECTIONS = frozenset({"history", "comparison"})
-_SIDE = re.compile(r"\b(left|right|bilateral|bilaterally|both|bibasilar|bibasal|l|r)\b")
+_SIDE = re.compile(r"\b(left|right|bilateral|bilaterally|bilat|both|bibasilar|bibasal|l|r)\b")
 _SIZE = re.compile(rf"\b({'|'.join(vocab.SIZE_SMALL + vocab.SIZE_LARGE)})\b")
 _ZONE = re.compile(
     r"\b(right|left|r|l)(?:[- ]sided)? (upper|lower|middle|base|basal|basilar|apex|apical)\b|\b(rul|rll|lul|lll|rml)\b"
@@ -58,6 +58,10 @@ _ZONE_WORD = {"upper": "upper", "lower": "lower", "base": "lower", "basal": "low
 _ZONE_WORD |= {"apex": "upper", "apical": "upper"}
 _ABBREV = {"rul": "right upper", "rll": "right lower", "lul": "left upper", "lll": "left lower"}
 _SIDE_WORD = {"l": "left", "r": "right"}
+_QUERY = re.compile(r"\?(?=[^\W\d_])")  # a question mark directly before a letter
+_ABBREVIATION_DOT = re.compile(
+    rf"\b({'|'.join(vocab.SHORTENED)})\.(?=[ \t]+(?:{'|'.join(vocab.ATTACHED)})\b)", re.IGNORECASE
+)
 _CONJ = re.compile(r",|\band\b|\bas well as\b|\bplus\b|\bwith\b")
 
 
@@ -119,7 +123,7 @@ def _nlp() -> Language:
 
 _SECTION_HEAD = re.compile(
     "|".join(
-        rf"(?P<{cat}_{i}>(?:^|(?<=[\s.]))(?i:{h})\s*:|^[ \t]*{h.upper()}[ \t]*$)"
+        rf"(?P<{cat}_{i}>(?:^|(?<=[\s.]))(?i:{h})\s*:|^[ \t]*(?i:{h})[ \t]*$)"
         for cat, heads in vocab.SECTIONS.items()
         for i, h in enumerate(sorted(heads, key=len, reverse=True))
     ),
@@ -129,7 +133,7 @@ _SECTION_HEAD = re.compile(
 
 def _sections(text: str) -> tuple[list[int], list[str]]:
     """Section starts (character offsets, ascending) and their categories (labeler_vocab.SECTIONS keys).
-    A header is a SECTIONS name followed by ":" anywhere, or alone in capitals on its line; text before
+    A header is a SECTIONS name followed by ":" anywhere, or alone on its line (any case); text before
     the first header belongs to no section."""
     found = [(m.start(), (m.lastgroup or "").rsplit("_", 1)[0]) for m in _SECTION_HEAD.finditer(text)]
     return [s for s, _ in found], [c for _, c in found]
@@ -157,6 +161,11 @@ def _label_of(ent) -> str:
 
 def mentions(text: str) -> list[Mention]:
     """Every finding mention in `text`, in order, with its state and its describing context."""
+    # A "?" written onto a word ("?PTX", "?small effusion") is a query: a hedge, not the end of a sentence.
+    # The same-length mark keeps every character offset (sections) where it was.
+    text = _QUERY.sub(vocab.QUERY_MARK, text)
+    # The period of "consol. right upper lobe" shortens a word; it ends no sentence (a space keeps offsets).
+    text = _ABBREVIATION_DOT.sub(r"\1 ", text)
     doc = _nlp()(text)
     sections = _sections(text)
     out: list[Mention] = []
@@ -227,7 +236,10 @@ def _presence(found: list[Mention]) -> dict[str, bool]:
 
 def _side(contexts: list[str]) -> str | None:
     words = {_SIDE_WORD.get(w, w) for c in contexts for w in _SIDE.findall(c)}
-    if words & {"bilateral", "bilaterally", "both", "bibasilar", "bibasal"} or {"left", "right"} <= words:
+    if (
+        words & {"bilateral", "bilaterally", "bilat", "both", "bibasilar", "bibasal"}
+        or {"left", "right"} <= words
+    ):
         return "bilateral"
     return next((s for s in ("left", "right") if s in words), None)
 

@@ -18,7 +18,9 @@ Written for this project from public sources read for facts (no list is copied v
 - Radiology reporting usage (Fleischner Society glossary, Hansell et al., Radiology 2008) for the wording
   of normal statements ("the lungs are clear", "costophrenic angles are sharp") and pseudo-negations
   ("no change in", "no interval change").
-- Common report abbreviations and typos (PTX, CHF, ETT, NGT, ICD/AICD, "pnuemothorax", "effusoin").
+- Common report abbreviations and typos (PTX, PNX, CHF, ETT, NGT, ICD/AICD, PPM "permanent pacemaker",
+  "eff.", "consol.", "cardiomeg.", "pnuemothorax", "effusoin"); a "?" written before a finding ("?PTX",
+  "?small effusion") is the query of British reporting shorthand: a hedge.
 Patterns are regular expressions over lower-cased text; word boundaries are added by the labeler.
 """
 
@@ -32,24 +34,25 @@ _VERB = r"(?:\s+(?:is|appears|remains|looks|are|was|has\s+become))?"
 TARGETS: dict[str, tuple[str, ...]] = {
     "cardiomegaly": (
         r"cardiomegaly|cardiomegally|cardiac\s+enlargement|cardiomyopathy",  # CheXpert + RadLex
+        r"cardiomeg\w*",  # the clinicians' shortening "cardiomeg."
         rf"enlarged\s+{_HEART}|enlargement\s+of\s+the\s+{_HEART}",
-        rf"(?:the\s+)?{_HEART}{_VERB}\s+{_SIZE_ADV}(?:enlarged|large|increased|prominent)",
-        r"large\s+heart|(?:heart|cardiac)\s+is\s+large",
+        rf"(?:the\s+)?{_HEART}{_VERB}\s+{_SIZE_ADV}(?:enlarged|large|big|increased|prominent)",
+        r"(?:large|big|globular)\s+heart|(?:heart|cardiac)\s+is\s+(?:large|big)",
     ),
     "effusion": (
-        r"(?<!pericardial\s)(?<!pericardial\s\s)(?:pleural\s+)?(?:effusions?|effusoin|efusion|effussion)",
+        r"(?<!pericardial\s)(?<!pericardial\s\s)(?:pleural\s+)?(?:effusions?|effusoin|efusion|effussion|effs?)",
         r"pleural\s+fluid|hydro-?(?:pneumo)?thorax|fluid\s+in\s+the\s+(?:pleural\s+space|(?:\w+\s+){0,2}fissure)",  # CheXpert + RadLex
         r"(?:costophrenic|cp)\s+angles?\s+(?:(?:is|are|appears?|remains?)\s+)?(?:\w+\s+)?blunt\w*",
         r"blunt\w*\s+(?:of\s+)?(?:the\s+)?(?:\w+\s+)?(?:costophrenic|cp)\s+angles?",
         r"layering\s+fluid|meniscus\s+sign",
     ),
     "pneumothorax": (
-        r"pneumothora(?:x|ces)|pnuemothorax|pneumothroax|pneumothorx|ptx",  # RadLex + typos + abbreviation
+        r"pneumothora(?:x|ces)|pnuemothorax|pneumothroax|pneumothorx|ptx|pnx",  # RadLex, typos, abbreviations
         r"pleural\s+air(?:\s+collection)?|(?:apical|pleural)\s+air\s+collection",
         r"visceral\s+pleural\s+line|pleural\s+line\s+(?:is\s+)?(?:seen|visible)",
     ),
     "consolidation": (
-        r"consolidat\w*|pneumonia|pneumonitis|infiltrates?|infiltration",  # CheXpert consolidation/pneumonia
+        r"consolidat\w*|consol|pneumonia|pneumonitis|infiltrates?|infiltration",  # CheXpert; "consol."
         r"air\s*-?\s*space\s+(?:disease|opacit\w+|process|consolidation)",  # RadLex "airspace disease"
         r"focal\s+(?:opacit\w+|opacification)|lobar\s+opacit\w+|air\s+bronchograms?",
     ),
@@ -64,7 +67,7 @@ TARGETS: dict[str, tuple[str, ...]] = {
         r"tracheostomy\s+tube|trach\s+tube",
     ),
     "pacemaker": (
-        r"pacemaker|pacer|pacing\s+(?:lead|wire|device|generator)s?|a?icd|defibrillator|cardioverter",
+        r"pacemaker|pacer|ppm|pacing\s+(?:lead|wire|device|generator)s?|a?icd|defibrillator|cardioverter",
         r"(?:dual|single)[- ]chamber\s+(?:pacemaker|device)|transvenous\s+(?:leads?|pacing)",
     ),
 }
@@ -183,8 +186,10 @@ NEGATION_DROP: dict[str, tuple[str, ...]] = {
 # interstitial edema", "question of edema", "pneumothorax cannot be excluded". A second negspacy Negex
 # reads these with its own extension.
 _CANNOT = ("cannot", "can not")
+QUERY_MARK = "\u00bf"  # labeler.mentions writes "?" before a letter as this ("?PTX"): a hedge below
 HEDGE: dict[str, tuple[str, ...]] = {
     "preceding_negations": (
+        QUERY_MARK,
         "may represent",
         "may reflect",
         "could represent",
@@ -262,6 +267,12 @@ HISTORY: dict[str, tuple[str, ...]] = {
     "termination": ("now", "currently", "today", "presents with"),
 }
 
+# Shortened finding words whose period ends no sentence when a word describing the finding follows
+# ("dense consol. right upper lobe", "small eff. on the left"; labeler.mentions).
+SHORTENED = ("eff", "effs", "consol", "cardiomeg")
+ATTACHED = ("right", "left", "r", "l", "rul", "rll", "lul", "lll", "rml", "bilat", "bilateral", "both")
+ATTACHED += ("in", "at", "of", "on", "base", "basal", "apex", "apical", "upper", "lower", "with")
+
 # Sizes and sides (RadLex descriptors) used for the attributes of a positive finding.
 SIZE_SMALL = ("small", "trace", "tiny", "minimal", "mild", "smallish", "little")
 SIZE_LARGE = (
@@ -276,7 +287,7 @@ SIZE_LARGE = (
     "huge",
 )
 
-# Section headers (labeler._sections): a header is one of these followed by ":", or alone in capitals on
+# Section headers (labeler._sections): a header is one of these followed by ":", or alone on
 # its line. HISTORY-like sections state the question, not the findings.
 SECTIONS: dict[str, tuple[str, ...]] = {
     "findings": ("findings", "finding", "findings and impression", "report"),
