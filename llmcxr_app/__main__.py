@@ -107,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="read the drawing back with the model and compare that report with FINDINGS (studio/selfcheck.py)",
     )
+    p.add_argument(
+        "--verbatim",
+        action="store_true",
+        help="give the model FINDINGS as written, even when its checkpoint draws from the labeler's reading",
+    )
     _add_common(p)
     return parser
 
@@ -223,7 +228,7 @@ def _draw(studio: Studio, args: argparse.Namespace, text: str, sampling: Samplin
     """Draw from the findings, optionally read the drawing back, write the PNG and print."""
     from llmcxr_app.imaging.exports import save_png
 
-    updates = studio.draw(text, sampling=sampling, preview_every=0)
+    updates = studio.draw(text, sampling=sampling, preview_every=0, verbatim=args.verbatim)
     result = _stream_to_stdout(updates, "draw", args.json or args.jsonl, studio.info.grid)
     check = None
     if args.self_check:
@@ -236,11 +241,19 @@ def _draw(studio: Studio, args: argparse.Namespace, text: str, sampling: Samplin
         print(json.dumps(_payload(result, None, out), ensure_ascii=False, default=str))
     elif out is not None:
         print(f"Wrote {out} (seed {result.provenance['seed']}; marked SYNTHETIC).")
+        print(f"Findings read as: {result.provenance['read_as']} (the model read {_model_read(result)}).")
         if check is not None:
             from llmcxr_app.studio.selfcheck import verdict
 
             print(verdict([check]))
     return 0
+
+
+def _model_read(result: Result) -> str:
+    """How the model received the findings (Studio.draw's provenance)."""
+    if result.provenance.get("draw_prompt") == "canonical":
+        return "that reading as its template report"
+    return "your text as written"
 
 
 def _prepare(studio: Studio, image_path: str | None) -> PreparedImage | None:

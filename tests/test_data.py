@@ -68,3 +68,35 @@ def test_generator_version_changes_with_a_generator_source(tmp_path, monkeypatch
         assert data.generator_version() != version
     finally:
         data.generator_version.cache_clear()
+
+
+def test_finding_cells_mark_where_the_findings_are_and_focus_points_at_their_image_ids(tiny_tokenizer):
+    from llmcxr_app.demo.data.phantoms import Findings, make_phantom
+
+    seeds = {}  # the first training seeds with a normal phantom and with a lone right pneumothorax
+    for seed in range(400):
+        f = make_phantom(seed, size=16).findings
+        if f.is_normal():
+            seeds.setdefault("normal", seed)
+        if f == Findings(pneumothorax="right"):
+            seeds.setdefault("ptx_right", seed)
+    normal, ptx = data.render_samples([seeds["normal"], seeds["ptx_right"]], 128)
+    assert data.finding_cells(normal, 16) == []
+    cells = data.finding_cells(ptx, 16)
+    cols = [k % 16 for k in cells]
+    assert cells and max(cols) < 8  # the patient's right lung is on the image's left half
+    codes = [list(range(256)), list(range(256))]
+    ex = data.build_examples(
+        tiny_tokenizer,
+        [normal, ptx],
+        codes,
+        codebook_size=256,
+        grid_tokens=256,
+        rng=np.random.default_rng(0),
+        qa_per_image=0,
+        plain_fraction=0.0,
+        focus=[[], cells],
+    )
+    draws = [e for e in ex if e.task == "draw"]
+    assert draws[0].focus == ()
+    assert [draws[1].ids[p] - len(tiny_tokenizer) for p in draws[1].focus] == cells  # code k is cell k

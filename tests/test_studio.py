@@ -220,3 +220,35 @@ def test_requests_wait_for_a_background_warm_up(studio, monkeypatch):
     warmer.join(10)
     waiting.join(30)
     assert studio.ready.is_set() and done and done[0].task == protocol.TASK_INSTRUCT
+
+
+def test_a_model_without_the_key_draws_from_the_text_as_typed(studio):
+    assert studio.info.draw_prompt == "verbatim"
+    result = Studio.finish(studio.draw("Massive R effusion, no PTX.", sampling=GREEDY, preview_every=0))
+    prov = result.provenance
+    assert prov["draw_prompt"] == "verbatim" and prov["model_findings"] is None
+    assert prov["read_as"] == "large right pleural effusion"  # the labeler's reading, shown to the user
+
+
+def test_the_demo_checkpoint_draws_the_labelers_reading_unless_verbatim():
+    """weights/demo declares llmcxr_draw_prompt "canonical": a clinician's text is drawn exactly as its
+    template report would be, and verbatim=True gives the model the text as typed."""
+    from llmcxr_app.config import DEMO_MODEL
+    from llmcxr_app.studio.reading import canonical_text, read_findings
+
+    demo = Studio.from_settings(
+        Settings(model=DEMO_MODEL, runtime=RuntimeConfig(device="cpu", fast_path=False, warmup=False))
+    )
+    assert demo.info.draw_prompt == "canonical"
+    text, seeded = "Massive R effusion, no PTX.", SamplingConfig(seed=5)
+
+    def draw(findings: str, verbatim: bool = False):
+        return Studio.finish(demo.draw(findings, sampling=seeded, preview_every=0, verbatim=verbatim))
+
+    read = draw(text)
+    template = canonical_text(read_findings(text))
+    assert read.codes == draw(template, verbatim=True).codes
+    assert read.provenance["draw_prompt"] == "canonical" and read.provenance["model_findings"] == template
+    typed = draw(text, verbatim=True)
+    assert typed.provenance["draw_prompt"] == "verbatim" and typed.provenance["model_findings"] is None
+    assert typed.codes != read.codes

@@ -53,6 +53,8 @@ def test_smoke_model_loads_through_the_official_path(smoke_run):
     assert llm.model.get_input_embeddings().weight.shape[0] == len(llm.tokenizer) + vqgan.n_embed
     # The weights were stored in fp16 (shrink) and come back in the requested precision.
     assert next(llm.model.parameters()).dtype == torch.float32
+    # A demo model learns the template language, so its config.json says it draws from the reading.
+    assert llm.draw_prompt == PRESETS["tiny"].draw_prompt == "canonical"
 
 
 def test_examples_mask_the_prompt_and_keep_the_response(tiny_tokenizer):
@@ -109,6 +111,23 @@ def test_example_weighted_loss_averages_each_example_first():
     assert not torch.allclose(completion_loss(logits, labels, "token"), torch.stack(means).mean())
     with pytest.raises(ValueError, match="weighting"):
         completion_loss(logits, labels, "sequence")
+
+
+def test_focus_weights_make_a_weighted_mean_in_either_weighting():
+    logits, labels = _loss_batch()
+    ones = torch.ones(labels.shape)
+    for how in ("token", "example"):
+        torch.testing.assert_close(
+            completion_loss(logits, labels, how, ones), completion_loss(logits, labels, how)
+        )
+    batch = [data.Example(ids=[0] * labels.shape[1], n_prompt=1, task="x", focus=(3, 4)) for _ in range(3)]
+    weights = data.focus_weights(batch, labels.shape[1], 4.0)
+    assert weights[:, 3:5].eq(4.0).all() and weights.sum() == labels.numel() + 3 * 2 * 3.0
+    ce = torch.nn.functional.cross_entropy(
+        logits[:, :-1].transpose(1, 2), labels[:, 1:], ignore_index=-100, reduction="none"
+    )
+    w = (labels[:, 1:] != -100) * weights[:, 1:]
+    torch.testing.assert_close(completion_loss(logits, labels, "token", weights), (ce * w).sum() / w.sum())
 
 
 def test_length_batches_cover_examples_once():

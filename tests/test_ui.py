@@ -288,6 +288,12 @@ def test_draw_returns_a_marked_image_with_exports(url):
     assert any(
         "Self-check (the model reading its own drawing)" in t for r, t in texts(chat) if r == "assistant"
     )
+    # The chat says what the labeler read; this checkpoint (no llmcxr_draw_prompt) got the text as typed.
+    prov = record["provenance"]
+    assert prov["draw_prompt"] == "verbatim" and prov["model_findings"] is None
+    assert prov["read_as"] == "large left pleural effusion"
+    note = "Read as (for the self-check): large left pleural effusion."
+    assert any(note in t for r, t in texts(chat) if r == "assistant")
     dcm = pydicom.dcmread(next(p for p in paths if p.endswith(".dcm")))
     assert str(dcm.PatientName) == "SYNTHETIC^PHANTOM" and dcm.BurnedInAnnotation == "YES"
     titles = [m["metadata"]["title"] for m in chat if m.get("metadata")]
@@ -565,3 +571,16 @@ def test_a_request_during_the_warm_up_waits_for_it_with_a_note(tiny_location, ex
         notes = [u.log for u in received if getattr(u, "log", None)]
     assert (WARMING_UP, "info") in notes  # the user was told why the answer waits
     assert texts(chat)[-1][0] == "assistant" and studio.ready.is_set()
+
+
+def test_the_reading_note_says_whether_the_model_drew_from_the_reading():
+    from llmcxr_app.ui.draw import reading_note
+
+    canonical = reading_note("Big R effusion + cardiomeg, ?PTX", "canonical")
+    assert canonical.startswith("Read as: large right pleural effusion")
+    assert "draws from that reading" in canonical
+    verbatim = reading_note("Possible left pneumothorax.", "verbatim")
+    assert verbatim == (
+        "Read as (for the self-check): no finding the model draws (a normal chest); hedged, not drawn: "
+        "pneumothorax."
+    )

@@ -470,3 +470,16 @@ def test_vqgan_missing_files(vqgan_and_files, tmp_path):
     (tmp_path / "empty.yaml").write_text("model: {}\n")
     with pytest.raises(WeightsError, match="not a taming VQ-GAN YAML"):
         load_vqgan(tmp_path / "empty.yaml", ckpt_path)
+
+
+def test_the_draw_prompt_a_checkpoint_declares_is_read_and_checked(tiny_llm_dir, tmp_path):
+    assert load_llm(tiny_llm_dir, codebook_size=CODEBOOK).draw_prompt == "verbatim"  # no key: as typed
+    d = _copy_llm(tiny_llm_dir, tmp_path / "llm")
+    conf = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**conf, "llmcxr_draw_prompt": "canonical"}))
+    assert load_llm(d, codebook_size=CODEBOOK).draw_prompt == "canonical"
+    (d / "config.json").write_text(json.dumps({**conf, "llmcxr_draw_prompt": "templates"}))
+    with pytest.raises(
+        WeightsError, match=r"llmcxr_draw_prompt is 'templates'; this app knows verbatim, canonical"
+    ):
+        load_llm(d, codebook_size=CODEBOOK)

@@ -174,6 +174,21 @@ class LoadedLLM:
     weight_files: tuple[Path, ...] = ()  # the files weight_hash read (files.llm_weight_files)
     llm_hash: str = ""  # files.weight_hash of weight_files alone ("" when not read from files)
     vqgan_hash: str = ""  # load_model: files.weight_hash of the VQ-GAN's checkpoint and config
+    draw_prompt: str = "verbatim"  # what it draws from: the user's text or its reading (studio/reading.py)
+
+
+DRAW_PROMPT_KEY = "llmcxr_draw_prompt"  # config.json key a checkpoint declares its drawing prompts with
+DRAW_PROMPTS = ("verbatim", "canonical")  # the values it may take (studio/reading.py explains both)
+
+
+def _draw_prompt(root: Path, hf_config: dict[str, Any]) -> str:
+    """How the checkpoint learned to draw (config.json DRAW_PROMPT_KEY; absent: from the text as written)."""
+    value = hf_config.get(DRAW_PROMPT_KEY, "verbatim")
+    if value not in DRAW_PROMPTS:
+        raise WeightsError(
+            f"{root}/config.json: {DRAW_PROMPT_KEY} is {value!r}; this app knows {', '.join(DRAW_PROMPTS)}."
+        )
+    return value
 
 
 def _from_pretrained_kwargs(quantization: str, device: torch.device) -> dict[str, Any]:
@@ -317,13 +332,15 @@ def load_llm(
     """Load an LLM-CXR LLM from a Hugging Face directory and check it against the protocol.
 
     Checks before reading the weights: config.json is GPT-NeoX; the tokenizer holds the special tokens; the
-    embedding has len(tokenizer) + codebook_size rows. ``codebook_size``: the VQ-GAN's n_embed. Its
+    embedding has len(tokenizer) + codebook_size rows; config.json's DRAW_PROMPT_KEY, when present, is known.
+    ``codebook_size``: the VQ-GAN's n_embed. Its
     ``weight_hash`` covers the LLM's weight files only (load_model adds the VQ-GAN's).
     """
     root = local_path(path)
     hf_config = _read_hf_config(root)
     files = llm_weight_files(root)
     tokenizer, layout = _load_tokenizer(root, hf_config, codebook_size)
+    draw_prompt = _draw_prompt(root, hf_config)
     dev = resolve_device(device)
     quant, kwargs = _precision(root, hf_config, quantization, dev)
     model = _read_model(root, kwargs, layout)
@@ -344,6 +361,7 @@ def load_llm(
         llm_hash=weight_hash(files),
         context_length=int(hf_config.get("max_position_embeddings", model.config.max_position_embeddings)),
         weight_files=tuple(files),
+        draw_prompt=draw_prompt,
     )
 
 

@@ -33,6 +33,7 @@ from llmcxr_app.imaging.images import LoadedImage
 from llmcxr_app.loading.weights import load_model
 from llmcxr_app.modeling.vqgan import VQGAN
 from llmcxr_app.studio import requests
+from llmcxr_app.studio.reading import canonical_text, read_findings
 from llmcxr_app.studio.timings import timed_prefill, timings_of
 from llmcxr_app.studio.types import PreparedImage, Result, StudioInfo, StudioInputError, Update
 from llmcxr_app.studio.warmup import WarmUpGate
@@ -86,6 +87,7 @@ class Studio:
             app_version=__version__,
             llm_hash=getattr(llm, "llm_hash", ""),  # "" for a model not read from files
             vqgan_hash=getattr(llm, "vqgan_hash", ""),
+            draw_prompt=getattr(llm, "draw_prompt", "verbatim"),  # a LoadedLLM-like test double may lack it
         )
 
     @classmethod
@@ -240,19 +242,33 @@ class Studio:
         sampling: SamplingConfig = DEFAULT_SAMPLING,
         cancel: threading.Event | None = None,
         preview_every: int = 2,
+        verbatim: bool = False,
     ) -> Iterator[Update]:
         """Report -> CXR. Yields an Update per completed grid row, with a preview image every
-        ``preview_every`` rows (0 = no previews), then the final image with the codes and their probabilities."""
+        ``preview_every`` rows (0 = no previews), then the final image with the codes and their probabilities.
+
+        A checkpoint that learned to draw from canonical sentences (LoadedLLM.draw_prompt "canonical") is
+        given the labeler's reading of ``findings`` in those words (studio/reading.py), unless ``verbatim``;
+        any other model gets the text as typed. The reading goes into the provenance either way."""
         findings = (findings or "").strip()
         if not findings:
             raise StudioInputError("The findings are empty: please type the report text to draw from.")
         if preview_every < 0:
             raise StudioInputError(f"preview_every must be >= 0, got {preview_every}.")
+        reading = read_findings(findings)
+        canonical = self.info.draw_prompt == "canonical" and not verbatim
+        model_text = canonical_text(reading) if canonical else findings
         instruction = protocol.REPORT_TO_CXR_INSTRUCTIONS[0]
-        ids = self._prompt(instruction, input_text=findings)
+        ids = self._prompt(instruction, input_text=model_text)
         n_image = self.vqgan.grid_tokens + 2
-        self._check_fits(ids, findings, "findings text", n_image, f"the image ({n_image} tokens)")
-        return self._image_stream(ids, sampling, cancel, preview_every, instruction)
+        self._check_fits(ids, model_text, "findings text", n_image, f"the image ({n_image} tokens)")
+        # Only the labeler's fixed vocabulary, never the user's own words (provenance holds no user text).
+        drawn_from = {
+            "draw_prompt": "canonical" if canonical else "verbatim",
+            "read_as": reading.summary(),
+            "model_findings": model_text if canonical else None,
+        }
+        return self._image_stream(ids, sampling, cancel, preview_every, instruction, drawn_from)
 
     finish = staticmethod(requests.finish)  # drain a stream and return its Result
 
@@ -333,9 +349,10 @@ class Studio:
         cancel: threading.Event | None,
         preview_every: int,
         instruction: str,
+        drawn_from: dict,
     ) -> Iterator[Update]:
         sampling = self._seeded(sampling)
-        provenance = self._provenance(protocol.TASK_DRAW, sampling, instruction)
+        provenance = {**self._provenance(protocol.TASK_DRAW, sampling, instruction), **drawn_from}
         g = self.vqgan.grid
         marks: dict = {}
         queued = time.perf_counter()

@@ -38,6 +38,8 @@ class StudioInfo:
     family: str = "token"  # "token": image tokens in the LLM's vocabulary (LLM-CXR); "adapter": a vision
     #                        encoder whose features a projector feeds to the LLM (LLaVA format)
     can_draw: bool = True  # report -> CXR is served (only the token family can generate images)
+    draw_prompt: str = "verbatim"  # what Draw gives the model: the findings as typed, or "canonical": the
+    #                                labeler's reading in the template words it learned (studio/reading.py)
 
 
 @dataclass(frozen=True, eq=False)

@@ -23,6 +23,7 @@ from llmcxr_app.engine.generation import GenerationCancelled
 from llmcxr_app.imaging.exports import answer_json, mark_synthetic, save_dicom_sc, save_png
 from llmcxr_app.studio import selfcheck
 from llmcxr_app.studio.facade import PreparedImage, Result, Studio, Update
+from llmcxr_app.studio.reading import read_findings
 from llmcxr_app.ui import render
 
 
@@ -110,7 +111,8 @@ class Drawer:
         """Draw n candidates one after the other; each shows a preview that sharpens row by row, then the
         model's read-back of it (self-check) when the server enables it. Yields after each visible change."""
         what = "a synthetic X-ray" if n == 1 else f"{n} synthetic X-rays"
-        progress = _Progress({"role": "assistant", "content": f"Drawing {what}…"}, n)
+        read_as = reading_note(findings, self.host.studio.info.draw_prompt)
+        progress = _Progress({"role": "assistant", "content": f"Drawing {what}… {read_as}"}, n)
         session.history.append(progress.msg)
         for i, seed in enumerate(render.candidate_seeds(sampling.seed, n)):
             yield from self._candidate(session, progress, findings, replace(sampling, seed=seed), i, cancel)
@@ -118,8 +120,8 @@ class Drawer:
             yield
         verdict = f" {selfcheck.verdict(progress.checks)}" if progress.checks else ""
         progress.show(
-            f"{what[0].upper()}{what[1:]} drawn from your findings, marked SYNTHETIC.{verdict} Confidence map "
-            "and downloads below."
+            f"{what[0].upper()}{what[1:]} drawn from your findings, marked SYNTHETIC. {read_as}{verdict} "
+            "Confidence map and downloads below."
         )
         self._draw_details(session, progress.results, progress.checks)
         yield
@@ -222,6 +224,17 @@ class Drawer:
         path = session.path(stem, "png")
         mark_synthetic(render.display_copy(image)).save(path)
         return str(path)
+
+
+def reading_note(findings: str, draw_prompt: str) -> str:
+    """What the app understood of the findings (studio/reading.py), and whether the model drew from it."""
+    summary = read_findings(findings).summary()
+    if draw_prompt == "canonical":
+        return (
+            f"Read as: {summary}. This demo model draws from that reading, written in the template words it "
+            "was trained on, not from your own wording."
+        )
+    return f"Read as (for the self-check): {summary}."
 
 
 def _combined(results: list[Result], checks: list[selfcheck.Agreement]) -> Result:

@@ -8,10 +8,12 @@ Sides are the patient's (see `phantoms.py` for the image convention).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 import numpy as np
 
 from llmcxr_app.demo.data.findings import Findings
+from llmcxr_app.studio import template_text
 
 DECLINES = (
     "I am a demo model trained only on synthetic chest X-ray phantoms, so I cannot answer general questions. "
@@ -58,173 +60,32 @@ PLAIN_QUESTIONS = (
 )
 
 
-def _pick(rng: np.random.Generator, options: tuple[str, ...] | list[str]) -> str:
+def _pick(rng: np.random.Generator, options: Sequence[str]) -> str:
     return options[int(rng.integers(len(options)))]
 
 
-def _effusion_phrase(f: Findings) -> str:
-    """e.g. "small right pleural effusion" / "large bilateral pleural effusions"."""
-    plural = "s" if f.effusion == "bilateral" else ""
-    return f"{f.effusion_size} {f.effusion} pleural effusion{plural}"
+class _RandomWording:
+    """The generator's choices (template_text.Chooser): each wording and optional sentence drawn with rng."""
 
+    def __init__(self, rng: np.random.Generator):
+        self.rng = rng
 
-def _cap(s: str) -> str:
-    return s[:1].upper() + s[1:]
+    def pick(self, options: Sequence[str]) -> str:
+        return _pick(self.rng, options)
 
-
-_ETT = (
-    "Endotracheal tube tip terminates above the carina.",
-    "An endotracheal tube is in place with the tip above the carina.",
-    "The endotracheal tube ends above the carina.",
-)
-_PACEMAKER = (
-    "Left chest wall pacemaker with lead in the right ventricle.",
-    "A left-sided pacemaker is present with its lead in the right ventricle.",
-    "Pacemaker over the left chest with a single lead in the right ventricle.",
-)
-_HEART_ENLARGED = (
-    "The heart is enlarged.",
-    "Cardiomegaly is present.",
-    "The cardiac silhouette is enlarged.",
-)
-_HEART_NORMAL = ("Heart size is normal.", "The heart is normal in size.", "Normal heart size.")
-_MEDIASTINUM = (
-    "Mediastinal contours are normal.",
-    "The mediastinum is not widened.",
-    "Normal mediastinal contours.",
-)
-_EDEMA = (
-    "Bilateral perihilar haziness with Kerley lines, consistent with pulmonary edema.",
-    "There is pulmonary edema with perihilar haze.",
-    "Perihilar haze and Kerley lines indicate pulmonary edema.",
-)
-_LUNGS_CLEAR = (
-    "The lungs are clear.",
-    "Lungs are clear without focal consolidation.",
-    "No focal consolidation or pulmonary edema.",
-    "There is no consolidation or edema.",
-)
-_NO_PLEURAL = (
-    "No pleural effusion or pneumothorax.",
-    "There is no pleural effusion or pneumothorax.",
-    "No effusion or pneumothorax is seen.",
-)
-_BONES = ("The osseous structures are unremarkable.", "No acute osseous abnormality.")
-
-
-def _devices_and_heart(f: Findings, rng: np.random.Generator) -> list[str]:
-    out = [_pick(rng, _ETT)] if f.ett else []
-    if f.pacemaker:
-        out.append(_pick(rng, _PACEMAKER))
-    out.append(_pick(rng, _HEART_ENLARGED if f.cardiomegaly else _HEART_NORMAL))
-    out.append(_pick(rng, _MEDIASTINUM))
-    return out
-
-
-def _lungs(f: Findings, rng: np.random.Generator) -> list[str]:
-    out = []
-    if f.consolidation != "none":
-        z = f.consolidation
-        out.append(
-            _pick(
-                rng,
-                (
-                    f"There is consolidation in the {z} zone.",
-                    f"Focal consolidation in the {z} zone.",
-                    f"{_cap(z)} zone consolidation is present.",
-                ),
-            )
-        )
-    if f.edema:
-        out.append(_pick(rng, _EDEMA))
-    if f.consolidation == "none" and not f.edema:
-        out.append(_pick(rng, _LUNGS_CLEAR))
-    elif f.consolidation == "none" and rng.random() < 0.6:
-        out.append(_pick(rng, ("No focal consolidation.", "There is no focal consolidation.")))
-    elif not f.edema and rng.random() < 0.6:
-        out.append(_pick(rng, ("No pulmonary edema.", "There is no pulmonary edema.")))
-    return out
-
-
-def _pleura(f: Findings, rng: np.random.Generator) -> list[str]:
-    out = []
-    if f.effusion != "none":
-        e = _effusion_phrase(f)
-        there = f"There are {e}." if f.effusion == "bilateral" else f"There is a {e}."
-        out.append(_pick(rng, (f"{_cap(e)}.", there)))
-    if f.pneumothorax != "none":
-        p = f.pneumothorax
-        out.append(
-            _pick(
-                rng,
-                (
-                    f"{_cap(p)} pneumothorax with a visible pleural line.",
-                    f"There is a {p} pneumothorax.",
-                    f"A {p}-sided pneumothorax is present.",
-                ),
-            )
-        )
-    if f.effusion == "none" and f.pneumothorax == "none":
-        out.append(_pick(rng, _NO_PLEURAL))
-    elif f.effusion == "none":
-        out.append(_pick(rng, ("No pleural effusion.", "There is no pleural effusion.")))
-    elif f.pneumothorax == "none":
-        out.append(_pick(rng, ("No pneumothorax.", "There is no pneumothorax.")))
-    return out
+    def chance(self, p: float) -> bool:
+        return bool(self.rng.random() < p)
 
 
 def write_report(findings: Findings, rng: np.random.Generator) -> str:
-    """A short report "FINDINGS: ... IMPRESSION: ..." (~25-70 words) with explicit negatives.
-
-    Sentences come in a fixed order (devices, heart, mediastinum, lungs, pleura, bones), each picked with
-    `rng`, so a seed gives one report.
-    """
-    out = [*_devices_and_heart(findings, rng), *_lungs(findings, rng), *_pleura(findings, rng)]
-    if rng.random() < 0.5:
-        out.append(_pick(rng, _BONES))
-    return f"FINDINGS: {' '.join(out)} IMPRESSION: {_impression(findings, rng)}"
-
-
-def _impression(f: Findings, rng: np.random.Generator) -> str:
-    items: list[str] = []
-    if f.effusion != "none":
-        items.append(_cap(_effusion_phrase(f)) + ".")
-    if f.pneumothorax != "none":
-        items.append(f"{_cap(f.pneumothorax)} pneumothorax.")
-    if f.consolidation != "none":
-        items.append(f"{_cap(f.consolidation)} zone consolidation.")
-    if f.edema:
-        items.append("Pulmonary edema.")
-    if f.cardiomegaly:
-        items.append("Cardiomegaly.")
-    if not items:
-        items.append(
-            _pick(rng, ("No acute cardiopulmonary process.", "No acute cardiopulmonary abnormality."))
-        )
-    if f.ett or f.pacemaker:
-        items.append(_pick(rng, ("Support devices as described.", "Support devices in place.")))
-    return " ".join(items)
+    """A short report "FINDINGS: ... IMPRESSION: ..." (~25-70 words) with explicit negatives, each wording
+    picked with `rng` (studio/template_text.py writes it), so a seed gives one report."""
+    return template_text.report(findings.label_vector(), findings.attributes(), _RandomWording(rng))
 
 
 def findings_phrases(findings: Findings) -> list[str]:
     """One short positive phrase per finding, e.g. ["Large right pleural effusion.", "Pacemaker."]."""
-    f = findings
-    out: list[str] = []
-    if f.cardiomegaly:
-        out.append("Cardiomegaly.")
-    if f.effusion != "none":
-        out.append(_cap(_effusion_phrase(f)) + ".")
-    if f.pneumothorax != "none":
-        out.append(f"{_cap(f.pneumothorax)} pneumothorax.")
-    if f.consolidation != "none":
-        out.append(f"{_cap(f.consolidation)} zone consolidation.")
-    if f.edema:
-        out.append("Pulmonary edema.")
-    if f.ett:
-        out.append("Endotracheal tube.")
-    if f.pacemaker:
-        out.append("Pacemaker.")
-    return out
+    return template_text.phrases(findings.label_vector(), findings.attributes())
 
 
 def write_findings_prompt(findings: Findings, rng: np.random.Generator) -> str:
@@ -289,14 +150,14 @@ def answer(kind: str, label: str, f: Findings) -> str:
         return "Enlarged." if f.cardiomegaly else "Normal."
     if kind == "devices":
         devs = [n for n, on in (("Endotracheal tube", f.ett), ("pacemaker", f.pacemaker)) if on]
-        return _cap(" and ".join(devs)) + "." if devs else "None."
+        return template_text.cap(" and ".join(devs)) + "." if devs else "None."
     if not present:
         return f"There is no {_NAMES[label]}."
     if kind == "side":
-        return _cap(f.effusion if label == "effusion" else f.pneumothorax) + "."
+        return template_text.cap(f.effusion if label == "effusion" else f.pneumothorax) + "."
     if kind == "size":
-        return _cap(f.effusion_size) + "."
-    return f"{_cap(f.consolidation)} zone."  # zone
+        return template_text.cap(f.effusion_size) + "."
+    return f"{template_text.cap(f.consolidation)} zone."  # zone
 
 
 def make_qa(findings: Findings, rng: np.random.Generator, n: int) -> list[tuple[str, str]]:

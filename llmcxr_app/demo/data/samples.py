@@ -20,7 +20,7 @@ from llmcxr_app.demo.data import findings, language, phantoms, questions, report
 from llmcxr_app.demo.data.phantoms import Findings, make_phantom
 from llmcxr_app.imaging import images
 from llmcxr_app.imaging.images import to_model_input
-from llmcxr_app.studio import labeler
+from llmcxr_app.studio import labeler, template_text
 
 EVAL_SEED_START = 1_000_000  # held-out phantoms: never used in training
 PHANTOM_SIZE = 256  # phantoms are drawn at this size and reach the model through the app's own preprocessing
@@ -39,12 +39,12 @@ class Sample:
 @functools.cache
 def generator_version() -> str:
     """12 hex chars of sha256 over the source of everything that makes a Sample: the findings sampler, the
-    phantom renderer, the report writer, the labeler's label list and the app's preprocessing (images.py).
+    phantom renderer, the report writer and its template language, the labeler's label list and the app's preprocessing (images.py).
 
     Any edit to them changes it, so a sample cache written by an older generator is never reused.
     """
     h = hashlib.sha256(f"phantom size {PHANTOM_SIZE}".encode())
-    for module in (findings, phantoms, reports, labeler, images):
+    for module in (findings, phantoms, reports, template_text, labeler, images):
         h.update(Path(module.__file__).read_bytes())
     return h.hexdigest()[:12]
 
@@ -97,6 +97,7 @@ class Example:
     ids: list[int]  # full sequence: prompt, response, "### End"
     n_prompt: int  # leading ids excluded from the loss (through the response key)
     task: str  # protocol.TASK_*
+    focus: tuple[int, ...] = ()  # positions in ids of a drawing's image ids that show its findings (below)
 
 
 def build_examples(
@@ -110,20 +111,25 @@ def build_examples(
     qa_per_image: int = 2,
     plain_fraction: float = 0.1,
     rich_fraction: float = 0.0,
+    focus: Sequence[Sequence[int]] | None = None,
 ) -> list[Example]:
     """Both directions, VQA and plain instructions, in upstream's format (random instruction phrasing).
 
     rich_fraction: the share of drawing texts and of each phantom's VQA questions written in clinician
     style (language.py / questions.py) instead of the templates; 0 keeps the template examples unchanged.
+    focus: per sample, the grid cells (row-major code indices) that show its findings (finding_cells);
+    its drawing example's `focus` holds the positions of those cells' image ids.
     """
     kw = {"codebook_size": codebook_size, "grid_tokens": grid_tokens}
     out: list[Example] = []
 
-    def add(task: str, instruction: str, **fields) -> None:
+    def add(task: str, instruction: str, focus: Sequence[int] = (), **fields) -> None:
         ids, n_prompt = protocol.build_training_ids(tokenizer, instruction, **fields, **kw)
-        out.append(Example(ids, n_prompt, task))
+        # An image response is "<", the codes, ">": code k sits at n_prompt + 1 + k.
+        out.append(Example(ids, n_prompt, task, tuple(n_prompt + 1 + k for k in focus)))
 
-    for sample, code in zip(samples, codes, strict=True):
+    cells = focus if focus is not None else [()] * len(samples)
+    for sample, code, where in zip(samples, codes, cells, strict=True):
         code = [int(c) for c in code]
         # report -> CXR: half the time the full report, half a short findings text a user would type.
         text = _draw_text(sample, rng, rich_fraction)
@@ -132,6 +138,7 @@ def build_examples(
             str(rng.choice(protocol.REPORT_TO_CXR_INSTRUCTIONS)),
             input_text=text,
             response_codes=code,
+            focus=where,
         )
         add(
             protocol.TASK_REPORT,
@@ -169,6 +176,33 @@ def collate(batch: Sequence[Example], pad_id: int) -> tuple[torch.Tensor, torch.
         mask[i, :n] = 1
         labels[i, e.n_prompt : n] = torch.tensor(e.ids[e.n_prompt :])
     return ids, mask, labels
+
+
+def focus_weights(batch: Sequence[Example], width: int, weight: float) -> torch.Tensor:
+    """[B, width] loss weights over ids positions: ``weight`` at each example's focus, 1 elsewhere."""
+    out = torch.ones((len(batch), width))
+    for i, e in enumerate(batch):
+        if e.focus:
+            out[i, list(e.focus)] = weight
+    return out
+
+
+FOCUS_MIN_DIFFERENCE = 4.0  # grey levels (of 255): a cell whose mean differs by more shows a finding
+
+
+def finding_cells(sample: Sample, grid: int) -> list[int]:
+    """The grid cells (row-major, grid x grid over the model-resolution image) where the sample's findings
+    are: its anatomy drawn again without findings (phantoms.render, same anatomy seed, same preprocessing)
+    differs there by more than FOCUS_MIN_DIFFERENCE on average. Pixels, not codes: a VQ code can flip
+    where nothing was drawn. [] for a normal phantom."""
+    if sample.findings.is_normal():
+        return []
+    twin = phantoms.render(Findings(), sample.seed, size=PHANTOM_SIZE)
+    side = sample.pixels.shape[0]
+    plain = np.asarray(to_model_input(twin, side).image.convert("L"), dtype=np.float32)
+    cell = side // grid
+    diff = np.abs(sample.pixels.astype(np.float32) - plain).reshape(grid, cell, grid, cell).mean((1, 3))
+    return [int(k) for k in np.flatnonzero(diff.ravel() > FOCUS_MIN_DIFFERENCE)]
 
 
 def length_batches(examples: Sequence[Example], batch_size: int, rng: np.random.Generator) -> list[list[int]]:

@@ -31,9 +31,11 @@ def _failed(f: Findings) -> dict:
     }
 
 
-def draw_one(studio: Studio, prompt: str, sampling: SamplingConfig) -> Result | None:
-    """One drawing through the app's path; None when it is not a valid image of grid_tokens codes."""
-    result = Studio.finish(studio.draw(prompt, sampling=sampling, preview_every=0))
+def draw_one(studio: Studio, prompt: str, sampling: SamplingConfig, verbatim: bool = False) -> Result | None:
+    """One drawing through the app's path (``verbatim``: the model reads ``prompt`` as written even when its
+    checkpoint draws from the labeler's reading, Studio.draw); None when it is not a valid image of
+    grid_tokens codes."""
+    result = Studio.finish(studio.draw(prompt, sampling=sampling, preview_every=0, verbatim=verbatim))
     codes = result.codes or []
     ok = (
         result.image is not None
@@ -43,10 +45,12 @@ def draw_one(studio: Studio, prompt: str, sampling: SamplingConfig) -> Result | 
     return result if ok else None
 
 
-def _draw_item(studio: Studio, prompt: str, sampling: SamplingConfig, candidates: int) -> list[Result | None]:
+def _draw_item(
+    studio: Studio, prompt: str, sampling: SamplingConfig, candidates: int, verbatim: bool
+) -> list[Result | None]:
     """The candidates of one findings item; candidate k samples with seed sampling.seed + k * stride."""
     return [
-        draw_one(studio, prompt, replace(sampling, seed=sampling.seed + k * CANDIDATE_SEED_STRIDE))
+        draw_one(studio, prompt, replace(sampling, seed=sampling.seed + k * CANDIDATE_SEED_STRIDE), verbatim)
         for k in range(candidates)
     ]
 
@@ -79,6 +83,7 @@ def evaluate_draw(
     candidates: int = 1,
     log: Callable[[str], None] = lambda _m: None,
     prompts: list[str] | None = None,
+    verbatim: bool = False,
 ) -> tuple[dict, list[float]]:
     """Draw each findings text, read the image; failed items (no valid image) count as wrong everywhere.
 
@@ -86,6 +91,7 @@ def evaluate_draw(
     grid_tokens codes). With candidates > 1 it draws that many and the self-check picks one; the first
     candidate's scores (the same draw as a one-candidate run) are kept under "first_candidate".
     `prompts`: the findings texts to draw instead (one per item, e.g. the validation split's).
+    `verbatim`: the model reads each text as written (draw_one).
     Returns (scores, tokens per second of each drawing).
     """
     preds: list[dict | None] = []
@@ -96,7 +102,7 @@ def evaluate_draw(
         prompt = prompts[i] if prompts else write_findings_prompt(f, np.random.default_rng([seed, 0xD2A]))
         sampling = SamplingConfig(temperature=temperature, top_p=top_p, top_k=0, seed=seed)
         try:
-            results = _draw_item(studio, prompt, sampling, candidates)
+            results = _draw_item(studio, prompt, sampling, candidates, verbatim)
         except StudioInputError as exc:  # e.g. findings longer than the context: an item the model failed
             errors.append(str(exc))  # phantom findings only: no user or patient text
             preds.append(None)

@@ -89,6 +89,7 @@ class EvalConfig:
     # Reports and VQA answers: "greedy" (temperature 0, the harness's fixed reference) or "default" (the app's
     # default sampling, temperature 1.0 and top-p 0.92, seed 0 per request: what a user gets unless changed).
     text_sampling: str = "greedy"
+    verbatim: bool = False  # draw from the texts as written, not the labeler's reading (Studio.draw)
 
 
 # ---------------------------------------------------------------------------------------------- the run
@@ -225,6 +226,7 @@ def _score_draw(studio, reader: reader_mod.Reader, truths, cfg: EvalConfig, log)
         top_p=cfg.draw_top_p,
         candidates=cfg.draw_candidates,
         log=log,
+        verbatim=cfg.verbatim,
     )
 
 
@@ -314,6 +316,9 @@ def _result(studio: ChatModel, cfg: EvalConfig, text: SamplingConfig, metrics: d
                 "seed": "the phantom's seed, per item (candidate k: + k * CANDIDATE_SEED_STRIDE)",
                 "candidates": cfg.draw_candidates,
                 "constrained": "exactly grid_tokens image ids (generation.generate_image)",
+                "model_reads": "the text as written"
+                if cfg.verbatim or studio.info.draw_prompt != "canonical"
+                else "the labeler's reading as a template report (studio/reading.py)",
             },
         },
         "config": asdict(cfg),
@@ -345,6 +350,11 @@ def _parser() -> argparse.ArgumentParser:
         choices=TEXT_SAMPLINGS,
         default="greedy",
         help="reports and VQA answers: greedy, or the app's default sampling (what a user gets)",
+    )
+    p.add_argument(
+        "--verbatim",
+        action="store_true",
+        help="draw from the texts as written, not the labeler's reading a canonical checkpoint draws from",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
@@ -379,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         max_new_tokens=a.max_new_tokens,
         draw_candidates=a.draw_candidates,
         text_sampling=a.text_sampling,
+        verbatim=a.verbatim,
     )
     t0 = time.perf_counter()
     runtime = RuntimeConfig(device=a.device, quantization=a.quantization, fast_path=False, warmup=False)

@@ -64,6 +64,7 @@ class HandwrittenConfig:
     seed_start: int = EVAL_SEED_START  # first held-out phantom seed
     draw_seed_start: int = EVAL_SEED_START  # drawing i samples with seed draw_seed_start + i
     max_new_tokens: int = 512  # text replies stop here at the latest
+    verbatim: bool = False  # draw from the texts as written, not the labeler's reading (Studio.draw)
 
 
 def _log(msg: str) -> None:
@@ -135,7 +136,7 @@ def run_draws(
     for i, item in enumerate(items):
         sampling = SamplingConfig(seed=cfg.draw_seed_start + i)  # the app's default sampling
         try:
-            result = draw_one(studio, item.text, sampling)
+            result = draw_one(studio, item.text, sampling, cfg.verbatim)
         except StudioInputError:  # e.g. a text longer than the context: the model failed this item
             result = None
         read = reader.predict([result.image])[0] if result is not None else None
@@ -341,6 +342,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--set", type=Path, default=SET_DIR, help="folder of findings.tsv and questions.tsv")
     p.add_argument("--max-new-tokens", type=int, default=512)
     p.add_argument("--reader", type=Path, default=None, help="reader folder (default: WEIGHTS/reader)")
+    p.add_argument("--verbatim", action="store_true", help="draw from the texts as written (Studio.draw)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
     p.add_argument("--device", default="cpu")
@@ -360,6 +362,7 @@ def _config(a: argparse.Namespace) -> HandwrittenConfig:
         per_question=a.per_question,
         seed_start=a.seed_start,
         max_new_tokens=a.max_new_tokens,
+        verbatim=a.verbatim,
     )
 
 

@@ -42,14 +42,22 @@ from llmcxr_app.studio.facade import Studio
 HELD_OUT_SEARCH_START = 905_000  # held-out combinations are searched from here (inside the split)
 
 
-def _draw(studio, reader, seeds: list[int], log) -> dict:
+def _draw(studio, reader, seeds: list[int], log, verbatim: bool = False) -> dict:
     truths = [make_phantom(s, size=16).findings for s in seeds]
     prompts = [
         language.findings_text(f, np.random.default_rng([s, 0xD2A]))
         for s, f in zip(seeds, truths, strict=True)
     ]
     scores, _ = evaluate_draw(
-        studio, reader, truths, seed_start=seeds[0], temperature=1.0, top_p=0.92, log=log, prompts=prompts
+        studio,
+        reader,
+        truths,
+        seed_start=seeds[0],
+        temperature=1.0,
+        top_p=0.92,
+        log=log,
+        prompts=prompts,
+        verbatim=verbatim,
     )
     return {
         "micro": scores["prf"]["micro"],
@@ -83,8 +91,8 @@ def _vqa(studio, seeds, prepared, truths, greedy) -> dict:
     return {"accuracy": ratio(sum(items), len(items)), "n": len(items)}
 
 
-def validate(studio, reader, n: int, n_draw: int, n_held_out: int, log=_log) -> dict:
-    """Every validation figure (see the module docstring)."""
+def validate(studio, reader, n: int, n_draw: int, n_held_out: int, log=_log, verbatim: bool = False) -> dict:
+    """Every validation figure (see the module docstring); ``verbatim``: draw from the texts as written."""
     greedy = _text_sampling(EvalConfig(text_sampling="greedy"))
     seeds = list(splits.validation_seeds(n))
     phantoms = [make_phantom(s) for s in seeds]
@@ -93,8 +101,8 @@ def validate(studio, reader, n: int, n_draw: int, n_held_out: int, log=_log) -> 
     t = time.perf_counter()
     report, _ = _score_reports(studio, prepared, truths, greedy, log)
     vqa = _vqa(studio, seeds, prepared, truths, greedy)
-    draw = _draw(studio, reader, list(splits.validation_seeds(n_draw)), log)
-    held = _draw(studio, reader, held_out_seeds(n_held_out), log) if n_held_out else None
+    draw = _draw(studio, reader, list(splits.validation_seeds(n_draw)), log, verbatim)
+    held = _draw(studio, reader, held_out_seeds(n_held_out), log, verbatim) if n_held_out else None
     return {
         "report_micro": report["micro"],
         "vqa": vqa,
@@ -111,13 +119,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-draw", type=int, default=60, help="drawing requests")
     p.add_argument("--n-held-out", type=int, default=15, help="drawing requests with held-out combinations")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--verbatim", action="store_true", help="draw from the texts as written (Studio.draw)")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     runtime = RuntimeConfig(device="cpu", quantization="auto", fast_path=False, warmup=False)
     studio = Studio.from_settings(Settings(model=demo_location(a.weights), runtime=runtime))
     reader = get_reader(studio, a.weights / "reader")
-    res = validate(studio, reader, a.n, a.n_draw, a.n_held_out)
+    res = validate(studio, reader, a.n, a.n_draw, a.n_held_out, verbatim=a.verbatim)
+    res["draw_prompt"] = "verbatim" if a.verbatim else studio.info.draw_prompt
     res["command"] = "python -m llmcxr_app.demo.evaluate.validation " + " ".join(
         sys.argv[1:] if argv is None else argv
     )

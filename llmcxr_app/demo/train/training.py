@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from llmcxr_app import protocol
 from llmcxr_app.demo.data import reports, splits
 from llmcxr_app.demo.data import samples as data
-from llmcxr_app.loading.weights import load_vqgan
+from llmcxr_app.loading.weights import DRAW_PROMPT_KEY, load_vqgan
 from llmcxr_app.loading.writers import save_vqgan, shrink
 from llmcxr_app.modeling.builders import DEMO_LLM, DEMO_VOCAB, DEMO_VQGAN, LLMShape, make_llm, train_tokenizer
 from llmcxr_app.modeling.vqgan import VQGAN, VQGANConfig
@@ -66,6 +66,10 @@ class TrainConfig:
     init_llm: str = ""  # a text-only base LM directory to start the LLM from (init_from_base.py); "": random
     rich_fraction: float = 0.0  # share of drawing texts / VQA questions in clinician style (data/language.py)
     hold_out: bool = False  # drop phantoms with the held-out finding combinations (data/splits.py)
+    finding_weight: float = 1.0  # > 1: in drawing examples the image ids of the cells that show the findings
+    #                               (data.finding_cells) weigh this much in the loss
+    draw_prompt: str = "canonical"  # written to config.json (loading.weights.DRAW_PROMPT_KEY): "canonical"
+    #                                 = the app draws from the labeler's reading in the templates' words
 
 
 PRESETS = {
@@ -169,11 +173,12 @@ def train_vqgan(
 
 @torch.no_grad()
 def encode_all(
-    model: VQGAN, samples: list[data.Sample], device: torch.device, batch: int = 64
+    model: VQGAN, pixels: list[np.ndarray], device: torch.device, batch: int = 64
 ) -> list[list[int]]:
+    """The VQ-GAN codes of model-resolution uint8 images (Sample.pixels), grid_tokens each."""
     out: list[list[int]] = []
-    for i in range(0, len(samples), batch):
-        x = data.to_tensor([s.pixels for s in samples[i : i + batch]]).to(device)
+    for i in range(0, len(pixels), batch):
+        x = data.to_tensor(list(pixels[i : i + batch])).to(device)
         out += model.encode_codes(x).tolist()
     return out
 
@@ -191,18 +196,23 @@ def corpus(samples: list[data.Sample], rng: np.random.Generator) -> list[str]:
     return texts
 
 
-def completion_loss(logits: torch.Tensor, labels: torch.Tensor, weighting: str = "token") -> torch.Tensor:
+def completion_loss(
+    logits: torch.Tensor, labels: torch.Tensor, weighting: str = "token", weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """Next-token cross-entropy on the ids whose label is not -100 (the response: completion-only loss).
 
     logits [B, T, V] float, labels [B, T] (-100 = no loss). ``token`` averages over every target id in the
     batch (upstream's trainer); ``example`` averages each example over its own targets first, then over the
-    batch, so short answers (VQA, reports) are not drowned by the 257 targets of a drawing.
+    batch, so short answers (VQA, reports) are not drowned by the 257 targets of a drawing. ``weights``
+    [B, T] (per position of labels; data.focus_weights) turns either mean into a weighted mean.
     """
     target = labels[:, 1:]
     ce = F.cross_entropy(
         logits[:, :-1].float().transpose(1, 2), target, ignore_index=-100, reduction="none"
     )  # [B, T-1]
     valid = (target != -100).to(ce.dtype)
+    if weights is not None:
+        valid = valid * weights[:, 1:].to(ce.dtype)
     if weighting == "token":
         return (ce * valid).sum() / valid.sum().clamp(min=1)
     if weighting == "example":
@@ -237,13 +247,17 @@ def train_llm(
             _log(f"llm: {per_step:.2f} s/step -> {total} steps to fit {cfg.lm_budget_s / 60:.0f} min")
         if not batches:
             batches = data.length_batches(examples, cfg.lm_batch, rng)
-        ids, mask, labels = data.collate([examples[i] for i in batches.pop()], tokenizer.pad_token_id)
+        batch = [examples[i] for i in batches.pop()]
+        ids, mask, labels = data.collate(batch, tokenizer.pad_token_id)
+        weights = None
+        if cfg.finding_weight != 1.0:
+            weights = data.focus_weights(batch, ids.shape[1], cfg.finding_weight).to(device)
         warm = min(1.0, (step + 1) / cfg.lm_warmup)
         cos = 0.5 * (1 + math.cos(math.pi * step / max(1, total)))
         for g in opt.param_groups:
             g["lr"] = cfg.lm_lr * warm * (0.05 + 0.95 * cos)
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-        loss = completion_loss(logits, labels.to(device), cfg.loss_weighting)
+        loss = completion_loss(logits, labels.to(device), cfg.loss_weighting, weights)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -293,7 +307,13 @@ def _llm_inputs(cfg: TrainConfig, out: Path, samples: list, continue_llm: bool) 
 
 
 def _examples(
-    cfg: TrainConfig, tokenizer: Any, samples: list, codes: Any, grid_tokens: int, rng: Any
+    cfg: TrainConfig,
+    tokenizer: Any,
+    samples: list,
+    codes: Any,
+    grid_tokens: int,
+    rng: Any,
+    focus: Any = None,
 ) -> list:
     """The instruction examples of one LLM round, checked to fit the context."""
     examples = data.build_examples(
@@ -305,6 +325,7 @@ def _examples(
         rng=rng,
         qa_per_image=cfg.qa_per_image,
         rich_fraction=cfg.rich_fraction,
+        focus=focus,
     )
     if cfg.draw_keep < 1.0:  # rebalance towards reading images (draw examples dominate the loss)
         examples = [e for e in examples if e.task != protocol.TASK_DRAW or rng.random() < cfg.draw_keep]
@@ -323,6 +344,7 @@ def _save_llm(llm: Any, tokenizer: Any, cfg: TrainConfig, out: Path) -> None:
     (out / "llm").mkdir(parents=True, exist_ok=True)
     llm.generation_config.eos_token_id = protocol.token_layout(tokenizer, cfg.vqgan.n_embed).end_id
     llm.generation_config.pad_token_id = tokenizer.pad_token_id
+    setattr(llm.config, DRAW_PROMPT_KEY, cfg.draw_prompt)  # saved into config.json with the rest
     llm.save_pretrained(out / "llm")
     tokenizer.save_pretrained(out / "llm")
     shrink(out)
@@ -359,11 +381,14 @@ def run(
     _log(f"{len(samples)} phantoms in {timings['phantoms_s']:.0f} s")
     t = time.time()
     vqgan, vq_stats = _vqgan_stage(cfg, samples, out, dev, reuse_vqgan, continue_vqgan)
-    codes = encode_all(vqgan, samples, dev)
+    codes = encode_all(vqgan, [s.pixels for s in samples], dev)
+    focus = None
+    if cfg.finding_weight != 1.0:  # where each phantom's findings are
+        focus = [data.finding_cells(s, vqgan.grid) for s in samples]
     timings["vqgan_s"] = time.time() - t
     t = time.time()
     tokenizer, init, rng = _llm_inputs(cfg, out, samples, continue_llm)
-    examples = _examples(cfg, tokenizer, samples, codes, vqgan.grid_tokens, rng)
+    examples = _examples(cfg, tokenizer, samples, codes, vqgan.grid_tokens, rng, focus)
     llm, lm_stats = train_llm(cfg, tokenizer, examples, cfg.vqgan.n_embed, dev, init=init)
     timings["llm_s"] = time.time() - t
     _save_llm(llm, tokenizer, cfg, out)
