@@ -163,7 +163,8 @@ def test_held_out_combinations_never_reach_the_training_examples(monkeypatch, tm
 
 def test_recipes_parse_with_fixed_steps_and_refuse_budgets(tmp_path):
     demo, candidate = recipe.load("demo"), recipe.load("round11")
-    assert demo.start == candidate.start and re.fullmatch(r"[0-9a-f]{40}", demo.start.git_commit)
+    assert demo.start.path == candidate.start.path == "weights/demo"
+    assert all(re.fullmatch(r"[0-9a-f]{40}", r.start.git_commit) for r in (demo, candidate))
     assert demo.stages == ()  # the shipped weights are the committed start (round 11 was not shipped)
     for stage in candidate.stages:
         assert stage.config.lm_budget_s == 0 and stage.config.lm_steps > 0 and stage.mode == "continue_llm"
@@ -186,14 +187,16 @@ def test_recipes_parse_with_fixed_steps_and_refuse_budgets(tmp_path):
 
 
 def test_demo_recipe_writes_the_committed_start(tmp_path):
-    """`--recipe demo` rebuilds the shipped weights: the committed round-10 files, byte for byte."""
+    """`--recipe demo` rebuilds the shipped weights: the committed files, byte for byte (the round-10
+    weights, and the config.json that declares the drawing prompt)."""
     start = recipe.load("demo").start
     known = subprocess.run(["git", "-C", str(recipe.REPO), "cat-file", "-e", start.git_commit + "^{commit}"])
     if known.returncode != 0:  # a shallow clone or an unpacked archive holds no history to read it from
         pytest.skip(f"commit {start.git_commit[:12]} is not in this checkout's git history")
     names = recipe.materialize_start(start, tmp_path)
     assert any(n.endswith("llm/model.safetensors") for n in names)
-    for rel in ("llm/model.safetensors", "llm/tokenizer.json", "vqgan/demo-vqgan.safetensors"):
+    files = ("llm/model.safetensors", "llm/tokenizer.json", "llm/config.json", "vqgan/demo-vqgan.safetensors")
+    for rel in files:
         assert (tmp_path / rel).read_bytes() == (recipe.REPO / start.path / rel).read_bytes(), rel
 
 
