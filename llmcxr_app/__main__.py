@@ -96,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("positional", nargs="+", metavar="IMAGE QUESTION", help="image file(s), then the question")
     p.add_argument("--no-image", action="store_true", help="ask without an image (give only QUESTION)")
+    p.add_argument(
+        "--verbatim",
+        action="store_true",
+        help="ask QUESTION as written, even when the checkpoint is asked the template question it reads as",
+    )
     _add_common(p)
     p = sub.add_parser(
         "draw", help="draw a synthetic chest X-ray from findings", description="Report -> CXR."
@@ -214,7 +219,7 @@ def _answer(studio: Studio, args, image: str | None, text: str | None, sampling,
     if args.command == "describe":
         updates = studio.describe(prepared, sampling=sampling)
     else:
-        updates = studio.ask(text, prepared, sampling=sampling)
+        updates = studio.ask(text, prepared, sampling=sampling, verbatim=args.verbatim)
     result = _stream_to_stdout(updates, args.command, args.json or args.jsonl, studio.info.grid)
     if args.json or args.jsonl:
         payload = {"input": image} if args.jsonl else {}
@@ -222,6 +227,8 @@ def _answer(studio: Studio, args, image: str | None, text: str | None, sampling,
         print(json.dumps(payload, ensure_ascii=False, default=str))
     else:
         sys.stdout.write("\n")
+        if result.provenance.get("asked"):
+            print(f"(asked as the template question: {result.provenance['asked']})", file=sys.stderr)
 
 
 def _draw(studio: Studio, args: argparse.Namespace, text: str, sampling: SamplingConfig) -> int:

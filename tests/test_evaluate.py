@@ -59,11 +59,12 @@ class _OracleStudio:
         assert sampling.temperature == 0
         yield self._result(self.reports[id(p)])
 
-    def ask(self, question: str, p: PreparedImage, *, sampling: SamplingConfig):
+    def ask(self, question: str, p: PreparedImage, *, sampling: SamplingConfig, verbatim: bool):
+        assert not verbatim  # the harness asks as the app does unless --verbatim
         yield self._result(answer_for(question, self.by_codes[id(p)]))
 
-    def draw(self, findings: str, *, sampling: SamplingConfig, preview_every: int):
-        assert sampling.top_p == 0.92 and sampling.seed is not None and preview_every == 0
+    def draw(self, findings: str, *, sampling: SamplingConfig, preview_every: int, verbatim: bool):
+        assert not verbatim and sampling.top_p == 0.92 and sampling.seed is not None and preview_every == 0
         codes = [0] * self.vqgan.grid_tokens
         yield self._result("", Image.new("L", (self.vqgan.resolution,) * 2), codes)
 
@@ -114,9 +115,9 @@ class _SampledOracle(_OracleStudio):
             report = "FINDINGS: No pleural effusion. IMPRESSION: Large right pleural effusion."
         yield self._result(report)
 
-    def ask(self, question: str, p: PreparedImage, *, sampling: SamplingConfig):
+    def ask(self, question: str, p: PreparedImage, *, sampling: SamplingConfig, verbatim: bool):
         self.samplings.append(("ask", sampling))
-        yield from super().ask(question, p, sampling=sampling)
+        yield from super().ask(question, p, sampling=sampling, verbatim=verbatim)
 
 
 def test_text_sampling_default_is_what_the_app_samples_and_consistency_is_counted(tiny_studio, monkeypatch):
@@ -151,7 +152,7 @@ class _CandidateOracle(_OracleStudio):
         self.drawn: dict[int, tuple[int, str]] = {}  # id(image) -> (candidate, prompt)
         self.prompt = ""
 
-    def draw(self, findings: str, *, sampling: SamplingConfig, preview_every: int):
+    def draw(self, findings: str, *, sampling: SamplingConfig, preview_every: int, verbatim: bool):
         k = (sampling.seed - ev.EVAL_SEED_START) // eval_draw.CANDIDATE_SEED_STRIDE
         image = Image.new("L", (self.vqgan.resolution,) * 2, k)
         self.drawn[id(image)], self.prompt = (k, findings), findings

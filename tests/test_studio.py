@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from llmcxr_app.imaging import images as imaging
 from llmcxr_app.studio.facade import Studio, StudioInputError
 
 GREEDY = SamplingConfig(temperature=0.0, max_new_tokens=6)
+EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"
 
 
 @pytest.fixture(scope="module")
@@ -223,7 +225,8 @@ def test_requests_wait_for_a_background_warm_up(studio, monkeypatch):
 
 
 def test_a_model_without_the_key_draws_from_the_text_as_typed(studio):
-    assert studio.info.draw_prompt == "verbatim"
+    assert studio.info.draw_prompt == studio.info.question_prompt == "verbatim"
+    assert Studio.finish(studio.ask("Any PTX?", sampling=GREEDY)).provenance["asked"] is None
     result = Studio.finish(studio.draw("Massive R effusion, no PTX.", sampling=GREEDY, preview_every=0))
     prov = result.provenance
     assert prov["draw_prompt"] == "verbatim" and prov["model_findings"] is None
@@ -252,3 +255,17 @@ def test_the_demo_checkpoint_draws_the_labelers_reading_unless_verbatim():
     typed = draw(text, verbatim=True)
     assert typed.provenance["draw_prompt"] == "verbatim" and typed.provenance["model_findings"] is None
     assert typed.codes != read.codes
+
+    # Questions about an X-ray: the template question they read as, unless verbatim or nothing is read.
+    assert demo.info.question_prompt == "canonical"
+    xray = demo.prepare(Image.open(EXAMPLES / "pneumothorax_left.png"))
+
+    def ask(question: str, image=xray, verbatim: bool = False):
+        return Studio.finish(demo.ask(question, image, sampling=GREEDY, verbatim=verbatim))
+
+    shorthand = ask("PTX - which side?")
+    assert shorthand.provenance["asked"] == "Which side is the pneumothorax on?"
+    assert shorthand.text == ask("Which side is the pneumothorax on?", verbatim=True).text
+    assert ask("PTX - which side?", verbatim=True).provenance["asked"] is None
+    assert ask("Is the heart size normal?").provenance["asked"] is None  # polarity: asked as typed
+    assert ask("Any PTX?", image=None).provenance["asked"] is None  # no image: a plain instruction

@@ -55,6 +55,7 @@ def test_smoke_model_loads_through_the_official_path(smoke_run):
     assert next(llm.model.parameters()).dtype == torch.float32
     # A demo model learns the template language, so its config.json says it draws from the reading.
     assert llm.draw_prompt == PRESETS["tiny"].draw_prompt == "canonical"
+    assert llm.question_prompt == PRESETS["tiny"].question_prompt == "canonical"
 
 
 def test_examples_mask_the_prompt_and_keep_the_response(tiny_tokenizer):

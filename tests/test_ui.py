@@ -577,10 +577,20 @@ def test_the_reading_note_says_whether_the_model_drew_from_the_reading():
     from llmcxr_app.ui.draw import reading_note
 
     canonical = reading_note("Big R effusion + cardiomeg, ?PTX", "canonical")
-    assert canonical.startswith("Read as: large right pleural effusion")
+    assert canonical.startswith(
+        "Read as: cardiomegaly, large right pleural effusion; hedged, not drawn: pneumothorax."
+    )
     assert "draws from that reading" in canonical
     verbatim = reading_note("Possible left pneumothorax.", "verbatim")
     assert verbatim == (
         "Read as (for the self-check): no finding the model draws (a normal chest); hedged, not drawn: "
         "pneumothorax."
     )
+
+
+def test_an_answer_says_which_template_question_the_model_was_asked():
+    from llmcxr_app.ui.answers import with_reading
+
+    assert with_reading("Left.", {"asked": None}) == "Left."
+    noted = with_reading("Left.", {"asked": "Which side is the pneumothorax on?"})
+    assert noted.startswith("Left.\n\n") and '"Which side is the pneumothorax on?"' in noted

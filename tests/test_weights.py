@@ -476,8 +476,10 @@ def test_the_draw_prompt_a_checkpoint_declares_is_read_and_checked(tiny_llm_dir,
     assert load_llm(tiny_llm_dir, codebook_size=CODEBOOK).draw_prompt == "verbatim"  # no key: as typed
     d = _copy_llm(tiny_llm_dir, tmp_path / "llm")
     conf = json.loads((d / "config.json").read_text())
-    (d / "config.json").write_text(json.dumps({**conf, "llmcxr_draw_prompt": "canonical"}))
-    assert load_llm(d, codebook_size=CODEBOOK).draw_prompt == "canonical"
+    both = {"llmcxr_draw_prompt": "canonical", "llmcxr_question_prompt": "canonical"}
+    (d / "config.json").write_text(json.dumps({**conf, **both}))
+    loaded = load_llm(d, codebook_size=CODEBOOK)
+    assert loaded.draw_prompt == loaded.question_prompt == "canonical"
     (d / "config.json").write_text(json.dumps({**conf, "llmcxr_draw_prompt": "templates"}))
     with pytest.raises(
         WeightsError, match=r"llmcxr_draw_prompt is 'templates'; this app knows verbatim, canonical"

@@ -175,18 +175,20 @@ class LoadedLLM:
     llm_hash: str = ""  # files.weight_hash of weight_files alone ("" when not read from files)
     vqgan_hash: str = ""  # load_model: files.weight_hash of the VQ-GAN's checkpoint and config
     draw_prompt: str = "verbatim"  # what it draws from: the user's text or its reading (studio/reading.py)
+    question_prompt: str = "verbatim"  # what it is asked: the user's question or the template one it reads as
 
 
 DRAW_PROMPT_KEY = "llmcxr_draw_prompt"  # config.json key a checkpoint declares its drawing prompts with
-DRAW_PROMPTS = ("verbatim", "canonical")  # the values it may take (studio/reading.py explains both)
+QUESTION_PROMPT_KEY = "llmcxr_question_prompt"  # ... and its VQA questions with
+DRAW_PROMPTS = ("verbatim", "canonical")  # the values either may take (studio/reading.py explains both)
 
 
-def _draw_prompt(root: Path, hf_config: dict[str, Any]) -> str:
-    """How the checkpoint learned to draw (config.json DRAW_PROMPT_KEY; absent: from the text as written)."""
-    value = hf_config.get(DRAW_PROMPT_KEY, "verbatim")
+def _prompt_style(root: Path, hf_config: dict[str, Any], key: str) -> str:
+    """How the checkpoint learned its prompts (config.json ``key``; absent: from the text as written)."""
+    value = hf_config.get(key, "verbatim")
     if value not in DRAW_PROMPTS:
         raise WeightsError(
-            f"{root}/config.json: {DRAW_PROMPT_KEY} is {value!r}; this app knows {', '.join(DRAW_PROMPTS)}."
+            f"{root}/config.json: {key} is {value!r}; this app knows {', '.join(DRAW_PROMPTS)}."
         )
     return value
 
@@ -332,7 +334,7 @@ def load_llm(
     """Load an LLM-CXR LLM from a Hugging Face directory and check it against the protocol.
 
     Checks before reading the weights: config.json is GPT-NeoX; the tokenizer holds the special tokens; the
-    embedding has len(tokenizer) + codebook_size rows; config.json's DRAW_PROMPT_KEY, when present, is known.
+    embedding has len(tokenizer) + codebook_size rows; config.json's DRAW_PROMPT_KEY and QUESTION_PROMPT_KEY, when present, are known.
     ``codebook_size``: the VQ-GAN's n_embed. Its
     ``weight_hash`` covers the LLM's weight files only (load_model adds the VQ-GAN's).
     """
@@ -340,7 +342,8 @@ def load_llm(
     hf_config = _read_hf_config(root)
     files = llm_weight_files(root)
     tokenizer, layout = _load_tokenizer(root, hf_config, codebook_size)
-    draw_prompt = _draw_prompt(root, hf_config)
+    draw_prompt = _prompt_style(root, hf_config, DRAW_PROMPT_KEY)
+    question_prompt = _prompt_style(root, hf_config, QUESTION_PROMPT_KEY)
     dev = resolve_device(device)
     quant, kwargs = _precision(root, hf_config, quantization, dev)
     model = _read_model(root, kwargs, layout)
@@ -362,6 +365,7 @@ def load_llm(
         context_length=int(hf_config.get("max_position_embeddings", model.config.max_position_embeddings)),
         weight_files=tuple(files),
         draw_prompt=draw_prompt,
+        question_prompt=question_prompt,
     )
 
 

@@ -203,8 +203,10 @@ class AdapterStudio:
         *,
         sampling: SamplingConfig = DEFAULT_SAMPLING,
         cancel: threading.Event | None = None,
+        verbatim: bool = True,
     ) -> Iterator[Update]:
-        """A question about an image (VQA), or a plain instruction without one when ``image`` is None."""
+        """A question about an image (VQA), or a plain instruction without one when ``image`` is None.
+        The question always goes as typed (``verbatim`` is accepted for the facades' common calls)."""
         question = (question or "").strip()
         if not question:
             raise StudioInputError("The question is empty: please type a question.")

@@ -33,7 +33,7 @@ from llmcxr_app.imaging.images import LoadedImage
 from llmcxr_app.loading.weights import load_model
 from llmcxr_app.modeling.vqgan import VQGAN
 from llmcxr_app.studio import requests
-from llmcxr_app.studio.reading import canonical_text, read_findings
+from llmcxr_app.studio.reading import canonical_text, read_findings, read_question
 from llmcxr_app.studio.timings import timed_prefill, timings_of
 from llmcxr_app.studio.types import PreparedImage, Result, StudioInfo, StudioInputError, Update
 from llmcxr_app.studio.warmup import WarmUpGate
@@ -88,6 +88,7 @@ class Studio:
             llm_hash=getattr(llm, "llm_hash", ""),  # "" for a model not read from files
             vqgan_hash=getattr(llm, "vqgan_hash", ""),
             draw_prompt=getattr(llm, "draw_prompt", "verbatim"),  # a LoadedLLM-like test double may lack it
+            question_prompt=getattr(llm, "question_prompt", "verbatim"),
         )
 
     @classmethod
@@ -223,17 +224,28 @@ class Studio:
         *,
         sampling: SamplingConfig = DEFAULT_SAMPLING,
         cancel: threading.Event | None = None,
+        verbatim: bool = False,
     ) -> Iterator[Update]:
         """A question about an image (VQA: the question is the instruction, the image the input), or a plain
-        instruction without input when ``image`` is None."""
+        instruction without input when ``image`` is None.
+
+        A checkpoint that learned the template questions (StudioInfo.question_prompt "canonical") is asked
+        the template question that `reading.read_question` reads from a question about an image, unless
+        ``verbatim`` or nothing is read safely; the provenance says which (``asked``: None or the template
+        question, the app's own fixed text)."""
         question = (question or "").strip()
         if not question:
             raise StudioInputError("The question is empty: please type a question.")
-        ids = self._prompt(question, image=image)
+        template = None
+        if image is not None and not verbatim and self.info.question_prompt == "canonical":
+            read = read_question(question)
+            template = read.canonical if read is not None else None
+        asked = template or question
+        ids = self._prompt(asked, image=image)
         purpose = "the answer" if image is None else "the image and the answer"
-        self._check_fits(ids, question, "question", MIN_ANSWER_TOKENS, purpose)
+        self._check_fits(ids, asked, "question", MIN_ANSWER_TOKENS, purpose)
         task = protocol.TASK_INSTRUCT if image is None else protocol.TASK_VQA
-        return self._text_stream(task, ids, sampling, cancel, None)
+        return self._text_stream(task, ids, sampling, cancel, None, {"asked": template})
 
     def draw(
         self,
@@ -292,9 +304,10 @@ class Studio:
         sampling: SamplingConfig,
         cancel: threading.Event | None,
         instruction: str | None,
+        extra: dict | None = None,
     ) -> Iterator[Update]:
         sampling = self._seeded(sampling)
-        provenance = self._provenance(task, sampling, instruction)
+        provenance = {**self._provenance(task, sampling, instruction), **(extra or {})}
         marks: dict = {}
         queued = time.perf_counter()
         with self._acquire(cancel):

@@ -10,15 +10,20 @@ A model whose checkpoint says it learned to draw from the template language (con
 given `canonical_text(reading)` instead of the user's words: the template report (template_text.py) of
 the findings read, with the first wording of every sentence, so it draws what was understood in the words
 it knows. A finding that is only hedged ("possible effusion") is not drawn. Models trained on real reports
-(the official LLM-CXR) get the text as typed. Pure functions; no model, no files.
+(the official LLM-CXR) get the text as typed.
+
+Questions likewise: a checkpoint with ``"llmcxr_question_prompt": "canonical"`` is asked the template
+question (template_text.QUESTIONS) that asks what `read_question` reads, when it reads one safely.
+Pure functions; no model, no files.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from llmcxr_app.studio import template_text
-from llmcxr_app.studio.labeler import LABELS, read_states
+from llmcxr_app.studio.labeler import LABELS, mentioned_labels, read_states
 
 NOTHING_READ = "no finding the model draws (a normal chest)"  # summary of a reading with nothing present
 
@@ -60,3 +65,79 @@ def read_findings(text: str) -> FindingsReading:
 def canonical_text(reading: FindingsReading) -> str:
     """The template report of the findings read (template_text.report with its first wordings)."""
     return template_text.report(reading.present, reading.attributes, template_text.FIRST)
+
+
+# What a question asks about a finding, beyond whether it is there (lower-cased question text).
+_SIDE_ASKED = re.compile(
+    r"\b(?:which|what)\s+side\b|\bleft\s+or\s+(?:the\s+)?right\b|\bright\s+or\s+(?:the\s+)?left\b"
+    r"|\b[rl]\s+or\s+[rl]\b|\bside\b|\bwhich\s+(?:ha?emithorax|lung)\b|\bwhere\b|\blaterality\b"
+)
+# A yes/no question that names a side, size or zone ("Is the effusion on the left?") is asked as the
+# side / size / zone question: its answer names the value, which answers the yes/no (a template presence
+# question would answer "yes" to a right effusion).
+_SIDE_NAMED = re.compile(r"\b(?:left|right|l|r|bilateral|bilat|both)\b")
+_SIZE_NAMED = re.compile(r"\b(?:small|large|big|massive|moderate|tiny|trace|huge|minimal)\b")
+_ZONE_NAMED = re.compile(r"\b(?:upper|lower|base|basal|apex|apical|rul|rll|lul|lll|lingula|lingular)\b")
+_SIZE_ASKED = re.compile(r"\bhow\s+(?:big|large|much|extensive)\b|\bsize\b|\bsmall\s+or\s+(?:large|big)\b")
+_ZONE_ASKED = re.compile(r"\bwhere\b|\bwhich\s+(?:zone|lobe|part|area)\b|\blocation\b|\bzone\b|\blobe\b")
+_ABSENCE_ASKED = re.compile(r"\bnormal\b|\bclear\b|\bfree\s+of\b|\bunremarkable\b")  # polarity flips
+_HEART_SIZE = re.compile(r"\b(?:heart|cardiac)\s+size\b|\bsize\s+of\s+the\s+heart\b")
+_DEVICES = re.compile(r"\b(?:lines?|tubes?|devices?|hardware)\b")
+# Lay and loose names a question may use that a report would not (where "opacity" or "collapse" could
+# mean other things): read in questions only, after the labeler's own vocabulary.
+_QUESTION_NAMES = {
+    "pneumothorax": re.compile(r"\bcollapsed\s+(?:right\s+|left\s+)?lung\b"),
+    "ett": re.compile(r"\bbreathing\s+tube\b|\btube\s+in\s+the\s+(?:trachea|windpipe)\b"),
+    "pacemaker": re.compile(r"\bcardiac\s+device\b|\bpacing\s+device\b"),
+    "consolidation": re.compile(r"\bopacit(?:y|ies)\b"),
+    "cardiomegaly": re.compile(r"\bctr\b|\bcardiothoracic\s+ratio\b"),
+}
+
+
+@dataclass(frozen=True)
+class QuestionReading:
+    """What a question about an X-ray asks, as the template VQA pool's kinds name it."""
+
+    kind: str  # "presence" | "side" | "size" | "zone" | "heart" | "devices" (template_text.QUESTIONS)
+    label: str  # the finding asked about (LABELS), "devices" for kind "devices"
+
+    @property
+    def canonical(self) -> str:
+        """The template question that asks the same (template_text.canonical_question)."""
+        return template_text.canonical_question(self.kind, self.label)
+
+
+def _kind_of(label: str, q: str) -> str:
+    """The kind of a question about one finding: its side, size or zone when asked, else presence."""
+    sided = label in ("effusion", "pneumothorax")
+    if sided and _SIDE_ASKED.search(q) and not _SIZE_ASKED.search(q):
+        return "side"
+    if label == "effusion" and _SIZE_ASKED.search(q):
+        return "size"
+    if label == "consolidation" and (_ZONE_ASKED.search(q) or _ZONE_NAMED.search(q)):
+        return "zone"
+    if sided and _SIDE_NAMED.search(q):
+        return "side"
+    if label == "effusion" and _SIZE_NAMED.search(q):
+        return "size"
+    return "presence"
+
+
+def read_question(text: str) -> QuestionReading | None:
+    """What ``text`` asks in the template kinds, or None when it cannot be said safely (then the model
+    gets the question as typed): several findings in one question, none of the seven, or a question
+    whose yes means the finding is absent ("Is the heart size normal?"), which a template question would
+    answer the other way round."""
+    q = " ".join(text.lower().split())
+    labels = mentioned_labels(text) or [lab for lab, name in _QUESTION_NAMES.items() if name.search(q)]
+    if len(labels) > 1 or _ABSENCE_ASKED.search(q):
+        return None
+    if labels:
+        return QuestionReading(_kind_of(labels[0], q), labels[0])
+    if _HEART_SIZE.search(q):
+        return QuestionReading("heart", "cardiomegaly")
+    if _DEVICES.search(q):
+        return QuestionReading("devices", "devices")
+    if re.search(r"\bwhich\s+(?:lobe|zone)\b", q):  # only a consolidation has a lobe or zone here
+        return QuestionReading("zone", "consolidation")
+    return None

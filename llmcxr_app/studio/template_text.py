@@ -39,6 +39,50 @@ class FirstWording:
 
 FIRST = FirstWording()
 
+# The VQA pool: (question, kind, label). kind: presence | side | size | zone | heart | devices.
+QUESTIONS: tuple[tuple[str, str, str], ...] = (
+    ("Is there cardiomegaly?", "presence", "cardiomegaly"),
+    ("Is the heart enlarged?", "presence", "cardiomegaly"),
+    ("Does the patient have cardiomegaly?", "presence", "cardiomegaly"),
+    ("Is there a pleural effusion?", "presence", "effusion"),
+    ("Does the patient have a pleural effusion?", "presence", "effusion"),
+    ("Is there any pleural fluid?", "presence", "effusion"),
+    ("Is there a pneumothorax?", "presence", "pneumothorax"),
+    ("Does the patient have a pneumothorax?", "presence", "pneumothorax"),
+    ("Is there evidence of pneumothorax?", "presence", "pneumothorax"),
+    ("Is there consolidation?", "presence", "consolidation"),
+    ("Does the patient have consolidation?", "presence", "consolidation"),
+    ("Is there any focal consolidation?", "presence", "consolidation"),
+    ("Is there pulmonary edema?", "presence", "edema"),
+    ("Does the patient have pulmonary edema?", "presence", "edema"),
+    ("Are there signs of edema?", "presence", "edema"),
+    ("Is there an endotracheal tube?", "presence", "ett"),
+    ("Is the patient intubated?", "presence", "ett"),
+    ("Is an endotracheal tube present?", "presence", "ett"),
+    ("Is there a pacemaker?", "presence", "pacemaker"),
+    ("Does the patient have a pacemaker?", "presence", "pacemaker"),
+    ("Is a cardiac pacemaker present?", "presence", "pacemaker"),
+    ("Which side is the pleural effusion on?", "side", "effusion"),
+    ("On which side is the effusion?", "side", "effusion"),
+    ("Which side is the pneumothorax on?", "side", "pneumothorax"),
+    ("Where is the pneumothorax?", "side", "pneumothorax"),
+    ("How large is the effusion?", "size", "effusion"),
+    ("What is the size of the pleural effusion?", "size", "effusion"),
+    ("Where is the consolidation?", "zone", "consolidation"),
+    ("Which lung zone is consolidated?", "zone", "consolidation"),
+    ("What is the heart size?", "heart", "cardiomegaly"),
+    ("Which support devices are present?", "devices", "devices"),
+)
+
+
+def canonical_question(kind: str, label: str) -> str:
+    """The first question of QUESTIONS with this kind and label (kind "heart" / "devices": the open ones)."""
+    for question, k, lab in QUESTIONS:
+        if k == kind and lab == label:
+            return question
+    raise ValueError(f"no template question of kind {kind!r} about {label!r}")
+
+
 _ETT = (
     "Endotracheal tube tip terminates above the carina.",
     "An endotracheal tube is in place with the tip above the carina.",

@@ -40,6 +40,8 @@ class StudioInfo:
     can_draw: bool = True  # report -> CXR is served (only the token family can generate images)
     draw_prompt: str = "verbatim"  # what Draw gives the model: the findings as typed, or "canonical": the
     #                                labeler's reading in the template words it learned (studio/reading.py)
+    question_prompt: str = "verbatim"  # what Ask gives it with an image: the question as typed, or
+    #                                    "canonical": the template question it reads as (studio/reading.py)
 
 
 @dataclass(frozen=True, eq=False)

@@ -39,8 +39,17 @@ def stream_into(history: list[dict], updates: Iterator[Update]) -> Generator[Non
     if msg is None:
         msg = {"role": "assistant", "content": ""}
         history.append(msg)
-    msg["content"] = result.text or EMPTY_ANSWER
+    msg["content"] = with_reading(result.text or EMPTY_ANSWER, result.provenance)
     return result
+
+
+def with_reading(text: str, provenance: dict) -> str:
+    """The answer, then the template question the model was asked instead of the user's, when it was
+    (Studio.ask's ``asked``)."""
+    asked = provenance.get("asked")
+    if not asked:
+        return text
+    return f'{text}\n\n_Read as "{asked}": this demo model knows only its template questions._'
 
 
 def save_text(session: Any, result: Result, tag: str) -> list[Path]:

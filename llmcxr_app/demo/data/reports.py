@@ -14,6 +14,7 @@ import numpy as np
 
 from llmcxr_app.demo.data.findings import Findings
 from llmcxr_app.studio import template_text
+from llmcxr_app.studio.template_text import QUESTIONS  # the VQA pool; re-exported for the generator's users
 
 DECLINES = (
     "I am a demo model trained only on synthetic chest X-ray phantoms, so I cannot answer general questions. "
@@ -99,40 +100,6 @@ def write_findings_prompt(findings: Findings, rng: np.random.Generator) -> str:
     return " ".join(phrases[i] for i in order)
 
 
-# The VQA pool: (question, kind, label). kind: presence | side | size | zone | heart | devices.
-QUESTIONS: tuple[tuple[str, str, str], ...] = (
-    ("Is there cardiomegaly?", "presence", "cardiomegaly"),
-    ("Is the heart enlarged?", "presence", "cardiomegaly"),
-    ("Does the patient have cardiomegaly?", "presence", "cardiomegaly"),
-    ("Is there a pleural effusion?", "presence", "effusion"),
-    ("Does the patient have a pleural effusion?", "presence", "effusion"),
-    ("Is there any pleural fluid?", "presence", "effusion"),
-    ("Is there a pneumothorax?", "presence", "pneumothorax"),
-    ("Does the patient have a pneumothorax?", "presence", "pneumothorax"),
-    ("Is there evidence of pneumothorax?", "presence", "pneumothorax"),
-    ("Is there consolidation?", "presence", "consolidation"),
-    ("Does the patient have consolidation?", "presence", "consolidation"),
-    ("Is there any focal consolidation?", "presence", "consolidation"),
-    ("Is there pulmonary edema?", "presence", "edema"),
-    ("Does the patient have pulmonary edema?", "presence", "edema"),
-    ("Are there signs of edema?", "presence", "edema"),
-    ("Is there an endotracheal tube?", "presence", "ett"),
-    ("Is the patient intubated?", "presence", "ett"),
-    ("Is an endotracheal tube present?", "presence", "ett"),
-    ("Is there a pacemaker?", "presence", "pacemaker"),
-    ("Does the patient have a pacemaker?", "presence", "pacemaker"),
-    ("Is a cardiac pacemaker present?", "presence", "pacemaker"),
-    ("Which side is the pleural effusion on?", "side", "effusion"),
-    ("On which side is the effusion?", "side", "effusion"),
-    ("Which side is the pneumothorax on?", "side", "pneumothorax"),
-    ("Where is the pneumothorax?", "side", "pneumothorax"),
-    ("How large is the effusion?", "size", "effusion"),
-    ("What is the size of the pleural effusion?", "size", "effusion"),
-    ("Where is the consolidation?", "zone", "consolidation"),
-    ("Which lung zone is consolidated?", "zone", "consolidation"),
-    ("What is the heart size?", "heart", "cardiomegaly"),
-    ("Which support devices are present?", "devices", "devices"),
-)
 QUESTION_KINDS = {re.sub(r"\s+", " ", q.lower()).strip(): (kind, label) for q, kind, label in QUESTIONS}
 _NAMES = {
     "effusion": "pleural effusion",

@@ -89,7 +89,7 @@ class EvalConfig:
     # Reports and VQA answers: "greedy" (temperature 0, the harness's fixed reference) or "default" (the app's
     # default sampling, temperature 1.0 and top-p 0.92, seed 0 per request: what a user gets unless changed).
     text_sampling: str = "greedy"
-    verbatim: bool = False  # draw from the texts as written, not the labeler's reading (Studio.draw)
+    verbatim: bool = False  # draw from the texts and ask the questions as written (studio/reading.py)
 
 
 # ---------------------------------------------------------------------------------------------- the run
@@ -182,12 +182,14 @@ def _score_reports(studio, prepared, truths, sampling: SamplingConfig, log) -> t
     return {**report, "attributes": attributes, "consistent_fraction": consistent, "n": len(texts)}, tok_s
 
 
-def _score_vqa(studio, seeds, prepared, truths, sampling: SamplingConfig, per_image: int) -> dict:
+def _score_vqa(
+    studio, seeds, prepared, truths, sampling: SamplingConfig, per_image: int, verbatim: bool = False
+) -> dict:
     """VQA: accuracy of the answers to `per_image` questions per phantom, overall and by question kind."""
     items = []
     for seed, p, f in zip(seeds, prepared, truths, strict=True):
         for question, truth in make_qa(f, np.random.default_rng([seed, 0xE7A]), per_image):
-            answer = Studio.finish(studio.ask(question, p, sampling=sampling)).text
+            answer = Studio.finish(studio.ask(question, p, sampling=sampling, verbatim=verbatim)).text
             items.append((_KIND.get(question.lower(), "other"), answers_match(answer, truth)))
     by_kind = {}
     for kind in sorted({k for k, _ in items}):
@@ -253,7 +255,7 @@ def evaluate(
     timings["describe_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    vqa = _score_vqa(studio, seeds, prepared, truths, text, cfg.qa_per_image)
+    vqa = _score_vqa(studio, seeds, prepared, truths, text, cfg.qa_per_image, cfg.verbatim)
     timings["vqa_s"] = time.perf_counter() - t
     log(f"VQA: {vqa['n']} questions in {timings['vqa_s']:.0f} s")
 

@@ -64,7 +64,9 @@ class HandwrittenConfig:
     seed_start: int = EVAL_SEED_START  # first held-out phantom seed
     draw_seed_start: int = EVAL_SEED_START  # drawing i samples with seed draw_seed_start + i
     max_new_tokens: int = 512  # text replies stop here at the latest
-    verbatim: bool = False  # draw from the texts as written, not the labeler's reading (Studio.draw)
+    verbatim: bool = (
+        False  # draw from the texts and ask the questions as written, not as read (studio/reading.py)
+    )
 
 
 def _log(msg: str) -> None:
@@ -194,7 +196,8 @@ def run_vqa(
     for j, q in enumerate(questions):
         for i in pick_phantoms(q.label, truths, j, cfg.per_question):
             try:
-                reply = Studio.finish(studio.ask(q.text, prepared[i], sampling=_greedy(cfg))).text
+                asking = studio.ask(q.text, prepared[i], sampling=_greedy(cfg), verbatim=cfg.verbatim)
+                reply = Studio.finish(asking).text
             except StudioInputError as exc:
                 reply = f"(error: {exc})"
             want, got = expected_answer(q.kind, q.label, truths[i]), parse_reply(reply, q.kind, q.label)
@@ -342,7 +345,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--set", type=Path, default=SET_DIR, help="folder of findings.tsv and questions.tsv")
     p.add_argument("--max-new-tokens", type=int, default=512)
     p.add_argument("--reader", type=Path, default=None, help="reader folder (default: WEIGHTS/reader)")
-    p.add_argument("--verbatim", action="store_true", help="draw from the texts as written (Studio.draw)")
+    p.add_argument(
+        "--verbatim", action="store_true", help="draw from the texts and ask the questions as written"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
     p.add_argument("--device", default="cpu")

@@ -83,16 +83,18 @@ def held_out_seeds(k: int) -> list[int]:
     raise RuntimeError(f"only {len(found)} held-out validation phantoms found")
 
 
-def _vqa(studio, seeds, prepared, truths, greedy) -> dict:
+def _vqa(studio, seeds, prepared, truths, greedy, verbatim: bool) -> dict:
     items = []
     for seed, p, f in zip(seeds, prepared, truths, strict=True):
         for q, truth in questions.make_rich_qa(f, np.random.default_rng([seed, 0xE7A]), 2):
-            items.append(answers_match(Studio.finish(studio.ask(q, p, sampling=greedy)).text, truth))
+            reply = Studio.finish(studio.ask(q, p, sampling=greedy, verbatim=verbatim)).text
+            items.append(answers_match(reply, truth))
     return {"accuracy": ratio(sum(items), len(items)), "n": len(items)}
 
 
 def validate(studio, reader, n: int, n_draw: int, n_held_out: int, log=_log, verbatim: bool = False) -> dict:
-    """Every validation figure (see the module docstring); ``verbatim``: draw from the texts as written."""
+    """Every validation figure (see the module docstring); ``verbatim``: draw from the texts and ask the
+    questions as written, not as read (studio/reading.py)."""
     greedy = _text_sampling(EvalConfig(text_sampling="greedy"))
     seeds = list(splits.validation_seeds(n))
     phantoms = [make_phantom(s) for s in seeds]
@@ -100,8 +102,8 @@ def validate(studio, reader, n: int, n_draw: int, n_held_out: int, log=_log, ver
     truths = [ph.findings for ph in phantoms]
     t = time.perf_counter()
     report, _ = _score_reports(studio, prepared, truths, greedy, log)
-    vqa = _vqa(studio, seeds, prepared, truths, greedy)
-    draw = _draw(studio, reader, list(splits.validation_seeds(n_draw)), log, verbatim)
+    vqa = _vqa(studio, seeds, prepared, truths, greedy, verbatim)
+    draw = _draw(studio, reader, list(splits.validation_seeds(n_draw)), log, verbatim) if n_draw else None
     held = _draw(studio, reader, held_out_seeds(n_held_out), log, verbatim) if n_held_out else None
     return {
         "report_micro": report["micro"],
@@ -119,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-draw", type=int, default=60, help="drawing requests")
     p.add_argument("--n-held-out", type=int, default=15, help="drawing requests with held-out combinations")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--verbatim", action="store_true", help="draw from the texts as written (Studio.draw)")
+    p.add_argument(
+        "--verbatim", action="store_true", help="draw from the texts and ask the questions as written"
+    )
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -128,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     reader = get_reader(studio, a.weights / "reader")
     res = validate(studio, reader, a.n, a.n_draw, a.n_held_out, verbatim=a.verbatim)
     res["draw_prompt"] = "verbatim" if a.verbatim else studio.info.draw_prompt
+    res["question_prompt"] = "verbatim" if a.verbatim else studio.info.question_prompt
     res["command"] = "python -m llmcxr_app.demo.evaluate.validation " + " ".join(
         sys.argv[1:] if argv is None else argv
     )

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from llmcxr_app import protocol
 from llmcxr_app.demo.data import reports, splits
 from llmcxr_app.demo.data import samples as data
-from llmcxr_app.loading.weights import DRAW_PROMPT_KEY, load_vqgan
+from llmcxr_app.loading.weights import DRAW_PROMPT_KEY, QUESTION_PROMPT_KEY, load_vqgan
 from llmcxr_app.loading.writers import save_vqgan, shrink
 from llmcxr_app.modeling.builders import DEMO_LLM, DEMO_VOCAB, DEMO_VQGAN, LLMShape, make_llm, train_tokenizer
 from llmcxr_app.modeling.vqgan import VQGAN, VQGANConfig
@@ -70,6 +70,8 @@ class TrainConfig:
     #                               (data.finding_cells) weigh this much in the loss
     draw_prompt: str = "canonical"  # written to config.json (loading.weights.DRAW_PROMPT_KEY): "canonical"
     #                                 = the app draws from the labeler's reading in the templates' words
+    question_prompt: str = "canonical"  # written to config.json (QUESTION_PROMPT_KEY): "canonical" = the
+    #                                     app asks the template question a question reads as
 
 
 PRESETS = {
@@ -345,6 +347,7 @@ def _save_llm(llm: Any, tokenizer: Any, cfg: TrainConfig, out: Path) -> None:
     llm.generation_config.eos_token_id = protocol.token_layout(tokenizer, cfg.vqgan.n_embed).end_id
     llm.generation_config.pad_token_id = tokenizer.pad_token_id
     setattr(llm.config, DRAW_PROMPT_KEY, cfg.draw_prompt)  # saved into config.json with the rest
+    setattr(llm.config, QUESTION_PROMPT_KEY, cfg.question_prompt)
     llm.save_pretrained(out / "llm")
     tokenizer.save_pretrained(out / "llm")
     shrink(out)
