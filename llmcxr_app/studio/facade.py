@@ -259,9 +259,10 @@ class Studio:
         """Report -> CXR. Yields an Update per completed grid row, with a preview image every
         ``preview_every`` rows (0 = no previews), then the final image with the codes and their probabilities.
 
-        A checkpoint that learned to draw from canonical sentences (LoadedLLM.draw_prompt "canonical") is
-        given the labeler's reading of ``findings`` in those words (studio/reading.py), unless ``verbatim``;
-        any other model gets the text as typed. The reading goes into the provenance either way."""
+        A checkpoint that learned to draw from the template words (StudioInfo.draw_prompt "canonical") is
+        given the labeler's reading of ``findings`` as its template report (studio/reading.py), unless
+        ``verbatim``; any other model gets the text as typed. The reading goes into the provenance either
+        way."""
         findings = (findings or "").strip()
         if not findings:
             raise StudioInputError("The findings are empty: please type the report text to draw from.")
