@@ -192,6 +192,8 @@ def test_draw_candidates_are_chosen_by_self_check_and_the_first_is_scored_too(ti
     assert three["self_check_agreed_fraction"] == 1.0
     floor = three["label_accuracy_mean_all_absent"]
     assert floor < 1.0 and three["first_candidate"]["label_accuracy_mean"] == pytest.approx(floor)
+    # the first candidates drew nothing: detection recall 0 (the headline of one drawing per request)
+    assert three["first_candidate"]["prf"]["micro"]["recall"] == 0.0 and three["prf"]["micro"]["f1"] == 1.0
     two, _ = eval_draw.evaluate_draw(oracle, reader, truths, candidates=2, **kw)  # GOOD is never drawn
     assert two["label_accuracy_mean"] == pytest.approx(floor)
 

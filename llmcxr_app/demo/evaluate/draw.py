@@ -143,7 +143,9 @@ def _scores(
         firsts = [p if p is not None else _failed(f) for p, f in zip(firsts, truths, strict=True)]
         first = reader_mod.score(firsts, truths)
         draw["first_candidate"] = {
-            k: first[k] for k in ("label_accuracy_mean", "exact_match", "label_accuracy")
+            **{k: first[k] for k in ("label_accuracy_mean", "exact_match", "label_accuracy")},
+            "prf": prf([{k: p[k] for k in LABELS} for p in firsts], [f.label_vector() for f in truths]),
+            "attribute_accuracy": first.get("attribute_accuracy"),
         }
         draw["self_check_agreed_fraction"] = ratio(sum(agreed), len(agreed))
     return draw

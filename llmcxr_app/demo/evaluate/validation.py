@@ -9,7 +9,9 @@ sampler draws, and every text is written by data/language.py / data/questions.py
   detection precision / recall / F1 per finding and side / size / zone accuracy;
 - draw_held_out: the same on validation phantoms with the finding combinations held out of training;
 - vqa: questions.make_rich_qa(findings, default_rng([seed, 0xE7A]), 2) on the phantoms, greedy answers;
-- report: greedy reports of the phantoms, micro-F1 by the labeler (the template report the model writes).
+- report: greedy reports of the phantoms, micro-F1 by the labeler (the template report the model writes);
+- report_answer_agreement: per finding a report states, whether the greedy answer to a clinician-style
+  presence question about it (questions.question, default_rng([seed, 0xA6E])) says the same.
 This is not the test split: the headline figures come from evaluation.py and the hand-written set.
 """
 
@@ -26,6 +28,7 @@ import torch
 
 from llmcxr_app.config import RuntimeConfig, Settings
 from llmcxr_app.demo.data import language, questions, splits
+from llmcxr_app.demo.data.language import surface
 from llmcxr_app.demo.data.phantoms import make_phantom
 from llmcxr_app.demo.evaluate.draw import evaluate_draw
 from llmcxr_app.demo.evaluate.evaluation import (
@@ -37,7 +40,9 @@ from llmcxr_app.demo.evaluate.evaluation import (
     get_reader,
 )
 from llmcxr_app.demo.evaluate.metrics import answers_match, ratio
+from llmcxr_app.demo.evaluate.replies import parse_reply
 from llmcxr_app.studio.facade import Studio
+from llmcxr_app.studio.labeler import LABELS, label_states
 
 HELD_OUT_SEARCH_START = 905_000  # held-out combinations are searched from here (inside the split)
 
@@ -92,6 +97,23 @@ def _vqa(studio, seeds, prepared, truths, greedy, verbatim: bool) -> dict:
     return {"accuracy": ratio(sum(items), len(items)), "n": len(items)}
 
 
+def _agreement(studio, seeds, prepared, greedy, verbatim: bool) -> dict:
+    """Whether the answer to a clinician-style presence question agrees with the model's own greedy report
+    of the same X-ray, per finding the report states (present or absent; hedged ones skipped)."""
+    agree, total = 0, 0
+    for seed, p in zip(seeds, prepared, strict=True):
+        states = label_states(Studio.finish(studio.describe(p, sampling=greedy)).text)
+        rng = np.random.default_rng([seed, 0xA6E])
+        for label in LABELS:
+            if states[label] == "uncertain":
+                continue
+            q = surface(questions.question("presence", label, rng), rng)
+            reply = Studio.finish(studio.ask(q, p, sampling=greedy, verbatim=verbatim)).text
+            agree += parse_reply(reply, "presence", label) == ("yes" if states[label] == "present" else "no")
+            total += 1
+    return {"fraction": ratio(agree, total), "n": total}
+
+
 def validate(studio, reader, n: int, n_draw: int, n_held_out: int, log=_log, verbatim: bool = False) -> dict:
     """Every validation figure (see the module docstring); ``verbatim``: draw from the texts and ask the
     questions as written, not as read (studio/reading.py)."""
@@ -103,11 +125,13 @@ def validate(studio, reader, n: int, n_draw: int, n_held_out: int, log=_log, ver
     t = time.perf_counter()
     report, _ = _score_reports(studio, prepared, truths, greedy, log)
     vqa = _vqa(studio, seeds, prepared, truths, greedy, verbatim)
+    agreement = _agreement(studio, seeds, prepared, greedy, verbatim)
     draw = _draw(studio, reader, list(splits.validation_seeds(n_draw)), log, verbatim) if n_draw else None
     held = _draw(studio, reader, held_out_seeds(n_held_out), log, verbatim) if n_held_out else None
     return {
         "report_micro": report["micro"],
         "vqa": vqa,
+        "report_answer_agreement": agreement,
         "draw": draw,
         "draw_held_out": held,
         "seconds": round(time.perf_counter() - t, 1),
