@@ -180,15 +180,15 @@ class LoadedLLM:
 
 DRAW_PROMPT_KEY = "llmcxr_draw_prompt"  # config.json key a checkpoint declares its drawing prompts with
 QUESTION_PROMPT_KEY = "llmcxr_question_prompt"  # ... and its VQA questions with
-DRAW_PROMPTS = ("verbatim", "canonical")  # the values either may take (studio/reading.py explains both)
+PROMPT_STYLES = ("verbatim", "canonical")  # the values either may take (studio/reading.py explains both)
 
 
 def _prompt_style(root: Path, hf_config: dict[str, Any], key: str) -> str:
     """How the checkpoint learned its prompts (config.json ``key``; absent: from the text as written)."""
     value = hf_config.get(key, "verbatim")
-    if value not in DRAW_PROMPTS:
+    if value not in PROMPT_STYLES:
         raise WeightsError(
-            f"{root}/config.json: {key} is {value!r}; this app knows {', '.join(DRAW_PROMPTS)}."
+            f"{root}/config.json: {key} is {value!r}; this app knows {', '.join(PROMPT_STYLES)}."
         )
     return value
 
@@ -334,8 +334,8 @@ def load_llm(
     """Load an LLM-CXR LLM from a Hugging Face directory and check it against the protocol.
 
     Checks before reading the weights: config.json is GPT-NeoX; the tokenizer holds the special tokens; the
-    embedding has len(tokenizer) + codebook_size rows; config.json's DRAW_PROMPT_KEY and QUESTION_PROMPT_KEY, when present, are known.
-    ``codebook_size``: the VQ-GAN's n_embed. Its
+    embedding has len(tokenizer) + codebook_size rows; the prompt styles config.json declares
+    (DRAW_PROMPT_KEY, QUESTION_PROMPT_KEY) are known ones. ``codebook_size``: the VQ-GAN's n_embed. Its
     ``weight_hash`` covers the LLM's weight files only (load_model adds the VQ-GAN's).
     """
     root = local_path(path)

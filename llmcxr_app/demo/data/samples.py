@@ -39,7 +39,8 @@ class Sample:
 @functools.cache
 def generator_version() -> str:
     """12 hex chars of sha256 over the source of everything that makes a Sample: the findings sampler, the
-    phantom renderer, the report writer and its template language, the labeler's label list and the app's preprocessing (images.py).
+    phantom renderer, the report writer and its template language (template_text.py), the labeler's label
+    list and the app's preprocessing (images.py).
 
     Any edit to them changes it, so a sample cache written by an older generator is never reused.
     """

@@ -175,12 +175,11 @@ def train_vqgan(
 
 @torch.no_grad()
 def encode_all(
-    model: VQGAN, pixels: list[np.ndarray], device: torch.device, batch: int = 64
+    model: VQGAN, samples: list[data.Sample], device: torch.device, batch: int = 64
 ) -> list[list[int]]:
-    """The VQ-GAN codes of model-resolution uint8 images (Sample.pixels), grid_tokens each."""
     out: list[list[int]] = []
-    for i in range(0, len(pixels), batch):
-        x = data.to_tensor(list(pixels[i : i + batch])).to(device)
+    for i in range(0, len(samples), batch):
+        x = data.to_tensor([s.pixels for s in samples[i : i + batch]]).to(device)
         out += model.encode_codes(x).tolist()
     return out
 
@@ -384,7 +383,7 @@ def run(
     _log(f"{len(samples)} phantoms in {timings['phantoms_s']:.0f} s")
     t = time.time()
     vqgan, vq_stats = _vqgan_stage(cfg, samples, out, dev, reuse_vqgan, continue_vqgan)
-    codes = encode_all(vqgan, [s.pixels for s in samples], dev)
+    codes = encode_all(vqgan, samples, dev)
     focus = None
     if cfg.finding_weight != 1.0:  # where each phantom's findings are
         focus = [data.finding_cells(s, vqgan.grid) for s in samples]
