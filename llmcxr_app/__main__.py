@@ -228,7 +228,8 @@ def _answer(studio: Studio, args, image: str | None, text: str | None, sampling,
     else:
         sys.stdout.write("\n")
         if result.provenance.get("asked"):
-            print(f"(asked as the template question: {result.provenance['asked']})", file=sys.stderr)
+            turned = " (the answer is its opposite)" if result.provenance.get("opposite") else ""
+            print(f"(asked as the template question: {result.provenance['asked']}){turned}", file=sys.stderr)
 
 
 def _draw(studio: Studio, args: argparse.Namespace, text: str, sampling: SamplingConfig) -> int:

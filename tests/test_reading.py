@@ -68,8 +68,6 @@ def test_questions_read_unsafely_go_as_typed():
     from llmcxr_app.studio.reading import read_question
 
     for question in (
-        "Is the heart size normal?",  # yes means absent: a template question would answer the other way
-        "Are the lungs clear?",
         "Is there an effusion or a pneumothorax?",  # two findings in one question
         "Any rib fracture?",  # none of the seven
         "What is the capital of France?",
@@ -100,3 +98,30 @@ def test_the_generators_questions_are_read_as_they_were_written():
             right += (reading.kind, reading.label) == (kind, label)
             wrong += (reading.kind, reading.label) != (kind, label)
     assert right >= 950 and wrong <= 10, (right, wrong)
+
+
+def test_a_question_whose_yes_means_absent_is_asked_as_presence_and_answered_the_other_way():
+    from llmcxr_app.studio.reading import opposite_answer, read_question
+
+    for question, template in {
+        "Is the heart size normal?": "Is there cardiomegaly?",
+        "No PTX?": "Is there a pneumothorax?",
+        "Are the lungs clear?": "Is there consolidation?",
+        "CP angles sharp?": "Is there a pleural effusion?",
+        "Is the patient extubated?": "Is there an endotracheal tube?",
+    }.items():
+        reading = read_question(question)
+        assert reading is not None and reading.opposite and reading.canonical == template, question
+    # presence questions that merely contain such words keep their sense
+    assert read_question("Is there clear evidence of pneumothorax?").kind == "presence"
+    assert read_question("Is the mediastinum normal?") is None  # none of the seven findings
+    assert (
+        opposite_answer("Yes."),
+        opposite_answer("no"),
+        opposite_answer("There is no pleural effusion."),
+    ) == (
+        "No.",
+        "Yes.",
+        "Yes.",
+    )
+    assert opposite_answer("Left.") is None  # no clear yes or no: not turned round

@@ -267,5 +267,9 @@ def test_the_demo_checkpoint_draws_the_labelers_reading_unless_verbatim():
     assert shorthand.provenance["asked"] == "Which side is the pneumothorax on?"
     assert shorthand.text == ask("Which side is the pneumothorax on?", verbatim=True).text
     assert ask("PTX - which side?", verbatim=True).provenance["asked"] is None
-    assert ask("Is the heart size normal?").provenance["asked"] is None  # polarity: asked as typed
+    normal = ask("Is the heart size normal?")  # yes means absent: the presence question, turned round
+    assert normal.provenance["asked"] == "Is there cardiomegaly?" and normal.provenance["opposite"]
+    reply = normal.provenance["model_answer"]
+    assert reply == ask("Is there cardiomegaly?", verbatim=True).text
+    assert {"Yes.": "No.", "No.": "Yes."}[reply] == normal.text
     assert ask("Any PTX?", image=None).provenance["asked"] is None  # no image: a plain instruction

@@ -594,3 +594,14 @@ def test_an_answer_says_which_template_question_the_model_was_asked():
     assert with_reading("Left.", {"asked": None}) == "Left."
     noted = with_reading("Left.", {"asked": "Which side is the pneumothorax on?"})
     assert noted.startswith("Left.\n\n") and '"Which side is the pneumothorax on?"' in noted
+
+
+def test_an_answer_turned_round_says_what_the_model_replied():
+    from llmcxr_app.ui.answers import with_reading
+
+    prov = {"asked": "Is there cardiomegaly?", "opposite": True, "model_answer": "No."}
+    assert with_reading("Yes.", prov).endswith(
+        'opposite of "Is there cardiomegaly?", to which the model replied "No."._'
+    )
+    unclear = {**prov, "model_answer": "Enlarged."}
+    assert "model's reply to" in with_reading("Enlarged.", unclear)

@@ -17,6 +17,9 @@ def test_validation_cli_scores_every_part_on_validation_seeds(tmp_path, capsys):
     res = json.loads(out.read_text())
     assert res == json.loads(capsys.readouterr().out)
     assert res["vqa"]["n"] == 4  # two clinician-style questions per phantom
+    assert res["report_answer_agreement"]["n"] == 14  # seven findings per phantom (none hedged)
+    assert 0.0 <= res["report_answer_agreement"]["fraction"] <= 1.0
+    assert res["vqa_absence"]["n"] == 2 and 0.0 <= res["vqa_absence"]["accuracy"] <= 1.0
     assert 0.0 <= res["vqa"]["accuracy"] <= 1.0 and 0.0 <= res["report_micro"]["f1"] <= 1.0
     assert res["draw"]["n"] == 2 and res["draw_held_out"]["n"] == 1
     assert len(res["draw"]["examples"]) == 2 and all(res["draw"]["examples"])

@@ -33,7 +33,7 @@ from llmcxr_app.imaging.images import LoadedImage
 from llmcxr_app.loading.weights import load_model
 from llmcxr_app.modeling.vqgan import VQGAN
 from llmcxr_app.studio import requests
-from llmcxr_app.studio.reading import canonical_text, read_findings, read_question
+from llmcxr_app.studio.reading import canonical_text, opposite_answer, read_findings, read_question
 from llmcxr_app.studio.timings import timed_prefill, timings_of
 from llmcxr_app.studio.types import PreparedImage, Result, StudioInfo, StudioInputError, Update
 from llmcxr_app.studio.warmup import WarmUpGate
@@ -231,21 +231,24 @@ class Studio:
 
         A checkpoint that learned the template questions (StudioInfo.question_prompt "canonical") is asked
         the template question that `reading.read_question` reads from a question about an image, unless
-        ``verbatim`` or nothing is read safely; the provenance says which (``asked``: None or the template
-        question, the app's own fixed text)."""
+        ``verbatim`` or nothing is read safely. A question whose yes means absent ("Is the heart size
+        normal?") is asked as the presence question and answered with the opposite yes / no of the model's
+        reply (kept as ``model_answer``). The provenance says which (``asked``: None or the template
+        question, the app's own fixed text; ``opposite``)."""
         question = (question or "").strip()
         if not question:
             raise StudioInputError("The question is empty: please type a question.")
-        template = None
+        read = None
         if image is not None and not verbatim and self.info.question_prompt == "canonical":
             read = read_question(question)
-            template = read.canonical if read is not None else None
-        asked = template or question
+        asked = read.canonical if read is not None else question
         ids = self._prompt(asked, image=image)
         purpose = "the answer" if image is None else "the image and the answer"
         self._check_fits(ids, asked, "question", MIN_ANSWER_TOKENS, purpose)
         task = protocol.TASK_INSTRUCT if image is None else protocol.TASK_VQA
-        return self._text_stream(task, ids, sampling, cancel, None, {"asked": template})
+        extra = {"asked": None if read is None else asked, "opposite": read is not None and read.opposite}
+        final = opposite_answer if extra["opposite"] else None
+        return self._text_stream(task, ids, sampling, cancel, None, extra, final)
 
     def draw(
         self,
@@ -306,7 +309,10 @@ class Studio:
         cancel: threading.Event | None,
         instruction: str | None,
         extra: dict | None = None,
+        final: Callable[[str], str | None] | None = None,
     ) -> Iterator[Update]:
+        """Generate text, streaming it; with ``final``, the answer is final(reply) (the reply is kept in the
+        provenance as model_answer; None from final keeps the reply) and nothing is streamed before it."""
         sampling = self._seeded(sampling)
         provenance = {**self._provenance(task, sampling, instruction), **(extra or {})}
         marks: dict = {}
@@ -328,11 +334,15 @@ class Studio:
             )
             for last in stream:
                 first = first or time.perf_counter()
-                if last.delta:
+                if last.delta and final is None:
                     yield Update(text=last.text, image=None, rows_done=0)
             timings = timings_of(marks, t0, first, last.tokens, len(ids))
         provenance["stop_reason"] = last.stop
-        result = Result(task, last.text, None, None, None, provenance, timings)
+        text = last.text
+        if final is not None:
+            provenance["model_answer"] = last.text
+            text = final(last.text) or last.text
+        result = Result(task, text, None, None, None, provenance, timings)
         yield Update(text=result.text, image=None, rows_done=0, result=result)
 
     def _decode(self, codes: list[int]) -> Image.Image:

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 
 from llmcxr_app.studio import template_text
-from llmcxr_app.studio.labeler import LABELS, mentioned_labels, read_states
+from llmcxr_app.studio.labeler import LABELS, mentioned_labels, parse_answer, read_states
 
 NOTHING_READ = "no finding the model draws (a normal chest)"  # summary of a reading with nothing present
 
@@ -80,31 +80,45 @@ _SIZE_NAMED = re.compile(r"\b(?:small|large|big|massive|moderate|tiny|trace|huge
 _ZONE_NAMED = re.compile(r"\b(?:upper|lower|base|basal|apex|apical|rul|rll|lul|lll|lingula|lingular)\b")
 _SIZE_ASKED = re.compile(r"\bhow\s+(?:big|large|much|extensive)\b|\bsize\b|\bsmall\s+or\s+(?:large|big)\b")
 _ZONE_ASKED = re.compile(r"\bwhere\b|\bwhich\s+(?:zone|lobe|part|area)\b|\blocation\b|\bzone\b|\blobe\b")
-_ABSENCE_ASKED = re.compile(r"\bnormal\b|\bclear\b|\bfree\s+of\b|\bunremarkable\b")  # polarity flips
+# A question whose "yes" means the finding is absent ("Is the heart size normal?", "No PTX?", "Can an
+# effusion be excluded?"): asked as the presence question, and the app gives the opposite yes / no.
+_ABSENCE_ASKED = re.compile(
+    r"\bnormal\b|\bclear\b(?!\s+(?:evidence|signs?|indication))|\bangles?\b.*\bsharp\b|\bfree\s+of\b"
+    r"|\bunremarkable\b"
+    r"|\bexclud\w*|\bruled?\s+out\b|\babsent\b|\bextubated\b|^no\b|\bthere\s+no\b"
+)
 _HEART_SIZE = re.compile(r"\b(?:heart|cardiac)\s+size\b|\bsize\s+of\s+the\s+heart\b")
-_DEVICES = re.compile(r"\b(?:lines?|tubes?|devices?|hardware)\b")
+_DEVICES = re.compile(r"(?<!pleural\s)\blines?\b|\b(?:tubes?|devices?|hardware)\b")
 # Lay and loose names a question may use that a report would not (where "opacity" or "collapse" could
 # mean other things): read in questions only, after the labeler's own vocabulary.
 _QUESTION_NAMES = {
     "pneumothorax": re.compile(r"\bcollapsed\s+(?:right\s+|left\s+)?lung\b"),
-    "ett": re.compile(r"\bbreathing\s+tube\b|\btube\s+in\s+the\s+(?:trachea|windpipe)\b"),
+    "ett": re.compile(r"\bbreathing\s+tube\b|\btube\s+in\s+the\s+(?:trachea|windpipe)\b|\bextubated\b"),
     "pacemaker": re.compile(r"\bcardiac\s+device\b|\bpacing\s+device\b"),
     "consolidation": re.compile(r"\bopacit(?:y|ies)\b"),
     "cardiomegaly": re.compile(r"\bctr\b|\bcardiothoracic\s+ratio\b"),
+    "edema": re.compile(r"\bpulmonary\s+vasculature\b"),
 }
+_LUNGS_CLEAR = re.compile(r"\blungs?\s+(?:are\s+|is\s+)?clear\b")  # "Are the lungs clear?": consolidation
 
 
 @dataclass(frozen=True)
 class QuestionReading:
     """What a question about an X-ray asks, as the template VQA pool's kinds name it."""
 
-    kind: str  # "presence" | "side" | "size" | "zone" | "heart" | "devices" (template_text.QUESTIONS)
+    kind: str  # "presence" | "absence" | "side" | "size" | "zone" | "heart" | "devices"
     label: str  # the finding asked about (LABELS), "devices" for kind "devices"
 
     @property
+    def opposite(self) -> bool:
+        """The question's yes means absent: its answer is the opposite of the template question's."""
+        return self.kind == "absence"
+
+    @property
     def canonical(self) -> str:
-        """The template question that asks the same (template_text.canonical_question)."""
-        return template_text.canonical_question(self.kind, self.label)
+        """The template question asked (template_text.canonical_question): for an absence question, the
+        presence question about the same finding."""
+        return template_text.canonical_question("presence" if self.opposite else self.kind, self.label)
 
 
 def _kind_of(label: str, q: str) -> str:
@@ -125,15 +139,20 @@ def _kind_of(label: str, q: str) -> str:
 
 def read_question(text: str) -> QuestionReading | None:
     """What ``text`` asks in the template kinds, or None when it cannot be said safely (then the model
-    gets the question as typed): several findings in one question, none of the seven, or a question
-    whose yes means the finding is absent ("Is the heart size normal?"), which a template question would
-    answer the other way round."""
+    gets the question as typed): several findings in one question, or none of the seven. A question
+    whose yes means the finding is absent ("Is the heart size normal?") is kind "absence"."""
     q = " ".join(text.lower().split())
     labels = mentioned_labels(text) or [lab for lab, name in _QUESTION_NAMES.items() if name.search(q)]
-    if len(labels) > 1 or _ABSENCE_ASKED.search(q):
+    if not labels and _LUNGS_CLEAR.search(q):
+        labels = ["consolidation"]
+    if len(labels) > 1:
         return None
+    if labels and _ABSENCE_ASKED.search(q):
+        return QuestionReading("absence", labels[0])
     if labels:
         return QuestionReading(_kind_of(labels[0], q), labels[0])
+    if _ABSENCE_ASKED.search(q):
+        return None
     if _HEART_SIZE.search(q):
         return QuestionReading("heart", "cardiomegaly")
     if _DEVICES.search(q):
@@ -141,3 +160,9 @@ def read_question(text: str) -> QuestionReading | None:
     if re.search(r"\bwhich\s+(?:lobe|zone)\b", q):  # only a consolidation has a lobe or zone here
         return QuestionReading("zone", "consolidation")
     return None
+
+
+def opposite_answer(reply: str) -> str | None:
+    """The answer to an absence question from the model's reply to its presence question: "Yes." for a
+    no, "No." for a yes; None when the reply is no clear yes or no (labeler.parse_answer)."""
+    return {"yes": "No.", "no": "Yes."}.get(parse_answer(reply))

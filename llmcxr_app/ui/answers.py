@@ -45,11 +45,16 @@ def stream_into(history: list[dict], updates: Iterator[Update]) -> Generator[Non
 
 def with_reading(text: str, provenance: dict) -> str:
     """The answer, then the template question the model was asked instead of the user's, when it was
-    (Studio.ask's ``asked``)."""
+    (Studio.ask's ``asked``; with ``opposite``, what the model replied to it)."""
     asked = provenance.get("asked")
     if not asked:
         return text
-    return f'{text}\n\n_Read as "{asked}": this demo model knows only its template questions._'
+    if not provenance.get("opposite"):
+        return f'{text}\n\n_Read as "{asked}": this demo model knows only its template questions._'
+    reply = provenance.get("model_answer", "")
+    if reply == text:  # no clear yes or no to turn round
+        return f'{text}\n\n_This is the model\'s reply to "{asked}", asked for your question._'
+    return f'{text}\n\n_Read as the opposite of "{asked}", to which the model replied "{reply}"._'
 
 
 def save_text(session: Any, result: Result, tag: str) -> list[Path]:

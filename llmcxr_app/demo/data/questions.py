@@ -94,6 +94,42 @@ HEART = (
     "What about the heart size?",
     "Comment on the cardiac size.",
 )
+# Questions whose "yes" means the finding is absent. Written for the validation split only: make_rich_qa
+# never asks them, so no training example holds one (the template pool has none either).
+ABSENCE = {
+    "cardiomegaly": (
+        "Is the heart size normal?",
+        "Normal heart size?",
+        "Is the cardiac silhouette normal?",
+        "Heart size within normal limits?",
+    ),
+    "effusion": (
+        "Are the costophrenic angles clear?",
+        "CP angles sharp?",
+        "Can an effusion be excluded?",
+        "No effusion?",
+    ),
+    "pneumothorax": (
+        "No PTX?",
+        "Can a pneumothorax be excluded?",
+        "Is a pneumothorax ruled out?",
+        "Is there no pneumothorax?",
+    ),
+    "consolidation": (
+        "Are the lungs clear?",
+        "Lungs clear?",
+        "Can pneumonia be excluded?",
+        "No consolidation?",
+    ),
+    "edema": (
+        "Is the pulmonary vasculature normal?",
+        "No oedema?",
+        "Can pulmonary edema be ruled out?",
+        "Is the patient free of pulmonary edema?",
+    ),
+    "ett": ("Is the patient extubated?", "No ETT?", "Is an endotracheal tube absent?", "No ET tube?"),
+    "pacemaker": ("No pacemaker?", "Is a pacemaker absent?", "Can a PPM be excluded?", "No pacer?"),
+}
 DEVICES = (
     "Any lines or tubes?",
     "What devices are present?",
@@ -147,3 +183,13 @@ def make_rich_qa(f: Findings, rng: np.random.Generator, n: int) -> list[tuple[st
         q = surface(question(kind, label, rng), rng)
         out.append((q, answer(kind, label, f)))
     return out
+
+
+def absence_qa(f: Findings, rng: np.random.Generator) -> tuple[str, str, str]:
+    """One question whose yes means a finding is absent, about a random finding of LABELS (present half
+    the time when the phantom has one): (question, label, the true answer "yes" / "no")."""
+    vector = f.label_vector()
+    present = [lab for lab, on in vector.items() if on]
+    absent = [lab for lab, on in vector.items() if not on]
+    label = pick(rng, present if present and (not absent or rng.random() < 0.5) else absent)
+    return surface(pick(rng, ABSENCE[label]), rng), label, "no" if vector[label] else "yes"

@@ -10,6 +10,8 @@ sampler draws, and every text is written by data/language.py / data/questions.py
 - draw_held_out: the same on validation phantoms with the finding combinations held out of training;
 - vqa: questions.make_rich_qa(findings, default_rng([seed, 0xE7A]), 2) on the phantoms, greedy answers;
 - report: greedy reports of the phantoms, micro-F1 by the labeler (the template report the model writes);
+- vqa_absence: one question per phantom whose yes means a finding is absent (questions.absence_qa, never
+  in training), the reply read as a yes / no to it;
 - report_answer_agreement: per finding a report states, whether the greedy answer to a clinician-style
   presence question about it (questions.question, default_rng([seed, 0xA6E])) says the same.
 This is not the test split: the headline figures come from evaluation.py and the hand-written set.
@@ -97,6 +99,17 @@ def _vqa(studio, seeds, prepared, truths, greedy, verbatim: bool) -> dict:
     return {"accuracy": ratio(sum(items), len(items)), "n": len(items)}
 
 
+def _absence(studio, seeds, prepared, truths, greedy, verbatim: bool) -> dict:
+    """One absence question per phantom ("Is the heart size normal?", questions.absence_qa): accuracy of
+    the greedy reply read as a yes / no to that question (replies.parse_reply, kind "absence")."""
+    hits = []
+    for seed, p, f in zip(seeds, prepared, truths, strict=True):
+        q, label, truth = questions.absence_qa(f, np.random.default_rng([seed, 0xAB5]))
+        reply = Studio.finish(studio.ask(q, p, sampling=greedy, verbatim=verbatim)).text
+        hits.append(parse_reply(reply, "absence", label) == truth)
+    return {"accuracy": ratio(sum(hits), len(hits)), "n": len(hits)}
+
+
 def _agreement(studio, seeds, prepared, greedy, verbatim: bool) -> dict:
     """Whether the answer to a clinician-style presence question agrees with the model's own greedy report
     of the same X-ray, per finding the report states (present or absent; hedged ones skipped)."""
@@ -126,11 +139,13 @@ def validate(studio, reader, n: int, n_draw: int, n_held_out: int, log=_log, ver
     report, _ = _score_reports(studio, prepared, truths, greedy, log)
     vqa = _vqa(studio, seeds, prepared, truths, greedy, verbatim)
     agreement = _agreement(studio, seeds, prepared, greedy, verbatim)
+    absence = _absence(studio, seeds, prepared, truths, greedy, verbatim)
     draw = _draw(studio, reader, list(splits.validation_seeds(n_draw)), log, verbatim) if n_draw else None
     held = _draw(studio, reader, held_out_seeds(n_held_out), log, verbatim) if n_held_out else None
     return {
         "report_micro": report["micro"],
         "vqa": vqa,
+        "vqa_absence": absence,
         "report_answer_agreement": agreement,
         "draw": draw,
         "draw_held_out": held,
