@@ -318,9 +318,6 @@ def _result(studio: ChatModel, cfg: EvalConfig, text: SamplingConfig, metrics: d
                 "seed": "the phantom's seed, per item (candidate k: + k * CANDIDATE_SEED_STRIDE)",
                 "candidates": cfg.draw_candidates,
                 "constrained": "exactly grid_tokens image ids (generation.generate_image)",
-                "model_reads": "the text as written"
-                if cfg.verbatim or studio.info.draw_prompt != "canonical"
-                else "the labeler's reading as a template report (studio/reading.py)",
             },
         },
         "config": asdict(cfg),
@@ -353,11 +350,7 @@ def _parser() -> argparse.ArgumentParser:
         default="greedy",
         help="reports and VQA answers: greedy, or the app's default sampling (what a user gets)",
     )
-    p.add_argument(
-        "--verbatim",
-        action="store_true",
-        help="draw from the texts as written, not the labeler's reading a canonical checkpoint draws from",
-    )
+    p.add_argument("--verbatim", action="store_true", help="draw and ask with the texts as written")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
     p.add_argument("--reader", type=Path, default=None, help="reader folder (default: WEIGHTS/reader)")
