@@ -165,7 +165,7 @@ def test_recipes_parse_with_fixed_steps_and_refuse_budgets(tmp_path):
     demo, candidate = recipe.load("demo"), recipe.load("round11")
     assert demo.start.path == candidate.start.path == "weights/demo"
     assert all(re.fullmatch(r"[0-9a-f]{40}", r.start.git_commit) for r in (demo, candidate))
-    assert demo.stages == ()  # the shipped weights are the committed start (round 11 was not shipped)
+    assert demo.stages == recipe.load("round14").stages  # the shipped weights: round 10, then round 14
     for stage in candidate.stages:
         assert stage.config.lm_budget_s == 0 and stage.config.lm_steps > 0 and stage.mode == "continue_llm"
         assert stage.config.rich_fraction > 0 and stage.config.hold_out
@@ -187,8 +187,8 @@ def test_recipes_parse_with_fixed_steps_and_refuse_budgets(tmp_path):
 
 
 def test_demo_recipe_writes_the_committed_start(tmp_path):
-    """`--recipe demo` rebuilds the shipped weights: the committed files, byte for byte (the round-10
-    weights, and the config.json that declares the drawing prompt)."""
+    """`--recipe demo` starts from the committed round-10 files (weights/demo at its start commit), byte
+    for byte, before its round-14 stage retrains them into the shipped weights."""
     start = recipe.load("demo").start
     known = subprocess.run(["git", "-C", str(recipe.REPO), "cat-file", "-e", start.git_commit + "^{commit}"])
     if known.returncode != 0:  # a shallow clone or an unpacked archive holds no history to read it from
@@ -197,6 +197,14 @@ def test_demo_recipe_writes_the_committed_start(tmp_path):
     assert any(n.endswith("llm/model.safetensors") for n in names)
     files = ("llm/model.safetensors", "llm/tokenizer.json", "llm/config.json", "vqgan/demo-vqgan.safetensors")
     for rel in files:
+        at_start = subprocess.run(
+            ["git", "-C", str(recipe.REPO), "show", f"{start.git_commit}:{start.path}/{rel}"],
+            capture_output=True,
+            check=True,
+        ).stdout
+        assert (tmp_path / rel).read_bytes() == at_start, rel
+    # the tokenizer and VQ-GAN are the shipped ones: the round-14 stage trains only the LLM
+    for rel in ("llm/tokenizer.json", "vqgan/demo-vqgan.safetensors"):
         assert (tmp_path / rel).read_bytes() == (recipe.REPO / start.path / rel).read_bytes(), rel
 
 
