@@ -95,11 +95,10 @@ _QUESTION_NAMES = {
     "pneumothorax": re.compile(r"\bcollapsed\s+(?:right\s+|left\s+)?lung\b"),
     "ett": re.compile(r"\bbreathing\s+tube\b|\btube\s+in\s+the\s+(?:trachea|windpipe)\b|\bextubated\b"),
     "pacemaker": re.compile(r"\bcardiac\s+device\b|\bpacing\s+device\b"),
-    "consolidation": re.compile(r"\bopacit(?:y|ies)\b"),
+    "consolidation": re.compile(r"\bopacit(?:y|ies)\b|\blungs?\s+(?:are\s+|is\s+)?clear\b"),  # "lungs clear?"
     "cardiomegaly": re.compile(r"\bctr\b|\bcardiothoracic\s+ratio\b"),
     "edema": re.compile(r"\bpulmonary\s+vasculature\b"),
 }
-_LUNGS_CLEAR = re.compile(r"\blungs?\s+(?:are\s+|is\s+)?clear\b")  # "Are the lungs clear?": consolidation
 
 
 @dataclass(frozen=True)
@@ -143,8 +142,6 @@ def read_question(text: str) -> QuestionReading | None:
     whose yes means the finding is absent ("Is the heart size normal?") is kind "absence"."""
     q = " ".join(text.lower().split())
     labels = mentioned_labels(text) or [lab for lab, name in _QUESTION_NAMES.items() if name.search(q)]
-    if not labels and _LUNGS_CLEAR.search(q):
-        labels = ["consolidation"]
     if len(labels) > 1:
         return None
     if labels and _ABSENCE_ASKED.search(q):

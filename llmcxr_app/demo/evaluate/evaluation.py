@@ -166,9 +166,9 @@ def _text_sampling(cfg: EvalConfig) -> SamplingConfig:
     raise ValueError(f"text_sampling must be one of {TEXT_SAMPLINGS}, got {cfg.text_sampling!r}.")
 
 
-def _score_reports(studio, prepared, truths, sampling: SamplingConfig, log) -> tuple[dict, list[float]]:
+def _score_reports(studio, prepared, truths, sampling: SamplingConfig, log) -> tuple[dict, list, list[str]]:
     """CXR -> report: precision / recall / F1 of the findings read from the reports, and the share whose
-    findings and impression agree (replies.report_consistency); tokens/s of each."""
+    findings and impression agree (replies.report_consistency); tokens/s of each; the reports."""
     texts, tok_s = [], []
     for i, p in enumerate(prepared):
         result = Studio.finish(studio.describe(p, sampling=sampling))
@@ -178,8 +178,8 @@ def _score_reports(studio, prepared, truths, sampling: SamplingConfig, log) -> t
             log(f"describe {i + 1}/{len(prepared)}")
     report = prf([label_verdicts(x) for x in texts], [f.label_vector() for f in truths])
     consistent = ratio(sum(report_consistency(x)["consistent"] for x in texts), len(texts))
-    attributes = report_attributes(texts, truths)
-    return {**report, "attributes": attributes, "consistent_fraction": consistent, "n": len(texts)}, tok_s
+    scores = {**report, "attributes": report_attributes(texts, truths), "consistent_fraction": consistent}
+    return {**scores, "n": len(texts)}, tok_s, texts
 
 
 def _score_vqa(
@@ -251,7 +251,7 @@ def evaluate(
     log(f"{cfg.n} held-out phantoms prepared in {timings['prepare_s']:.0f} s")
 
     t = time.perf_counter()
-    report, tok_s = _score_reports(studio, prepared, truths, text, log)
+    report, tok_s, _ = _score_reports(studio, prepared, truths, text, log)
     timings["describe_s"] = time.perf_counter() - t
 
     t = time.perf_counter()

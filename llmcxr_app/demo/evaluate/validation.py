@@ -110,12 +110,12 @@ def _absence(studio, seeds, prepared, truths, greedy, verbatim: bool) -> dict:
     return {"accuracy": ratio(sum(hits), len(hits)), "n": len(hits)}
 
 
-def _agreement(studio, seeds, prepared, greedy, verbatim: bool) -> dict:
+def _agreement(studio, seeds, prepared, reports, greedy, verbatim: bool) -> dict:
     """Whether the answer to a clinician-style presence question agrees with the model's own greedy report
-    of the same X-ray, per finding the report states (present or absent; hedged ones skipped)."""
+    of the same X-ray (``reports``), per finding the report states (present or absent; hedged skipped)."""
     agree, total = 0, 0
-    for seed, p in zip(seeds, prepared, strict=True):
-        states = label_states(Studio.finish(studio.describe(p, sampling=greedy)).text)
+    for seed, p, text in zip(seeds, prepared, reports, strict=True):
+        states = label_states(text)
         rng = np.random.default_rng([seed, 0xA6E])
         for label in LABELS:
             if states[label] == "uncertain":
@@ -136,9 +136,9 @@ def validate(studio, reader, n: int, n_draw: int, n_held_out: int, log=_log, ver
     prepared = [studio.prepare(ph.image) for ph in phantoms]
     truths = [ph.findings for ph in phantoms]
     t = time.perf_counter()
-    report, _ = _score_reports(studio, prepared, truths, greedy, log)
+    report, _, reports = _score_reports(studio, prepared, truths, greedy, log)
     vqa = _vqa(studio, seeds, prepared, truths, greedy, verbatim)
-    agreement = _agreement(studio, seeds, prepared, greedy, verbatim)
+    agreement = _agreement(studio, seeds, prepared, reports, greedy, verbatim)
     absence = _absence(studio, seeds, prepared, truths, greedy, verbatim)
     draw = _draw(studio, reader, list(splits.validation_seeds(n_draw)), log, verbatim) if n_draw else None
     held = _draw(studio, reader, held_out_seeds(n_held_out), log, verbatim) if n_held_out else None
