@@ -64,9 +64,7 @@ class HandwrittenConfig:
     seed_start: int = EVAL_SEED_START  # first held-out phantom seed
     draw_seed_start: int = EVAL_SEED_START  # drawing i samples with seed draw_seed_start + i
     max_new_tokens: int = 512  # text replies stop here at the latest
-    verbatim: bool = (
-        False  # draw from the texts and ask the questions as written, not as read (studio/reading.py)
-    )
+    verbatim: bool = False  # draw and ask with the texts as written, not as read (studio/reading.py)
 
 
 def _log(msg: str) -> None:
