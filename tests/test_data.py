@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from llmcxr_app.demo.data import samples as data
 
@@ -100,3 +101,75 @@ def test_finding_cells_mark_where_the_findings_are_and_focus_points_at_their_ima
     draws = [e for e in ex if e.task == "draw"]
     assert draws[0].focus == ()
     assert [draws[1].ids[p] - len(tiny_tokenizer) for p in draws[1].focus] == cells  # code k is cell k
+
+
+def test_mirrored_findings_swap_only_the_sides():
+    from llmcxr_app.demo.data.findings import Findings
+
+    f = Findings(effusion="left", effusion_size="large", pneumothorax="right", consolidation="right upper")
+    m = f.mirrored()
+    assert (m.effusion, m.effusion_size, m.pneumothorax, m.consolidation) == (
+        "right",
+        "large",
+        "left",
+        "left upper",
+    )
+    assert m.mirrored() == f and f.is_lateral()
+    both = Findings(effusion="bilateral", effusion_size="small", cardiomegaly=True, pacemaker=True)
+    assert both.mirrored() == both and not both.is_lateral() and not Findings().is_lateral()
+
+
+def test_mirror_twins_draw_the_same_anatomy_with_the_finding_on_the_other_side():
+    from llmcxr_app.demo.data.phantoms import Findings, make_phantom
+    from llmcxr_app.studio import labeler
+
+    seeds = {}  # the first training seeds with a lone left pneumothorax and with a normal phantom
+    for seed in range(400):
+        f = make_phantom(seed, size=16).findings
+        if f == Findings(pneumothorax="left"):
+            seeds.setdefault("ptx_left", seed)
+        if f.is_normal():
+            seeds.setdefault("normal", seed)
+    ptx, normal = data.render_samples([seeds["ptx_left"], seeds["normal"]], 128)
+    (twin,) = data.mirror_twins([ptx, normal], 128)  # the normal phantom has no twin
+    assert twin.seed == ptx.seed and twin.findings == Findings(pneumothorax="right")
+    present, details = labeler.read(twin.report)  # the twin's report says what the twin shows
+    assert present["pneumothorax"] and details["pneumothorax_side"] == "right"
+    # where source and twin differ: both halves (the left lung lost its air-free rim, the right gained it)
+    diff = np.abs(ptx.pixels.astype(float) - twin.pixels.astype(float))
+    half = diff.shape[1] // 2
+    assert diff[:, :half].mean() > 1 and diff[:, half:].mean() > 1
+    cols = [k % 16 for k in data.finding_cells(twin, 16)]
+    assert cols and max(cols) < 8  # the twin's right pneumothorax is on the image's left half
+
+
+def test_context_noise_changes_only_drawing_inputs_and_never_the_labels(tiny_tokenizer):
+    samples = data.render_samples([0, 1], 128)
+    codes = [list(range(256)), list(range(256))]
+    ex = data.build_examples(
+        tiny_tokenizer,
+        samples,
+        codes,
+        codebook_size=256,
+        grid_tokens=256,
+        rng=np.random.default_rng(0),
+        qa_per_image=1,
+        plain_fraction=0.0,
+    )
+    ids, _, labels = data.collate(ex, tiny_tokenizer.pad_token_id)
+    first = len(tiny_tokenizer)
+    kw = {"first_image_id": first, "codebook_size": 256, "grid_tokens": 256}
+    noisy = data.corrupt_image_context(ids, ex, fraction=0.3, rng=np.random.default_rng(1), **kw)
+    for i, e in enumerate(ex):
+        changed = torch.nonzero(noisy[i] != ids[i]).flatten().tolist()
+        if e.task != "draw":
+            assert changed == []  # an image in the prompt (VQA, report) is never touched
+            continue
+        image = range(e.n_prompt + 1, e.n_prompt + 257)
+        assert changed and set(changed) <= set(image)  # only the drawing's image ids
+        assert 0.15 < len(changed) / 256 < 0.45
+        assert all(first <= int(t) < first + 256 for t in noisy[i, list(image)])
+    assert torch.equal(labels, data.collate(ex, tiny_tokenizer.pad_token_id)[2])
+    assert torch.equal(
+        data.corrupt_image_context(ids, ex, fraction=0.0, rng=np.random.default_rng(1), **kw), ids
+    )

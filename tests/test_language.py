@@ -144,8 +144,11 @@ def test_held_out_combinations_never_reach_the_training_examples(monkeypatch, tm
         Findings(pneumothorax="left", effusion="right", effusion_size="small"),
         Findings(pacemaker=True, edema=True),
     ]
-    kept = [Findings(), Findings(pneumothorax="right", effusion="right", effusion_size="large")]
+    same_side = Findings(pneumothorax="right", effusion="right", effusion_size="large")
+    crossed = Findings(pneumothorax="right", effusion="left", effusion_size="small")  # its twin is held out
+    kept = [Findings(), same_side, crossed]
     assert all(splits.held_out(f) for f in held) and not any(splits.held_out(f) for f in kept)
+    assert splits.held_out(crossed.mirrored()) and not splits.held_out(same_side.mirrored())
     fake = [_sample(i, f) for i, f in enumerate(held + kept)]
     monkeypatch.setattr(data, "render_samples", lambda seeds, resolution, cache=None: list(fake))
     reached: list[Findings] = []
@@ -157,8 +160,11 @@ def test_held_out_combinations_never_reach_the_training_examples(monkeypatch, tm
 
     monkeypatch.setattr(data, "build_examples", spy)
     recipe.run_recipe(recipe.load("tiny"), tmp_path)
-    # stage 1 (scratch, no hold-out) sees all four; stage 2 (hold_out) only the two kept ones
-    assert reached[:4] == held + kept and reached[4:] == kept
+    # stage 1 (scratch, no hold-out) sees all five; stage 2 (hold_out, mirror twins) the kept ones and the
+    # twins that are not held-out combinations (the first held-out phantom's twin is a kept combination)
+    twins = [held[0].mirrored(), same_side.mirrored()]
+    assert not splits.held_out(held[0].mirrored())
+    assert reached[:5] == held + kept and reached[5:] == [*kept, *twins]
 
 
 def test_recipes_parse_with_fixed_steps_and_refuse_budgets(tmp_path):

@@ -6,7 +6,7 @@ Sides are the patient's ("right effusion" = opacity in the image-left lung base)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -71,6 +71,25 @@ class Findings:
 
     def is_normal(self) -> bool:
         return not any(self.label_vector().values())
+
+    def mirrored(self) -> Findings:
+        """The same findings on the other side: left and right swap in the effusion (bilateral stays), the
+        pneumothorax and the consolidation zone; the heart and devices stay where anatomy puts them."""
+        swap = {"left": "right", "right": "left"}
+        zone = self.consolidation
+        if zone != "none":
+            side, level = zone.split()
+            zone = f"{swap[side]} {level}"
+        return replace(
+            self,
+            effusion=swap.get(self.effusion, self.effusion),
+            pneumothorax=swap.get(self.pneumothorax, self.pneumothorax),
+            consolidation=zone,
+        )
+
+    def is_lateral(self) -> bool:
+        """Whether a finding sits on one side (a one-sided effusion, a pneumothorax or a consolidation)."""
+        return self != self.mirrored()
 
 
 def sample_findings(rng: np.random.Generator) -> Findings:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from llmcxr_app import protocol
-from llmcxr_app.demo.data import findings, language, phantoms, questions, reports
+from llmcxr_app.demo.data import findings, language, phantoms, questions, reports, splits
 from llmcxr_app.demo.data.phantoms import Findings, make_phantom
 from llmcxr_app.imaging import images
 from llmcxr_app.imaging.images import to_model_input
@@ -82,6 +82,34 @@ def render_samples(seeds: Sequence[int], resolution: int, cache: Path | None = N
         payload = {"key": (generator_version(), resolution), "samples": out}
         cache.write_bytes(pickle.dumps(payload))
     return out
+
+
+def mirror_twins(samples: Sequence[Sample], resolution: int) -> list[Sample]:
+    """For each sample with a one-sided finding, its twin: the same anatomy (seed) with the findings on the
+    other side (Findings.mirrored), preprocessed as the app does, with a report written for the twin.
+
+    A pair differs only in where the finding sits, so the drawing loss of the pair rewards the side word of
+    the text and nothing else. The twin keeps its source's seed: finding_cells redraws that anatomy.
+    """
+    out = []
+    for sample in samples:
+        if not sample.findings.is_lateral():
+            continue
+        twin = sample.findings.mirrored()
+        image = phantoms.render(twin, sample.seed, size=PHANTOM_SIZE)
+        view = to_model_input(image, resolution)
+        report = reports.write_report(twin, np.random.default_rng([sample.seed, 0x7A1]))
+        out.append(Sample(sample.seed, np.asarray(view.image.convert("L")), twin, report))
+    return out
+
+
+def round_samples(samples: list[Sample], resolution: int, twins: bool, hold_out: bool) -> list[Sample]:
+    """A training round's samples: with ``twins`` their mirror twins added; with ``hold_out`` the held-out
+    finding combinations (splits.HELD_OUT) removed, twins included. The combinations are what is held
+    out, so a held-out phantom's twin stays when its mirrored findings are not one of them."""
+    if twins:
+        samples = samples + mirror_twins(samples, resolution)
+    return [s for s in samples if not (hold_out and splits.held_out(s.findings))]
 
 
 def to_tensor(pixels: np.ndarray | Sequence[np.ndarray]) -> torch.Tensor:
@@ -177,6 +205,33 @@ def collate(batch: Sequence[Example], pad_id: int) -> tuple[torch.Tensor, torch.
         mask[i, :n] = 1
         labels[i, e.n_prompt : n] = torch.tensor(e.ids[e.n_prompt :])
     return ids, mask, labels
+
+
+def corrupt_image_context(
+    ids: torch.Tensor,
+    batch: Sequence[Example],
+    *,
+    first_image_id: int,
+    codebook_size: int,
+    grid_tokens: int,
+    fraction: float,
+    rng: np.random.Generator,
+) -> torch.Tensor:
+    """A copy of ids [B, T] in which ``fraction`` of each drawing's image ids, picked at random, are replaced
+    by random image ids. Only the model's input changes (collate's labels keep the true ids).
+
+    Under teacher forcing most image ids follow from the ids above and to the left (anatomy runs on), so the
+    text decides only the few where a finding starts; with part of that context unreliable, more of the
+    next-id prediction has to come from the text (where the finding is, on which side).
+    """
+    out = ids.clone()
+    for i, e in enumerate(batch):
+        if e.task != protocol.TASK_DRAW:
+            continue
+        picked = np.flatnonzero(rng.random(grid_tokens) < fraction)
+        noise = rng.integers(first_image_id, first_image_id + codebook_size, size=len(picked))
+        out[i, e.n_prompt + 1 + picked] = torch.from_numpy(noise)
+    return out
 
 
 def focus_weights(batch: Sequence[Example], width: int, weight: float) -> torch.Tensor:

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from llmcxr_app import protocol
-from llmcxr_app.demo.data import reports, splits
+from llmcxr_app.demo.data import reports
 from llmcxr_app.demo.data import samples as data
 from llmcxr_app.loading.weights import DRAW_PROMPT_KEY, QUESTION_PROMPT_KEY, load_vqgan
 from llmcxr_app.loading.writers import save_vqgan, shrink
@@ -66,6 +66,10 @@ class TrainConfig:
     init_llm: str = ""  # a text-only base LM directory to start the LLM from (init_from_base.py); "": random
     rich_fraction: float = 0.0  # share of drawing texts / VQA questions in clinician style (data/language.py)
     hold_out: bool = False  # drop phantoms with the held-out finding combinations (data/splits.py)
+    mirror_twins: bool = False  # also train on each one-sided phantom's anatomy with its findings on the
+    #                             other side (data.mirror_twins): pairs that differ only in the side
+    context_noise: float = 0.0  # > 0: this fraction of a drawing's input image ids is replaced by random
+    #                             image ids, labels unchanged (data.corrupt_image_context)
     finding_weight: float = 1.0  # > 1: in drawing examples the image ids of the cells that show the findings
     #                               (data.finding_cells) weigh this much in the loss
     draw_prompt: str = "canonical"  # written to config.json (loading.weights.DRAW_PROMPT_KEY): "canonical"
@@ -230,6 +234,8 @@ def train_llm(
     codebook_size: int,
     device: torch.device,
     init: torch.nn.Module | None = None,
+    *,
+    grid_tokens: int,
 ) -> tuple[torch.nn.Module, dict]:
     model = init if init is not None else make_llm(len(tokenizer), codebook_size, cfg.llm, seed=cfg.seed)
     model = model.to(device=device, dtype=torch.float32)
@@ -237,6 +243,7 @@ def train_llm(
     rng = np.random.default_rng(cfg.seed + 1)
     batches: list[list[int]] = []
     history = []
+    image_ids = {"first_image_id": len(tokenizer), "codebook_size": codebook_size, "grid_tokens": grid_tokens}
     model.train()
     total = cfg.lm_steps
     t_start = time.time()
@@ -250,6 +257,8 @@ def train_llm(
             batches = data.length_batches(examples, cfg.lm_batch, rng)
         batch = [examples[i] for i in batches.pop()]
         ids, mask, labels = data.collate(batch, tokenizer.pad_token_id)
+        if cfg.context_noise > 0:
+            ids = data.corrupt_image_context(ids, batch, fraction=cfg.context_noise, rng=rng, **image_ids)
         weights = None
         if cfg.finding_weight != 1.0:
             weights = data.focus_weights(batch, ids.shape[1], cfg.finding_weight).to(device)
@@ -377,8 +386,7 @@ def run(
     samples = data.render_samples(
         range(cfg.n_phantoms), cfg.vqgan.resolution, cache=out / "cache" / "samples.pkl"
     )
-    if cfg.hold_out:  # the held-out combinations leave this round entirely (every task)
-        samples = [s for s in samples if not splits.held_out(s.findings)]
+    samples = data.round_samples(samples, cfg.vqgan.resolution, cfg.mirror_twins, cfg.hold_out)
     timings["phantoms_s"] = time.time() - t0
     _log(f"{len(samples)} phantoms in {timings['phantoms_s']:.0f} s")
     t = time.time()
@@ -391,7 +399,9 @@ def run(
     t = time.time()
     tokenizer, init, rng = _llm_inputs(cfg, out, samples, continue_llm)
     examples = _examples(cfg, tokenizer, samples, codes, vqgan.grid_tokens, rng, focus)
-    llm, lm_stats = train_llm(cfg, tokenizer, examples, cfg.vqgan.n_embed, dev, init=init)
+    llm, lm_stats = train_llm(
+        cfg, tokenizer, examples, cfg.vqgan.n_embed, dev, init=init, grid_tokens=vqgan.grid_tokens
+    )
     timings["llm_s"] = time.time() - t
     _save_llm(llm, tokenizer, cfg, out)
     timings["total_s"] = time.time() - t0
