@@ -88,8 +88,9 @@ def mirror_twins(samples: Sequence[Sample], resolution: int) -> list[Sample]:
     """For each sample with a one-sided finding, its twin: the same anatomy (seed) with the findings on the
     other side (Findings.mirrored), preprocessed as the app does, with a report written for the twin.
 
-    A pair differs only in where the finding sits, so the drawing loss of the pair rewards the side word of
-    the text and nothing else. The twin keeps its source's seed: finding_cells redraws that anatomy.
+    A pair differs only in where the finding sits, so between them only the side word of the text explains
+    the difference (round 15 measured it: docs/DEMO_MODEL.md). The twin keeps its source's seed:
+    finding_cells redraws that anatomy.
     """
     out = []
     for sample in samples:
@@ -220,9 +221,10 @@ def corrupt_image_context(
     """A copy of ids [B, T] in which ``fraction`` of each drawing's image ids, picked at random, are replaced
     by random image ids. Only the model's input changes (collate's labels keep the true ids).
 
-    Under teacher forcing most image ids follow from the ids above and to the left (anatomy runs on), so the
-    text decides only the few where a finding starts; with part of that context unreliable, more of the
-    next-id prediction has to come from the text (where the finding is, on which side).
+    The idea: under teacher forcing most image ids follow from the ids above and to the left (anatomy runs
+    on); with part of that context unreliable, more of the next-id prediction has to come from the text
+    (where the finding is, on which side). Round 16 measured it on the demo model and it did not help
+    (docs/DEMO_MODEL.md); it stays a recipe knob, off by default.
     """
     out = ids.clone()
     for i, e in enumerate(batch):
