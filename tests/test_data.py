@@ -6,6 +6,33 @@ import numpy as np
 import torch
 
 from llmcxr_app.demo.data import samples as data
+from llmcxr_app.demo.data.phantoms import Findings, make_phantom
+
+
+def _first_seeds(**wanted) -> dict[str, int]:
+    """The first training seed (below 400) whose phantom's findings each predicate accepts, by name."""
+    found: dict[str, int] = {}
+    for seed in range(400):
+        f = make_phantom(seed, size=16).findings
+        for name, match in wanted.items():
+            if match(f):
+                found.setdefault(name, seed)
+    return found
+
+
+def _examples(tokenizer, samples, **kw):
+    """build_examples with the identity codes (code k = cell k), a fixed rng and no plain instructions."""
+    codes = [list(range(256)) for _ in samples]
+    return data.build_examples(
+        tokenizer,
+        samples,
+        codes,
+        codebook_size=256,
+        grid_tokens=256,
+        rng=np.random.default_rng(0),
+        plain_fraction=0.0,
+        **kw,
+    )
 
 
 def test_a_grown_training_set_renders_only_the_new_seeds(tmp_path, monkeypatch):
@@ -72,40 +99,19 @@ def test_generator_version_changes_with_a_generator_source(tmp_path, monkeypatch
 
 
 def test_finding_cells_mark_where_the_findings_are_and_focus_points_at_their_image_ids(tiny_tokenizer):
-    from llmcxr_app.demo.data.phantoms import Findings, make_phantom
-
-    seeds = {}  # the first training seeds with a normal phantom and with a lone right pneumothorax
-    for seed in range(400):
-        f = make_phantom(seed, size=16).findings
-        if f.is_normal():
-            seeds.setdefault("normal", seed)
-        if f == Findings(pneumothorax="right"):
-            seeds.setdefault("ptx_right", seed)
+    seeds = _first_seeds(normal=Findings.is_normal, ptx_right=lambda f: f == Findings(pneumothorax="right"))
     normal, ptx = data.render_samples([seeds["normal"], seeds["ptx_right"]], 128)
     assert data.finding_cells(normal, 16) == []
     cells = data.finding_cells(ptx, 16)
     cols = [k % 16 for k in cells]
     assert cells and max(cols) < 8  # the patient's right lung is on the image's left half
-    codes = [list(range(256)), list(range(256))]
-    ex = data.build_examples(
-        tiny_tokenizer,
-        [normal, ptx],
-        codes,
-        codebook_size=256,
-        grid_tokens=256,
-        rng=np.random.default_rng(0),
-        qa_per_image=0,
-        plain_fraction=0.0,
-        focus=[[], cells],
-    )
+    ex = _examples(tiny_tokenizer, [normal, ptx], qa_per_image=0, focus=[[], cells])
     draws = [e for e in ex if e.task == "draw"]
     assert draws[0].focus == ()
     assert [draws[1].ids[p] - len(tiny_tokenizer) for p in draws[1].focus] == cells  # code k is cell k
 
 
 def test_mirrored_findings_swap_only_the_sides():
-    from llmcxr_app.demo.data.findings import Findings
-
     f = Findings(effusion="left", effusion_size="large", pneumothorax="right", consolidation="right upper")
     m = f.mirrored()
     assert (m.effusion, m.effusion_size, m.pneumothorax, m.consolidation) == (
@@ -120,16 +126,9 @@ def test_mirrored_findings_swap_only_the_sides():
 
 
 def test_mirror_twins_draw_the_same_anatomy_with_the_finding_on_the_other_side():
-    from llmcxr_app.demo.data.phantoms import Findings, make_phantom
     from llmcxr_app.studio import labeler
 
-    seeds = {}  # the first training seeds with a lone left pneumothorax and with a normal phantom
-    for seed in range(400):
-        f = make_phantom(seed, size=16).findings
-        if f == Findings(pneumothorax="left"):
-            seeds.setdefault("ptx_left", seed)
-        if f.is_normal():
-            seeds.setdefault("normal", seed)
+    seeds = _first_seeds(ptx_left=lambda f: f == Findings(pneumothorax="left"), normal=Findings.is_normal)
     ptx, normal = data.render_samples([seeds["ptx_left"], seeds["normal"]], 128)
     (twin,) = data.mirror_twins([ptx, normal], 128)  # the normal phantom has no twin
     assert twin.seed == ptx.seed and twin.findings == Findings(pneumothorax="right")
@@ -144,18 +143,7 @@ def test_mirror_twins_draw_the_same_anatomy_with_the_finding_on_the_other_side()
 
 
 def test_context_noise_changes_only_drawing_inputs_and_never_the_labels(tiny_tokenizer):
-    samples = data.render_samples([0, 1], 128)
-    codes = [list(range(256)), list(range(256))]
-    ex = data.build_examples(
-        tiny_tokenizer,
-        samples,
-        codes,
-        codebook_size=256,
-        grid_tokens=256,
-        rng=np.random.default_rng(0),
-        qa_per_image=1,
-        plain_fraction=0.0,
-    )
+    ex = _examples(tiny_tokenizer, data.render_samples([0, 1], 128), qa_per_image=1)
     ids, _, labels = data.collate(ex, tiny_tokenizer.pad_token_id)
     first = len(tiny_tokenizer)
     kw = {"first_image_id": first, "codebook_size": 256, "grid_tokens": 256}

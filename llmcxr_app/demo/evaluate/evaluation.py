@@ -166,7 +166,9 @@ def _text_sampling(cfg: EvalConfig) -> SamplingConfig:
     raise ValueError(f"text_sampling must be one of {TEXT_SAMPLINGS}, got {cfg.text_sampling!r}.")
 
 
-def _score_reports(studio, prepared, truths, sampling: SamplingConfig, log) -> tuple[dict, list, list[str]]:
+def _score_reports(
+    studio, prepared, truths, sampling: SamplingConfig, log
+) -> tuple[dict, list[float], list[str]]:
     """CXR -> report: precision / recall / F1 of the findings read from the reports, and the share whose
     findings and impression agree (replies.report_consistency); tokens/s of each; the reports."""
     texts, tok_s = [], []
