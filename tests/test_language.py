@@ -214,12 +214,16 @@ def test_demo_recipe_writes_the_committed_start(tmp_path):
         assert (tmp_path / rel).read_bytes() == (recipe.REPO / start.path / rel).read_bytes(), rel
 
 
-def test_tiny_recipe_runs_both_modes(tmp_path):
+def test_tiny_recipe_runs_every_mode(tmp_path):
     records = recipe.run_recipe(recipe.load("tiny"), tmp_path)
-    assert len(records) == 2 and (tmp_path / "llm" / "model.safetensors").is_file()
+    assert len(records) == 3 and (tmp_path / "llm" / "model.safetensors").is_file()
+    assert records[1] == {"deepened": {"from_layers": 1, "to_layers": 2}}
+    assert json.loads((tmp_path / "llm" / "config.json").read_text())["num_hidden_layers"] == 2
     saved = json.loads((tmp_path / "training.json").read_text())
-    assert saved["config"]["rich_fraction"] > 0 and len(saved["previous_rounds"]) == 1
-    assert records[1]["lm_steps_run"] == training.PRESETS["tiny"].lm_steps
+    assert saved["config"]["rich_fraction"] > 0 and saved["previous_rounds"][1] == records[1]
+    assert (
+        len(saved["previous_rounds"]) == 2 and records[2]["lm_steps_run"] == training.PRESETS["tiny"].lm_steps
+    )
 
 
 def test_template_examples_unchanged_without_rich_text(tiny_tokenizer):

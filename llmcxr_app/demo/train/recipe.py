@@ -4,8 +4,10 @@
 
 A recipe names its starting point (nothing: train from scratch; or a weights folder at a git commit of
 this repository) and its stages, each a TrainConfig preset plus overrides run by training.run, either from
-scratch or as a further LLM round (--continue-llm). Wall-clock budgets (lm_budget_s) are refused: a step
-count fixed in the file is what makes a second run repeat the first. Files: train/recipes/NAME.json.
+scratch or as a further LLM round (--continue-llm), or a "deepen_llm" stage that grows the LLM to more
+layers without changing its outputs (deepen.py) for the rounds after it to train. Wall-clock budgets
+(lm_budget_s) are refused: a step count fixed in the file is what makes a second run repeat the first.
+Files: train/recipes/NAME.json.
 """
 
 from __future__ import annotations
@@ -16,11 +18,15 @@ import subprocess
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from llmcxr_app.demo.train.training import PRESETS, TrainConfig, run
+import torch
+
+from llmcxr_app.demo.train.deepen import deepen
+from llmcxr_app.demo.train.training import PRESETS, TrainConfig, run, write_record
+from llmcxr_app.loading.writers import shrink
 
 RECIPES = Path(__file__).parent / "recipes"
 REPO = Path(__file__).resolve().parents[3]
-MODES = ("scratch", "continue_llm")
+MODES = ("scratch", "continue_llm", "deepen_llm")
 
 
 @dataclass(frozen=True)
@@ -34,11 +40,13 @@ class Start:
 
 @dataclass(frozen=True)
 class Stage:
-    """One training.run call."""
+    """One step of a recipe: a training.run call, or growing the LLM."""
 
     name: str  # a label for the log and the record
-    mode: str  # "scratch" (all stages of training.run) | "continue_llm" (a further LLM round)
-    config: TrainConfig  # the preset with this stage's overrides
+    mode: str  # "scratch" (all stages of training.run) | "continue_llm" (a further LLM round) |
+    #            "deepen_llm" (grow OUT/llm to `layers` blocks, same outputs; no training)
+    config: TrainConfig  # the preset with this stage's overrides (unused by deepen_llm)
+    layers: int = 0  # deepen_llm: the LLM's new number of layers
 
 
 @dataclass(frozen=True)
@@ -67,12 +75,15 @@ def _stage(raw: dict) -> Stage:
         )
     if raw.get("mode") not in MODES:
         raise ValueError(f"stage {raw.get('name')!r}: mode must be one of {MODES}")
+    if raw["mode"] == "deepen_llm" and int(raw.get("layers", 0)) < 1:
+        raise ValueError(f'stage {raw.get("name")!r}: deepen_llm needs "layers", the new depth')
     preset = raw.get("preset", "demo")
     if preset not in PRESETS:
         raise ValueError(
             f"stage {raw.get('name')!r}: unknown preset {preset!r}; use one of {sorted(PRESETS)}"
         )
-    return Stage(str(raw["name"]), raw["mode"], replace(PRESETS[preset], **overrides))
+    config = replace(PRESETS[preset], **overrides)
+    return Stage(str(raw["name"]), raw["mode"], config, int(raw.get("layers", 0)))
 
 
 def load(name_or_path: str) -> Recipe:
@@ -123,6 +134,23 @@ def run_recipe(recipe: Recipe, out: Path, device: str = "cpu", start_from: Path 
     records = []
     for stage in recipe.stages:
         print(f"[recipe {recipe.name}] stage {stage.name!r} ({stage.mode})", flush=True)
+        if stage.mode == "deepen_llm":
+            records.append(deepen_folder(out, stage.layers))
+            continue
         cont = stage.mode == "continue_llm"
         records.append(run(stage.config, out, device, reuse_vqgan=cont, continue_llm=cont))
     return records
+
+
+def deepen_folder(out: Path, layers: int) -> dict:
+    """Grow the GPT-NeoX in OUT/llm to `layers` blocks in place (fp16, like every saved stage); the step is
+    recorded in OUT/training.json as a round of its own, so the rounds after it list it in order."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(out / "llm", dtype=torch.float32)
+    before = model.config.num_hidden_layers
+    deepen(model, layers).save_pretrained(out / "llm")
+    shrink(out)
+    record = {"deepened": {"from_layers": before, "to_layers": layers}}
+    write_record(out, dict(record), continue_llm=True)
+    return record

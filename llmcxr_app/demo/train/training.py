@@ -361,7 +361,7 @@ def _save_llm(llm: Any, tokenizer: Any, cfg: TrainConfig, out: Path) -> None:
     shrink(out)
 
 
-def _write_record(out: Path, record: dict, continue_llm: bool) -> None:
+def write_record(out: Path, record: dict, continue_llm: bool) -> None:
     """OUT/training.json; a further round keeps the earlier ones under previous_rounds."""
     previous = out / "training.json"
     if continue_llm and previous.exists():
@@ -415,6 +415,6 @@ def run(
         "n_examples": len(examples),
         "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    _write_record(out, record, continue_llm)
+    write_record(out, record, continue_llm)
     _log(f"done in {timings['total_s'] / 60:.1f} min -> {out}")
     return record
