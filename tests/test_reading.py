@@ -125,3 +125,29 @@ def test_a_question_whose_yes_means_absent_is_asked_as_presence_and_answered_the
         "Yes.",
     )
     assert opposite_answer("Left.") is None  # no clear yes or no: not turned round
+
+
+def test_questions_whether_a_finding_is_gone_and_lay_names_for_fluid_and_failure():
+    from llmcxr_app.studio.reading import read_question
+
+    expected = {
+        "Has the effusion resolved?": ("absence", "effusion"),
+        "Is the PTX resolved?": ("absence", "pneumothorax"),
+        "Has the ETT been removed?": ("absence", "ett"),
+        "Is the pneumothorax no longer seen?": ("absence", "pneumothorax"),
+        "Has the consolidation cleared?": ("absence", "consolidation"),
+        "Is the right lung re-expanded?": ("absence", "pneumothorax"),
+        "Is the heart not enlarged?": ("absence", "cardiomegaly"),
+        "Is there fluid in the chest?": ("presence", "effusion"),
+        "Which side is the fluid on?": ("side", "effusion"),
+        "How much fluid is there?": ("size", "effusion"),
+        "Is there fluid in the lungs?": ("presence", "edema"),
+        "Any evidence of failure?": ("presence", "edema"),
+        "Is the effusion still present?": ("presence", "effusion"),
+        "Has the tube been removed?": ("devices", "devices"),  # no finding named: the devices question
+    }
+    for question, (kind, label) in expected.items():
+        reading = read_question(question)
+        assert reading is not None and (reading.kind, reading.label) == (kind, label), question
+    assert read_question("Are the lungs hyperexpanded?") is None  # not a pneumothorax question
+    assert read_question("Is there pleural fluid and edema?") is None  # two findings: as typed

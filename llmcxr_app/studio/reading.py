@@ -86,18 +86,32 @@ _ABSENCE_ASKED = re.compile(
     r"\bnormal\b|\bclear\b(?!\s+(?:evidence|signs?|indication))|\bangles?\b.*\bsharp\b|\bfree\s+of\b"
     r"|\bunremarkable\b"
     r"|\bexclud\w*|\bruled?\s+out\b|\babsent\b|\bextubated\b|^no\b|\bthere\s+no\b"
+    r"|\bnot\s+(?:enlarged|present|seen|visible|there)\b"
+)
+# Asked of a named finding, these also mean "is it gone?" ("Has the effusion resolved?", "Has the ETT
+# been removed?", "Is the lung fully re-expanded?"). Without a finding named ("Has the tube been
+# removed?") they are left to the devices question.
+_GONE_ASKED = re.compile(
+    r"\bresolv\w*|\bremoved\b|\bno\s+longer\b|\bcleared\b|\bfully\s+(?:re-?)?expanded\b|\bre-?expanded\b"
 )
 _HEART_SIZE = re.compile(r"\b(?:heart|cardiac)\s+size\b|\bsize\s+of\s+the\s+heart\b")
 _DEVICES = re.compile(r"(?<!pleural\s)\blines?\b|\b(?:tubes?|devices?|hardware)\b")
 # Lay and loose names a question may use that a report would not (where "opacity" or "collapse" could
 # mean other things): read in questions only, after the labeler's own vocabulary.
 _QUESTION_NAMES = {
-    "pneumothorax": re.compile(r"\bcollapsed\s+(?:right\s+|left\s+)?lung\b"),
+    "pneumothorax": re.compile(
+        r"\bcollapsed\s+(?:right\s+|left\s+)?lung\b|\blungs?\b.*\b(?:fully\s+expanded|re-?expanded)\b"
+    ),
     "ett": re.compile(r"\bbreathing\s+tube\b|\btube\s+in\s+the\s+(?:trachea|windpipe)\b|\bextubated\b"),
     "pacemaker": re.compile(r"\bcardiac\s+device\b|\bpacing\s+device\b"),
     "consolidation": re.compile(r"\bopacit(?:y|ies)\b|\blungs?\s+(?:are\s+|is\s+)?clear\b"),  # "lungs clear?"
     "cardiomegaly": re.compile(r"\bctr\b|\bcardiothoracic\s+ratio\b"),
-    "edema": re.compile(r"\bpulmonary\s+vasculature\b"),
+    "edema": re.compile(
+        r"\bpulmonary\s+vasculature\b|\b(?:heart|cardiac)\s+failure\b|\bevidence\s+of\s+failure\b"
+        r"|\bfluid\s+(?:overload|in\s+the\s+lungs?)\b"
+    ),
+    # "fluid" alone is pleural fluid; fluid overload and fluid in the lungs are oedema (above)
+    "effusion": re.compile(r"\bfluid\b(?!\s+(?:overload|in\s+the\s+lungs?))"),
 }
 
 
@@ -144,7 +158,7 @@ def read_question(text: str) -> QuestionReading | None:
     labels = mentioned_labels(text) or [lab for lab, name in _QUESTION_NAMES.items() if name.search(q)]
     if len(labels) > 1:
         return None
-    if labels and _ABSENCE_ASKED.search(q):
+    if labels and (_ABSENCE_ASKED.search(q) or _GONE_ASKED.search(q)):
         return QuestionReading("absence", labels[0])
     if labels:
         return QuestionReading(_kind_of(labels[0], q), labels[0])
