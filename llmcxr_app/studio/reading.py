@@ -92,7 +92,7 @@ _ABSENCE_ASKED = re.compile(
 # been removed?", "Is the lung fully re-expanded?"). Without a finding named ("Has the tube been
 # removed?") they are left to the devices question.
 _GONE_ASKED = re.compile(
-    r"\bresolv\w*|\bremoved\b|\bno\s+longer\b|\bcleared\b|\bfully\s+(?:re-?)?expanded\b|\bre-?expanded\b"
+    r"\bresolv\w*|\bremoved\b|\bno\s+longer\b|\bcleared\b|\bfully\s+expanded\b|\bre-?expanded\b"
 )
 _HEART_SIZE = re.compile(r"\b(?:heart|cardiac)\s+size\b|\bsize\s+of\s+the\s+heart\b")
 _DEVICES = re.compile(r"(?<!pleural\s)\blines?\b|\b(?:tubes?|devices?|hardware)\b")

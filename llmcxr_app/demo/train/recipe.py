@@ -75,7 +75,8 @@ def _stage(raw: dict) -> Stage:
         )
     if raw.get("mode") not in MODES:
         raise ValueError(f"stage {raw.get('name')!r}: mode must be one of {MODES}")
-    if raw["mode"] == "deepen_llm" and int(raw.get("layers", 0)) < 1:
+    layers = int(raw.get("layers", 0))
+    if raw["mode"] == "deepen_llm" and layers < 1:
         raise ValueError(f'stage {raw.get("name")!r}: deepen_llm needs "layers", the new depth')
     preset = raw.get("preset", "demo")
     if preset not in PRESETS:
@@ -83,7 +84,7 @@ def _stage(raw: dict) -> Stage:
             f"stage {raw.get('name')!r}: unknown preset {preset!r}; use one of {sorted(PRESETS)}"
         )
     config = replace(PRESETS[preset], **overrides)
-    return Stage(str(raw["name"]), raw["mode"], config, int(raw.get("layers", 0)))
+    return Stage(str(raw["name"]), raw["mode"], config, layers)
 
 
 def load(name_or_path: str) -> Recipe:
