@@ -171,7 +171,8 @@ def test_recipes_parse_with_fixed_steps_and_refuse_budgets(tmp_path):
     demo, candidate = recipe.load("demo"), recipe.load("round11")
     assert demo.start.path == candidate.start.path == "weights/demo"
     assert all(re.fullmatch(r"[0-9a-f]{40}", r.start.git_commit) for r in (demo, candidate))
-    assert demo.stages == recipe.load("round14").stages  # the shipped weights: round 10, then round 14
+    # the shipped weights: round 14, grown to 8 layers and trained on (round 17b)
+    assert demo.stages == recipe.load("round17b").stages
     for stage in candidate.stages:
         assert stage.config.lm_budget_s == 0 and stage.config.lm_steps > 0 and stage.mode == "continue_llm"
         assert stage.config.rich_fraction > 0 and stage.config.hold_out
@@ -193,8 +194,8 @@ def test_recipes_parse_with_fixed_steps_and_refuse_budgets(tmp_path):
 
 
 def test_demo_recipe_writes_the_committed_start(tmp_path):
-    """`--recipe demo` starts from the committed round-10 files (weights/demo at its start commit), byte
-    for byte, before its round-14 stage retrains them into the shipped weights."""
+    """`--recipe demo` starts from the committed round-14 files (weights/demo at its start commit), byte
+    for byte, before its stages grow and retrain them into the shipped weights."""
     start = recipe.load("demo").start
     known = subprocess.run(["git", "-C", str(recipe.REPO), "cat-file", "-e", start.git_commit + "^{commit}"])
     if known.returncode != 0:  # a shallow clone or an unpacked archive holds no history to read it from
@@ -209,7 +210,7 @@ def test_demo_recipe_writes_the_committed_start(tmp_path):
             check=True,
         ).stdout
         assert (tmp_path / rel).read_bytes() == at_start, rel
-    # the tokenizer and VQ-GAN are the shipped ones: the round-14 stage trains only the LLM
+    # the tokenizer and VQ-GAN are the shipped ones: the stages grow and train only the LLM
     for rel in ("llm/tokenizer.json", "vqgan/demo-vqgan.safetensors"):
         assert (tmp_path / rel).read_bytes() == (recipe.REPO / start.path / rel).read_bytes(), rel
 
