@@ -1,7 +1,7 @@
 """Behaviour kept across refactors: fixed requests to the shipped demo model answer as recorded.
 
 tests/data/golden_answers.json was recorded by `python tests/golden.py` before the package restructure,
-and recorded again when the shipped weights changed to round 14 (2026-11-28): greedy and seeded
+and recorded again each time the shipped weights changed (round 14 and round 17b, 2026-11-28): greedy and seeded
 describe / ask, ask without an image, a seeded draw, through the Studio facade (eager and fast path) and
 through the command line (`llmcxr_app.__main__.main`, in-process: a subprocess would add 8 s of imports;
 tests/test_cli.py covers the process entry point). Text must match exactly and draw codes too: on
