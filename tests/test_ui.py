@@ -25,8 +25,10 @@ from llmcxr_app import protocol
 from llmcxr_app.cli_args import add_server_args, server_from_args
 from llmcxr_app.config import ServerConfig
 from llmcxr_app.imaging.exports import mark_box
+from llmcxr_app.studio import selfcheck
 from llmcxr_app.studio.facade import Studio, StudioInputError
 from llmcxr_app.ui import app as ui
+from llmcxr_app.ui import draw as ui_draw
 from llmcxr_app.ui import render as ui_render
 from llmcxr_app.ui.chat import ChatApp
 from llmcxr_app.ui.routing import findings_from_request, is_draw_request, route
@@ -91,6 +93,19 @@ def test_seed_box_and_candidate_seeds():
             ui_render.parse_seed(bad)
     assert ui_render.candidate_seeds(7, 3) == [7, 8, 9]
     assert ui_render.candidate_seeds(None, 2) == [None, None]
+
+
+def test_a_single_disagreeing_drawing_points_to_several_candidates():
+    asked = "Large right pleural effusion."
+    wrong = selfcheck.compare(asked, "There are small bilateral pleural effusions.")
+    right = selfcheck.compare(asked, "There is a large right pleural effusion.")
+    assert not wrong.matches and right.matches
+    hint = ui_draw.candidates_hint([wrong], 4)
+    assert "up to 4 drawings" in hint and "Draw: candidates" in hint
+    assert ui_draw.candidates_hint([right], 4) == ""  # it agrees: nothing to suggest
+    assert ui_draw.candidates_hint([wrong, right], 4) == ""  # several drawn: the verdict names the best
+    assert ui_draw.candidates_hint([wrong], 1) == ""  # the server allows one candidate only
+    assert ui_draw.candidates_hint([], 4) == ""  # self-check off
 
 
 def test_confidence_map_colours_follow_the_probabilities():
@@ -288,6 +303,8 @@ def test_draw_returns_a_marked_image_with_exports(url):
     assert any(
         "Self-check (the model reading its own drawing)" in t for r, t in texts(chat) if r == "assistant"
     )
+    hinted = any("raise Draw: candidates" in t for r, t in texts(chat) if r == "assistant")
+    assert hinted == (not check["agrees"])  # a disagreeing single drawing points to several candidates
     # The chat says what the labeler read; this checkpoint (no llmcxr_draw_prompt) got the text as typed.
     prov = record["provenance"]
     assert prov["draw_prompt"] == "verbatim" and prov["model_findings"] is None

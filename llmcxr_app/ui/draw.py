@@ -99,6 +99,19 @@ class _Progress:
         return "\n".join(lines)
 
 
+def candidates_hint(checks: list[selfcheck.Agreement], max_candidates: int) -> str:
+    """A nudge to draw several candidates when the only one drawn disagrees with its own read-back: the
+    self-check then names the best-agreeing one, which finds more of the asked findings than one drawing
+    does (docs/DEMO_MODEL.md measures it). Empty when it agrees, when several were drawn, or when the
+    server allows one candidate only."""
+    if len(checks) != 1 or checks[0].matches or max_candidates < 2:
+        return ""
+    return (
+        f" To let the self-check pick the best of up to {max_candidates} drawings, raise"
+        " Draw: candidates in Generation settings."
+    )
+
+
 class Drawer:
     """Draws for one chat app, its host."""
 
@@ -119,8 +132,9 @@ class Drawer:
             progress.show(f"Drawn {i + 1} of {n}…" if i + 1 < n else "")
             yield
         verdict = f" {selfcheck.verdict(progress.checks)}" if progress.checks else ""
+        hint = candidates_hint(progress.checks, self.host.server.max_candidates)
         progress.show(
-            f"{what[0].upper()}{what[1:]} drawn from your findings, marked SYNTHETIC. {read_as}{verdict} "
+            f"{what[0].upper()}{what[1:]} drawn from your findings, marked SYNTHETIC. {read_as}{verdict}{hint} "
             "Confidence map and downloads below."
         )
         self._draw_details(session, progress.results, progress.checks)
