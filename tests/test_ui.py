@@ -303,7 +303,7 @@ def test_draw_returns_a_marked_image_with_exports(url):
     assert any(
         "Self-check (the model reading its own drawing)" in t for r, t in texts(chat) if r == "assistant"
     )
-    hinted = any("raise Draw: candidates" in t for r, t in texts(chat) if r == "assistant")
+    hinted = any("Draw: candidates slider" in t for r, t in texts(chat) if r == "assistant")
     assert hinted == (not check["agrees"])  # a disagreeing single drawing points to several candidates
     # The chat says what the labeler read; this checkpoint (no llmcxr_draw_prompt) got the text as typed.
     prov = record["provenance"]

@@ -108,7 +108,7 @@ def candidates_hint(checks: list[selfcheck.Agreement], max_candidates: int) -> s
         return ""
     return (
         f" To let the self-check pick the best of up to {max_candidates} drawings, raise"
-        " Draw: candidates in Generation settings."
+        " the Draw: candidates slider in the settings panel."
     )
 
 
