@@ -24,7 +24,7 @@ from llmcxr_app.ui import sweeper
 from llmcxr_app.ui.chat import ChatApp
 from llmcxr_app.ui.compare import Comparer, ModelRow, model_row
 from llmcxr_app.ui.panel import xray_panel
-from llmcxr_app.ui.render import DEMO_LABEL, MODE_INFO, duration, status_markdown
+from llmcxr_app.ui.render import CANDIDATES_LABEL, DEMO_LABEL, MODE_INFO, duration, status_markdown
 from llmcxr_app.ui.routing import MODES
 from llmcxr_app.ui.scripts import SCROLL_TO_BOTTOM, SCROLL_TO_DRAWING
 from llmcxr_app.ui.sessions import delete_session
@@ -251,7 +251,7 @@ def _settings(server: ServerConfig) -> list:
             server.max_candidates,
             value=1,
             step=1,
-            label="Draw: candidates",
+            label=CANDIDATES_LABEL,
             info="several X-rays from the same findings, shown as a grid",
         )
     return [temperature, top_p, max_tokens, seed, candidates]

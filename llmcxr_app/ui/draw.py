@@ -108,7 +108,7 @@ def candidates_hint(checks: list[selfcheck.Agreement], max_candidates: int) -> s
         return ""
     return (
         f" To let the self-check pick the best of up to {max_candidates} drawings, raise"
-        " the Draw: candidates slider in the settings panel."
+        f" the {render.CANDIDATES_LABEL} slider in the settings panel."
     )
 
 

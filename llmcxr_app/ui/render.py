@@ -26,6 +26,7 @@ PANEL_MAX_SIDE = 640  # uploads shown in the chat and panel are shrunk to this (
 PANEL_MIN_SIDE = 384  # ...and small ones enlarged to this, so a 64 px test film is not a speck
 CROP_COLOUR = (245, 158, 11)  # amber outline of the model's crop on the original
 DEMO_LABEL = "demo model: trained on synthetic phantoms, not on real X-rays"
+CANDIDATES_LABEL = "Draw: candidates"  # the settings slider; the Draw hint names it by this label
 MODE_INFO = {  # the hint beside the Mode control, for the mode it shows
     "Auto": "**Auto**: image → report · question → answer about the current X-ray · “draw … X-ray” or "
     "findings → synthetic image (with an X-ray: you choose) · no X-ray → plain instruction",
