@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from llmcxr_app.modeling.rope import DEFAULT_ROPE_THETA, grid_rope_theta
 from llmcxr_app.modeling.vqgan import VQGANConfig
 from llmcxr_app.protocol import IMAGE_PLACEHOLDER, SPECIAL_TOKENS
 
@@ -61,6 +62,8 @@ class LLMShape:
     intermediate_size: int = 1024  # MLP width
     max_positions: int = 512  # context length in tokens
     rotary_pct: float = 0.25  # fraction of each head's dims that get rotary embeddings (dolly: 0.25)
+    rope_grid_width: int = 0  # > 0: rotary base tuned so one rotary pair turns once per this many ids (a
+    #                           grid row; modeling/rope.py); 0: GPT-NeoX's default base 10000 (dolly's)
 
 
 DOLLY_V2_3B = LLMShape(
@@ -84,6 +87,14 @@ DEMO_VQGAN = VQGANConfig(
 DEMO_VOCAB = 1200  # BPE vocabulary before the three special tokens
 
 
+def rope_theta(shape: LLMShape) -> float:
+    """The rotary base of an LLM of this shape: the default, or tuned to its image grid's width."""
+    if shape.rope_grid_width <= 0:
+        return DEFAULT_ROPE_THETA
+    rotary_dims = int(shape.hidden_size // shape.num_heads * shape.rotary_pct)
+    return grid_rope_theta(rotary_dims, shape.rope_grid_width)
+
+
 def make_llm(vocab_size: int, codebook_size: int, shape: LLMShape = LLMShape(), seed: int = 0):
     """A randomly initialised ``GPTNeoXForCausalLM`` whose embedding holds vocab_size + codebook_size rows."""
     import torch
@@ -96,7 +107,11 @@ def make_llm(vocab_size: int, codebook_size: int, shape: LLMShape = LLMShape(), 
         num_attention_heads=shape.num_heads,
         intermediate_size=shape.intermediate_size,
         max_position_embeddings=shape.max_positions,
-        rotary_pct=shape.rotary_pct,
+        rope_parameters={
+            "rope_type": "default",
+            "rope_theta": rope_theta(shape),
+            "partial_rotary_factor": shape.rotary_pct,
+        },
         use_parallel_residual=True,
         tie_word_embeddings=False,
         bos_token_id=0,

@@ -4,9 +4,11 @@
 
 A recipe names its starting point (nothing: train from scratch; or a weights folder at a git commit of
 this repository) and its stages, each a TrainConfig preset plus overrides run by training.run, either from
-scratch or as a further LLM round (--continue-llm), or a "deepen_llm" stage that grows the LLM to more
-layers without changing its outputs (deepen.py) for the rounds after it to train. Wall-clock budgets
-(lm_budget_s) are refused: a step count fixed in the file is what makes a second run repeat the first.
+scratch (its "llm" keys override the preset's LLMShape) or as a further LLM round (--continue-llm). Two
+stages change the LLM without training it: "deepen_llm" grows it to more layers without changing its outputs
+(deepen.py), and "grid_rope" retunes its rotary base so one rotary pair turns once per image-grid row
+(grid_rope.py); the rounds after them train the result. Wall-clock budgets (lm_budget_s) are refused: a
+step count fixed in the file is what makes a second run repeat the first.
 Files: train/recipes/NAME.json.
 """
 
@@ -21,12 +23,14 @@ from pathlib import Path
 import torch
 
 from llmcxr_app.demo.train.deepen import deepen
+from llmcxr_app.demo.train.grid_rope import set_grid_rope
 from llmcxr_app.demo.train.training import PRESETS, TrainConfig, run, write_record
 from llmcxr_app.loading.writers import shrink
+from llmcxr_app.modeling.builders import LLMShape
 
 RECIPES = Path(__file__).parent / "recipes"
 REPO = Path(__file__).resolve().parents[3]
-MODES = ("scratch", "continue_llm", "deepen_llm")
+MODES = ("scratch", "continue_llm", "deepen_llm", "grid_rope")
 
 
 @dataclass(frozen=True)
@@ -44,9 +48,11 @@ class Stage:
 
     name: str  # a label for the log and the record
     mode: str  # "scratch" (all stages of training.run) | "continue_llm" (a further LLM round) |
-    #            "deepen_llm" (grow OUT/llm to `layers` blocks, same outputs; no training)
-    config: TrainConfig  # the preset with this stage's overrides (unused by deepen_llm)
+    #            "deepen_llm" (grow OUT/llm to `layers` blocks, same outputs; no training) |
+    #            "grid_rope" (set OUT/llm's rotary base for a `grid_width`-wide grid; no training)
+    config: TrainConfig  # the preset with this stage's overrides (unused by deepen_llm and grid_rope)
     layers: int = 0  # deepen_llm: the LLM's new number of layers
+    grid_width: int = 0  # grid_rope: image ids per grid row (16 for the official 16 x 16 grid)
 
 
 @dataclass(frozen=True)
@@ -78,13 +84,23 @@ def _stage(raw: dict) -> Stage:
     layers = int(raw.get("layers", 0))
     if raw["mode"] == "deepen_llm" and layers < 1:
         raise ValueError(f'stage {raw.get("name")!r}: deepen_llm needs "layers", the new depth')
+    grid_width = int(raw.get("grid_width", 0))
+    if raw["mode"] == "grid_rope" and grid_width < 1:
+        raise ValueError(f'stage {raw.get("name")!r}: grid_rope needs "grid_width", ids per grid row')
     preset = raw.get("preset", "demo")
     if preset not in PRESETS:
         raise ValueError(
             f"stage {raw.get('name')!r}: unknown preset {preset!r}; use one of {sorted(PRESETS)}"
         )
     config = replace(PRESETS[preset], **overrides)
-    return Stage(str(raw["name"]), raw["mode"], config, layers)
+    llm = dict(raw.get("llm", {}))  # LLMShape overrides; a scratch stage builds the LLM from them
+    unknown = sorted(set(llm) - {f.name for f in fields(LLMShape)})
+    if unknown:
+        raise ValueError(f"stage {raw.get('name')!r}: unknown llm keys {unknown}")
+    if llm and raw["mode"] != "scratch":
+        raise ValueError(f"stage {raw.get('name')!r}: only a scratch stage builds an LLM from llm keys")
+    config = replace(config, llm=replace(config.llm, **llm))
+    return Stage(str(raw["name"]), raw["mode"], config, layers, grid_width)
 
 
 def load(name_or_path: str) -> Recipe:
@@ -138,6 +154,9 @@ def run_recipe(recipe: Recipe, out: Path, device: str = "cpu", start_from: Path 
         if stage.mode == "deepen_llm":
             records.append(deepen_folder(out, stage.layers))
             continue
+        if stage.mode == "grid_rope":
+            records.append(grid_rope_folder(out, stage.grid_width))
+            continue
         cont = stage.mode == "continue_llm"
         records.append(run(stage.config, out, device, reuse_vqgan=cont, continue_llm=cont))
     return records
@@ -153,5 +172,13 @@ def deepen_folder(out: Path, layers: int) -> dict:
     deepen(model, layers).save_pretrained(out / "llm")
     shrink(out)
     record = {"deepened": {"from_layers": before, "to_layers": layers}}
+    write_record(out, dict(record), continue_llm=True)
+    return record
+
+
+def grid_rope_folder(out: Path, grid_width: int) -> dict:
+    """Retune OUT/llm's rotary base for a `grid_width`-wide image grid (config only, weights unchanged);
+    recorded in OUT/training.json as a round of its own, like deepen_folder."""
+    record = {"grid_rope": set_grid_rope(out / "llm", grid_width)}
     write_record(out, dict(record), continue_llm=True)
     return record
