@@ -7,7 +7,9 @@ the default base (10000) none of the rotated pairs has a period of 16 ids, so a 
 any one of them: the model must infer it from the ids it has drawn (docs/DEMO_MODEL.md measures how well).
 When pair 1 turns by 2 pi / 16 per position, the score of a query against the image's opening marker (or any
 key) depends on the column through that pair alone, so one head can tell left from right. It stays the
-official format: the base is GPT-NeoX's rope_theta config field.
+official format: the base is GPT-NeoX's rope_theta config field. Grafted onto a model trained at the
+default base it did not pay within a round of training (round 19 in docs/DEMO_MODEL.md: the attention it had
+learned broke); LLMShape.rope_grid_width builds it in from the start instead.
 
 How: the default rotary embedding turns pair j (of rotary_dims / 2) by theta ** (-2 j / rotary_dims) radians
 per position, so pair `pair` has period `grid_width` when theta = (grid_width / 2 pi) ** (rotary_dims / (2 pair)).
