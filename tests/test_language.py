@@ -217,13 +217,16 @@ def test_demo_recipe_writes_the_committed_start(tmp_path):
 
 def test_tiny_recipe_runs_every_mode(tmp_path):
     records = recipe.run_recipe(recipe.load("tiny"), tmp_path)
-    assert len(records) == 3 and (tmp_path / "llm" / "model.safetensors").is_file()
+    assert len(records) == 4 and (tmp_path / "llm" / "model.safetensors").is_file()
     assert records[1] == {"deepened": {"from_layers": 1, "to_layers": 2}}
-    assert json.loads((tmp_path / "llm" / "config.json").read_text())["num_hidden_layers"] == 2
+    assert records[2]["grid_rope"]["from"] == 10000.0 and records[2]["grid_rope"]["grid_width"] == 16
+    config = json.loads((tmp_path / "llm" / "config.json").read_text())
+    assert config["num_hidden_layers"] == 2  # the round after both stages kept what they made
+    assert config["rope_parameters"]["rope_theta"] == records[2]["grid_rope"]["to"]
     saved = json.loads((tmp_path / "training.json").read_text())
-    assert saved["config"]["rich_fraction"] > 0 and saved["previous_rounds"][1] == records[1]
+    assert saved["config"]["rich_fraction"] > 0 and saved["previous_rounds"][1:] == records[1:3]
     assert (
-        len(saved["previous_rounds"]) == 2 and records[2]["lm_steps_run"] == training.PRESETS["tiny"].lm_steps
+        len(saved["previous_rounds"]) == 3 and records[3]["lm_steps_run"] == training.PRESETS["tiny"].lm_steps
     )
 
 
