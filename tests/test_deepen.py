@@ -101,15 +101,23 @@ def test_deepen_stage_grows_the_saved_model_in_the_official_format(tmp_path):
         )
 
 
-def test_a_deepen_stage_needs_its_depth(tmp_path):
+@pytest.mark.parametrize(
+    ("mode", "key", "value"), [("deepen_llm", "layers", 3), ("grid_rope", "grid_width", 16)]
+)
+def test_a_stage_that_changes_the_llm_needs_its_parameter(tmp_path, mode, key, value):
     raw = {"start": None, "stages": [{"name": "s", "mode": "scratch", "preset": "tiny"}]}
-    raw["stages"].append({"name": "d", "mode": "deepen_llm"})
+    raw["stages"].append({"name": "d", "mode": mode})
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(raw))
-    with pytest.raises(ValueError, match="layers"):
+    with pytest.raises(ValueError, match=key):
         recipe.load(str(bad))
-    raw["stages"][1]["layers"] = 3
+    raw["stages"][1][key] = value
     bad.write_text(json.dumps(raw))
-    assert recipe.load(str(bad)).stages[1].layers == 3
+    assert getattr(recipe.load(str(bad)).stages[1], key) == value
+
+
+def test_the_rounds_that_change_the_llm_load_their_stages():
     deeper = recipe.load("round17")
     assert [s.mode for s in deeper.stages] == ["deepen_llm", "continue_llm"] and deeper.stages[0].layers == 8
+    grid = recipe.load("round19")
+    assert [s.mode for s in grid.stages] == ["grid_rope", "continue_llm"] and grid.stages[0].grid_width == 16

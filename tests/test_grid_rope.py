@@ -106,18 +106,6 @@ def test_grid_rope_stage_rewrites_only_the_config(tmp_path):
         assert not torch.allclose(loaded(input_ids=ids).logits, model(input_ids=ids).logits, atol=1e-3)
 
 
-def test_a_grid_rope_stage_needs_its_width(tmp_path):
-    raw = {"start": None, "stages": [{"name": "s", "mode": "scratch", "preset": "tiny"}]}
-    raw["stages"].append({"name": "g", "mode": "grid_rope"})
-    bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps(raw))
-    with pytest.raises(ValueError, match="grid_width"):
-        recipe.load(str(bad))
-    raw["stages"][1]["grid_width"] = 16
-    bad.write_text(json.dumps(raw))
-    assert recipe.load(str(bad)).stages[1].grid_width == 16
-
-
 @pytest.mark.parametrize(
     "config",
     [
