@@ -94,6 +94,8 @@ def test_an_incompatible_shape_is_refused_clearly(base_dir):
         init_from_base(base_dir, CODEBOOK, replace(SHAPE, max_positions=512))
     with pytest.raises(ValueError, match="rotary_pct"):
         init_from_base(base_dir, CODEBOOK, replace(SHAPE, rotary_pct=0.5))
+    with pytest.raises(ValueError, match="rope_theta: base 10000.0"):  # the grid base would be ignored
+        init_from_base(base_dir, CODEBOOK, replace(SHAPE, rope_grid_width=16))
     with pytest.raises(FileNotFoundError, match="No base LM"):
         init_from_base(base_dir / "absent", CODEBOOK, SHAPE)
 

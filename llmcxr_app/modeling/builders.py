@@ -87,12 +87,17 @@ DEMO_VQGAN = VQGANConfig(
 DEMO_VOCAB = 1200  # BPE vocabulary before the three special tokens
 
 
+def rotary_dims(hidden_size: int, num_heads: int, rotary_pct: float) -> int:
+    """Dims per attention head that GPT-NeoX rotates (as transformers computes them)."""
+    return int(hidden_size // num_heads * rotary_pct)
+
+
 def rope_theta(shape: LLMShape) -> float:
     """The rotary base of an LLM of this shape: the default, or tuned to its image grid's width."""
     if shape.rope_grid_width <= 0:
         return DEFAULT_ROPE_THETA
-    rotary_dims = int(shape.hidden_size // shape.num_heads * shape.rotary_pct)
-    return grid_rope_theta(rotary_dims, shape.rope_grid_width)
+    dims = rotary_dims(shape.hidden_size, shape.num_heads, shape.rotary_pct)
+    return grid_rope_theta(dims, shape.rope_grid_width)
 
 
 def make_llm(vocab_size: int, codebook_size: int, shape: LLMShape = LLMShape(), seed: int = 0):

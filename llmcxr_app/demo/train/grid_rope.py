@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from llmcxr_app.modeling import builders
 from llmcxr_app.modeling.rope import DEFAULT_ROPE_THETA, grid_rope_theta
 
 
@@ -15,7 +16,7 @@ def rotary_dims(config: dict) -> int:
     """Rotated dims per head of a GPT-NeoX config.json (either transformers spelling of the fraction)."""
     rope = config.get("rope_parameters") or {}
     fraction = rope.get("partial_rotary_factor", config.get("rotary_pct", 1.0))
-    return int(config["hidden_size"] // config["num_attention_heads"] * fraction)
+    return builders.rotary_dims(config["hidden_size"], config["num_attention_heads"], fraction)
 
 
 def set_grid_rope(llm_dir: Path, grid_width: int, pair: int = 1) -> dict:

@@ -25,7 +25,8 @@ import torch
 
 from llmcxr_app import protocol
 from llmcxr_app.config import REPO_ROOT
-from llmcxr_app.modeling.builders import LLMShape, make_llm
+from llmcxr_app.modeling.builders import LLMShape, make_llm, rope_theta
+from llmcxr_app.modeling.rope import DEFAULT_ROPE_THETA
 
 NEW_ROW_NOISE = 0.1  # noise std of a new row, as a fraction of the per-dimension std of the base's text rows
 # [vocab, hidden] tensors grown by the new rows: the input embedding and the output head (named embed_out or
@@ -34,9 +35,11 @@ _ROW_TENSORS = ("gpt_neox.embed_in.weight", "embed_out.weight", "lm_head.weight"
 
 
 def _shape_of(config: Any) -> dict[str, Any]:
-    """The LLMShape fields of a GPT-NeoX config (rotary fraction under either transformers spelling)."""
+    """The LLMShape fields of a GPT-NeoX config (rotary fraction and base under either transformers
+    spelling); the base stands for rope_grid_width, which a config does not record."""
     rope = getattr(config, "rope_parameters", None) or {}
     rotary = rope.get("partial_rotary_factor", getattr(config, "rotary_pct", None))
+    theta = rope.get("rope_theta", getattr(config, "rotary_emb_base", DEFAULT_ROPE_THETA))
     return {
         "num_layers": config.num_hidden_layers,
         "hidden_size": config.hidden_size,
@@ -44,21 +47,21 @@ def _shape_of(config: Any) -> dict[str, Any]:
         "intermediate_size": config.intermediate_size,
         "max_positions": config.max_position_embeddings,
         "rotary_pct": rotary,
+        "rope_theta": theta,
     }
 
 
 def check_compatible(config: Any, shape: LLMShape, folder: Path | str = "the base LM") -> None:
     """Raise ValueError naming every field where the base's config differs from the token model's shape
-    (layers, widths, heads, context length, rotary fraction): its weights would not fit, or would be read
-    with another context or rotary layout than they were trained with."""
+    (layers, widths, heads, context length, rotary fraction and base): its weights would not fit, or would be
+    read with another context or rotary layout than they were trained with."""
     if getattr(config, "model_type", None) != "gpt_neox":
         raise ValueError(
             f"{folder} is a {config.model_type!r} model; the token trainer needs a GPT-NeoX base."
         )
     base = _shape_of(config)
-    wrong = [
-        f"{k}: base {base[k]}, token model {getattr(shape, k)}" for k in base if base[k] != getattr(shape, k)
-    ]
+    want = {k: getattr(shape, k) for k in base if k != "rope_theta"} | {"rope_theta": rope_theta(shape)}
+    wrong = [f"{k}: base {base[k]}, token model {want[k]}" for k in base if base[k] != want[k]]
     if wrong:
         raise ValueError(
             f"The base LM in {folder} does not fit the token model's LLM shape ({'; '.join(wrong)}). "
