@@ -51,6 +51,11 @@ def test_report_keys(report):
         assert r["first_token_s"] > 0 and r["text_tok_s"] > 0 and r["draw_s"] > 0
         assert r["text_tokens"] == 12 and r["peak_bytes"] > 0
     assert report["results"]["fast"]["mode"] == "eager"  # CPU default (measured fastest there)
+    assert report["results"]["fast"]["cache_pool_bytes"] == 0  # eager decoding pools no StaticCache
+    assert report["results"]["hf"]["cache_pool_bytes"] is None
+    assert all(r["allocated_after_warmup_bytes"] is None for r in report["results"].values())  # CUDA only
+    model_bytes = report["memory"]
+    assert model_bytes["llm_bytes"] > 0 and model_bytes["vqgan_bytes"] > 0
     assert report["targets"] == []  # targets apply to the demo model (CPU) or official shapes in nf4 (GPU)
 
 
@@ -58,6 +63,8 @@ def test_paths_agree_with_hf_generate(report):
     """Greedy, same constraints: our loops and HF generate pick the same ids (text and image)."""
     for path in ("hf", "fast"):
         assert report["results"][path]["ids_match_hf"] == {"text": True, "draw": True}, path
+        for kind in ("text", "draw"):
+            assert report["results"][path]["ids_vs_hf"][kind]["first_difference"] is None, (path, kind)
 
 
 def test_targets_are_judged_for_the_demo_shape():

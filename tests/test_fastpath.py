@@ -130,6 +130,21 @@ def test_static_cache_grows_and_matches_eager_image(model, layout, draw_prompt, 
     assert seam[0] == codes and seam[1] == probs
 
 
+def test_pool_bytes_counts_every_pooled_cache(model, draw_prompt):
+    """pool_bytes is what the pooled StaticCaches hold: keys and values, every layer, every bucket."""
+    fast = FastPath(model, context_length=512, config=SMALL)
+    assert fast.pool_bytes == 0
+    cfg = model.config
+    per_position = cfg.num_hidden_layers * 2 * cfg.hidden_size * 4  # keys and values, fp32
+    fast.prefill(model, torch.tensor([draw_prompt]))
+    first = fastpath._bucket_for(len(draw_prompt) + SMALL.reserve, fast.sizes)
+    assert fast.pool_bytes == first * per_position
+    second = fast.sizes[-2]  # both fit the pool's budget (the context length) together
+    assert first < second and first + second <= 512
+    fast.prefill(model, torch.tensor([draw_prompt]), capacity=second)
+    assert fast.pool_bytes == (first + second) * per_position
+
+
 def test_seeded_sampling_same_as_per_token_loop(model, layout, draw_prompt):
     fast = FastPath(model, context_length=512, config=SMALL)
     a = image_of(fast.generate_image(model, layout, draw_prompt, GRID, SEEDED))

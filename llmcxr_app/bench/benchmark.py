@@ -29,6 +29,7 @@ import torch
 
 from llmcxr_app import config as cfg
 from llmcxr_app import protocol
+from llmcxr_app.bench import agreement
 from llmcxr_app.bench.measure import run_path
 from llmcxr_app.bench.models import FINDINGS, BenchModel, build_random, load_weights
 from llmcxr_app.bench.report import loadavg, machine, table, targets
@@ -114,11 +115,35 @@ def _measure(bm: BenchModel, paths: list[str], prompts: dict, n_new: int, repeat
             results[path] = run_path(bm, path, prompts, n_new, repeats)
             print(f"[bench] {path}: {_progress(results[path])}", file=sys.stderr, flush=True)
     if "hf" in results:
+        base = results["hf"]["_ids"]
         for r in results.values():
-            r["ids_match_hf"] = {k: r["_ids"][k] == results["hf"]["_ids"][k] for k in ("text", "draw")}
+            r["ids_vs_hf"] = {
+                kind: agreement.compare(
+                    bm.model,
+                    prompts[_PROMPT_OF[kind]],
+                    _generated(bm, kind, base[kind]),
+                    _generated(bm, kind, r["_ids"][kind]),
+                )
+                for kind in ("text", "draw")
+            }
+            r["ids_match_hf"] = {kind: a["match"] for kind, a in r["ids_vs_hf"].items()}
     for r in results.values():
         r.pop("_ids")
     return results
+
+
+_PROMPT_OF = {"text": "image", "draw": "draw"}  # run kind -> the prompt it continues
+
+
+def _generated(bm: BenchModel, kind: str, ids: list[int]) -> list[int]:
+    """The ids a run appended to its prompt: text ids as they are; a drawing's codes as ``<`` + image ids."""
+    return ids if kind == "text" else [bm.layout.image_open_id, *bm.layout.shift(ids)]
+
+
+def _bytes(module: torch.nn.Module) -> int:
+    """Bytes of a module's parameters and buffers as stored (4-bit weights count their packed bytes)."""
+    tensors = [*module.parameters(), *module.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         "prompt_tokens": {k: len(v) for k, v in prompts.items()},
         "new_tokens": n_new,
         "image_tokens": bm.vqgan.grid_tokens,
+        # What is resident before any cache: the peak of each path adds its caches and activations to these.
+        "memory": {"llm_bytes": _bytes(bm.model), "vqgan_bytes": _bytes(bm.vqgan)},
         "results": results,
     }
     report["targets"] = targets(report, device)

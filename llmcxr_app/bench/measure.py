@@ -47,6 +47,10 @@ def _peak_bytes(device: torch.device) -> int | None:
     return None
 
 
+def _allocated_bytes(device: torch.device) -> int | None:
+    return int(torch.cuda.memory_allocated(device)) if device.type == "cuda" else None
+
+
 def _now() -> tuple[float, float]:
     """(wall seconds, this process's CPU seconds): on a shared machine the second is the steadier figure."""
     return time.perf_counter(), time.process_time()
@@ -202,6 +206,7 @@ def run_path(bm: BenchModel, path: str, prompts: dict, n_new: int, repeats: int)
     _text_run(bm, fast, prompts["image"], n_new)  # untimed first calls: allocator, kernels, lazy imports
     _draw_run(bm, fast, prompts["draw"])
     warmup_s = time.perf_counter() - t
+    resident = _allocated_bytes(bm.device)
     _reset_peak(bm.device)
     texts = [_text_run(bm, fast, prompts["image"], n_new) for _ in range(repeats)]
     draws = [_draw_run(bm, fast, prompts["draw"]) for _ in range(repeats)]
@@ -219,5 +224,7 @@ def run_path(bm: BenchModel, path: str, prompts: dict, n_new: int, repeats: int)
         "text_tok_per_cpu_s": statistics.median(r[1][3] for r in texts),
         "draw_cpu_s": statistics.median(r[1][1] for r in draws),
         "peak_bytes": _peak_bytes(bm.device),
+        "allocated_after_warmup_bytes": resident,  # CUDA: what warm-up left allocated (None on a CPU)
+        "cache_pool_bytes": None if fast is None else fast.pool_bytes,  # the fast path's pooled KV caches
         "_ids": {"text": texts[0][0], "draw": draws[0][0]},
     }

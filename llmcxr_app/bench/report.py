@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from llmcxr_app.bench import agreement
+
 GPU_TARGETS = {
     "draw_s": 1.0,
     "draw_speedup": 8.0,
@@ -115,7 +117,7 @@ def table(report: dict) -> str:
         )
     ]
     for path, r in report["results"].items():
-        match = r.get("ids_match_hf")
+        agree = r.get("ids_vs_hf")
         rows.append(
             (
                 path,
@@ -128,7 +130,7 @@ def table(report: dict) -> str:
                 f"{r['text_tok_per_cpu_s']:.1f}",
                 f"{r['draw_cpu_s']:.3f}",
                 "n/a" if r["peak_bytes"] is None else f"{r['peak_bytes'] / 1e6:.0f}",
-                "-" if match is None else ("yes" if all(match.values()) else f"no {match}"),
+                "-" if agree is None else agreement.summary(agree),
             )
         )
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]

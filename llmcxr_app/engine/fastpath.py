@@ -135,6 +135,12 @@ class FastPath:
         return [s for s in self.sizes if s >= smallest]
 
     @property
+    def pool_bytes(self) -> int:
+        """Bytes the pooled caches hold: keys and values of every layer, of every pooled bucket."""
+        layers = [layer for cache in self._pool.values() for layer in cache.layers]
+        return sum(t.numel() * t.element_size() for layer in layers for t in (layer.keys, layer.values))
+
+    @property
     def mode(self) -> str:
         """ "compiled", "static" (static cache, eager) or "eager" (generation.py's DynamicCache functions)."""
         return "compiled" if self._compiled is not None else "static" if self.static else "eager"
