@@ -1,6 +1,6 @@
-"""scripts/gpu_wheels.sh and scripts/gpu_check.sh on this CPU machine: the wheel set is complete and installs
-offline into an empty folder, the slimmed gradio in it serves the app, and the check runs its non-CUDA steps,
-skipping the CUDA ones with a line that says so."""
+"""scripts/gpu_wheels.sh, gpu_check.sh and gpu_train.sh on this CPU machine: the wheel set is complete and
+installs offline into an empty folder, the slimmed gradio in it serves the app, the check runs its non-CUDA
+steps, skipping the CUDA ones with a line that says so, and the trainer runs recipes side by side."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -259,3 +260,34 @@ def test_a_step_named_in_skip_is_recorded_as_skipped_by_request(tmp_path):
     steps = {s["name"]: s for s in json.loads((out / "summary.json").read_text())["steps"]}
     assert steps["env"]["status"] == "skipped" and steps["env"]["note"] == "SKIP names it"
     assert steps["install"]["status"] == "ok"
+
+
+def test_gpu_train_runs_recipes_side_by_side_and_packs_each_llm(tmp_path):
+    """scripts/gpu_train.sh on this CPU (DEVICE=cpu): two tiny recipes at once, each logged and packed into
+    one tarball holding its LLM and training record; a recipe that fails is reported by the exit status."""
+    out = tmp_path / "out"
+    env = {
+        **os.environ,
+        "OUT": str(out),
+        "DEVICE": "cpu",
+        "WORK": str(tmp_path / "work"),
+        "PYTHON": sys.executable,
+    }
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"stages": [{"name": "x", "mode": "scratch", "preset": "nope"}]}))
+    p = subprocess.run(
+        ["bash", str(SCRIPTS / "gpu_train.sh"), "tiny", str(bad)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert p.returncode == 1, p.stdout + p.stderr  # the bad recipe failed, the tiny one did not stop for it
+    assert "[gpu_train] tiny: rc 0" in p.stdout and "[gpu_train] bad: rc 1" in p.stdout
+    log = (out / "tiny.log").read_text()
+    assert "llm step" in log and re.search(r"rc 0 wall \d+ s$", log.strip())
+    with tarfile.open(out / "tiny.tar.gz") as tar:
+        names = set(tar.getnames())
+        record = json.load(tar.extractfile("tiny/training.json"))
+    assert {"tiny/llm/model.safetensors", "tiny/llm/config.json", "tiny/training.json"} <= names
+    assert record["device"] == "cpu" and not any("vqgan" in n for n in names)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -144,7 +145,37 @@ def test_a_scratch_stage_takes_llm_keys_and_others_refuse_them(tmp_path):
         stages = [{**stage, "llm": bad}]
         if match is None:  # a further round loads its LLM, so shape keys would be silently ignored
             stages = [stage, {"name": "c", "mode": "continue_llm", "llm": bad}]
-            match = "only a scratch stage"
+            match = "only a scratch or new_llm stage"
         path.write_text(json.dumps({"stages": stages}))
         with pytest.raises(ValueError, match=match):
             recipe.load(str(path))
+
+
+def test_a_new_llm_stage_builds_the_llm_it_names_on_the_vqgan_it_finds(tmp_path):
+    """new_llm: a new tokenizer and LLM (here 2 layers, grid-tuned) trained on OUT's VQ-GAN, left byte for
+    byte as the stage before made it."""
+    config = {"n_phantoms": 8, "threads": 1}
+    stages = [
+        {"name": "scratch", "mode": "scratch", "preset": "tiny", "config": config},
+        {
+            "name": "new",
+            "mode": "new_llm",
+            "preset": "tiny",
+            "config": {**config, "seed": 5},
+            "llm": {"num_layers": 2, "rope_grid_width": 16},
+        },
+    ]
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"stages": stages}))
+    loaded = recipe.load(str(path))
+    out = tmp_path / "out"
+    recipe.run_recipe(replace(loaded, stages=loaded.stages[:1]), out)
+    vqgan = (out / "vqgan" / "demo-vqgan.safetensors").read_bytes()
+    first = json.loads((out / "llm" / "config.json").read_text())
+    records = recipe.run_recipe(replace(loaded, stages=loaded.stages[1:]), out)
+    assert (out / "vqgan" / "demo-vqgan.safetensors").read_bytes() == vqgan
+    config_json = json.loads((out / "llm" / "config.json").read_text())
+    assert first["num_hidden_layers"] == 1 and config_json["num_hidden_layers"] == 2
+    theta = grid_rope_theta(rotary_dims(config_json), 16)
+    assert config_json["rope_parameters"]["rope_theta"] == pytest.approx(theta)
+    assert records[0]["config"]["seed"] == 5 and "previous_rounds" not in records[0]

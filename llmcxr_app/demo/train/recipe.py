@@ -3,8 +3,10 @@
     python -m llmcxr_app.demo.train --recipe demo --out OUT
 
 A recipe names its starting point (nothing: train from scratch; or a weights folder at a git commit of
-this repository) and its stages, each a TrainConfig preset plus overrides run by training.run, either from
-scratch (its "llm" keys override the preset's LLMShape) or as a further LLM round (--continue-llm). Two
+this repository) and its stages, each a TrainConfig preset plus overrides run by training.run: from scratch
+(VQ-GAN, tokenizer and LLM), "new_llm" (a new tokenizer and LLM on the VQ-GAN already in OUT, so two LLM
+designs can be compared on the same image tokens), or as a further LLM round (--continue-llm). The stages
+that build an LLM take "llm" keys, which override the preset's LLMShape (depth, rotary base). Two
 stages change the LLM without training it: "deepen_llm" grows it to more layers without changing its outputs
 (deepen.py), and "grid_rope" retunes its rotary base so one rotary pair turns once per image-grid row
 (grid_rope.py); the rounds after them train the result. Wall-clock budgets (lm_budget_s) are refused: a
@@ -30,7 +32,8 @@ from llmcxr_app.modeling.builders import LLMShape
 
 RECIPES = Path(__file__).parent / "recipes"
 REPO = Path(__file__).resolve().parents[3]
-MODES = ("scratch", "continue_llm", "deepen_llm", "grid_rope")
+MODES = ("scratch", "new_llm", "continue_llm", "deepen_llm", "grid_rope")
+BUILDS_LLM = ("scratch", "new_llm")  # the stages that build an LLM (so take "llm" shape keys)
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,8 @@ class Stage:
     """One step of a recipe: a training.run call, or growing the LLM."""
 
     name: str  # a label for the log and the record
-    mode: str  # "scratch" (all stages of training.run) | "continue_llm" (a further LLM round) |
+    mode: str  # "scratch" (all stages of training.run) | "new_llm" (a new tokenizer and LLM on the VQ-GAN
+    #            already in OUT) | "continue_llm" (a further LLM round) |
     #            "deepen_llm" (grow OUT/llm to `layers` blocks, same outputs; no training) |
     #            "grid_rope" (set OUT/llm's rotary base for a `grid_width`-wide grid; no training)
     config: TrainConfig  # the preset with this stage's overrides (unused by deepen_llm and grid_rope)
@@ -93,12 +97,14 @@ def _stage(raw: dict) -> Stage:
             f"stage {raw.get('name')!r}: unknown preset {preset!r}; use one of {sorted(PRESETS)}"
         )
     config = replace(PRESETS[preset], **overrides)
-    llm = dict(raw.get("llm", {}))  # LLMShape overrides; a scratch stage builds the LLM from them
+    llm = dict(raw.get("llm", {}))  # LLMShape overrides, for the stages that build the LLM
     unknown = sorted(set(llm) - {f.name for f in fields(LLMShape)})
     if unknown:
         raise ValueError(f"stage {raw.get('name')!r}: unknown llm keys {unknown}")
-    if llm and raw["mode"] != "scratch":
-        raise ValueError(f"stage {raw.get('name')!r}: only a scratch stage builds an LLM from llm keys")
+    if llm and raw["mode"] not in BUILDS_LLM:
+        raise ValueError(
+            f"stage {raw.get('name')!r}: only a scratch or new_llm stage builds an LLM from llm keys"
+        )
     config = replace(config, llm=replace(config.llm, **llm))
     return Stage(str(raw["name"]), raw["mode"], config, layers, grid_width)
 
@@ -158,7 +164,8 @@ def run_recipe(recipe: Recipe, out: Path, device: str = "cpu", start_from: Path 
             records.append(grid_rope_folder(out, stage.grid_width))
             continue
         cont = stage.mode == "continue_llm"
-        records.append(run(stage.config, out, device, reuse_vqgan=cont, continue_llm=cont))
+        reuse = cont or stage.mode == "new_llm"
+        records.append(run(stage.config, out, device, reuse_vqgan=reuse, continue_llm=cont))
     return records
 
 
