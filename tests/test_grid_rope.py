@@ -19,7 +19,7 @@ from transformers.models.gpt_neox.modeling_gpt_neox import (
 from llmcxr_app.demo.train import recipe
 from llmcxr_app.demo.train.grid_rope import rotary_dims, set_grid_rope
 from llmcxr_app.modeling.builders import DEMO_LLM, LLMShape, make_llm
-from llmcxr_app.modeling.rope import grid_rope_theta
+from llmcxr_app.modeling.rope import grid_rope_theta, rope_settings
 
 
 def _rotary(hidden: int, heads: int, fraction: float, theta: float) -> GPTNeoXRotaryEmbedding:
@@ -179,3 +179,22 @@ def test_a_new_llm_stage_builds_the_llm_it_names_on_the_vqgan_it_finds(tmp_path)
     theta = grid_rope_theta(rotary_dims(config_json), 16)
     assert config_json["rope_parameters"]["rope_theta"] == pytest.approx(theta)
     assert records[0]["config"]["seed"] == 5 and "previous_rounds" not in records[0]
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ({"rope_parameters": {"partial_rotary_factor": 0.5, "rope_theta": 1768.0}}, (0.5, 1768.0)),
+        ({"rotary_pct": 1.0, "rotary_emb_base": 500.0}, (1.0, 500.0)),  # the older spelling
+        ({"rope_parameters": {"rope_theta": 99.0}, "rotary_pct": 0.5, "rotary_emb_base": 7.0}, (0.5, 99.0)),
+        ({}, (0.25, 10000.0)),  # GPT-NeoX's defaults
+    ],
+)
+def test_rope_settings_reads_either_spelling(config, expected):
+    assert rope_settings(config) == expected
+
+
+def test_rope_settings_agrees_with_transformers_config():
+    config = GPTNeoXConfig(rotary_pct=0.5, rotary_emb_base=321.0)
+    assert rope_settings(config.to_dict()) == (0.5, 321.0)
+    assert rope_settings(GPTNeoXConfig().to_dict()) == (0.25, 10000.0)

@@ -18,8 +18,23 @@ per position, so pair `pair` has period `grid_width` when theta = (grid_width / 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 DEFAULT_ROPE_THETA = 10000.0  # GPT-NeoX's (and dolly-v2's) rotary base
+DEFAULT_ROTARY_FRACTION = 0.25  # GPT-NeoX's (and dolly-v2's) share of each head's dims that are rotated
+
+
+def rope_settings(config: Mapping[str, Any]) -> tuple[float, float]:
+    """(rotary fraction, rotary base) of a GPT-NeoX config as a dict (config.json, or a config's to_dict()).
+
+    transformers 5 writes them in ``rope_parameters`` (partial_rotary_factor, rope_theta); older files have
+    rotary_pct and rotary_emb_base at the top level. Either is read, the first spelling first; what neither
+    holds is GPT-NeoX's default."""
+    rope = config.get("rope_parameters") or {}
+    fraction = rope.get("partial_rotary_factor", config.get("rotary_pct", DEFAULT_ROTARY_FRACTION))
+    theta = rope.get("rope_theta", config.get("rotary_emb_base", DEFAULT_ROPE_THETA))
+    return float(fraction), float(theta)
 
 
 def grid_rope_theta(rotary_dims: int, grid_width: int, pair: int = 1) -> float:

@@ -9,13 +9,12 @@ import json
 from pathlib import Path
 
 from llmcxr_app.modeling import builders
-from llmcxr_app.modeling.rope import DEFAULT_ROPE_THETA, grid_rope_theta
+from llmcxr_app.modeling.rope import grid_rope_theta, rope_settings
 
 
 def rotary_dims(config: dict) -> int:
-    """Rotated dims per head of a GPT-NeoX config.json (either transformers spelling of the fraction)."""
-    rope = config.get("rope_parameters") or {}
-    fraction = rope.get("partial_rotary_factor", config.get("rotary_pct", 1.0))
+    """Rotated dims per head of a GPT-NeoX config.json."""
+    fraction, _ = rope_settings(config)
     return builders.rotary_dims(config["hidden_size"], config["num_attention_heads"], fraction)
 
 
@@ -28,11 +27,11 @@ def set_grid_rope(llm_dir: Path, grid_width: int, pair: int = 1) -> dict:
     rope = dict(config.get("rope_parameters") or {})
     if rope.get("rope_type", "default") != "default":
         raise ValueError(f"{path}: grid_rope needs the default rope, not {rope['rope_type']!r}")
-    old = rope.get("rope_theta", config.get("rotary_emb_base", DEFAULT_ROPE_THETA))
+    fraction, old = rope_settings(config)
     theta = grid_rope_theta(rotary_dims(config), grid_width, pair)
-    rope.update({"rope_type": "default", "rope_theta": theta})
-    rope.setdefault("partial_rotary_factor", config.get("rotary_pct", 1.0))
+    rope.update({"rope_type": "default", "rope_theta": theta, "partial_rotary_factor": fraction})
     config["rope_parameters"] = rope
-    config.pop("rotary_emb_base", None)  # one spelling, so no reader takes the stale one
+    for stale in ("rotary_emb_base", "rotary_pct"):  # one spelling, so no reader takes a stale one
+        config.pop(stale, None)
     path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     return {"from": old, "to": theta, "grid_width": grid_width, "pair": pair}

@@ -26,7 +26,7 @@ import torch
 from llmcxr_app import protocol
 from llmcxr_app.config import REPO_ROOT
 from llmcxr_app.modeling.builders import LLMShape, make_llm, rope_theta
-from llmcxr_app.modeling.rope import DEFAULT_ROPE_THETA
+from llmcxr_app.modeling.rope import rope_settings
 
 NEW_ROW_NOISE = 0.1  # noise std of a new row, as a fraction of the per-dimension std of the base's text rows
 # [vocab, hidden] tensors grown by the new rows: the input embedding and the output head (named embed_out or
@@ -35,11 +35,9 @@ _ROW_TENSORS = ("gpt_neox.embed_in.weight", "embed_out.weight", "lm_head.weight"
 
 
 def _shape_of(config: Any) -> dict[str, Any]:
-    """The LLMShape fields of a GPT-NeoX config (rotary fraction and base under either transformers
-    spelling); the base stands for rope_grid_width, which a config does not record."""
-    rope = getattr(config, "rope_parameters", None) or {}
-    rotary = rope.get("partial_rotary_factor", getattr(config, "rotary_pct", None))
-    theta = rope.get("rope_theta", getattr(config, "rotary_emb_base", DEFAULT_ROPE_THETA))
+    """The LLMShape fields of a GPT-NeoX config; its rotary base stands for rope_grid_width, which a config
+    does not record."""
+    rotary, theta = rope_settings(config.to_dict())
     return {
         "num_layers": config.num_hidden_layers,
         "hidden_size": config.hidden_size,
