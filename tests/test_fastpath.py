@@ -290,3 +290,21 @@ def test_cuda_graphs_match_eager(model, layout, draw_prompt, eager_image):
         assert codes == ref
     finally:
         model.to("cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (pinned copies, events, CUDA graphs)")
+def test_cuda_text_with_lookahead_matches_eager(model, tiny_tokenizer, layout, image_prompt):
+    """On CUDA, text feeds each sampled id to the compiled step before the host reads it (the default
+    there); greedy ids equal the eager loop's without lookahead."""
+    gpu = model.to("cuda")
+    try:
+        fast = FastPath(gpu, context_length=512)
+        fast.warmup(layout)
+        ours = text_ids(
+            gpu, tiny_tokenizer, layout, image_prompt, GREEDY, prefill_fn=fast.prefill, step=fast.step
+        )
+        ref = text_ids(gpu, tiny_tokenizer, layout, image_prompt, GREEDY, lookahead=False)
+        assert fast.mode == "compiled" and ours == ref and len(ours) > 5
+    finally:
+        model.to("cpu")

@@ -266,3 +266,78 @@ def test_cancel_stops_within_one_step(model, tiny_tokenizer, layout, prompt, mod
     cancel_first.set()
     with pytest.raises(GenerationCancelled):
         next(generate_text(model, layout, tiny_tokenizer, prompt, sampling, cancel_first, 512))
+
+
+def _counting(step):
+    """``step`` that also counts its calls (in .calls)."""
+
+    def st(model, token, past, position):
+        st.calls += 1
+        return step(model, token, past, position)
+
+    st.calls = 0
+    st.n_prompt = getattr(step, "n_prompt", 0)
+    return st
+
+
+@pytest.mark.parametrize(
+    ("case", "sampling"),
+    [
+        ("plain", SamplingConfig(temperature=0.0, max_new_tokens=30)),  # greedy, stops at the length
+        ("plain", SamplingConfig(temperature=1.0, top_p=0.9, top_k=20, max_new_tokens=30, seed=4)),
+        ("ends", SamplingConfig(temperature=1.0, max_new_tokens=50, seed=3)),  # stops at ### End
+    ],
+)
+def test_lookahead_streams_the_same_pieces(model, tiny_tokenizer, layout, prompt, case, sampling):
+    """Feeding each sampled id to the step before reading it (the CUDA default, forced here on the CPU) gives
+    the same pieces; it runs one step more only when the answer ends at a stop id."""
+    bias = torch.zeros(1, layout.total_vocab)
+    if case == "ends":
+        bias[0, layout.end_id] = 100.0
+    runs = {}
+    for ahead in (False, True):
+        pf, st = biased(bias, after=5 if case == "ends" else 10**6)
+        st.n_prompt = len(prompt)
+        counted = _counting(st)
+        pieces = list(
+            generate_text(
+                model,
+                layout,
+                tiny_tokenizer,
+                prompt,
+                sampling,
+                None,
+                512,
+                prefill_fn=pf,
+                step=counted,
+                lookahead=ahead,
+            )
+        )
+        runs[ahead] = pieces, counted.calls
+    (plain, plain_calls), (ahead, ahead_calls) = runs[False], runs[True]
+    assert ahead == plain and len(plain) > 3
+    assert plain_calls == len(plain) - 1  # one step per kept id after the prefill's
+    assert ahead_calls == plain_calls + (1 if plain[-1].stop == "end" else 0)
+    assert plain[-1].stop == ("end" if case == "ends" else "length")
+
+
+def test_lookahead_clamps_to_the_context_and_cancels_within_one_step(model, tiny_tokenizer, layout, prompt):
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=100, seed=0)
+    pieces = list(
+        generate_text(model, layout, tiny_tokenizer, prompt, sampling, None, len(prompt) + 5, lookahead=True)
+    )
+    assert pieces[-1].tokens <= 5
+    calls = []
+    handle = model.register_forward_pre_hook(lambda *_: calls.append(1))
+    cancel, k = threading.Event(), 3
+    stream = generate_text(model, layout, tiny_tokenizer, prompt, sampling, cancel, 512, lookahead=True)
+    got = 0
+    try:
+        with pytest.raises(GenerationCancelled):
+            for _ in stream:
+                got += 1
+                if got == k:
+                    cancel.set()
+    finally:
+        handle.remove()
+    assert got == k and len(calls) <= k + 1

@@ -226,6 +226,34 @@ def _shown(decoded: str, emitted: str, *, final: bool) -> tuple[str, str]:
     return "", emitted
 
 
+def _answer_limit(max_new_tokens: int, n_prompt: int, context_length: int | None) -> int:
+    """Most ids an answer may have: max_new_tokens, clamped so prompt + answer fit the context."""
+    limit = max_new_tokens if context_length is None else min(max_new_tokens, context_length - n_prompt)
+    if limit < 1:
+        raise ValueError(f"The prompt ({n_prompt} tokens) leaves no room for an answer in the context.")
+    return limit
+
+
+def _step_ahead(
+    step: StepFn, model: Any, token: torch.Tensor, past: Any, position: int
+) -> tuple[int, torch.Tensor, Any]:
+    """Launch ``step`` on a sampled id still on the device, then read that id: (id, logits, past).
+
+    On CUDA the id's copy to pinned host memory is queued before the step, and an event marks it, so the
+    read waits for the sampling kernels only: the GPU runs the step while the host streams the id. Elsewhere
+    the id is read first (the step would finish before the read anyway)."""
+    if not token.is_cuda:
+        token_id = int(token)
+        return (token_id, *step(model, token_id, past, position))
+    host = torch.empty(token.shape, dtype=token.dtype, pin_memory=True)
+    host.copy_(token, non_blocking=True)
+    copied = torch.cuda.Event()
+    copied.record()
+    logits, past = step(model, token, past, position)
+    copied.synchronize()
+    return int(host), logits, past
+
+
 @torch.inference_mode()
 def generate_text(
     model: Any,
@@ -238,39 +266,42 @@ def generate_text(
     *,
     prefill_fn: PrefillFn = prefill,
     step: StepFn = decode_step,
+    lookahead: bool | None = None,
 ) -> Iterator[TextPiece]:
-    """Stream a text answer, one TextPiece per generated token.
+    """Stream a text answer, one TextPiece per generated token. Image ids are masked. Stops at ``### End`` or
+    the tokenizer's eos (neither is part of the text) or after max_new_tokens, clamped so prompt + answer fit
+    ``context_length``. Text is the decode of all generated ids with special tokens skipped, stripped; a
+    delta is held back while the decode ends in U+FFFD (an incomplete multi-byte character) or in whitespace
+    that may turn out to be trailing. ``cancel`` is checked before every model call (GenerationCancelled).
 
-    Image ids are masked. Stops at ``### End`` or the tokenizer's eos (neither is part of the text) or after
-    max_new_tokens, clamped so prompt + answer fit ``context_length``. Text is the decode of all generated
-    ids with special tokens skipped, stripped; a delta is held back while the decode ends in U+FFFD (an
-    incomplete multi-byte character) or in whitespace that may turn out to be trailing. ``cancel`` is checked
-    before every model call; when set, GenerationCancelled is raised.
-    """
+    ``lookahead`` (None = on CUDA): each sampled id is fed to ``step`` before the host reads it
+    (``_step_ahead``); same ids, and one step more than needed when the answer ends at a stop id."""
     ids = _as_input(model, prompt_ids)
     n_prompt = ids.shape[1]
-    limit = sampling.max_new_tokens
-    if context_length is not None:
-        limit = min(limit, context_length - n_prompt)
-    if limit < 1:
-        raise ValueError(f"The prompt ({n_prompt} tokens) leaves no room for an answer in the context.")
-    stop_ids = {layout.end_id}
-    if getattr(tokenizer, "eos_token_id", None) is not None:
-        stop_ids.add(int(tokenizer.eos_token_id))
+    limit = _answer_limit(sampling.max_new_tokens, n_prompt, context_length)
+    eos = getattr(tokenizer, "eos_token_id", None)
+    stop_ids = {layout.end_id} | ({int(eos)} if eos is not None else set())
     generator = make_generator(model, sampling.seed)
+    ahead = ids.is_cuda if lookahead is None else lookahead
 
     check_cancel(cancel)
     logits, past = prefill_fn(model, ids)
-    out_ids: list[int] = []
-    emitted = ""
+    out_ids, emitted = [], ""
     while True:
-        token, _ = sample(
+        sampled, _ = sample_on_device(
             mask_logits(logits, "text", layout),
             temperature=sampling.temperature,
             top_p=sampling.top_p,
             top_k=sampling.top_k,
             generator=generator,
         )
+        position = n_prompt + len(out_ids)  # where the sampled id goes in the cache
+        launched = ahead and len(out_ids) + 1 < limit  # the step after it may be needed
+        if launched:
+            check_cancel(cancel)
+            token, logits, past = _step_ahead(step, model, sampled, past, position)
+        else:
+            token = int(sampled)
         stop = "end" if token in stop_ids else None
         if stop is None:
             out_ids.append(token)
@@ -281,8 +312,9 @@ def generate_text(
         yield TextPiece(delta=delta, text=emitted, tokens=len(out_ids), token_id=token, stop=stop)
         if stop is not None:
             return
-        check_cancel(cancel)
-        logits, past = step(model, token, past, n_prompt + len(out_ids) - 1)
+        if not launched:
+            check_cancel(cancel)
+            logits, past = step(model, token, past, position)
 
 
 def _check_image_fits(n_prompt: int, grid_tokens: int, context_length: int | None) -> None:
