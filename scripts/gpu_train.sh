@@ -12,6 +12,9 @@
 # and OUT/NAME.tar.gz (NAME/llm and NAME/training.json: the device tool brings back at most 8 files of 16 MiB;
 # the VQ-GAN and reader stay as they were, and come from the start). Exit status: 1 if any run failed.
 #
+# The trainer imports the app's packages (pydicom among them), which a bare GPU image lacks: run this after
+# scripts/gpu_check.sh on the same warm machine (its install step adds them), or install gpu_wheels/app first.
+#
 # Environment: OUT (default ./gpu_out), START (weights/demo), DEVICE (cuda), TRAIN_S (400), WORK (/tmp/gpu_train),
 # PYTHON (python3).
 set -uo pipefail
@@ -27,6 +30,11 @@ if (($# == 0)); then
     exit 2
 fi
 mkdir -p "$OUT" "$WORK" || exit 2
+if ! "$PY" -c "import llmcxr_app.demo.train.recipe" 2>"$OUT/import.log"; then
+    echo "[gpu_train] the trainer does not import ($OUT/import.log): $(tail -1 "$OUT/import.log")" >&2
+    echo "[gpu_train] install the app's wheels first (scripts/gpu_check.sh does: WHEELS=gpu_wheels/app)" >&2
+    exit 2
+fi
 
 train() {  # RECIPE: one run, logged to OUT/NAME.log, packed into OUT/NAME.tar.gz
     local recipe=$1 name t0 rc

@@ -291,3 +291,21 @@ def test_gpu_train_runs_recipes_side_by_side_and_packs_each_llm(tmp_path):
         record = json.load(tar.extractfile("tiny/training.json"))
     assert {"tiny/llm/model.safetensors", "tiny/llm/config.json", "tiny/training.json"} <= names
     assert record["device"] == "cpu" and not any("vqgan" in n for n in names)
+
+
+def test_gpu_train_stops_first_when_the_trainer_does_not_import(tmp_path):
+    """A bare GPU image lacks the app's packages: the script says so and trains nothing."""
+    bare = tmp_path / "python3"
+    bare.write_text("#!/bin/sh\necho \"ModuleNotFoundError: No module named 'pydicom'\" >&2\nexit 1\n")
+    bare.chmod(0o755)
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "PYTHON": str(bare), "WORK": str(tmp_path / "work")}
+    p = subprocess.run(
+        ["bash", str(SCRIPTS / "gpu_train.sh"), "round20"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 2 and "No module named 'pydicom'" in p.stderr and "gpu_check.sh" in p.stderr
+    assert not (out / "round20.log").exists()
