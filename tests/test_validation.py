@@ -12,11 +12,13 @@ from llmcxr_app.demo.evaluate import validation
 
 def test_validation_cli_scores_every_part_on_validation_seeds(tmp_path, capsys):
     out = tmp_path / "val.json"
-    args = ["--weights", str(DEMO_DIR), "--n", "2", "--n-draw", "2", "--n-held-out", "1", "--out", str(out)]
+    args = ["--weights", str(DEMO_DIR), "--n", "2", "--n-draw", "2", "--n-held-out", "1", "--n-template", "2"]
+    args += ["--out", str(out)]
     assert validation.main(args) == 0
     res = json.loads(out.read_text())
     assert res == json.loads(capsys.readouterr().out)
     assert res["vqa"]["n"] == 4  # two clinician-style questions per phantom
+    assert res["template_vqa"]["n"] == 4 and 0.0 <= res["template_vqa"]["accuracy"] <= 1.0
     assert res["report_answer_agreement"]["n"] == 14  # seven findings per phantom (none hedged)
     assert 0.0 <= res["report_answer_agreement"]["fraction"] <= 1.0
     assert res["vqa_absence"]["n"] == 2 and 0.0 <= res["vqa_absence"]["accuracy"] <= 1.0

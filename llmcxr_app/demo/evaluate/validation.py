@@ -1,6 +1,6 @@
 """Validation scores of a demo model on clinician-style text: the split that choices between runs use.
 
-    python -m llmcxr_app.demo.evaluate.validation --weights OUT [--n 60] [--n-draw 60] [--json]
+    python -m llmcxr_app.demo.evaluate.validation --weights OUT [--n 60] [--n-draw 60] [--n-template 60]
 
 Phantoms and texts come from the validation seeds (data/splits.py: 900,000-909,999), which no training
 sampler draws, and every text is written by data/language.py / data/questions.py (clinician style):
@@ -10,6 +10,8 @@ sampler draws, and every text is written by data/language.py / data/questions.py
 - draw_held_out: the same on validation phantoms with the finding combinations held out of training;
 - vqa: questions.make_rich_qa(findings, default_rng([seed, 0xE7A]), 2) on the phantoms, greedy answers;
 - report: greedy reports of the phantoms, micro-F1 by the labeler (the template report the model writes);
+- template_vqa: the training templates' questions (reports.make_qa(findings, default_rng([seed, 0xE7A]), 2))
+  on --n-template validation phantoms, greedy answers: that the clinician-style rounds kept the old skill;
 - vqa_absence: one question per phantom whose yes means a finding is absent (questions.absence_qa, never
   in training), the reply read as a yes / no to it;
 - report_answer_agreement: per finding a report states, whether the greedy answer to a clinician-style
@@ -32,6 +34,7 @@ from llmcxr_app.config import RuntimeConfig, Settings
 from llmcxr_app.demo.data import language, questions, splits
 from llmcxr_app.demo.data.language import surface
 from llmcxr_app.demo.data.phantoms import make_phantom
+from llmcxr_app.demo.data.reports import make_qa
 from llmcxr_app.demo.evaluate.draw import evaluate_draw
 from llmcxr_app.demo.evaluate.evaluation import (
     EvalConfig,
@@ -99,6 +102,18 @@ def _vqa(studio, seeds, prepared, truths, greedy, verbatim: bool) -> dict:
     return {"accuracy": ratio(sum(items), len(items)), "n": len(items)}
 
 
+def _template_vqa(studio, n: int, greedy, verbatim: bool) -> dict:
+    """Accuracy of greedy answers to the templates' own questions on the first ``n`` validation phantoms."""
+    hits = []
+    for seed in splits.validation_seeds(n):
+        phantom = make_phantom(seed)
+        prepared = studio.prepare(phantom.image)
+        for q, truth in make_qa(phantom.findings, np.random.default_rng([seed, 0xE7A]), 2):
+            reply = Studio.finish(studio.ask(q, prepared, sampling=greedy, verbatim=verbatim)).text
+            hits.append(answers_match(reply, truth))
+    return {"accuracy": ratio(sum(hits), len(hits)), "n": len(hits)}
+
+
 def _absence(studio, seeds, prepared, truths, greedy, verbatim: bool) -> dict:
     """One absence question per phantom ("Is the heart size normal?", questions.absence_qa): accuracy of
     the greedy reply read as a yes / no to that question (replies.parse_reply, kind "absence")."""
@@ -127,7 +142,16 @@ def _agreement(studio, seeds, prepared, reports, greedy, verbatim: bool) -> dict
     return {"fraction": ratio(agree, total), "n": total}
 
 
-def validate(studio, reader, n: int, n_draw: int, n_held_out: int, log=_log, verbatim: bool = False) -> dict:
+def validate(
+    studio,
+    reader,
+    n: int,
+    n_draw: int,
+    n_held_out: int,
+    log=_log,
+    verbatim: bool = False,
+    n_template: int = 0,
+) -> dict:
     """Every validation figure (see the module docstring); ``verbatim``: draw from the texts and ask the
     questions as written, not as read (studio/reading.py)."""
     greedy = _text_sampling(EvalConfig(text_sampling="greedy"))
@@ -140,12 +164,14 @@ def validate(studio, reader, n: int, n_draw: int, n_held_out: int, log=_log, ver
     vqa = _vqa(studio, seeds, prepared, truths, greedy, verbatim)
     agreement = _agreement(studio, seeds, prepared, reports, greedy, verbatim)
     absence = _absence(studio, seeds, prepared, truths, greedy, verbatim)
+    template = _template_vqa(studio, n_template, greedy, verbatim) if n_template else None
     draw = _draw(studio, reader, list(splits.validation_seeds(n_draw)), log, verbatim) if n_draw else None
     held = _draw(studio, reader, held_out_seeds(n_held_out), log, verbatim) if n_held_out else None
     return {
         "report_micro": report["micro"],
         "vqa": vqa,
         "vqa_absence": absence,
+        "template_vqa": template,
         "report_answer_agreement": agreement,
         "draw": draw,
         "draw_held_out": held,
@@ -159,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=60, help="validation phantoms for reports and VQA (2 each)")
     p.add_argument("--n-draw", type=int, default=60, help="drawing requests")
     p.add_argument("--n-held-out", type=int, default=15, help="drawing requests with held-out combinations")
+    p.add_argument(
+        "--n-template", type=int, default=60, help="validation phantoms for the templates' questions (2 each)"
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument(
         "--verbatim", action="store_true", help="draw from the texts and ask the questions as written"
@@ -169,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     runtime = RuntimeConfig(device="cpu", quantization="auto", fast_path=False, warmup=False)
     studio = Studio.from_settings(Settings(model=demo_location(a.weights), runtime=runtime))
     reader = get_reader(studio, a.weights / "reader")
-    res = validate(studio, reader, a.n, a.n_draw, a.n_held_out, verbatim=a.verbatim)
+    res = validate(studio, reader, a.n, a.n_draw, a.n_held_out, verbatim=a.verbatim, n_template=a.n_template)
     res["draw_prompt"] = "verbatim" if a.verbatim else studio.info.draw_prompt
     res["question_prompt"] = "verbatim" if a.verbatim else studio.info.question_prompt
     res["command"] = "python -m llmcxr_app.demo.evaluate.validation " + " ".join(
