@@ -14,7 +14,6 @@ from llmcxr_app import protocol
 from llmcxr_app.config import RuntimeConfig, SamplingConfig
 from llmcxr_app.engine import fastpath, generation
 from llmcxr_app.engine.fastpath import FastPath, FastPathConfig, bucket_sizes
-from llmcxr_app.engine.generation import sample_on_device
 
 GREEDY = SamplingConfig(temperature=0.0, max_new_tokens=40)
 SEEDED = SamplingConfig(temperature=1.0, top_p=0.9, top_k=12, seed=5)
@@ -78,23 +77,6 @@ def test_bucket_sizes():
     assert bucket_sizes(600) == [256, 512, 600]
     assert bucket_sizes(100) == [100]
     assert bucket_sizes(512, 64) == [64, 128, 256, 512]
-
-
-def test_sample_on_device_matches_generation_sample():
-    torch.manual_seed(0)
-    for settings in (
-        {"temperature": 0.0},
-        {"temperature": 1.0},
-        {"temperature": 0.7, "top_p": 0.5},
-        {"temperature": 1.3, "top_k": 5},
-        {"temperature": 1.0, "top_p": 0.92, "top_k": 40},
-    ):
-        for seed in range(5):
-            logits = torch.randn(1, 300) * 3
-            logits[0, :50] = float("-inf")  # masked ids, as in image mode
-            ref = generation.sample(logits, generator=torch.Generator().manual_seed(seed), **settings)
-            tok, prob = sample_on_device(logits, generator=torch.Generator().manual_seed(seed), **settings)
-            assert (int(tok), float(prob)) == ref, settings
 
 
 def test_static_cache_text_matches_eager_and_hf(model, tiny_tokenizer, layout, image_prompt):

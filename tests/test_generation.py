@@ -18,7 +18,7 @@ from llmcxr_app.engine.generation import (
     generate_text,
     mask_logits,
     prefill,
-    sample,
+    sample_on_device,
 )
 
 
@@ -80,6 +80,44 @@ def test_mask_logits(layout):
     )
     with pytest.raises(ValueError):
         mask_logits(logits, "audio", layout)
+
+
+def sample(logits, **settings):
+    token, prob = sample_on_device(logits, **settings)
+    return int(token), float(prob)
+
+
+def _hf_draw(logits, seed, temperature, top_p=1.0, top_k=0):
+    """The id transformers' own warpers (temperature, top-k, top-p, in generate's order) and a seeded
+    multinomial pick."""
+    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    if temperature == 0:
+        return int(logits.argmax())
+    warpers = [TemperatureLogitsWarper(temperature)]
+    warpers += [TopKLogitsWarper(top_k)] if top_k else []
+    warpers += [TopPLogitsWarper(top_p)] if top_p < 1.0 else []
+    scores = LogitsProcessorList(warpers)(None, logits.clone())
+    return int(torch.multinomial(torch.softmax(scores, -1), 1, generator=torch.Generator().manual_seed(seed)))
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"temperature": 0.0},
+        {"temperature": 1.0},
+        {"temperature": 0.7, "top_p": 0.5},
+        {"temperature": 1.3, "top_k": 5},
+        {"temperature": 1.0, "top_p": 0.92, "top_k": 40},
+    ],
+)
+def test_sampling_draws_what_transformers_warpers_draw(settings):
+    torch.manual_seed(0)
+    for seed in range(20):
+        logits = torch.randn(1, 300) * 3
+        logits[0, :50] = float("-inf")  # masked ids, as in image mode
+        ours, _ = sample(logits, generator=torch.Generator().manual_seed(seed), **settings)
+        assert ours == _hf_draw(logits, seed, **settings), (settings, seed)
 
 
 def test_sample_filters_and_reports_untruncated_prob():

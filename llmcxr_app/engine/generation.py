@@ -57,7 +57,7 @@ class ImageProgress:
     """State after each sampled image id, as streamed by ``generate_image``."""
 
     codes: list[int]  # VQ codes so far (0..codebook_size-1), row-major over the latent grid
-    probs: list[float]  # probability of each sampled id (see ``sample``), same order as codes
+    probs: list[float]  # probability of each sampled id (see ``sample_on_device``), same order as codes
     total: int  # codes in a complete image (grid_tokens)
 
     @property
@@ -141,11 +141,20 @@ def sample_on_device(
     top_k: int = 0,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``sample`` without leaving the device: returns (token id, prob) as tensors of shape [1].
+    """Pick the next id from logits [1, V] (or [V]) without leaving the device: (token id, prob), tensors [1].
 
-    The top-p cut is a mask scattered back through the sort order (a boolean index would need the host to
-    know how many ids survive), and lookups use gather (indexing with a tensor would read it on the host),
-    so a fast path can sample many steps without a host sync.
+    temperature 0 = greedy (argmax; top_p/top_k and the generator are unused). Otherwise the order is
+    HF's: divide by temperature, keep the top_k largest (0 = all), keep the smallest set of ids whose mass
+    reaches top_p (1.0 = all), renormalise, draw with ``generator``.
+
+    prob is the chosen id's probability under the temperature-scaled softmax over the logits as given
+    (masked ids have probability 0), BEFORE top-k/top-p truncation: that is the model's own confidence,
+    where the truncated, renormalised value would read 1.0 for any id that dominates the nucleus. Greedy
+    reports the plain softmax (temperature 1).
+
+    No host sync: the top-p cut is a mask scattered back through the sort order (a boolean index would
+    need the host to know how many ids survive), and lookups use gather (indexing with a tensor would read
+    it on the host), so a loop can sample many steps before it reads any id.
     """
     logits = logits.reshape(-1).float()
     if temperature == 0:
@@ -163,31 +172,6 @@ def sample_on_device(
         scaled = scaled.masked_fill(drop, float("-inf"))
     token = torch.multinomial(torch.softmax(scaled, -1), 1, generator=generator)
     return token, full.gather(0, token)
-
-
-def sample(
-    logits: torch.Tensor,
-    *,
-    temperature: float,
-    top_p: float = 1.0,
-    top_k: int = 0,
-    generator: torch.Generator | None = None,
-) -> tuple[int, float]:
-    """Pick the next id from logits [1, V] (or [V]); returns (token_id, prob).
-
-    temperature 0 = greedy (argmax; top_p/top_k and the generator are unused). Otherwise the order is
-    HF's: divide by temperature, keep the top_k largest (0 = all), keep the smallest set of ids whose mass
-    reaches top_p (1.0 = all), renormalise, draw with ``generator``.
-
-    prob is the chosen id's probability under the temperature-scaled softmax over the logits as given
-    (masked ids have probability 0), BEFORE top-k/top-p truncation: that is the model's own confidence,
-    where the truncated, renormalised value would read 1.0 for any id that dominates the nucleus. Greedy
-    reports the plain softmax (temperature 1).
-    """
-    token, prob = sample_on_device(
-        logits, temperature=temperature, top_p=top_p, top_k=top_k, generator=generator
-    )
-    return int(token), float(prob)
 
 
 def make_generator(model: Any, seed: int | None) -> torch.Generator | None:
