@@ -32,3 +32,18 @@ def test_held_out_seeds_lie_in_the_validation_split_and_hold_a_held_out_combinat
     seeds = validation.held_out_seeds(2)
     assert all(splits.VAL_SEED_START <= s < splits.VAL_SEED_STOP for s in seeds)
     assert all(splits.held_out(make_phantom(s, size=16).findings) for s in seeds)
+
+
+def test_a_draw_seed_offset_moves_only_the_sampling_seeds(monkeypatch):
+    seen = []
+
+    def fake_evaluate_draw(studio, reader, truths, *, seed_start, prompts, **kw):
+        seen.append((seed_start, prompts))
+        return {"prf": {"micro": {}}}, None
+
+    monkeypatch.setattr(validation, "evaluate_draw", fake_evaluate_draw)
+    seeds = list(splits.validation_seeds(3))
+    for offset in (0, 7):
+        validation._draw(None, None, seeds, log=lambda *a: None, seed_offset=offset)
+    (start0, prompts0), (start7, prompts7) = seen
+    assert start0 == seeds[0] and start7 == seeds[0] + 7 and prompts7 == prompts0

@@ -52,7 +52,7 @@ from llmcxr_app.studio.labeler import LABELS, label_states
 HELD_OUT_SEARCH_START = 905_000  # held-out combinations are searched from here (inside the split)
 
 
-def _draw(studio, reader, seeds: list[int], log, verbatim: bool = False) -> dict:
+def _draw(studio, reader, seeds: list[int], log, verbatim: bool = False, seed_offset: int = 0) -> dict:
     truths = [make_phantom(s, size=16).findings for s in seeds]
     prompts = [
         language.findings_text(f, np.random.default_rng([s, 0xD2A]))
@@ -62,7 +62,7 @@ def _draw(studio, reader, seeds: list[int], log, verbatim: bool = False) -> dict
         studio,
         reader,
         truths,
-        seed_start=seeds[0],
+        seed_start=seeds[0] + seed_offset,  # the drawings' sampling seeds; the texts stay the phantoms'
         temperature=1.0,
         top_p=0.92,
         log=log,
@@ -151,9 +151,11 @@ def validate(
     log=_log,
     verbatim: bool = False,
     n_template: int = 0,
+    draw_seed_offset: int = 0,
 ) -> dict:
     """Every validation figure (see the module docstring); ``verbatim``: draw from the texts and ask the
-    questions as written, not as read (studio/reading.py)."""
+    questions as written, not as read (studio/reading.py); ``draw_seed_offset``: other sampling seeds for
+    the same drawing requests, to see how much the drawing figures move with the sample alone."""
     greedy = _text_sampling(EvalConfig(text_sampling="greedy"))
     seeds = list(splits.validation_seeds(n))
     phantoms = [make_phantom(s) for s in seeds]
@@ -165,8 +167,11 @@ def validate(
     agreement = _agreement(studio, seeds, prepared, reports, greedy, verbatim)
     absence = _absence(studio, seeds, prepared, truths, greedy, verbatim)
     template = _template_vqa(studio, n_template, greedy, verbatim) if n_template else None
-    draw = _draw(studio, reader, list(splits.validation_seeds(n_draw)), log, verbatim) if n_draw else None
-    held = _draw(studio, reader, held_out_seeds(n_held_out), log, verbatim) if n_held_out else None
+    off = draw_seed_offset
+    draw = (
+        _draw(studio, reader, list(splits.validation_seeds(n_draw)), log, verbatim, off) if n_draw else None
+    )
+    held = _draw(studio, reader, held_out_seeds(n_held_out), log, verbatim, off) if n_held_out else None
     return {
         "report_micro": report["micro"],
         "vqa": vqa,
@@ -188,6 +193,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--n-template", type=int, default=60, help="validation phantoms for the templates' questions (2 each)"
     )
+    p.add_argument(
+        "--draw-seed-offset",
+        type=int,
+        default=0,
+        help="shift the drawings' sampling seeds (same texts): how much the drawing figures are sampling noise",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument(
         "--verbatim", action="store_true", help="draw from the texts and ask the questions as written"
@@ -198,7 +209,16 @@ def main(argv: list[str] | None = None) -> int:
     runtime = RuntimeConfig(device="cpu", quantization="auto", fast_path=False, warmup=False)
     studio = Studio.from_settings(Settings(model=demo_location(a.weights), runtime=runtime))
     reader = get_reader(studio, a.weights / "reader")
-    res = validate(studio, reader, a.n, a.n_draw, a.n_held_out, verbatim=a.verbatim, n_template=a.n_template)
+    res = validate(
+        studio,
+        reader,
+        a.n,
+        a.n_draw,
+        a.n_held_out,
+        verbatim=a.verbatim,
+        n_template=a.n_template,
+        draw_seed_offset=a.draw_seed_offset,
+    )
     res["draw_prompt"] = "verbatim" if a.verbatim else studio.info.draw_prompt
     res["question_prompt"] = "verbatim" if a.verbatim else studio.info.question_prompt
     res["command"] = "python -m llmcxr_app.demo.evaluate.validation " + " ".join(
