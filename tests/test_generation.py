@@ -280,14 +280,15 @@ def test_image_greedy_probs_match_full_forward(model, layout, prompt):
     assert torch.allclose(ref.max(-1).values, torch.tensor(probs), atol=1e-5)
 
 
-@pytest.mark.parametrize("mode", ["text", "image"])
+@pytest.mark.parametrize("mode", ["text", "text_lookahead", "image"])
 def test_cancel_stops_within_one_step(model, tiny_tokenizer, layout, prompt, mode):
     calls = []
     handle = model.register_forward_pre_hook(lambda *_: calls.append(1))
     cancel, k = threading.Event(), 3
     sampling = SamplingConfig(temperature=1.0, max_new_tokens=50, seed=0)
-    if mode == "text":
-        stream = generate_text(model, layout, tiny_tokenizer, prompt, sampling, cancel, 512)
+    if mode.startswith("text"):
+        ahead = mode == "text_lookahead"  # the CUDA default, forced here
+        stream = generate_text(model, layout, tiny_tokenizer, prompt, sampling, cancel, 512, lookahead=ahead)
     else:
         stream = generate_image(model, layout, prompt, 256, sampling, cancel, 512)
     got = 0
@@ -359,23 +360,34 @@ def test_lookahead_streams_the_same_pieces(model, tiny_tokenizer, layout, prompt
     assert plain[-1].stop == ("end" if case == "ends" else "length")
 
 
-def test_lookahead_clamps_to_the_context_and_cancels_within_one_step(model, tiny_tokenizer, layout, prompt):
-    sampling = SamplingConfig(temperature=1.0, max_new_tokens=100, seed=0)
+def test_lookahead_feeds_each_kept_id_once_at_its_position(model, tiny_tokenizer, layout, prompt):
+    """Up to the length limit (here the context's): ids 1..4 of 5 are fed at the positions after the prompt,
+    and the last one is not fed at all (the answer is complete)."""
+    bias = torch.zeros(1, layout.total_vocab)
+    bias[0, [layout.end_id, tiny_tokenizer.eos_token_id]] = -1e4  # no early stop
+    pf, st = biased(bias)
+    st.n_prompt = len(prompt)
+    positions = []
+
+    def step(model, token, past, position):
+        positions.append(position)
+        return st(model, token, past, position)
+
+    sampling = SamplingConfig(temperature=0.0, max_new_tokens=100)
+    n = len(prompt)
     pieces = list(
-        generate_text(model, layout, tiny_tokenizer, prompt, sampling, None, len(prompt) + 5, lookahead=True)
+        generate_text(
+            model,
+            layout,
+            tiny_tokenizer,
+            prompt,
+            sampling,
+            None,
+            n + 5,
+            prefill_fn=pf,
+            step=step,
+            lookahead=True,
+        )
     )
-    assert pieces[-1].tokens <= 5
-    calls = []
-    handle = model.register_forward_pre_hook(lambda *_: calls.append(1))
-    cancel, k = threading.Event(), 3
-    stream = generate_text(model, layout, tiny_tokenizer, prompt, sampling, cancel, 512, lookahead=True)
-    got = 0
-    try:
-        with pytest.raises(GenerationCancelled):
-            for _ in stream:
-                got += 1
-                if got == k:
-                    cancel.set()
-    finally:
-        handle.remove()
-    assert got == k and len(calls) <= k + 1
+    assert pieces[-1].stop == "length" and pieces[-1].tokens == 5
+    assert positions == [n, n + 1, n + 2, n + 3]
