@@ -307,16 +307,30 @@ def test_cancel_stops_within_one_step(model, tiny_tokenizer, layout, prompt, mod
         next(generate_text(model, layout, tiny_tokenizer, prompt, sampling, cancel_first, 512))
 
 
-def _counting(step):
-    """``step`` that also counts its calls (in .calls)."""
+def _biased_run(model, tokenizer, layout, prompt, bias, sampling, context, lookahead, after=0):
+    """generate_text with ``bias`` on the logits from generated id ``after`` on; returns (pieces, the position
+    of each step call)."""
+    pf, st = biased(bias, after)
+    st.n_prompt = len(prompt)
+    positions = []
 
-    def st(model, token, past, position):
-        st.calls += 1
-        return step(model, token, past, position)
+    def step(model, token, past, position):
+        positions.append(position)
+        return st(model, token, past, position)
 
-    st.calls = 0
-    st.n_prompt = getattr(step, "n_prompt", 0)
-    return st
+    stream = generate_text(
+        model,
+        layout,
+        tokenizer,
+        prompt,
+        sampling,
+        None,
+        context,
+        prefill_fn=pf,
+        step=step,
+        lookahead=lookahead,
+    )
+    return list(stream), positions
 
 
 @pytest.mark.parametrize(
@@ -333,30 +347,13 @@ def test_lookahead_streams_the_same_pieces(model, tiny_tokenizer, layout, prompt
     bias = torch.zeros(1, layout.total_vocab)
     if case == "ends":
         bias[0, layout.end_id] = 100.0
-    runs = {}
-    for ahead in (False, True):
-        pf, st = biased(bias, after=5 if case == "ends" else 10**6)
-        st.n_prompt = len(prompt)
-        counted = _counting(st)
-        pieces = list(
-            generate_text(
-                model,
-                layout,
-                tiny_tokenizer,
-                prompt,
-                sampling,
-                None,
-                512,
-                prefill_fn=pf,
-                step=counted,
-                lookahead=ahead,
-            )
-        )
-        runs[ahead] = pieces, counted.calls
-    (plain, plain_calls), (ahead, ahead_calls) = runs[False], runs[True]
+    after = 5 if case == "ends" else 10**6
+    args = (model, tiny_tokenizer, layout, prompt, bias, sampling, 512)
+    plain, plain_steps = _biased_run(*args, lookahead=False, after=after)
+    ahead, ahead_steps = _biased_run(*args, lookahead=True, after=after)
     assert ahead == plain and len(plain) > 3
-    assert plain_calls == len(plain) - 1  # one step per kept id after the prefill's
-    assert ahead_calls == plain_calls + (1 if plain[-1].stop == "end" else 0)
+    assert len(plain_steps) == len(plain) - 1  # one step per kept id after the prefill's
+    assert len(ahead_steps) == len(plain_steps) + (1 if plain[-1].stop == "end" else 0)
     assert plain[-1].stop == ("end" if case == "ends" else "length")
 
 
@@ -365,29 +362,10 @@ def test_lookahead_feeds_each_kept_id_once_at_its_position(model, tiny_tokenizer
     and the last one is not fed at all (the answer is complete)."""
     bias = torch.zeros(1, layout.total_vocab)
     bias[0, [layout.end_id, tiny_tokenizer.eos_token_id]] = -1e4  # no early stop
-    pf, st = biased(bias)
-    st.n_prompt = len(prompt)
-    positions = []
-
-    def step(model, token, past, position):
-        positions.append(position)
-        return st(model, token, past, position)
-
     sampling = SamplingConfig(temperature=0.0, max_new_tokens=100)
     n = len(prompt)
-    pieces = list(
-        generate_text(
-            model,
-            layout,
-            tiny_tokenizer,
-            prompt,
-            sampling,
-            None,
-            n + 5,
-            prefill_fn=pf,
-            step=step,
-            lookahead=True,
-        )
+    pieces, positions = _biased_run(
+        model, tiny_tokenizer, layout, prompt, bias, sampling, n + 5, lookahead=True
     )
     assert pieces[-1].stop == "length" and pieces[-1].tokens == 5
     assert positions == [n, n + 1, n + 2, n + 3]

@@ -63,9 +63,7 @@ class Result:
     text: str  # final text ("" for draw)
     image: Image.Image | None  # draw: decoded image, "L", model resolution, NOT yet marked synthetic
     codes: list[int] | None  # draw: grid * grid VQ codes, row-major
-    probs: (
-        list[float] | None
-    )  # draw: probability of each sampled code (generation.sample_on_device), same order
+    probs: list[float] | None  # draw: probability of each sampled code (sample_on_device), same order
     provenance: dict  # model, weight_hash (llm_hash, vqgan_hash), quantization, device, seed, sampling, app_version, task, timestamp
     timings: dict  # seconds and counts: queue_s, prompt_s, first_token_s, total_s, tokens, tokens_per_s
 

@@ -93,25 +93,17 @@ def held_out_seeds(k: int) -> list[int]:
     raise RuntimeError(f"only {len(found)} held-out validation phantoms found")
 
 
-def _vqa(studio, seeds, prepared, truths, greedy, verbatim: bool) -> dict:
+def _vqa(
+    studio, seeds, prepared, truths, greedy, verbatim: bool, make_questions=questions.make_rich_qa
+) -> dict:
+    """Accuracy of greedy answers to ``make_questions``'s two questions per phantom (clinician style by
+    default; reports.make_qa for the templates' own)."""
     items = []
     for seed, p, f in zip(seeds, prepared, truths, strict=True):
-        for q, truth in questions.make_rich_qa(f, np.random.default_rng([seed, 0xE7A]), 2):
+        for q, truth in make_questions(f, np.random.default_rng([seed, 0xE7A]), 2):
             reply = Studio.finish(studio.ask(q, p, sampling=greedy, verbatim=verbatim)).text
             items.append(answers_match(reply, truth))
     return {"accuracy": ratio(sum(items), len(items)), "n": len(items)}
-
-
-def _template_vqa(studio, n: int, greedy, verbatim: bool) -> dict:
-    """Accuracy of greedy answers to the templates' own questions on the first ``n`` validation phantoms."""
-    hits = []
-    for seed in splits.validation_seeds(n):
-        phantom = make_phantom(seed)
-        prepared = studio.prepare(phantom.image)
-        for q, truth in make_qa(phantom.findings, np.random.default_rng([seed, 0xE7A]), 2):
-            reply = Studio.finish(studio.ask(q, prepared, sampling=greedy, verbatim=verbatim)).text
-            hits.append(answers_match(reply, truth))
-    return {"accuracy": ratio(sum(hits), len(hits)), "n": len(hits)}
 
 
 def _absence(studio, seeds, prepared, truths, greedy, verbatim: bool) -> dict:
@@ -157,16 +149,23 @@ def validate(
     questions as written, not as read (studio/reading.py); ``draw_seed_offset``: other sampling seeds for
     the same drawing requests, to see how much the drawing figures move with the sample alone."""
     greedy = _text_sampling(EvalConfig(text_sampling="greedy"))
-    seeds = list(splits.validation_seeds(n))
-    phantoms = [make_phantom(s) for s in seeds]
-    prepared = [studio.prepare(ph.image) for ph in phantoms]
-    truths = [ph.findings for ph in phantoms]
+    # The first n phantoms serve reports and questions, the first n_template the templates' questions.
+    all_seeds = list(splits.validation_seeds(max(n, n_template)))
+    phantoms = [make_phantom(s) for s in all_seeds]
+    all_prepared = [studio.prepare(ph.image) for ph in phantoms]
+    all_truths = [ph.findings for ph in phantoms]
+    seeds, prepared, truths = all_seeds[:n], all_prepared[:n], all_truths[:n]
     t = time.perf_counter()
     report, _, reports = _score_reports(studio, prepared, truths, greedy, log)
     vqa = _vqa(studio, seeds, prepared, truths, greedy, verbatim)
     agreement = _agreement(studio, seeds, prepared, reports, greedy, verbatim)
     absence = _absence(studio, seeds, prepared, truths, greedy, verbatim)
-    template = _template_vqa(studio, n_template, greedy, verbatim) if n_template else None
+    k = n_template
+    template = (
+        _vqa(studio, all_seeds[:k], all_prepared[:k], all_truths[:k], greedy, verbatim, make_qa)
+        if k
+        else None
+    )
     off = draw_seed_offset
     draw = (
         _draw(studio, reader, list(splits.validation_seeds(n_draw)), log, verbatim, off) if n_draw else None
