@@ -392,6 +392,50 @@ def test_a_phone_shows_the_box_at_load_and_nothing_wider(browser, url, examples)
         page.close()
 
 
+# Markdown a model may write (its answers are rendered as such), each part wider than a phone (390 px): inline code
+# and a fenced block (they keep their spaces), a table (its columns) and display math (its line). Short enough
+# for the tiny model's 512-token context (a longer message is refused, and stays in the box).
+WIDE_ROW = "| " + " | ".join(f"column{i}" for i in range(8)) + " |"
+WIDE_MARKDOWN = "\n\n".join(
+    [
+        "Here: `" + "x" * 50 + "`",
+        "```\n" + "y" * 50 + "\n```",
+        "\n".join([WIDE_ROW, "|" + "---|" * 8, WIDE_ROW]),
+        "$$" + "z" * 50 + "$$",
+    ]
+)
+
+
+def test_a_phone_keeps_code_tables_and_math_in_their_message(browser, url):
+    page = browser.new_page(viewport=PHONE)
+    try:
+        page.goto(url)
+        expect(page.locator("#message textarea")).to_be_visible(timeout=30_000)
+        send(page, WIDE_MARKDOWN)  # the user's message renders markdown as the model's does
+        user = page.locator('#chat [data-testid="user"]').last
+        for part in ("code", "pre", "table", ".katex-display"):
+            expect(user.locator(part).first).to_be_visible(timeout=30_000)
+        assert fits_width(page), page.evaluate("() => document.documentElement.scrollWidth")
+        assert right_edge(user) <= PHONE["width"]
+        for part in ("code", "pre", "table", ".katex-display"):  # each wraps or scrolls inside the message
+            assert right_edge(user.locator(part).first) <= right_edge(user), part
+        head = user.locator(
+            "th"
+        ).first  # a cell keeps its words whole (the table scrolls, its cells don't break)
+        assert head.evaluate(ONE_LINE_JS), head.bounding_box()
+        shot(page, "15-phone-wide-markdown", full=False)
+    finally:
+        page.close()
+
+
+ONE_LINE_JS = "(e) => { const r = document.createRange(); r.selectNodeContents(e); return r.getClientRects().length === 1; }"
+
+
+def right_edge(locator) -> float:
+    box = locator.bounding_box()
+    return box["x"] + box["width"]
+
+
 def phone_notice_is_compact_with_its_full_text_one_tap_away(page) -> None:
     notice, rest = page.locator("#notice"), page.locator("#notice .notice-rest")
     expect(page.get_by_text("DEMO MODEL")).to_have_count(1)
