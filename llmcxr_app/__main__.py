@@ -60,6 +60,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--top-p", type=float, default=s.top_p, help="nucleus mass, 1 = off (default %(default)s)")
     g.add_argument("--top-k", type=int, default=s.top_k, help="0 = off (default %(default)s)")
     g.add_argument(
+        "--guidance",
+        type=float,
+        default=s.guidance,
+        help="draw: push the drawing away from a normal chest, 1 = off (default %(default)s)",
+    )
+    g.add_argument(
         "--max-new-tokens", type=int, default=s.max_new_tokens, help="text answer limit (default %(default)s)"
     )
     out = p.add_mutually_exclusive_group()
@@ -183,6 +189,7 @@ def run(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
+        guidance=args.guidance,
     )
     settings = settings_from_args(args)
     if not args.verbose:

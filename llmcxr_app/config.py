@@ -111,6 +111,10 @@ class SamplingConfig:
     top_k: int = 0  # 0 = off
     max_new_tokens: int = 512  # text answers stop here at the latest
     seed: int | None = None  # None = a fresh random seed, reported in provenance
+    # Drawings only. 1 = the model's own distribution (upstream); s > 1 samples each image id from
+    # log p(x | findings) + (s - 1) * (log p(x | findings) - log p(x | a normal report)): it pushes the
+    # drawing away from a normal chest (engine/generation.guide). Costs a second sequence per drawing.
+    guidance: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.temperature <= 5.0:
@@ -119,6 +123,8 @@ class SamplingConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}.")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}.")
+        if not 1.0 <= self.guidance <= 5.0:
+            raise ValueError(f"guidance must be in [1, 5], got {self.guidance}.")
         if not 1 <= self.max_new_tokens <= 4096:
             raise ValueError(f"max_new_tokens must be in [1, 4096], got {self.max_new_tokens}.")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 
 import pytest
 import torch
@@ -140,6 +141,31 @@ def test_seeded_sampling_same_as_per_token_loop(model, layout, draw_prompt):
     assert len(set(a[0])) > 3  # really sampled, not one repeated id
 
 
+@pytest.fixture(scope="module")
+def normal_prompt(tiny_tokenizer):
+    """A guided drawing's negative prompt (the draw instruction with a normal report)."""
+    return protocol.build_prompt_ids(
+        tiny_tokenizer,
+        protocol.REPORT_TO_CXR_INSTRUCTIONS[0],
+        input_text="No acute cardiopulmonary process.",
+        codebook_size=TINY_VQGAN.n_embed,
+    )
+
+
+def test_a_guided_drawing_matches_eager(model, layout, draw_prompt, normal_prompt, eager_image):
+    """The negative prompt runs eagerly beside the static cache: the same ids as the eager loop's."""
+    guided = replace(SEEDED, guidance=2.0)
+    fast = FastPath(model, context_length=512, config=SMALL)
+    codes, probs, _ = image_of(
+        fast.generate_image(model, layout, draw_prompt, GRID, guided, negative_ids=normal_prompt)
+    )
+    ref = image_of(
+        generation.generate_image(model, layout, draw_prompt, GRID, guided, negative_ids=normal_prompt)
+    )
+    assert codes == ref[0] and probs == pytest.approx(ref[1], rel=1e-4)
+    assert codes != image_of(fast.generate_image(model, layout, draw_prompt, GRID, SEEDED))[0]
+
+
 def test_full_image_and_cancel(model, layout, draw_prompt, eager_image):
     fast = FastPath(model, context_length=512, config=FastPathConfig(static_cache=True, compile=False))
     codes, probs, counts = image_of(fast.generate_image(model, layout, draw_prompt, 256, GREEDY))
@@ -270,6 +296,25 @@ def test_cuda_graphs_match_eager(model, layout, draw_prompt, eager_image):
         assert fast.mode == "compiled" and fast.fallback_reason is None
         ref = image_of(generation.generate_image(gpu, layout, draw_prompt, GRID, GREEDY))[0]
         assert codes == ref
+    finally:
+        model.to("cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (CUDA graphs via reduce-overhead)")
+def test_cuda_guided_drawing_matches_eager(model, layout, draw_prompt, normal_prompt):
+    """Compiled steps for the drawing, eager ones for its negative prompt, on one GPU model."""
+    gpu, guided = model.to("cuda"), replace(GREEDY, guidance=2.0)
+    try:
+        fast = FastPath(gpu, context_length=512)
+        fast.warmup(layout)
+        codes = image_of(
+            fast.generate_image(gpu, layout, draw_prompt, GRID, guided, negative_ids=normal_prompt)
+        )
+        ref = image_of(
+            generation.generate_image(gpu, layout, draw_prompt, GRID, guided, negative_ids=normal_prompt)
+        )
+        assert fast.mode == "compiled" and codes[0] == ref[0]
     finally:
         model.to("cpu")
 

@@ -16,6 +16,7 @@ from llmcxr_app.engine.generation import (
     decode_step,
     generate_image,
     generate_text,
+    guide,
     mask_logits,
     prefill,
     sample_on_device,
@@ -278,6 +279,59 @@ def test_image_greedy_probs_match_full_forward(model, layout, prompt):
     ref = torch.softmax(logits.float(), -1)
     assert ref.argmax(-1).tolist() == codes
     assert torch.allclose(ref.max(-1).values, torch.tensor(probs), atol=1e-5)
+
+
+def test_guide_moves_the_log_probs_away_from_the_negative():
+    cond = torch.tensor([[2.0, 1.0, 0.0, float("-inf")]])
+    negative = torch.tensor([[3.0, 0.0, 0.0, float("-inf")]])
+    c, u = torch.log_softmax(cond, -1), torch.log_softmax(negative, -1)
+    torch.testing.assert_close(guide(cond, negative, 1.0), c)  # scale 1: the model's own distribution
+    got = guide(cond, negative, 3.0)
+    assert torch.isinf(got[0, 3]) and got[0, 3] < 0  # a masked id stays masked
+    by_hand = torch.tensor([[u[0, i] + 3.0 * (c[0, i] - u[0, i]) for i in range(3)]])
+    torch.testing.assert_close(got[:, :3], by_hand)
+    # The id the normal prompt favours more than the findings do loses mass; the one it disfavours gains.
+    p_cond, p_guided = torch.softmax(cond, -1), torch.softmax(got, -1)
+    assert p_guided[0, 0] < p_cond[0, 0] and p_guided[0, 1] > p_cond[0, 1]
+
+
+def test_guided_greedy_image_matches_two_full_forwards(model, tiny_tokenizer, layout, prompt):
+    """Each guided id is the argmax of u + s (c - u) over image ids, c and u the log-probs of full forwards
+    (no cache) of the prompt and of the negative prompt, each followed by "<" and the ids so far."""
+    negative = protocol.build_prompt_ids(tiny_tokenizer, "A normal chest.", codebook_size=TINY_VQGAN.n_embed)
+    sampling = SamplingConfig(temperature=0.0, guidance=2.5)
+    codes = list(generate_image(model, layout, prompt, 8, sampling, None, 512, negative_ids=negative))[
+        -1
+    ].codes
+    image = slice(layout.vocab_size, layout.total_vocab)
+
+    def log_probs(ids: list[int]) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.log_softmax(model(torch.tensor([ids])).logits[0, -1, image].float(), -1)
+
+    for i in range(8):
+        tail = [layout.image_open_id] + layout.shift(codes[:i])
+        c, u = log_probs(list(prompt) + tail), log_probs(list(negative) + tail)
+        assert int(torch.argmax(u + 2.5 * (c - u))) == codes[i], i
+    unguided = list(generate_image(model, layout, prompt, 8, SamplingConfig(temperature=0.0), None, 512))
+    assert unguided[-1].codes != codes  # guidance changed the drawing (else this test checks nothing)
+
+
+def test_guidance_one_runs_no_negative_and_needs_one_above(model, layout, prompt):
+    calls = []
+    handle = model.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        sampling = SamplingConfig(temperature=1.0, seed=4)
+        plain = list(generate_image(model, layout, prompt, 8, sampling, None, 512))[-1]
+        n_plain = len(calls)
+        same = list(generate_image(model, layout, prompt, 8, sampling, None, 512, negative_ids=prompt))[-1]
+    finally:
+        handle.remove()
+    assert same.codes == plain.codes and same.probs == plain.probs and len(calls) == 2 * n_plain
+    with pytest.raises(ValueError, match="negative_ids"):
+        next(generate_image(model, layout, prompt, 8, SamplingConfig(guidance=2.0), None, 512))
+    with pytest.raises(ValueError, match="guidance"):
+        SamplingConfig(guidance=0.5)
 
 
 @pytest.mark.parametrize("mode", ["text", "text_lookahead", "image"])

@@ -15,7 +15,7 @@ from llmcxr_app import protocol
 from llmcxr_app.config import RuntimeConfig, SamplingConfig, Settings
 from llmcxr_app.engine.generation import GenerationCancelled, generate_text
 from llmcxr_app.imaging import images as imaging
-from llmcxr_app.studio.facade import Studio, StudioInputError
+from llmcxr_app.studio.facade import GUIDANCE_NEGATIVE, Studio, StudioInputError
 
 GREEDY = SamplingConfig(temperature=0.0, max_new_tokens=6)
 EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"
@@ -117,6 +117,18 @@ def test_draw_seed_reproduces_and_random_seed_is_reported(studio):
     assert isinstance(seed, int) and 0 <= seed < 2**31
     d = Studio.finish(studio.draw("Lungs are clear.", sampling=SamplingConfig(seed=seed), preview_every=0))
     assert d.codes == c.codes and c.codes != a.codes
+
+
+def test_a_guided_draw_records_its_negative_and_differs(studio):
+    plain = Studio.finish(
+        studio.draw("Large left effusion.", sampling=SamplingConfig(seed=2), preview_every=0)
+    )
+    sampling = SamplingConfig(seed=2, guidance=3.0)
+    guided = Studio.finish(studio.draw("Large left effusion.", sampling=sampling, preview_every=0))
+    assert plain.provenance["guidance_negative"] is None and plain.provenance["sampling"]["guidance"] == 1.0
+    assert guided.provenance["guidance_negative"] == GUIDANCE_NEGATIVE  # the app's fixed text, no user words
+    assert guided.provenance["sampling"]["guidance"] == 3.0 and guided.codes != plain.codes
+    assert len(guided.codes) == 256 and guided.image is not None
 
 
 def test_describe_and_ask_build_the_upstream_prompts(studio, xray):

@@ -166,9 +166,11 @@ def test_demo_model_is_labelled_everywhere(studio):
     assert "demo" not in ChatApp(studio, ServerConfig()).tag
 
 
-def send(client, text="", file=None, mode="Auto", max_new_tokens=16, seed="1", candidates=1):
+def send(client, text="", file=None, mode="Auto", max_new_tokens=16, seed="1", candidates=1, *guidance):
+    """/chat as a script calls it; `guidance` (drawings') is the last input, left out by older calls."""
     message = {"text": text, "files": [handle_file(str(file))] if file else []}
-    return client.submit(message, mode, 1.0, 0.92, max_new_tokens, seed, candidates, api_name="/chat")
+    settings = (1.0, 0.92, max_new_tokens, seed, candidates, *guidance)
+    return client.submit(message, mode, *settings, api_name="/chat")
 
 
 def finish(job) -> tuple[list[dict], list]:
@@ -307,6 +309,7 @@ def test_draw_returns_a_marked_image_with_exports(url):
     assert hinted == (not check["agrees"])  # a disagreeing single drawing points to several candidates
     # The chat says what the labeler read; this checkpoint (no llmcxr_draw_prompt) got the text as typed.
     prov = record["provenance"]
+    assert prov["sampling"]["guidance"] == 1.0 and prov["guidance_negative"] is None  # a call without it
     assert prov["draw_prompt"] == "verbatim" and prov["model_findings"] is None
     assert prov["read_as"] == "large left pleural effusion"
     note = "Read as (for the self-check): large left pleural effusion."
@@ -315,6 +318,18 @@ def test_draw_returns_a_marked_image_with_exports(url):
     assert str(dcm.PatientName) == "SYNTHETIC^PHANTOM" and dcm.BurnedInAnnotation == "YES"
     titles = [m["metadata"]["title"] for m in chat if m.get("metadata")]
     assert any(t.startswith("Confidence map") for t in titles)
+
+
+def test_guidance_reaches_the_drawing_and_its_record(url):
+    client = Client(url, verbose=False, download_files=False)
+    request = "Draw a chest X-ray: Large left pleural effusion."
+    records = [
+        json_downloads(finish(send(client, request, None, "Draw", 16, "5", 1, g))[0])[-1] for g in (1, 2)
+    ]
+    plain, guided = (r["provenance"] for r in records)
+    assert plain["sampling"]["guidance"] == 1.0 and plain["guidance_negative"] is None
+    assert guided["sampling"]["guidance"] == 2.0 and "No pleural effusion" in guided["guidance_negative"]
+    assert records[0]["image_codes"] != records[1]["image_codes"]  # same seed, guided elsewhere
 
 
 def test_candidates_share_one_details_panel_and_one_zip(url):

@@ -287,11 +287,13 @@ class FastPath:
         *,
         prefill_fn: generation.PrefillFn | None = None,
         step: generation.StepFn | None = None,
+        negative_ids: Sequence[int] | torch.Tensor | None = None,
     ) -> Iterator[ImageProgress]:
         """generation.generate_image on this path's cache, copying ids to the host once per grid row.
 
         Same arguments, checks and ids; with the static cache the ids stay on the device between copies
         (every ``sync_every`` ids, default one grid row), without it every id is yielded as in eager mode.
+        A guided drawing's negative prompt runs eagerly beside this path's (generation._ImageScores).
         """
         every = (self.config.sync_every or max(1, math.isqrt(grid_tokens))) if self.static else 1
         yield from generation.generate_image(
@@ -305,6 +307,7 @@ class FastPath:
             prefill_fn=prefill_fn or self.prefill,
             step=step or self.step,
             sync_every=every,
+            negative_ids=negative_ids,
         )
 
     # -----------------------------------------------------------------------------------------------------

@@ -174,6 +174,14 @@ def sample_on_device(
     return token, full.gather(0, token)
 
 
+def guide(cond: torch.Tensor, negative: torch.Tensor, scale: float) -> torch.Tensor:
+    """Guided scores from two masked logit rows [1, V] (-inf where disallowed): the log-probabilities of
+    ``cond`` moved ``scale`` times as far from those of ``negative`` as they are, u + scale * (c - u), so
+    scale 1 returns log_softmax(cond) (the same distribution) and masked ids stay -inf."""
+    c, u = torch.log_softmax(cond, -1), torch.log_softmax(negative, -1)
+    return torch.where(torch.isfinite(c), u + scale * (c - u), c)
+
+
 def make_generator(model: Any, seed: int | None) -> torch.Generator | None:
     """A torch.Generator on the model's device seeded with ``seed`` (None = no generator: global RNG)."""
     if seed is None:
@@ -309,6 +317,39 @@ def _check_image_fits(n_prompt: int, grid_tokens: int, context_length: int | Non
         )
 
 
+class _ImageScores:
+    """The image loop's model side: prefills the prompt (and, guided, a negative prompt), then for each
+    fed token returns the scores [1, V] of the next image id (masked logits; guided: ``guide``'s scores)."""
+
+    def __init__(
+        self, model: Any, layout: TokenLayout, ids: torch.Tensor, prefill_fn: PrefillFn, step: StepFn
+    ):
+        self.model, self.layout, self.step, self.n_prompt = model, layout, step, ids.shape[1]
+        _, self.past = prefill_fn(model, ids)  # its logits would choose the first id, forced to "<"
+        self.negative: Any = None
+
+    def guide_by(self, negative_ids: Any, scale: float, grid_tokens: int, context: int | None) -> None:
+        """Prefill the negative prompt when scale != 1 (ValueError without one); scale 1 runs nothing."""
+        if scale == 1.0:
+            return
+        if negative_ids is None:
+            raise ValueError("Guidance needs negative_ids (the prompt it guides away from).")
+        ids = _as_input(self.model, negative_ids)
+        _check_image_fits(ids.shape[1], grid_tokens, context)
+        # Always eager (DynamicCache): a fast path's cache holds one sequence, and its step passes any
+        # other cache to decode_step.
+        _, self.negative = prefill(self.model, ids)
+        self.n_negative, self.scale = ids.shape[1], scale
+
+    def __call__(self, token: torch.Tensor, i: int) -> torch.Tensor:
+        logits, self.past = self.step(self.model, token, self.past, self.n_prompt + i)
+        masked = mask_logits(logits, "image", self.layout)
+        if self.negative is None:
+            return masked
+        other, self.negative = decode_step(self.model, token, self.negative, self.n_negative + i)
+        return guide(masked, mask_logits(other, "image", self.layout), self.scale)
+
+
 @torch.inference_mode()
 def generate_image(
     model: Any,
@@ -322,6 +363,7 @@ def generate_image(
     prefill_fn: PrefillFn = prefill,
     step: StepFn = decode_step,
     sync_every: int = 1,
+    negative_ids: Sequence[int] | torch.Tensor | None = None,
 ) -> Iterator[ImageProgress]:
     """Stream an image answer shaped like the training targets: ``<``, grid_tokens image ids, ``>``.
 
@@ -334,6 +376,9 @@ def generate_image(
     the first id, every ``sync_every`` ids and at the end, with one ImageProgress yielded per copy (the last
     has ``done`` True). ``sync_every`` 1 (eager default) yields after every id; a fast path passes one grid
     row, so the device never waits for the host within a row. The ids do not depend on it.
+
+    With ``sampling.guidance`` > 1, ``negative_ids`` (a prompt asking for a normal chest) runs beside the
+    prompt and each id is sampled from ``guide``'s scores (one more prefill and grid_tokens more steps).
     """
     ids = _as_input(model, prompt_ids)
     n_prompt = ids.shape[1]
@@ -345,13 +390,13 @@ def generate_image(
     probs: list[float] = []
 
     check_cancel(cancel)
-    _, past = prefill_fn(model, ids)  # its logits would choose the first id, which is forced to "<"
+    scores = _ImageScores(model, layout, ids, prefill_fn, step)
+    scores.guide_by(negative_ids, sampling.guidance, grid_tokens, context_length)
     token = torch.full((1, 1), layout.image_open_id, dtype=torch.long, device=ids.device)
     for i in range(grid_tokens):
         check_cancel(cancel)
-        logits, past = step(model, token, past, n_prompt + i)
         tok, prob = sample_on_device(
-            mask_logits(logits, "image", layout),
+            scores(token, i),
             temperature=sampling.temperature,
             top_p=sampling.top_p,
             top_k=sampling.top_k,

@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 MIN_ANSWER_TOKENS = 16  # a text prompt must leave at least this much of the context for the answer
 PREVIEW_GREY = 128  # preview pixels of grid rows not generated yet
 DEFAULT_SAMPLING = SamplingConfig()  # upstream's defaults (frozen, so safe to share)
+# What a guided drawing is pushed away from (SamplingConfig.guidance): the template report of a normal chest.
+GUIDANCE_NEGATIVE = canonical_text(read_findings(""))
 
 
 class Studio:
@@ -283,8 +285,10 @@ class Studio:
             "draw_prompt": "canonical" if canonical else "verbatim",
             "read_as": reading.summary(),
             "model_findings": model_text if canonical else None,
+            "guidance_negative": GUIDANCE_NEGATIVE if sampling.guidance != 1.0 else None,
         }
-        return self._image_stream(ids, sampling, cancel, preview_every, instruction, drawn_from)
+        negative = self._prompt(instruction, input_text=GUIDANCE_NEGATIVE)
+        return self._image_stream(ids, sampling, cancel, preview_every, instruction, drawn_from, negative)
 
     finish = staticmethod(requests.finish)  # drain a stream and return its Result
 
@@ -374,6 +378,7 @@ class Studio:
         preview_every: int,
         instruction: str,
         drawn_from: dict,
+        negative: list[int],
     ) -> Iterator[Update]:
         sampling = self._seeded(sampling)
         provenance = {**self._provenance(protocol.TASK_DRAW, sampling, instruction), **drawn_from}
@@ -394,6 +399,7 @@ class Studio:
                 self.info.context_length,
                 prefill_fn=timed_prefill(self._prefill, torch.device(self.info.device), marks),
                 step=self._step,
+                negative_ids=negative,
             )
             for last in stream:
                 first = first or time.perf_counter()

@@ -24,7 +24,15 @@ from llmcxr_app.ui import sweeper
 from llmcxr_app.ui.chat import ChatApp
 from llmcxr_app.ui.compare import Comparer, ModelRow, model_row
 from llmcxr_app.ui.panel import xray_panel
-from llmcxr_app.ui.render import CANDIDATES_LABEL, DEMO_LABEL, MODE_INFO, duration, status_markdown
+from llmcxr_app.ui.render import (
+    CANDIDATES_LABEL,
+    DEMO_LABEL,
+    GUIDANCE_INFO,
+    GUIDANCE_LABEL,
+    MODE_INFO,
+    duration,
+    status_markdown,
+)
 from llmcxr_app.ui.routing import MODES
 from llmcxr_app.ui.scripts import SCROLL_TO_BOTTOM, SCROLL_TO_DRAWING
 from llmcxr_app.ui.sessions import delete_session
@@ -174,6 +182,9 @@ class _SidePanel:
 
     panel: list  # the nine components panel.panel_updates fills, in its order (the strip is the chat's)
     settings: list  # temperature, top-p, max new tokens, seed, Draw candidates: /chat's settings inputs
+    guidance: (
+        gr.Slider
+    )  # drawings' guidance (SamplingConfig.guidance): /chat's last input, so older calls work
 
 
 def _chat_column(app: ChatApp, examples_dir: Path) -> _ChatColumn:
@@ -230,8 +241,9 @@ def _chat_column(app: ChatApp, examples_dir: Path) -> _ChatColumn:
     return _ChatColumn(chatbot, mode, hint, box, staged, new_chat, shown.dataset, modes, strip, row)
 
 
-def _settings(server: ServerConfig) -> list:
-    """The generation settings, in /chat's order: temperature, top-p, max new tokens, seed, candidates."""
+def _settings(server: ServerConfig) -> tuple[list, gr.Slider]:
+    """The generation settings: (temperature, top-p, max new tokens, seed, candidates in /chat's order;
+    the drawings' guidance, /chat's last input)."""
     with gr.Accordion("Generation settings", open=False, elem_id="settings"):
         temperature = gr.Slider(
             0,
@@ -254,7 +266,8 @@ def _settings(server: ServerConfig) -> list:
             label=CANDIDATES_LABEL,
             info="several X-rays from the same findings, shown as a grid",
         )
-    return [temperature, top_p, max_tokens, seed, candidates]
+        guidance = gr.Slider(1.0, 3.0, value=1.0, step=0.25, label=GUIDANCE_LABEL, info=GUIDANCE_INFO)
+    return [temperature, top_p, max_tokens, seed, candidates], guidance
 
 
 def _model_event(server: ServerConfig, chatbot: gr.Chatbot) -> dict[str, Any]:
@@ -286,8 +299,9 @@ def _wire(app: ChatApp, server: ServerConfig, session: gr.State, chat: _ChatColu
         "show_progress": "hidden",
     }
     staging = chat.box.submit(**stage)
-    picked = [chat.models.picker] if chat.models else []  # several models: /chat's last input names one
-    inputs = [chat.staged, chat.mode, *side.settings, session, *picked]
+    # Several models: the picker names one (/chat's input before guidance); one model: a placeholder.
+    picked = chat.models.picker if chat.models else gr.State(None)
+    inputs = [chat.staged, chat.mode, *side.settings, session, picked, side.guidance]
     # validator: a full queue refuses /chat with QUEUE_FULL, not Gradio's generic text
     answer = staging.success(app.chat, inputs, outputs, api_name="chat", validator=app.admit, **model)
     answer.then(lambda: idle_box, None, chat.box, api_visibility="private", **quiet)
@@ -304,7 +318,7 @@ def _wire(app: ChatApp, server: ServerConfig, session: gr.State, chat: _ChatColu
         api_visibility="private",
         **quiet,
     )
-    redo_inputs = [chat.staged, chosen_mode, *side.settings, session, *picked]
+    redo_inputs = [chat.staged, chosen_mode, *side.settings, session, picked, side.guidance]
     redo = chosen.success(app.chat, redo_inputs, outputs, api_visibility="private", **model)
     redo.then(lambda: idle_box, None, chat.box, api_visibility="private", **quiet)
     redo.then(None, None, None, js=SCROLL_TO_DRAWING, api_visibility="private", **quiet)
@@ -363,7 +377,7 @@ def build(
                 chat = _chat_column(app, examples_dir or EXAMPLES_DIR)
             with gr.Column(scale=4, min_width=280, elem_id="side"):
                 *shown, forget = xray_panel()
-                side = _SidePanel([*shown, chat.strip, forget], _settings(server))
+                side = _SidePanel([*shown, chat.strip, forget], *_settings(server))
         _wire(app, server, session, chat, side)
     demo.queue(default_concurrency_limit=1, max_size=QUEUE_BACKSTOP * server.queue_size)
     demo.chat_app = app

@@ -7,8 +7,9 @@ from llmcxr_app.studio.errors import StudioInputError
 from llmcxr_app.ui import render
 
 
-def sampling_from(temperature, top_p, max_new_tokens, seed) -> SamplingConfig:
-    """The generation settings as the sliders and the seed box send them (a blank seed = random).
+def sampling_from(temperature, top_p, max_new_tokens, seed, guidance=1.0) -> SamplingConfig:
+    """The generation settings as the sliders and the seed box send them (a blank seed = random; no
+    guidance = 1, as from a call made before the setting existed).
 
     Raises StudioInputError with a readable message for a value SamplingConfig refuses.
     """
@@ -18,6 +19,7 @@ def sampling_from(temperature, top_p, max_new_tokens, seed) -> SamplingConfig:
             top_p=float(top_p),
             max_new_tokens=int(max_new_tokens),
             seed=render.parse_seed(seed),
+            guidance=1.0 if guidance is None else float(guidance),
         )
     except (TypeError, ValueError) as exc:
         raise StudioInputError(str(exc)) from None

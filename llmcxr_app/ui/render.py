@@ -27,6 +27,11 @@ PANEL_MIN_SIDE = 384  # ...and small ones enlarged to this, so a 64 px test film
 CROP_COLOUR = (245, 158, 11)  # amber outline of the model's crop on the original
 DEMO_LABEL = "demo model: trained on synthetic phantoms, not on real X-rays"
 CANDIDATES_LABEL = "Draw: candidates"  # the settings slider; the Draw hint names it by this label
+GUIDANCE_LABEL = "Guidance (drawings)"
+GUIDANCE_INFO = (
+    "1 = the model's own drawing. Higher pushes it away from a normal chest: on the demo model, side, size "
+    "and zone followed more often, findings found slightly less often (docs/DEMO_MODEL.md). Twice the time."
+)
 MODE_INFO = {  # the hint beside the Mode control, for the mode it shows
     "Auto": "**Auto**: image → report · question → answer about the current X-ray · “draw … X-ray” or "
     "findings → synthetic image (with an X-ray: you choose) · no X-ray → plain instruction",

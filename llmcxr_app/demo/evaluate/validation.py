@@ -52,7 +52,7 @@ from llmcxr_app.studio.labeler import LABELS, label_states
 HELD_OUT_SEARCH_START = 905_000  # held-out combinations are searched from here (inside the split)
 
 
-def _draw(studio, reader, seeds: list[int], log, verbatim: bool = False, seed_offset: int = 0) -> dict:
+def _draw(studio, reader, seeds: list[int], log, verbatim=False, seed_offset=0, guidance=1.0) -> dict:
     truths = [make_phantom(s, size=16).findings for s in seeds]
     prompts = [
         language.findings_text(f, np.random.default_rng([s, 0xD2A]))
@@ -68,6 +68,7 @@ def _draw(studio, reader, seeds: list[int], log, verbatim: bool = False, seed_of
         log=log,
         prompts=prompts,
         verbatim=verbatim,
+        guidance=guidance,
     )
     return {
         "micro": scores["prf"]["micro"],
@@ -144,10 +145,12 @@ def validate(
     verbatim: bool = False,
     n_template: int = 0,
     draw_seed_offset: int = 0,
+    guidance: float = 1.0,
 ) -> dict:
     """Every validation figure (see the module docstring); ``verbatim``: draw from the texts and ask the
     questions as written, not as read (studio/reading.py); ``draw_seed_offset``: other sampling seeds for
-    the same drawing requests, to see how much the drawing figures move with the sample alone."""
+    the same drawing requests, to see how much the drawing figures move with the sample alone;
+    ``guidance``: the drawings' SamplingConfig.guidance (1 = the app's default, unguided)."""
     greedy = _text_sampling(EvalConfig(text_sampling="greedy"))
     # The first n phantoms serve reports and questions, the first n_template the templates' questions.
     all_seeds = list(splits.validation_seeds(max(n, n_template)))
@@ -166,11 +169,13 @@ def validate(
         if k
         else None
     )
-    off = draw_seed_offset
+    off, g = draw_seed_offset, guidance
     draw = (
-        _draw(studio, reader, list(splits.validation_seeds(n_draw)), log, verbatim, off) if n_draw else None
+        _draw(studio, reader, list(splits.validation_seeds(n_draw)), log, verbatim, off, g)
+        if n_draw
+        else None
     )
-    held = _draw(studio, reader, held_out_seeds(n_held_out), log, verbatim, off) if n_held_out else None
+    held = _draw(studio, reader, held_out_seeds(n_held_out), log, verbatim, off, g) if n_held_out else None
     return {
         "report_micro": report["micro"],
         "vqa": vqa,
@@ -198,6 +203,12 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="shift the drawings' sampling seeds (same texts): how much the drawing figures are sampling noise",
     )
+    p.add_argument(
+        "--guidance",
+        type=float,
+        default=1.0,
+        help="the drawings' guidance away from a normal chest (1 = off)",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument(
         "--verbatim", action="store_true", help="draw from the texts and ask the questions as written"
@@ -217,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         verbatim=a.verbatim,
         n_template=a.n_template,
         draw_seed_offset=a.draw_seed_offset,
+        guidance=a.guidance,
     )
     res["draw_prompt"] = "verbatim" if a.verbatim else studio.info.draw_prompt
     res["question_prompt"] = "verbatim" if a.verbatim else studio.info.question_prompt
