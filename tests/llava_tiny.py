@@ -34,9 +34,11 @@ TEMPLATES = {
 def vision_config():
     from transformers import CLIPVisionConfig
 
+    # Widths of 64: bitsandbytes packs 4-bit weights for AVX512-BF16 CPUs at the first forward, in blocks
+    # of 64 input features (a width of 32 fails there with a reshape error, in bitsandbytes).
     return CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=64,
+        intermediate_size=128,
         num_hidden_layers=2,
         num_attention_heads=2,
         image_size=IMAGE_SIDE,
@@ -51,8 +53,8 @@ def text_config(family: str, vocab_size: int, eos_id: int):
 
     common = dict(
         vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=64,  # see vision_config
+        intermediate_size=128,
         num_hidden_layers=2,
         num_attention_heads=4,
         max_position_embeddings=256,

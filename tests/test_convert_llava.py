@@ -22,7 +22,7 @@ from llmcxr_app.loading.convert_llava import CHAT_TEMPLATES, map_keys
 from llmcxr_app.loading.llava import load_llava
 from llmcxr_app.studio.adapter import AdapterStudio
 
-HIDDEN = 32
+HIDDEN = 64  # llava_tiny's width (bitsandbytes' CPU packing needs 64)
 
 
 @pytest.fixture(scope="module")
@@ -34,14 +34,21 @@ def original(tmp_path_factory, tiny_tokenizer):
     src, clip = root / "llava-med-tiny", root / "clip-tiny"
     torch.manual_seed(1)
     text = MistralConfig(
-        vocab_size=len(tiny_tokenizer), hidden_size=HIDDEN, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-        eos_token_id=tiny_tokenizer.eos_token_id, bos_token_id=tiny_tokenizer.eos_token_id,
-    )  # fmt: skip
+        vocab_size=len(tiny_tokenizer),
+        hidden_size=HIDDEN,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        eos_token_id=tiny_tokenizer.eos_token_id,
+        bos_token_id=tiny_tokenizer.eos_token_id,
+    )
     lm = MistralForCausalLM(text).eval()
-    tower = CLIPVisionModel(vision_config()).eval()
+    vision = vision_config()
+    tower = CLIPVisionModel(vision).eval()
     projector = torch.nn.Sequential(
-        torch.nn.Linear(32, HIDDEN), torch.nn.GELU(), torch.nn.Linear(HIDDEN, HIDDEN)
+        torch.nn.Linear(vision.hidden_size, HIDDEN), torch.nn.GELU(), torch.nn.Linear(HIDDEN, HIDDEN)
     )
     with torch.no_grad():
         for p in [*lm.parameters(), *tower.parameters(), *projector.parameters()]:
@@ -51,12 +58,20 @@ def original(tmp_path_factory, tiny_tokenizer):
     src.mkdir()
     save_file({k: v.contiguous() for k, v in sd.items()}, src / "model.safetensors")
     cfg = {
-        **text.to_dict(), "model_type": "llava_mistral", "architectures": ["LlavaMistralForCausalLM"],
-        "mm_vision_tower": "openai/clip-vit-large-patch14-336", "mm_projector_type": "mlp2x_gelu",
-        "mm_hidden_size": 32, "mm_vision_select_layer": -2, "mm_vision_select_feature": "patch",
-        "mm_use_im_start_end": False, "mm_use_im_patch_token": False, "image_aspect_ratio": "pad",
-        "use_mm_proj": True, "tune_mm_mlp_adapter": False,
-    }  # fmt: skip
+        **text.to_dict(),
+        "model_type": "llava_mistral",
+        "architectures": ["LlavaMistralForCausalLM"],
+        "mm_vision_tower": "openai/clip-vit-large-patch14-336",
+        "mm_projector_type": "mlp2x_gelu",
+        "mm_hidden_size": vision.hidden_size,
+        "mm_vision_select_layer": -2,
+        "mm_vision_select_feature": "patch",
+        "mm_use_im_start_end": False,
+        "mm_use_im_patch_token": False,
+        "image_aspect_ratio": "pad",
+        "use_mm_proj": True,
+        "tune_mm_mlp_adapter": False,
+    }
     (src / "config.json").write_text(json.dumps(cfg))
     tiny_tokenizer.save_pretrained(src)
     tower.save_pretrained(clip)
