@@ -29,8 +29,8 @@ DEMO_LABEL = "demo model: trained on synthetic phantoms, not on real X-rays"
 CANDIDATES_LABEL = "Draw: candidates"  # the settings slider; the Draw hint names it by this label
 GUIDANCE_LABEL = "Guidance (drawings)"
 GUIDANCE_INFO = (
-    "1 = the model's own drawing. Higher pushes it away from a normal chest: on the demo model, side, size "
-    "and zone followed more often, findings found slightly less often (docs/DEMO_MODEL.md). Twice the time."
+    "1 = the model's own drawing. Higher pushes it away from a normal chest: with the demo weights, the side, "
+    "size and zone asked for are drawn more often, and so are findings not asked for. Twice the time."
 )
 MODE_INFO = {  # the hint beside the Mode control, for the mode it shows
     "Auto": "**Auto**: image → report · question → answer about the current X-ray · “draw … X-ray” or "
