@@ -23,14 +23,19 @@ SMALL = FastPathConfig(static_cache=True, compile=False, min_bucket=64, reserve=
 GRID = 64  # image ids per test image (the loop does not care about 256; the full size runs once)
 
 
-@pytest.fixture(scope="module")
-def draw_prompt(tiny_tokenizer):
+def draw_ids(tokenizer, findings: str) -> list[int]:
+    """The draw prompt for ``findings``."""
     return protocol.build_prompt_ids(
-        tiny_tokenizer,
+        tokenizer,
         protocol.REPORT_TO_CXR_INSTRUCTIONS[0],
-        input_text="Moderate right pleural effusion.",
+        input_text=findings,
         codebook_size=TINY_VQGAN.n_embed,
     )
+
+
+@pytest.fixture(scope="module")
+def draw_prompt(tiny_tokenizer):
+    return draw_ids(tiny_tokenizer, "Moderate right pleural effusion.")
 
 
 @pytest.fixture(scope="module")
@@ -144,12 +149,7 @@ def test_seeded_sampling_same_as_per_token_loop(model, layout, draw_prompt):
 @pytest.fixture(scope="module")
 def normal_prompt(tiny_tokenizer):
     """A guided drawing's negative prompt (the draw instruction with a normal report)."""
-    return protocol.build_prompt_ids(
-        tiny_tokenizer,
-        protocol.REPORT_TO_CXR_INSTRUCTIONS[0],
-        input_text="No acute cardiopulmonary process.",
-        codebook_size=TINY_VQGAN.n_embed,
-    )
+    return draw_ids(tiny_tokenizer, "No acute cardiopulmonary process.")
 
 
 def test_a_guided_drawing_matches_eager(model, layout, draw_prompt, normal_prompt, eager_image):

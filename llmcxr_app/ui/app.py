@@ -182,9 +182,7 @@ class _SidePanel:
 
     panel: list  # the nine components panel.panel_updates fills, in its order (the strip is the chat's)
     settings: list  # temperature, top-p, max new tokens, seed, Draw candidates: /chat's settings inputs
-    guidance: (
-        gr.Slider
-    )  # drawings' guidance (SamplingConfig.guidance): /chat's last input, so older calls work
+    guidance: gr.Slider  # drawings' SamplingConfig.guidance: /chat's last input, so older calls work
 
 
 def _chat_column(app: ChatApp, examples_dir: Path) -> _ChatColumn:

@@ -202,10 +202,9 @@ class ChatApp:
     ):
         """Answer one message: route it (see ui/routing.py), stream the answer into the conversation.
 
-        `model`: the picker's short name (None: the default model); `guidance`: drawings' (SamplingConfig).
-        Yields (chat messages, session, textbox,
-        *panel updates). Input problems raise gr.Error with their
-        message and put the text back in the box; the conversation is never lost.
+        `model`: the picker's short name (None: the default model); `guidance`: the drawings'
+        (SamplingConfig.guidance). Yields (chat messages, session, textbox, *panel updates). Input problems
+        raise gr.Error with their message and put the text back in the box; the conversation is never lost.
         """
         session = self._open(session, request)
         session.admitted = False
