@@ -246,6 +246,25 @@ def set_candidates(page, n: int) -> None:
     field.press("Enter")
 
 
+def test_guidance_set_in_the_settings_shows_in_the_drawings_details(page):
+    field = page.get_by_label("number input for Guidance (drawings)")
+    page.get_by_text("Generation settings").click()
+    expect(field).to_have_value("1")  # off unless the user moves it
+    field.fill("2")
+    field.press("Enter")
+    page.get_by_text("Generation settings").click()
+    before = n_answers(page)
+    send(page, "Draw a chest X-ray: Large right pleural effusion.")
+    answered(page, before)
+    page.get_by_role("button", name=re.compile("Details & provenance")).last.click()
+    expect(page.get_by_text("guidance 2 (away from a normal chest)").last).to_be_visible()
+    page.get_by_role("button", name=re.compile("Details & provenance")).last.click()
+    page.get_by_text("Generation settings").click()
+    field.fill("1")  # back to the default for the tests after this one
+    field.press("Enter")
+    page.get_by_text("Generation settings").click()
+
+
 def test_candidates_read_in_full_with_one_details_panel_and_one_zip(page):
     set_candidates(page, 2)
     before, maps = n_answers(page), page.get_by_role("button", name="Confidence map").count()

@@ -108,6 +108,15 @@ def test_a_single_disagreeing_drawing_points_to_several_candidates():
     assert ui_draw.candidates_hint([], 4) == ""  # self-check off
 
 
+def test_details_name_the_guidance_only_when_used():
+    def details(guidance: float) -> str:
+        sampling = {"temperature": 1.0, "top_p": 0.92, "max_new_tokens": 512, "guidance": guidance}
+        return ui_render.provenance_markdown({"sampling": sampling}, {})
+
+    assert "guidance" not in details(1.0)
+    assert "top-p 0.92 · max 512 tokens · guidance 2.5 (away from a normal chest)" in details(2.5)
+
+
 def test_confidence_map_colours_follow_the_probabilities():
     grid = 16
     probs = np.zeros((grid, grid))

@@ -279,11 +279,7 @@ def provenance_markdown(provenance: Mapping, timings: Mapping, extra: str = "") 
         ("Weights", f"`{provenance.get('weight_hash')}`"),
         ("Precision", f"{provenance.get('quantization')} on {provenance.get('device')}"),
         ("Seed", str(provenance.get("seed"))),
-        (
-            "Sampling",
-            f"temperature {sampling.get('temperature')} · top-p {sampling.get('top_p')} · "
-            f"max {sampling.get('max_new_tokens')} tokens",
-        ),
+        ("Sampling", _sampling_line(sampling)),
         ("Time", " · ".join(time_bits)),
         ("Tokens", f"{timings.get('tokens')} generated · {timings.get('prompt_tokens')} in the prompt"),
         ("Ended", STOP_REASONS.get(str(provenance.get("stop_reason")), str(provenance.get("stop_reason")))),
@@ -291,6 +287,15 @@ def provenance_markdown(provenance: Mapping, timings: Mapping, extra: str = "") 
     ]
     lines = "  \n".join(f"**{k}:** {v}" for k, v in rows)  # two spaces: a line break in Markdown
     return lines + (f"\n\n{extra}" if extra else "")
+
+
+def _sampling_line(sampling: Mapping) -> str:
+    line = (
+        f"temperature {sampling.get('temperature')} · top-p {sampling.get('top_p')} · "
+        f"max {sampling.get('max_new_tokens')} tokens"
+    )
+    guidance = sampling.get("guidance", 1.0)
+    return line if guidance == 1.0 else f"{line} · guidance {guidance:g} (away from a normal chest)"
 
 
 def candidate_seeds(seed: int | None, n: int) -> list[int | None]:
