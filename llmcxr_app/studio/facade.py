@@ -280,14 +280,15 @@ class Studio:
         ids = self._prompt(instruction, input_text=model_text)
         n_image = self.vqgan.grid_tokens + 2
         self._check_fits(ids, model_text, "findings text", n_image, f"the image ({n_image} tokens)")
+        guided = sampling.guidance != 1.0
         # Only the labeler's fixed vocabulary, never the user's own words (provenance holds no user text).
         drawn_from = {
             "draw_prompt": "canonical" if canonical else "verbatim",
             "read_as": reading.summary(),
             "model_findings": model_text if canonical else None,
-            "guidance_negative": GUIDANCE_NEGATIVE if sampling.guidance != 1.0 else None,
+            "guidance_negative": GUIDANCE_NEGATIVE if guided else None,
         }
-        negative = self._prompt(instruction, input_text=GUIDANCE_NEGATIVE)
+        negative = self._prompt(instruction, input_text=GUIDANCE_NEGATIVE) if guided else None
         return self._image_stream(ids, sampling, cancel, preview_every, instruction, drawn_from, negative)
 
     finish = staticmethod(requests.finish)  # drain a stream and return its Result
@@ -378,7 +379,7 @@ class Studio:
         preview_every: int,
         instruction: str,
         drawn_from: dict,
-        negative: list[int],
+        negative: list[int] | None,
     ) -> Iterator[Update]:
         sampling = self._seeded(sampling)
         provenance = {**self._provenance(protocol.TASK_DRAW, sampling, instruction), **drawn_from}
