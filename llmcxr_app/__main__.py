@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from llmcxr_app import redact
 from llmcxr_app.cli_args import add_weight_args, settings_from_args
-from llmcxr_app.config import SamplingConfig
+from llmcxr_app.config import GUIDE_AWAY_FROM, SamplingConfig
 
 if TYPE_CHECKING:  # annotations only: the model code loads after the input is checked
     from llmcxr_app.studio.facade import Studio
@@ -63,7 +63,14 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         "--guidance",
         type=float,
         default=s.guidance,
-        help="draw: push the drawing away from a normal chest, 1 = off (default %(default)s)",
+        help="draw: guidance scale, 1 = off (default: the model's own; 2 for the demo weights)",
+    )
+    g.add_argument(
+        "--guide-away-from",
+        choices=GUIDE_AWAY_FROM,
+        default=s.guide_away_from,
+        help="draw: what guidance avoids: the same findings with side, size and zone swapped, or a normal "
+        "chest (default %(default)s)",
     )
     g.add_argument(
         "--max-new-tokens", type=int, default=s.max_new_tokens, help="text answer limit (default %(default)s)"
@@ -190,6 +197,7 @@ def run(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
         guidance=args.guidance,
+        guide_away_from=args.guide_away_from,
     )
     settings = settings_from_args(args)
     if not args.verbose:
@@ -242,6 +250,7 @@ def _answer(studio: Studio, args, image: str | None, text: str | None, sampling,
 def _draw(studio: Studio, args: argparse.Namespace, text: str, sampling: SamplingConfig) -> int:
     """Draw from the findings, optionally read the drawing back, write the PNG and print."""
     from llmcxr_app.imaging.exports import save_png
+    from llmcxr_app.studio import guidance
 
     updates = studio.draw(text, sampling=sampling, preview_every=0, verbatim=args.verbatim)
     result = _stream_to_stdout(updates, "draw", args.json or args.jsonl, studio.info.grid)
@@ -257,6 +266,9 @@ def _draw(studio: Studio, args: argparse.Namespace, text: str, sampling: Samplin
     elif out is not None:
         print(f"Wrote {out} (seed {result.provenance['seed']}; marked SYNTHETIC).")
         print(f"Findings read as: {result.provenance['read_as']} (the model read {_model_read(result)}).")
+        guided = guidance.describe(result.provenance)
+        if guided:
+            print(f"Drawn with {guided}." if guided.startswith("guidance") else f"Drawn {guided}.")
         if check is not None:
             from llmcxr_app.studio.selfcheck import verdict
 

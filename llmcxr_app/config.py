@@ -102,6 +102,9 @@ class RuntimeConfig:
     #                       shared 2-core machine 1 thread measured 10-30x faster than 2 (docs/BENCHMARKS.md)
 
 
+GUIDE_AWAY_FROM = ("swapped", "normal")  # SamplingConfig.guide_away_from: what a guided drawing avoids
+
+
 @dataclass(frozen=True)
 class SamplingConfig:
     """Sampling settings of one request (upstream defaults)."""
@@ -112,9 +115,13 @@ class SamplingConfig:
     max_new_tokens: int = 512  # text answers stop here at the latest
     seed: int | None = None  # None = a fresh random seed, reported in provenance
     # Drawings only. 1 = the model's own distribution (upstream); s > 1 samples each image id from
-    # log p(x | findings) + (s - 1) * (log p(x | findings) - log p(x | a normal report)): it pushes the
-    # drawing away from a normal chest (engine/generation.guide). Costs a second sequence per drawing.
-    guidance: float = 1.0
+    # log p(x | findings) + (s - 1) * (log p(x | findings) - log p(x | negative)) (engine/generation.guide),
+    # which costs a second sequence per drawing. None = the checkpoint's own default (StudioInfo.draw_guidance).
+    guidance: float | None = None
+    # The negative prompt (studio/guidance.py): "swapped" = the same findings with every stated side, size
+    # and zone swapped (pushes towards the attributes asked for); "normal" = a normal chest (pushes towards
+    # abnormality of any kind)
+    guide_away_from: str = "swapped"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.temperature <= 5.0:
@@ -123,8 +130,12 @@ class SamplingConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}.")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}.")
-        if not 1.0 <= self.guidance <= 5.0:
+        if self.guidance is not None and not 1.0 <= self.guidance <= 5.0:
             raise ValueError(f"guidance must be in [1, 5], got {self.guidance}.")
+        if self.guide_away_from not in GUIDE_AWAY_FROM:
+            raise ValueError(
+                f"guide_away_from must be one of {', '.join(GUIDE_AWAY_FROM)}, got {self.guide_away_from!r}."
+            )
         if not 1 <= self.max_new_tokens <= 4096:
             raise ValueError(f"max_new_tokens must be in [1, 4096], got {self.max_new_tokens}.")
 

@@ -36,13 +36,18 @@ STUDIO_REQUESTS = [
     ("ask_cardiomegaly_greedy", "ask", "cardiomegaly.png", "Is there cardiomegaly?", GREEDY),
     ("ask_pneumothorax_seeded", "ask", "pneumothorax_left.png", "Where is the pneumothorax?", SEEDED),
     ("ask_no_image_greedy", "ask", None, "What is a chest X-ray?", GREEDY),
-    ("draw_seeded", "draw", None, "Large left pleural effusion.", replace(SEEDED, seed=7)),
+    # Recorded unguided; the demo checkpoint's own guidance (2, away from the swapped findings) came later.
+    ("draw_seeded", "draw", None, "Large left pleural effusion.", replace(SEEDED, seed=7, guidance=1.0)),
+    ("draw_guided_by_default", "draw", None, "Small right PTX.", replace(SEEDED, seed=9)),
 ]
 
 CLI_REQUESTS = [
     ("cli_describe_greedy", ["describe", "assets/examples/consolidation.png", "--temperature", "0"]),
     ("cli_ask_no_image_seeded", ["ask", "--no-image", "What is a pneumothorax?", "--seed", "5"]),
-    ("cli_draw_seeded", ["draw", "Moderate right pleural effusion.", "--seed", "11", "--verbatim"]),
+    (
+        "cli_draw_seeded",
+        ["draw", "Moderate right pleural effusion.", "--seed", "11", "--verbatim", "--guidance", "1"],
+    ),
 ]
 
 

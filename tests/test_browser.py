@@ -249,7 +249,8 @@ def set_candidates(page, n: int) -> None:
 def test_guidance_set_in_the_settings_shows_in_the_drawings_details(page):
     field = page.get_by_label("number input for Guidance (drawings)")
     page.get_by_text("Generation settings").click()
-    expect(field).to_have_value("1")  # off unless the user moves it
+    expect(field).to_have_value("1")  # this checkpoint declares no guidance of its own
+    expect(page.get_by_label("the other side, size and zone (the same findings)")).to_be_checked()
     field.fill("2")
     field.press("Enter")
     page.get_by_text("Generation settings").click()
@@ -257,7 +258,7 @@ def test_guidance_set_in_the_settings_shows_in_the_drawings_details(page):
     send(page, "Draw a chest X-ray: Large right pleural effusion.")
     answered(page, before)
     page.get_by_role("button", name=re.compile("Details & provenance")).last.click()
-    expect(page.get_by_text("guidance 2 (away from a normal chest)").last).to_be_visible()
+    expect(page.get_by_text("guidance 2 (away from the other side, size and zone)").last).to_be_visible()
     page.get_by_role("button", name=re.compile("Details & provenance")).last.click()
     page.get_by_text("Generation settings").click()
     field.fill("1")  # back to the default for the tests after this one

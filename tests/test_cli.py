@@ -65,6 +65,27 @@ def test_round_trip_draw_png_describe(tiny_location, tmp_path, capsys):
     assert report["timings"]["tokens"] <= 5
 
 
+def test_draw_guidance_flags_reach_the_drawing(tiny_location, tmp_path, capsys):
+    def drawn(*extra: str) -> dict:
+        args = ["draw", "Large left effusion.", "--out", str(tmp_path / "x.png"), "--seed", "2", "--json"]
+        assert main([*args, *extra, *weight_flags(tiny_location)]) == 0
+        return json.loads(capsys.readouterr().out)["provenance"]
+
+    default = drawn()  # the tiny checkpoint declares no guidance: unguided
+    assert default["sampling"]["guidance"] == 1.0 and default["guided_away_from"] is None
+    swapped = drawn("--guidance", "3")
+    assert swapped["sampling"]["guidance"] == 3.0 and swapped["guided_away_from"] == "swapped"
+    normal = drawn("--guidance", "3", "--guide-away-from", "normal")
+    assert normal["guided_away_from"] == "normal" and "No pleural effusion" in normal["guidance_negative"]
+    for text, said in [
+        ("Large left effusion.", "Drawn with guidance 3 (away from the other side, size and zone)."),
+        ("Cardiomegaly.", "Drawn unguided (no side, size or zone stated to guide by)."),
+    ]:
+        args = ["draw", text, "--out", str(tmp_path / "y.png"), "--seed", "2", "--guidance", "3"]
+        assert main([*args, *weight_flags(tiny_location)]) == 0
+        assert said in capsys.readouterr().out.splitlines()
+
+
 def test_streamed_text_equals_json_text(tiny_location, capsys):
     args = ["ask", "--no-image", "What is deep learning?", "--max-new-tokens", "8", "--seed", "3"]
     assert main([*args, *weight_flags(tiny_location)]) == 0
@@ -82,6 +103,8 @@ def test_streamed_text_equals_json_text(tiny_location, capsys):
         ["draw", "Lungs are clear."],  # nowhere to put the image
         ["ask", "only-a-question"],  # IMAGE QUESTION needs two, or --no-image
         ["draw", "Lungs are clear.", "--out", "x.png", "--top-p", "0"],
+        ["draw", "Lungs are clear.", "--out", "x.png", "--guidance", "9"],
+        ["draw", "Lungs are clear.", "--out", "x.png", "--guide-away-from", "mirror"],
         [],
     ],
 )

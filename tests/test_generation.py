@@ -317,11 +317,12 @@ def test_guided_greedy_image_matches_two_full_forwards(model, tiny_tokenizer, la
     assert unguided[-1].codes != codes  # guidance changed the drawing (else this test checks nothing)
 
 
-def test_guidance_one_runs_no_negative_and_needs_one_above(model, layout, prompt):
+@pytest.mark.parametrize("scale", [1.0, None])  # None: a checkpoint default nobody resolved, taken as 1
+def test_guidance_one_runs_no_negative_and_needs_one_above(model, layout, prompt, scale):
     calls = []
     handle = model.register_forward_pre_hook(lambda *_: calls.append(1))
     try:
-        sampling = SamplingConfig(temperature=1.0, seed=4)
+        sampling = SamplingConfig(temperature=1.0, seed=4, guidance=scale)
         plain = list(generate_image(model, layout, prompt, 8, sampling, None, 512))[-1]
         n_plain = len(calls)
         same = list(generate_image(model, layout, prompt, 8, sampling, None, 512, negative_ids=prompt))[-1]

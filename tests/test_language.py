@@ -7,6 +7,7 @@ import ast
 import json
 import re
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -171,8 +172,11 @@ def test_recipes_parse_with_fixed_steps_and_refuse_budgets(tmp_path):
     demo, candidate = recipe.load("demo"), recipe.load("round11")
     assert demo.start.path == candidate.start.path == "weights/demo"
     assert all(re.fullmatch(r"[0-9a-f]{40}", r.start.git_commit) for r in (demo, candidate))
-    # the shipped weights: round 14, grown to 8 layers and trained on (round 17b)
-    assert demo.stages == recipe.load("round17b").stages
+    # the shipped weights: round 14, grown to 8 layers and trained on (round 17b); the last stage also
+    # writes the guidance the app draws with into config.json (no effect on the training)
+    trained = recipe.load("round17b").stages
+    last = replace(trained[-1], config=replace(trained[-1].config, draw_guidance=2.0))
+    assert demo.stages == (*trained[:-1], last)
     for stage in candidate.stages:
         assert stage.config.lm_budget_s == 0 and stage.config.lm_steps > 0 and stage.mode == "continue_llm"
         assert stage.config.rich_fraction > 0 and stage.config.hold_out

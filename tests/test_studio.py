@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +14,10 @@ from PIL import Image
 
 from llmcxr_app import protocol
 from llmcxr_app.config import RuntimeConfig, SamplingConfig, Settings
-from llmcxr_app.engine.generation import GenerationCancelled, generate_text
+from llmcxr_app.engine.generation import GenerationCancelled, generate_image, generate_text
 from llmcxr_app.imaging import images as imaging
-from llmcxr_app.studio.facade import GUIDANCE_NEGATIVE, Studio, StudioInputError
+from llmcxr_app.studio.facade import Studio, StudioInputError
+from llmcxr_app.studio.guidance import NORMAL_TEXT, NOTHING_TO_SWAP, SWAPPED_AS_TYPED
 
 GREEDY = SamplingConfig(temperature=0.0, max_new_tokens=6)
 EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"
@@ -119,16 +121,61 @@ def test_draw_seed_reproduces_and_random_seed_is_reported(studio):
     assert d.codes == c.codes and c.codes != a.codes
 
 
-def test_a_guided_draw_records_its_negative_and_differs(studio):
-    plain = Studio.finish(
-        studio.draw("Large left effusion.", sampling=SamplingConfig(seed=2), preview_every=0)
+def _guided_by_hand(studio, text: str, negative_text: str, sampling: SamplingConfig) -> list[int]:
+    """The codes of the engine's guided loop given the negative prompt directly (no Studio choosing it)."""
+    instruction = protocol.REPORT_TO_CXR_INSTRUCTIONS[0]
+    prompt = [studio._prompt(instruction, input_text=t) for t in (text, negative_text)]
+    llm = studio.llm
+    args = (llm.model, llm.layout, prompt[0], studio.vqgan.grid_tokens, sampling)
+    *_, last = generate_image(*args, context_length=studio.info.context_length, negative_ids=prompt[1])
+    return last.codes
+
+
+def test_a_guided_draw_runs_the_swapped_or_normal_negative_and_records_it(studio):
+    text = "Large left effusion."
+
+    def draw(**kw):
+        sampling = SamplingConfig(seed=2, **kw)
+        return Studio.finish(studio.draw(text, sampling=sampling, preview_every=0))
+
+    plain = draw()  # this checkpoint declares no guidance: unguided by default
+    assert studio.info.draw_guidance == 1.0 and plain.provenance["sampling"]["guidance"] == 1.0
+    assert plain.provenance["guided_away_from"] is plain.provenance["guidance_negative"] is None
+    assert plain.codes == draw(guidance=1.0).codes
+    swapped, normal = draw(guidance=3.0), draw(guidance=3.0, guide_away_from="normal")
+    assert (
+        swapped.provenance["guided_away_from"] == "swapped"
+        and swapped.provenance["sampling"]["guidance"] == 3
     )
-    sampling = SamplingConfig(seed=2, guidance=3.0)
-    guided = Studio.finish(studio.draw("Large left effusion.", sampling=sampling, preview_every=0))
-    assert plain.provenance["guidance_negative"] is None and plain.provenance["sampling"]["guidance"] == 1.0
-    assert guided.provenance["guidance_negative"] == GUIDANCE_NEGATIVE  # the app's fixed text, no user words
-    assert guided.provenance["sampling"]["guidance"] == 3.0 and guided.codes != plain.codes
-    assert len(guided.codes) == 256 and guided.image is not None
+    assert swapped.provenance["guidance_negative"] == SWAPPED_AS_TYPED  # the user's words are not recorded
+    assert normal.provenance["guidance_negative"] == NORMAL_TEXT  # the app's fixed text
+    by_hand = SamplingConfig(seed=2, guidance=3.0)
+    assert swapped.codes == _guided_by_hand(studio, text, "Small right effusion.", by_hand)
+    assert normal.codes == _guided_by_hand(studio, text, NORMAL_TEXT, by_hand)
+    assert len({tuple(plain.codes), tuple(swapped.codes), tuple(normal.codes)}) == 3
+
+
+def test_a_draw_with_nothing_to_swap_runs_unguided_and_says_why(studio):
+    def draw(**kw):
+        sampling = SamplingConfig(seed=4, **kw)
+        return Studio.finish(studio.draw("Cardiomegaly.", sampling=sampling, preview_every=0))
+
+    asked = draw(guidance=2.5)
+    assert asked.codes == draw().codes  # the same as the model's own drawing (no second sequence)
+    assert asked.provenance["sampling"]["guidance"] == 1.0 and asked.provenance["guided_away_from"] is None
+    assert asked.provenance["guidance_skipped"] == NOTHING_TO_SWAP
+
+
+def test_a_checkpoints_own_guidance_is_the_default_of_its_drawings(studio):
+    llm = replace(studio.llm, draw_guidance=3.0)  # what llmcxr_draw_guidance 3 in config.json loads as
+    guided = Studio.from_parts(llm, studio.vqgan, studio.location)
+    assert guided.info.draw_guidance == 3.0
+    text, seeded = "Large left effusion.", SamplingConfig(seed=2)
+    by_default = Studio.finish(guided.draw(text, sampling=seeded, preview_every=0))
+    asked = Studio.finish(studio.draw(text, sampling=replace(seeded, guidance=3.0), preview_every=0))
+    assert by_default.codes == asked.codes and by_default.provenance["sampling"]["guidance"] == 3.0
+    off = Studio.finish(guided.draw(text, sampling=replace(seeded, guidance=1.0), preview_every=0))
+    assert off.codes != by_default.codes and off.provenance["guided_away_from"] is None
 
 
 def test_describe_and_ask_build_the_upstream_prompts(studio, xray):

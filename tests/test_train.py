@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -12,8 +13,10 @@ import torch
 from llmcxr_app import protocol
 from llmcxr_app.config import DEMO_MODEL, RuntimeConfig, SamplingConfig, Settings, resolve_location
 from llmcxr_app.demo.data import samples as data
-from llmcxr_app.demo.train.training import PRESETS, completion_loss, run
-from llmcxr_app.loading.weights import load_model
+from llmcxr_app.demo.train import recipe
+from llmcxr_app.demo.train.outputs import save_llm
+from llmcxr_app.demo.train.training import PRESETS, completion_loss, declared, run
+from llmcxr_app.loading.weights import DRAW_GUIDANCE_KEY, load_model
 
 
 @pytest.fixture(scope="module")
@@ -153,3 +156,26 @@ def test_the_shipped_demo_model_is_the_default_and_draws(monkeypatch):
     result = Studio.finish(studio.draw("Large left pleural effusion.", sampling=SamplingConfig(seed=3)))
     assert len(result.codes) == 256 and all(0 <= c < studio.info.codebook_size for c in result.codes)
     assert result.image.size == (studio.info.resolution, studio.info.resolution)
+    # Its config declares the guidance the recipe's last stage writes: a default drawing is guided.
+    assert studio.info.draw_guidance == recipe.load("demo").stages[-1].config.draw_guidance == 2.0
+    assert (
+        result.provenance["guided_away_from"] == "swapped" and result.provenance["sampling"]["guidance"] == 2
+    )
+
+
+def test_a_round_writes_its_draw_guidance_and_a_later_round_resets_it(smoke_run, tmp_path):
+    from transformers import AutoTokenizer, GPTNeoXForCausalLM
+
+    out, _ = smoke_run
+    llm, tokenizer = (
+        GPTNeoXForCausalLM.from_pretrained(out / "llm"),
+        AutoTokenizer.from_pretrained(out / "llm"),
+    )
+    assert DRAW_GUIDANCE_KEY not in json.loads((out / "llm" / "config.json").read_text())  # 1: not written
+    shutil.copytree(out / "vqgan", tmp_path / "vqgan")  # a round's folder holds both
+    codebook = PRESETS["tiny"].vqgan.n_embed
+    save_llm(llm, tokenizer, tmp_path, codebook, declared(replace(PRESETS["tiny"], draw_guidance=2.5)))
+    assert json.loads((tmp_path / "llm" / "config.json").read_text())[DRAW_GUIDANCE_KEY] == 2.5
+    again = GPTNeoXForCausalLM.from_pretrained(tmp_path / "llm")  # a further round starts from it
+    save_llm(again, tokenizer, tmp_path, codebook, declared(PRESETS["tiny"]))
+    assert DRAW_GUIDANCE_KEY not in json.loads((tmp_path / "llm" / "config.json").read_text())

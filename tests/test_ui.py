@@ -27,6 +27,7 @@ from llmcxr_app.config import ServerConfig
 from llmcxr_app.imaging.exports import mark_box
 from llmcxr_app.studio import selfcheck
 from llmcxr_app.studio.facade import Studio, StudioInputError
+from llmcxr_app.studio.guidance import NOTHING_TO_SWAP, SWAPPED_AS_TYPED
 from llmcxr_app.ui import app as ui
 from llmcxr_app.ui import draw as ui_draw
 from llmcxr_app.ui import render as ui_render
@@ -108,13 +109,31 @@ def test_a_single_disagreeing_drawing_points_to_several_candidates():
     assert ui_draw.candidates_hint([], 4) == ""  # self-check off
 
 
-def test_details_name_the_guidance_only_when_used():
-    def details(guidance: float) -> str:
+def test_details_name_the_guidance_when_used_and_say_why_not_when_skipped():
+    def details(guidance: float, **drawn) -> str:
         sampling = {"temperature": 1.0, "top_p": 0.92, "max_new_tokens": 512, "guidance": guidance}
-        return ui_render.provenance_markdown({"sampling": sampling}, {})
+        return ui_render.provenance_markdown({"sampling": sampling, **drawn}, {})
 
-    assert "guidance" not in details(1.0)
-    assert "top-p 0.92 · max 512 tokens · guidance 2.5 (away from a normal chest)" in details(2.5)
+    assert "guid" not in details(1.0) and "guid" not in details(1.0, guided_away_from=None)
+    line = "top-p 0.92 · max 512 tokens · guidance 2.5 (away from the other side, size and zone)"
+    assert line in details(2.5, guided_away_from="swapped")
+    assert "guidance 2 (away from a normal chest)" in details(2.0, guided_away_from="normal")
+    skipped = details(1.0, guided_away_from=None, guidance_skipped=NOTHING_TO_SWAP)
+    assert "max 512 tokens · unguided (no side, size or zone stated to guide by)" in skipped
+
+
+def test_the_guidance_slider_starts_at_the_drawing_models_own(studio):
+    def slider(models) -> dict:
+        config = ui.build(models, ServerConfig()).get_config_file()
+        props = [c["props"] for c in config["components"] if c.get("props", {}).get("label")]
+        return next(p for p in props if p["label"] == ui_render.GUIDANCE_LABEL)
+
+    assert slider(studio)["value"] == 1.0  # no llmcxr_draw_guidance in its config
+    guided = Studio.from_parts(replace(studio.llm, draw_guidance=2.0), studio.vqgan, studio.location)
+    assert slider(guided)["value"] == 2.0 and slider(guided)["maximum"] == 3.0
+    assert slider({"a": studio, "b": guided})["value"] == 1.0  # the first model that draws
+    bold = Studio.from_parts(replace(studio.llm, draw_guidance=4.5), studio.vqgan, studio.location)
+    assert slider(bold)["value"] == slider(bold)["maximum"] == 4.5  # a declared scale stays reachable
 
 
 def test_confidence_map_colours_follow_the_probabilities():
@@ -175,10 +194,11 @@ def test_demo_model_is_labelled_everywhere(studio):
     assert "demo" not in ChatApp(studio, ServerConfig()).tag
 
 
-def send(client, text="", file=None, mode="Auto", max_new_tokens=16, seed="1", candidates=1, *guidance):
-    """/chat as a script calls it; `guidance` (drawings') is the last input, left out by older calls."""
+def send(client, text="", file=None, mode="Auto", max_new_tokens=16, seed="1", candidates=1, *drawing):
+    """/chat as a script calls it; `drawing` (guidance, what it avoids) are the last inputs, left out by
+    calls made before they existed."""
     message = {"text": text, "files": [handle_file(str(file))] if file else []}
-    settings = (1.0, 0.92, max_new_tokens, seed, candidates, *guidance)
+    settings = (1.0, 0.92, max_new_tokens, seed, candidates, *drawing)
     return client.submit(message, mode, *settings, api_name="/chat")
 
 
@@ -318,7 +338,8 @@ def test_draw_returns_a_marked_image_with_exports(url):
     assert hinted == (not check["agrees"])  # a disagreeing single drawing points to several candidates
     # The chat says what the labeler read; this checkpoint (no llmcxr_draw_prompt) got the text as typed.
     prov = record["provenance"]
-    assert prov["sampling"]["guidance"] == 1.0 and prov["guidance_negative"] is None  # a call without it
+    # A call without the drawing settings: the checkpoint's own guidance (none declared here: 1).
+    assert prov["sampling"]["guidance"] == 1.0 and prov["guided_away_from"] is None
     assert prov["draw_prompt"] == "verbatim" and prov["model_findings"] is None
     assert prov["read_as"] == "large left pleural effusion"
     note = "Read as (for the self-check): large left pleural effusion."
@@ -332,13 +353,17 @@ def test_draw_returns_a_marked_image_with_exports(url):
 def test_guidance_reaches_the_drawing_and_its_record(url):
     client = Client(url, verbose=False, download_files=False)
     request = "Draw a chest X-ray: Large left pleural effusion."
+    drawings = [(1,), (3,), (3, "normal"), (3, None)]  # None: a caller that does not send what it avoids
     records = [
-        json_downloads(finish(send(client, request, None, "Draw", 16, "5", 1, g))[0])[-1] for g in (1, 2)
+        json_downloads(finish(send(client, request, None, "Draw", 16, "5", 1, *d))[0])[-1] for d in drawings
     ]
-    plain, guided = (r["provenance"] for r in records)
+    plain, swapped, normal, unsaid = (r["provenance"] for r in records)
     assert plain["sampling"]["guidance"] == 1.0 and plain["guidance_negative"] is None
-    assert guided["sampling"]["guidance"] == 2.0 and "No pleural effusion" in guided["guidance_negative"]
-    assert records[0]["image_codes"] != records[1]["image_codes"]  # same seed, guided elsewhere
+    assert swapped["sampling"]["guidance"] == 3.0 and swapped["guided_away_from"] == "swapped"
+    assert swapped["guidance_negative"] == SWAPPED_AS_TYPED  # this checkpoint draws the text as typed
+    assert normal["guided_away_from"] == "normal" and "No pleural effusion" in normal["guidance_negative"]
+    assert unsaid["guided_away_from"] == "swapped" and records[3]["image_codes"] == records[1]["image_codes"]
+    assert len({tuple(r["image_codes"]) for r in records[:3]}) == 3  # same seed, guided elsewhere
 
 
 def test_candidates_share_one_details_panel_and_one_zip(url):

@@ -485,3 +485,17 @@ def test_the_draw_prompt_a_checkpoint_declares_is_read_and_checked(tiny_llm_dir,
         WeightsError, match=r"llmcxr_draw_prompt is 'templates'; this app knows verbatim, canonical"
     ):
         load_llm(d, codebook_size=CODEBOOK)
+
+
+def test_the_draw_guidance_a_checkpoint_declares_is_read_and_checked(tiny_llm_dir, tmp_path):
+    assert load_llm(tiny_llm_dir, codebook_size=CODEBOOK).draw_guidance == 1.0  # no key: unguided
+    d = _copy_llm(tiny_llm_dir, tmp_path / "llm")
+    conf = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**conf, "llmcxr_draw_guidance": 2}))
+    assert load_llm(d, codebook_size=CODEBOOK).draw_guidance == 2.0
+    for bad in (0.5, 6, "2", True, None):
+        (d / "config.json").write_text(json.dumps({**conf, "llmcxr_draw_guidance": bad}))
+        with pytest.raises(
+            WeightsError, match=r"llmcxr_draw_guidance is .*; it must be a number in \[1, 5\]"
+        ):
+            load_llm(d, codebook_size=CODEBOOK)

@@ -328,9 +328,10 @@ class _ImageScores:
         _, self.past = prefill_fn(model, ids)  # its logits would choose the first id, forced to "<"
         self.negative: Any = None
 
-    def guide_by(self, negative_ids: Any, scale: float, grid_tokens: int, context: int | None) -> None:
-        """Prefill the negative prompt when scale != 1 (ValueError without one); scale 1 runs nothing."""
-        if scale == 1.0:
+    def guide_by(self, negative_ids: Any, scale: float | None, grid_tokens: int, context: int | None) -> None:
+        """Prefill the negative prompt when scale != 1 (ValueError without one); scale 1 or None (a checkpoint
+        default the caller did not resolve) runs nothing."""
+        if scale is None or scale == 1.0:
             return
         if negative_ids is None:
             raise ValueError("Guidance needs negative_ids (the prompt it guides away from).")
@@ -377,8 +378,9 @@ def generate_image(
     has ``done`` True). ``sync_every`` 1 (eager default) yields after every id; a fast path passes one grid
     row, so the device never waits for the host within a row. The ids do not depend on it.
 
-    With ``sampling.guidance`` > 1, ``negative_ids`` (a prompt asking for a normal chest) runs beside the
-    prompt and each id is sampled from ``guide``'s scores (one more prefill and grid_tokens more steps).
+    With ``sampling.guidance`` > 1, ``negative_ids`` (the prompt to guide away from) runs beside the
+    prompt and each id is sampled from ``guide``'s scores (one more prefill and grid_tokens more steps);
+    guidance None is 1.
     """
     ids = _as_input(model, prompt_ids)
     n_prompt = ids.shape[1]

@@ -176,11 +176,14 @@ class LoadedLLM:
     vqgan_hash: str = ""  # load_model: files.weight_hash of the VQ-GAN's checkpoint and config
     draw_prompt: str = "verbatim"  # what it draws from: the user's text or its reading (studio/reading.py)
     question_prompt: str = "verbatim"  # what it is asked: the user's question or the template one it reads as
+    draw_guidance: float = 1.0  # its drawings' default guidance scale (DRAW_GUIDANCE_KEY; 1 = unguided)
 
 
 DRAW_PROMPT_KEY = "llmcxr_draw_prompt"  # config.json key a checkpoint declares its drawing prompts with
 QUESTION_PROMPT_KEY = "llmcxr_question_prompt"  # ... and its VQA questions with
 PROMPT_STYLES = ("verbatim", "canonical")  # the values either may take (studio/reading.py explains both)
+# config.json key with the guidance scale the checkpoint's drawings were measured best at (absent: 1, off)
+DRAW_GUIDANCE_KEY = "llmcxr_draw_guidance"
 
 
 def _prompt_style(root: Path, hf_config: dict[str, Any], key: str) -> str:
@@ -191,6 +194,16 @@ def _prompt_style(root: Path, hf_config: dict[str, Any], key: str) -> str:
             f"{root}/config.json: {key} is {value!r}; this app knows {', '.join(PROMPT_STYLES)}."
         )
     return value
+
+
+def _draw_guidance(root: Path, hf_config: dict[str, Any]) -> float:
+    """The checkpoint's default guidance for drawings (config.json DRAW_GUIDANCE_KEY; absent: 1)."""
+    value = hf_config.get(DRAW_GUIDANCE_KEY, 1.0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1.0 <= value <= 5.0:
+        raise WeightsError(
+            f"{root}/config.json: {DRAW_GUIDANCE_KEY} is {value!r}; it must be a number in [1, 5]."
+        )
+    return float(value)
 
 
 def _from_pretrained_kwargs(quantization: str, device: torch.device) -> dict[str, Any]:
@@ -335,7 +348,7 @@ def load_llm(
 
     Checks before reading the weights: config.json is GPT-NeoX; the tokenizer holds the special tokens; the
     embedding has len(tokenizer) + codebook_size rows; the prompt styles config.json declares
-    (DRAW_PROMPT_KEY, QUESTION_PROMPT_KEY) are known ones. ``codebook_size``: the VQ-GAN's n_embed. Its
+    (DRAW_PROMPT_KEY, QUESTION_PROMPT_KEY) are known ones, and its DRAW_GUIDANCE_KEY is in [1, 5]. ``codebook_size``: the VQ-GAN's n_embed. Its
     ``weight_hash`` covers the LLM's weight files only (load_model adds the VQ-GAN's).
     """
     root = local_path(path)
@@ -344,6 +357,7 @@ def load_llm(
     tokenizer, layout = _load_tokenizer(root, hf_config, codebook_size)
     draw_prompt = _prompt_style(root, hf_config, DRAW_PROMPT_KEY)
     question_prompt = _prompt_style(root, hf_config, QUESTION_PROMPT_KEY)
+    draw_guidance = _draw_guidance(root, hf_config)
     dev = resolve_device(device)
     quant, kwargs = _precision(root, hf_config, quantization, dev)
     model = _read_model(root, kwargs, layout)
@@ -366,6 +380,7 @@ def load_llm(
         weight_files=tuple(files),
         draw_prompt=draw_prompt,
         question_prompt=question_prompt,
+        draw_guidance=draw_guidance,
     )
 
 

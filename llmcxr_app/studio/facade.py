@@ -32,7 +32,7 @@ from llmcxr_app.imaging import images as imaging
 from llmcxr_app.imaging.images import LoadedImage
 from llmcxr_app.loading.weights import load_model
 from llmcxr_app.modeling.vqgan import VQGAN
-from llmcxr_app.studio import requests
+from llmcxr_app.studio import guidance, requests
 from llmcxr_app.studio.reading import canonical_text, opposite_answer, read_findings, read_question
 from llmcxr_app.studio.timings import timed_prefill, timings_of
 from llmcxr_app.studio.types import PreparedImage, Result, StudioInfo, StudioInputError, Update
@@ -45,8 +45,6 @@ logger = logging.getLogger(__name__)
 MIN_ANSWER_TOKENS = 16  # a text prompt must leave at least this much of the context for the answer
 PREVIEW_GREY = 128  # preview pixels of grid rows not generated yet
 DEFAULT_SAMPLING = SamplingConfig()  # upstream's defaults (frozen, so safe to share)
-# What a guided drawing is pushed away from (SamplingConfig.guidance): the template report of a normal chest.
-GUIDANCE_NEGATIVE = canonical_text(read_findings(""))
 
 
 class Studio:
@@ -91,6 +89,7 @@ class Studio:
             vqgan_hash=getattr(llm, "vqgan_hash", ""),
             draw_prompt=getattr(llm, "draw_prompt", "verbatim"),  # a LoadedLLM-like test double may lack it
             question_prompt=getattr(llm, "question_prompt", "verbatim"),
+            draw_guidance=getattr(llm, "draw_guidance", 1.0),
         )
 
     @classmethod
@@ -123,10 +122,8 @@ class Studio:
 
     def warm_up(self, fast: fastpath.FastPath | None, findings: str = "Heart size is normal.") -> dict:
         """Compile every cache bucket of ``fast``, then draw one image (LLM steps, sampling, VQ-GAN decode on
-        its device), so no user request pays for compilation or first-call set-up.
-
-        Returns {"compile_s", "draw_s", "mode"}; ``fast`` None (fast path off) skips the compile part.
-        """
+        its device), so no user request pays for compilation or first-call set-up. Returns {"compile_s",
+        "draw_s", "mode"}; ``fast`` None (fast path off) skips the compile part."""
         report = fast.warmup(self.llm.layout) if fast is not None else {"s": 0.0, "mode": "eager"}
         t = time.perf_counter()
         self.finish(self.draw(findings, sampling=SamplingConfig(temperature=0.0), preview_every=0))
@@ -267,7 +264,7 @@ class Studio:
         A checkpoint that learned to draw from the template words (StudioInfo.draw_prompt "canonical") is
         given the labeler's reading of ``findings`` as its template report (studio/reading.py), unless
         ``verbatim``; any other model gets the text as typed. The reading goes into the provenance either
-        way."""
+        way. ``sampling.guidance`` None is the checkpoint's scale; studio/guidance.py says what it avoids."""
         findings = (findings or "").strip()
         if not findings:
             raise StudioInputError("The findings are empty: please type the report text to draw from.")
@@ -278,18 +275,21 @@ class Studio:
         model_text = canonical_text(reading) if canonical else findings
         instruction = protocol.REPORT_TO_CXR_INSTRUCTIONS[0]
         ids = self._prompt(instruction, input_text=model_text)
+        sampling, negative, said = guidance.plan(
+            sampling, self.info.draw_guidance, findings, reading, canonical
+        )
+        negative_ids = self._prompt(instruction, input_text=negative.text) if negative else None
         n_image = self.vqgan.grid_tokens + 2
-        self._check_fits(ids, model_text, "findings text", n_image, f"the image ({n_image} tokens)")
-        guided = sampling.guidance != 1.0
+        longest = max(ids, negative_ids or [], key=len)  # a guided drawing's negative runs beside it
+        self._check_fits(longest, model_text, "findings text", n_image, f"the image ({n_image} tokens)")
         # Only the labeler's fixed vocabulary, never the user's own words (provenance holds no user text).
         drawn_from = {
             "draw_prompt": "canonical" if canonical else "verbatim",
             "read_as": reading.summary(),
             "model_findings": model_text if canonical else None,
-            "guidance_negative": GUIDANCE_NEGATIVE if guided else None,
+            **said,
         }
-        negative = self._prompt(instruction, input_text=GUIDANCE_NEGATIVE) if guided else None
-        return self._image_stream(ids, sampling, cancel, preview_every, instruction, drawn_from, negative)
+        return self._image_stream(ids, sampling, cancel, preview_every, instruction, drawn_from, negative_ids)
 
     finish = staticmethod(requests.finish)  # drain a stream and return its Result
 

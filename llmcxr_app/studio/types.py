@@ -42,6 +42,8 @@ class StudioInfo:
     #                                labeler's reading in the template words it learned (studio/reading.py)
     question_prompt: str = "verbatim"  # what Ask gives it with an image: the question as typed, or
     #                                    "canonical": the template question it reads as (studio/reading.py)
+    draw_guidance: float = 1.0  # the drawings' guidance scale when a request leaves it unset (checkpoint
+    #                             config; 1 = the model's own distribution; studio/guidance.py)
 
 
 @dataclass(frozen=True, eq=False)

@@ -29,6 +29,8 @@ from llmcxr_app.ui.render import (
     DEMO_LABEL,
     GUIDANCE_INFO,
     GUIDANCE_LABEL,
+    GUIDE_AWAY_CHOICES,
+    GUIDE_AWAY_LABEL,
     MODE_INFO,
     duration,
     status_markdown,
@@ -182,7 +184,8 @@ class _SidePanel:
 
     panel: list  # the nine components panel.panel_updates fills, in its order (the strip is the chat's)
     settings: list  # temperature, top-p, max new tokens, seed, Draw candidates: /chat's settings inputs
-    guidance: gr.Slider  # drawings' SamplingConfig.guidance: /chat's last input, so older calls work
+    drawing: list  # the drawings' guidance slider and what it guides away from: /chat's last inputs, so
+    #                calls made before they existed still work
 
 
 def _chat_column(app: ChatApp, examples_dir: Path) -> _ChatColumn:
@@ -239,9 +242,9 @@ def _chat_column(app: ChatApp, examples_dir: Path) -> _ChatColumn:
     return _ChatColumn(chatbot, mode, hint, box, staged, new_chat, shown.dataset, modes, strip, row)
 
 
-def _settings(server: ServerConfig) -> tuple[list, gr.Slider]:
+def _settings(server: ServerConfig, guidance: float) -> tuple[list, list]:
     """The generation settings: (temperature, top-p, max new tokens, seed, candidates in /chat's order;
-    the drawings' guidance, /chat's last input)."""
+    the drawings' guidance, starting at ``guidance``, and what it avoids: /chat's last inputs)."""
     with gr.Accordion("Generation settings", open=False, elem_id="settings"):
         temperature = gr.Slider(
             0,
@@ -264,8 +267,10 @@ def _settings(server: ServerConfig) -> tuple[list, gr.Slider]:
             label=CANDIDATES_LABEL,
             info="several X-rays from the same findings, shown as a grid",
         )
-        guidance = gr.Slider(1.0, 3.0, value=1.0, step=0.25, label=GUIDANCE_LABEL, info=GUIDANCE_INFO)
-    return [temperature, top_p, max_tokens, seed, candidates], guidance
+        top = max(3.0, guidance)  # a checkpoint may declare up to 5
+        scale = gr.Slider(1.0, top, value=guidance, step=0.25, label=GUIDANCE_LABEL, info=GUIDANCE_INFO)
+        away = gr.Radio(GUIDE_AWAY_CHOICES, value="swapped", label=GUIDE_AWAY_LABEL, elem_id="guide-away")
+    return [temperature, top_p, max_tokens, seed, candidates], [scale, away]
 
 
 def _model_event(server: ServerConfig, chatbot: gr.Chatbot) -> dict[str, Any]:
@@ -297,9 +302,9 @@ def _wire(app: ChatApp, server: ServerConfig, session: gr.State, chat: _ChatColu
         "show_progress": "hidden",
     }
     staging = chat.box.submit(**stage)
-    # Several models: the picker names one (/chat's input before guidance); one model: a placeholder.
+    # Several models: the picker names one (/chat's input before the drawings'); one model: a placeholder.
     picked = chat.models.picker if chat.models else gr.State(None)
-    inputs = [chat.staged, chat.mode, *side.settings, session, picked, side.guidance]
+    inputs = [chat.staged, chat.mode, *side.settings, session, picked, *side.drawing]
     # validator: a full queue refuses /chat with QUEUE_FULL, not Gradio's generic text
     answer = staging.success(app.chat, inputs, outputs, api_name="chat", validator=app.admit, **model)
     answer.then(lambda: idle_box, None, chat.box, api_visibility="private", **quiet)
@@ -316,7 +321,7 @@ def _wire(app: ChatApp, server: ServerConfig, session: gr.State, chat: _ChatColu
         api_visibility="private",
         **quiet,
     )
-    redo_inputs = [chat.staged, chosen_mode, *side.settings, session, picked, side.guidance]
+    redo_inputs = [chat.staged, chosen_mode, *side.settings, session, picked, *side.drawing]
     redo = chosen.success(app.chat, redo_inputs, outputs, api_visibility="private", **model)
     redo.then(lambda: idle_box, None, chat.box, api_visibility="private", **quiet)
     redo.then(None, None, None, js=SCROLL_TO_DRAWING, api_visibility="private", **quiet)
@@ -375,7 +380,8 @@ def build(
                 chat = _chat_column(app, examples_dir or EXAMPLES_DIR)
             with gr.Column(scale=4, min_width=280, elem_id="side"):
                 *shown, forget = xray_panel()
-                side = _SidePanel([*shown, chat.strip, forget], *_settings(server))
+                settings = _settings(server, app.models.draw_guidance)
+                side = _SidePanel([*shown, chat.strip, forget], *settings)
         _wire(app, server, session, chat, side)
     demo.queue(default_concurrency_limit=1, max_size=QUEUE_BACKSTOP * server.queue_size)
     demo.chat_app = app

@@ -197,13 +197,14 @@ class ChatApp:
         candidates,
         session: Session | None,
         model: str | None = None,
-        guidance: float = 1.0,
+        guidance: float | None = None,
+        guide_away_from: str | None = None,
         request: gr.Request | None = None,
     ):
         """Answer one message: route it (see ui/routing.py), stream the answer into the conversation.
 
-        `model`: the picker's short name (None: the default model); `guidance`: the drawings'
-        (SamplingConfig.guidance). Yields (chat messages, session, textbox, *panel updates). Input problems
+        `model`: the picker's short name (None: the default model); `guidance`, `guide_away_from`: the
+        drawings' (SamplingConfig; None: the model's own, "swapped"). Yields (chat messages, session, textbox, *panel updates). Input problems
         raise gr.Error with their message and put the text back in the box; the conversation is never lost.
         """
         session = self._open(session, request)
@@ -211,7 +212,7 @@ class ChatApp:
         self._view(session)  # expired files become notes before anything is shown
         text, path = message_parts(message)
         try:
-            sampling = sampling_from(temperature, top_p, max_new_tokens, seed, guidance)
+            sampling = sampling_from(temperature, top_p, max_new_tokens, seed, guidance, guide_away_from)
             name = self.models.name_of(model)
             req = self._plan(session, str(mode or "Auto"), text, path, sampling, candidates, name)
         except Exception as exc:

@@ -7,9 +7,9 @@ from llmcxr_app.studio.errors import StudioInputError
 from llmcxr_app.ui import render
 
 
-def sampling_from(temperature, top_p, max_new_tokens, seed, guidance=1.0) -> SamplingConfig:
-    """The generation settings as the sliders and the seed box send them (a blank seed = random; no
-    guidance = 1, as from a call made before the setting existed).
+def sampling_from(temperature, top_p, max_new_tokens, seed, guidance=None, away_from=None) -> SamplingConfig:
+    """The generation settings as the sliders and the seed box send them (a blank seed = random). A call
+    made before a setting existed sends none: guidance None is the model's own, away_from None "swapped".
 
     Raises StudioInputError with a readable message for a value SamplingConfig refuses.
     """
@@ -19,7 +19,8 @@ def sampling_from(temperature, top_p, max_new_tokens, seed, guidance=1.0) -> Sam
             top_p=float(top_p),
             max_new_tokens=int(max_new_tokens),
             seed=render.parse_seed(seed),
-            guidance=1.0 if guidance is None else float(guidance),
+            guidance=None if guidance is None else float(guidance),
+            guide_away_from=str(away_from or "swapped"),
         )
     except (TypeError, ValueError) as exc:
         raise StudioInputError(str(exc)) from None

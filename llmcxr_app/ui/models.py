@@ -58,6 +58,12 @@ class Models:
         """Every model's input side in px (load_image makes each one's input from the full decode)."""
         return tuple(sorted({m.info.resolution for m in self.by_name.values()}))
 
+    @property
+    def draw_guidance(self) -> float:
+        """The guidance the settings start at: that of the first model that draws (1 when none does)."""
+        drawing = [m.info.draw_guidance for m in self.by_name.values() if m.info.can_draw]
+        return drawing[0] if drawing else 1.0
+
     def name_of(self, name: str | None) -> str:
         """`name` when loaded, the default for None or ""; raises StudioInputError for another name."""
         if not name:

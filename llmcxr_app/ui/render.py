@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw
 
 from llmcxr_app.imaging.images import LoadedImage
 from llmcxr_app.redact import strip_metadata
+from llmcxr_app.studio.guidance import describe as describe_guidance
 
 DISPLAY_SIDE = 512  # chat/panel copies of model-resolution images (128 px demo, 32 px tests) are upscaled
 PANEL_MAX_SIDE = 640  # uploads shown in the chat and panel are shrunk to this (browser bandwidth)...
@@ -29,9 +30,15 @@ DEMO_LABEL = "demo model: trained on synthetic phantoms, not on real X-rays"
 CANDIDATES_LABEL = "Draw: candidates"  # the settings slider; the Draw hint names it by this label
 GUIDANCE_LABEL = "Guidance (drawings)"
 GUIDANCE_INFO = (
-    "1 = the model's own drawing. Higher pushes it away from a normal chest: with the demo weights, the side, "
-    "size and zone asked for are drawn more often, and so are findings not asked for. Twice the time."
+    "1 = the model's own drawing. Higher pushes it away from what is chosen below, at twice the time. "
+    "It starts at the model's own setting."
 )
+GUIDE_AWAY_LABEL = "Guide drawings away from"
+# The choices of GUIDE_AWAY_LABEL: (what the page shows, SamplingConfig.guide_away_from)
+GUIDE_AWAY_CHOICES = [
+    ("the other side, size and zone (the same findings)", "swapped"),
+    ("a normal chest (more of every finding, asked for or not)", "normal"),
+]
 MODE_INFO = {  # the hint beside the Mode control, for the mode it shows
     "Auto": "**Auto**: image → report · question → answer about the current X-ray · “draw … X-ray” or "
     "findings → synthetic image (with an X-ray: you choose) · no X-ray → plain instruction",
@@ -279,7 +286,7 @@ def provenance_markdown(provenance: Mapping, timings: Mapping, extra: str = "") 
         ("Weights", f"`{provenance.get('weight_hash')}`"),
         ("Precision", f"{provenance.get('quantization')} on {provenance.get('device')}"),
         ("Seed", str(provenance.get("seed"))),
-        ("Sampling", _sampling_line(sampling)),
+        ("Sampling", _sampling_line(sampling, provenance)),
         ("Time", " · ".join(time_bits)),
         ("Tokens", f"{timings.get('tokens')} generated · {timings.get('prompt_tokens')} in the prompt"),
         ("Ended", STOP_REASONS.get(str(provenance.get("stop_reason")), str(provenance.get("stop_reason")))),
@@ -289,13 +296,14 @@ def provenance_markdown(provenance: Mapping, timings: Mapping, extra: str = "") 
     return lines + (f"\n\n{extra}" if extra else "")
 
 
-def _sampling_line(sampling: Mapping) -> str:
+def _sampling_line(sampling: Mapping, provenance: Mapping) -> str:
+    """Temperature, top-p, max tokens; for a drawing, its guidance when it was guided or why it was not."""
     line = (
         f"temperature {sampling.get('temperature')} · top-p {sampling.get('top_p')} · "
         f"max {sampling.get('max_new_tokens')} tokens"
     )
-    guidance = sampling.get("guidance", 1.0)
-    return line if guidance == 1.0 else f"{line} · guidance {guidance:g} (away from a normal chest)"
+    guided = describe_guidance(provenance)
+    return f"{line} · {guided}" if guided else line
 
 
 def candidate_seeds(seed: int | None, n: int) -> list[int | None]:

@@ -84,7 +84,8 @@ def evaluate_draw(
     log: Callable[[str], None] = lambda _m: None,
     prompts: list[str] | None = None,
     verbatim: bool = False,
-    guidance: float = 1.0,
+    guidance: float | None = None,
+    guide_away_from: str = "swapped",
 ) -> tuple[dict, list[float]]:
     """Draw each findings text, read the image; failed items (no valid image) count as wrong everywhere.
 
@@ -92,7 +93,8 @@ def evaluate_draw(
     grid_tokens codes). With candidates > 1 it draws that many and the self-check picks one; the first
     candidate's scores (the same draw as a one-candidate run) are kept under "first_candidate".
     `prompts`: the findings texts to draw instead (one per item, e.g. the validation split's).
-    `verbatim`: the model reads each text as written (draw_one). `guidance`: SamplingConfig.guidance.
+    `verbatim`: the model reads each text as written (draw_one). `guidance`, `guide_away_from`: their
+    SamplingConfig fields (guidance None: the checkpoint's default, as the app draws).
     Returns (scores, tokens per second of each drawing).
     """
     preds: list[dict | None] = []
@@ -101,7 +103,14 @@ def evaluate_draw(
     for i, f in enumerate(truths):
         seed = seed_start + i
         prompt = prompts[i] if prompts else write_findings_prompt(f, np.random.default_rng([seed, 0xD2A]))
-        sampling = SamplingConfig(temperature=temperature, top_p=top_p, top_k=0, seed=seed, guidance=guidance)
+        sampling = SamplingConfig(
+            temperature=temperature,
+            top_p=top_p,
+            top_k=0,
+            seed=seed,
+            guidance=guidance,
+            guide_away_from=guide_away_from,
+        )
         try:
             results = _draw_item(studio, prompt, sampling, candidates, verbatim)
         except StudioInputError as exc:  # e.g. findings longer than the context: an item the model failed

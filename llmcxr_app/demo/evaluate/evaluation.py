@@ -319,6 +319,7 @@ def _result(studio: ChatModel, cfg: EvalConfig, text: SamplingConfig, metrics: d
                 **{k: v for k, v in asdict(draw_sampling).items() if k in ("temperature", "top_p", "top_k")},
                 "seed": "the phantom's seed, per item (candidate k: + k * CANDIDATE_SEED_STRIDE)",
                 "candidates": cfg.draw_candidates,
+                "guidance": {"scale": studio.info.draw_guidance, "away_from": draw_sampling.guide_away_from},
                 "constrained": "exactly grid_tokens image ids (generation.generate_image)",
             },
         },

@@ -278,7 +278,9 @@ def evaluate_handwritten(
             "draw": "draw_seed_start + i",
         },
         "sampling": {
-            "draw": asdict(SamplingConfig()) | {"seed": "draw_seed_start + i"},
+            # guidance None is the checkpoint's own: recorded as the scale the drawings ran at
+            "draw": asdict(SamplingConfig())
+            | {"seed": "draw_seed_start + i", "guidance": studio.info.draw_guidance},
             "text": asdict(_greedy(cfg)),
         },
         "config": asdict(cfg),

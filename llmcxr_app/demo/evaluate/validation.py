@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from llmcxr_app.config import RuntimeConfig, Settings
+from llmcxr_app.config import GUIDE_AWAY_FROM, RuntimeConfig, Settings
 from llmcxr_app.demo.data import language, questions, splits
 from llmcxr_app.demo.data.language import surface
 from llmcxr_app.demo.data.phantoms import make_phantom
@@ -52,7 +52,9 @@ from llmcxr_app.studio.labeler import LABELS, label_states
 HELD_OUT_SEARCH_START = 905_000  # held-out combinations are searched from here (inside the split)
 
 
-def _draw(studio, reader, seeds: list[int], log, verbatim=False, seed_offset=0, guidance=1.0) -> dict:
+def _draw(
+    studio, reader, seeds: list[int], log, verbatim=False, seed_offset=0, guide=(None, "swapped")
+) -> dict:
     truths = [make_phantom(s, size=16).findings for s in seeds]
     prompts = [
         language.findings_text(f, np.random.default_rng([s, 0xD2A]))
@@ -68,7 +70,8 @@ def _draw(studio, reader, seeds: list[int], log, verbatim=False, seed_offset=0, 
         log=log,
         prompts=prompts,
         verbatim=verbatim,
-        guidance=guidance,
+        guidance=guide[0],
+        guide_away_from=guide[1],
     )
     return {
         "micro": scores["prf"]["micro"],
@@ -145,12 +148,14 @@ def validate(
     verbatim: bool = False,
     n_template: int = 0,
     draw_seed_offset: int = 0,
-    guidance: float = 1.0,
+    guidance: float | None = None,
+    guide_away_from: str = "swapped",
 ) -> dict:
     """Every validation figure (see the module docstring); ``verbatim``: draw from the texts and ask the
     questions as written, not as read (studio/reading.py); ``draw_seed_offset``: other sampling seeds for
     the same drawing requests, to see how much the drawing figures move with the sample alone;
-    ``guidance``: the drawings' SamplingConfig.guidance (1 = the app's default, unguided)."""
+    ``guidance``, ``guide_away_from``: the drawings' SamplingConfig fields (guidance None: the checkpoint's
+    default, as the app draws; 1: unguided)."""
     greedy = _text_sampling(EvalConfig(text_sampling="greedy"))
     # The first n phantoms serve reports and questions, the first n_template the templates' questions.
     all_seeds = list(splits.validation_seeds(max(n, n_template)))
@@ -169,7 +174,7 @@ def validate(
         if k
         else None
     )
-    off, g = draw_seed_offset, guidance
+    off, g = draw_seed_offset, (guidance, guide_away_from)
     draw = (
         _draw(studio, reader, list(splits.validation_seeds(n_draw)), log, verbatim, off, g)
         if n_draw
@@ -188,7 +193,7 @@ def validate(
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", type=Path, required=True)
     p.add_argument("--n", type=int, default=60, help="validation phantoms for reports and VQA (2 each)")
@@ -206,15 +211,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--guidance",
         type=float,
-        default=1.0,
-        help="the drawings' guidance away from a normal chest (1 = off)",
+        default=None,
+        help="the drawings' guidance scale (1 = off; default: the checkpoint's own, as the app draws)",
+    )
+    p.add_argument(
+        "--guide-away-from",
+        choices=GUIDE_AWAY_FROM,
+        default="swapped",
+        help="what guidance pushes the drawings away from (studio/guidance.py)",
     )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument(
         "--verbatim", action="store_true", help="draw from the texts and ask the questions as written"
     )
     p.add_argument("--out", type=Path, default=None)
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = _parser().parse_args(argv)
     torch.set_num_threads(a.threads)
     runtime = RuntimeConfig(device="cpu", quantization="auto", fast_path=False, warmup=False)
     studio = Studio.from_settings(Settings(model=demo_location(a.weights), runtime=runtime))
@@ -229,7 +244,10 @@ def main(argv: list[str] | None = None) -> int:
         n_template=a.n_template,
         draw_seed_offset=a.draw_seed_offset,
         guidance=a.guidance,
+        guide_away_from=a.guide_away_from,
     )
+    res["draw_guidance"] = studio.info.draw_guidance if a.guidance is None else a.guidance
+    res["guide_away_from"] = a.guide_away_from
     res["draw_prompt"] = "verbatim" if a.verbatim else studio.info.draw_prompt
     res["question_prompt"] = "verbatim" if a.verbatim else studio.info.question_prompt
     res["command"] = "python -m llmcxr_app.demo.evaluate.validation " + " ".join(

@@ -33,8 +33,9 @@ import torch.nn.functional as F
 from llmcxr_app import protocol
 from llmcxr_app.demo.data import reports
 from llmcxr_app.demo.data import samples as data
-from llmcxr_app.loading.weights import DRAW_PROMPT_KEY, QUESTION_PROMPT_KEY, load_vqgan
-from llmcxr_app.loading.writers import save_vqgan, shrink
+from llmcxr_app.demo.train.outputs import save_llm, write_record
+from llmcxr_app.loading.weights import DRAW_GUIDANCE_KEY, DRAW_PROMPT_KEY, QUESTION_PROMPT_KEY, load_vqgan
+from llmcxr_app.loading.writers import save_vqgan
 from llmcxr_app.modeling.builders import DEMO_LLM, DEMO_VOCAB, DEMO_VQGAN, LLMShape, make_llm, train_tokenizer
 from llmcxr_app.modeling.vqgan import VQGAN, VQGANConfig
 
@@ -76,6 +77,8 @@ class TrainConfig:
     #                                 = the app draws from the labeler's reading in the templates' words
     question_prompt: str = "canonical"  # written to config.json (QUESTION_PROMPT_KEY): "canonical" = the
     #                                     app asks the template question a question reads as
+    draw_guidance: float = 1.0  # written to config.json (DRAW_GUIDANCE_KEY) when not 1: the app's default
+    #                             guidance for this model's drawings (studio/guidance.py); no effect on training
 
 
 PRESETS = {
@@ -350,24 +353,14 @@ def _examples(
     return examples
 
 
-def _save_llm(llm: Any, tokenizer: Any, cfg: TrainConfig, out: Path) -> None:
-    (out / "llm").mkdir(parents=True, exist_ok=True)
-    llm.generation_config.eos_token_id = protocol.token_layout(tokenizer, cfg.vqgan.n_embed).end_id
-    llm.generation_config.pad_token_id = tokenizer.pad_token_id
-    setattr(llm.config, DRAW_PROMPT_KEY, cfg.draw_prompt)  # saved into config.json with the rest
-    setattr(llm.config, QUESTION_PROMPT_KEY, cfg.question_prompt)
-    llm.save_pretrained(out / "llm")
-    tokenizer.save_pretrained(out / "llm")
-    shrink(out)
-
-
-def write_record(out: Path, record: dict, continue_llm: bool) -> None:
-    """OUT/training.json; a further round keeps the earlier ones under previous_rounds."""
-    previous = out / "training.json"
-    if continue_llm and previous.exists():
-        old = json.loads(previous.read_text())
-        record["previous_rounds"] = [*old.pop("previous_rounds", []), old]
-    previous.write_text(json.dumps(record, indent=2))
+def declared(cfg: TrainConfig) -> dict[str, Any]:
+    """What the checkpoint tells the app in config.json (loading.weights reads it); guidance 1 is no key."""
+    guidance = None if cfg.draw_guidance == 1.0 else cfg.draw_guidance
+    return {
+        DRAW_PROMPT_KEY: cfg.draw_prompt,
+        QUESTION_PROMPT_KEY: cfg.question_prompt,
+        DRAW_GUIDANCE_KEY: guidance,
+    }
 
 
 def run(
@@ -403,7 +396,7 @@ def run(
         cfg, tokenizer, examples, cfg.vqgan.n_embed, dev, init=init, grid_tokens=vqgan.grid_tokens
     )
     timings["llm_s"] = time.time() - t
-    _save_llm(llm, tokenizer, cfg, out)
+    save_llm(llm, tokenizer, out, cfg.vqgan.n_embed, declared(cfg))
     timings["total_s"] = time.time() - t0
     record = {
         "config": asdict(cfg),

@@ -1,0 +1,131 @@
+"""What a guided drawing is pushed away from: the negative prompt of SamplingConfig.guidance.
+
+A guided drawing samples each image id from log p(x | findings) + (s - 1) (log p(x | findings) -
+log p(x | negative)) (engine/generation.guide). What the negative holds decides what the push does:
+
+- ``"swapped"`` (the default): the same findings with every stated side, size and zone swapped (left <->
+  right, small <-> large, upper <-> lower). Both prompts state the same findings, so presence cancels out
+  and the push is towards the attributes asked for. A text that states no side, size or zone has nothing
+  to swap, and its drawing is not guided (the two prompts would be the same).
+- ``"normal"``: the template report of a normal chest. The push is towards abnormality of any kind: more
+  of the attributes asked for, and more findings that were not asked for.
+
+A checkpoint that draws from the labeler's reading (StudioInfo.draw_prompt "canonical") gets the reading
+swapped and written as its template report. A model given the text as typed gets that text with its side,
+size and zone words swapped; the provenance then names the negative, never quotes it (it holds the
+user's words).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from llmcxr_app.config import SamplingConfig
+from llmcxr_app.studio.reading import FindingsReading, canonical_text, read_findings
+
+# The template report of a normal chest: the "normal" negative (the app's own words).
+NORMAL_TEXT = canonical_text(read_findings(""))
+# What the provenance says of a swapped negative made from the user's own text.
+SWAPPED_AS_TYPED = "the findings as typed, with their side, size and zone words swapped"
+# What the details say each negative pushes away from (the UI's words).
+AWAY_FROM = {"swapped": "the other side, size and zone", "normal": "a normal chest"}
+NOTHING_TO_SWAP = "no side, size or zone stated to guide by"
+
+# Attribute words and their opposites. Lower case; the clinicians' lobe abbreviations swap side and level
+# together, as a reading's zone ("right upper" -> "left lower") does.
+_SWAPS = {
+    "left": "right",
+    "right": "left",
+    "lt": "rt",
+    "rt": "lt",
+    "l": "r",  # capitals only (_opposite)
+    "r": "l",
+    "small": "large",
+    "large": "small",
+    "tiny": "massive",
+    "massive": "tiny",
+    "upper": "lower",
+    "lower": "upper",
+    "rul": "lll",
+    "lll": "rul",
+    "rll": "lul",
+    "lul": "rll",
+}
+_WORD = re.compile(r"\b(" + "|".join(sorted(_SWAPS, key=len, reverse=True)) + r")\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Negative:
+    """The negative prompt of one guided drawing."""
+
+    text: str  # findings text of the negative prompt (may hold the user's words: never logged or recorded)
+    record: str  # what the provenance says of it: the app's own text, or a description
+
+
+def _same_case(word: str, like: str) -> str:
+    if like.isupper():
+        return word.upper()
+    return word.capitalize() if like[0].isupper() else word
+
+
+def _opposite(word: str) -> str:
+    if len(word) == 1 and word.islower():  # "r/o" is "rule out": only a capital R or L is a side
+        return word
+    return _same_case(_SWAPS[word.lower()], word)
+
+
+def swap_words(text: str) -> str:
+    """``text`` with every side, size and zone word replaced by its opposite ("Large R effusion" -> "Small L
+    effusion"), case kept."""
+    return _WORD.sub(lambda m: _opposite(m.group(0)), text)
+
+
+def swapped_reading(reading: FindingsReading) -> FindingsReading:
+    """The same findings with each stated attribute swapped ("right upper" -> "left lower"; "bilateral" and
+    unstated ones stay)."""
+    attributes = {k: v if v is None else swap_words(v) for k, v in reading.attributes.items()}
+    return FindingsReading(states=dict(reading.states), attributes=attributes)
+
+
+def negative_for(findings: str, reading: FindingsReading, canonical: bool, away_from: str) -> Negative | None:
+    """The negative prompt for a guided drawing of ``findings`` (read as ``reading``; ``canonical``: the
+    model is given the reading's template report). None when a swapped negative would equal the prompt."""
+    if away_from == "normal":
+        return Negative(NORMAL_TEXT, NORMAL_TEXT)
+    if away_from != "swapped":
+        raise ValueError(f"Unknown guide_away_from {away_from!r}.")
+    if canonical:
+        text = canonical_text(swapped_reading(reading))
+        return None if text == canonical_text(reading) else Negative(text, text)
+    text = swap_words(findings)
+    return None if text == findings else Negative(text, SWAPPED_AS_TYPED)
+
+
+def plan(
+    sampling: SamplingConfig, default_scale: float, findings: str, reading: FindingsReading, canonical: bool
+) -> tuple[SamplingConfig, Negative | None, dict]:
+    """How one drawing is guided: (the sampling its loop runs, the negative prompt or None, what the
+    provenance says of it). An unset scale is ``default_scale`` (the checkpoint's); a drawing with nothing
+    to swap runs unguided (scale 1), and the provenance says why."""
+    scale = default_scale if sampling.guidance is None else sampling.guidance
+    away = sampling.guide_away_from
+    negative = negative_for(findings, reading, canonical, away) if scale != 1.0 else None
+    said = {
+        "guided_away_from": away if negative else None,
+        "guidance_negative": negative.record if negative else None,
+        "guidance_skipped": NOTHING_TO_SWAP if scale != 1.0 and negative is None else None,
+    }
+    return replace(sampling, guidance=scale if negative else 1.0), negative, said
+
+
+def describe(provenance: Mapping) -> str | None:
+    """How a drawing's provenance says it was guided, in words ("guidance 2 (away from a normal chest)",
+    or why it ran unguided); None for an unguided drawing."""
+    away = provenance.get("guided_away_from")
+    if away:
+        scale = (provenance.get("sampling") or {}).get("guidance")
+        return f"guidance {scale:g} (away from {AWAY_FROM.get(away, away)})"
+    skipped = provenance.get("guidance_skipped")
+    return f"unguided ({skipped})" if skipped else None
