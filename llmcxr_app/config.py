@@ -116,7 +116,7 @@ class SamplingConfig:
     seed: int | None = None  # None = a fresh random seed, reported in provenance
     # Drawings only. 1 = the model's own distribution (upstream); s > 1 samples each image id from
     # log p(x | findings) + (s - 1) * (log p(x | findings) - log p(x | negative)) (engine/generation.guide),
-    # which costs a second sequence per drawing. None = the checkpoint's own default (StudioInfo.draw_guidance).
+    # which costs a second sequence per drawing. None = the checkpoint's own (StudioInfo.draw_guidance).
     guidance: float | None = None
     # The negative prompt (studio/guidance.py): "swapped" = the same findings with every stated side, size
     # and zone swapped (pushes towards the attributes asked for); "normal" = a normal chest (pushes towards

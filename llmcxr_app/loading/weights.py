@@ -348,8 +348,9 @@ def load_llm(
 
     Checks before reading the weights: config.json is GPT-NeoX; the tokenizer holds the special tokens; the
     embedding has len(tokenizer) + codebook_size rows; the prompt styles config.json declares
-    (DRAW_PROMPT_KEY, QUESTION_PROMPT_KEY) are known ones, and its DRAW_GUIDANCE_KEY is in [1, 5]. ``codebook_size``: the VQ-GAN's n_embed. Its
-    ``weight_hash`` covers the LLM's weight files only (load_model adds the VQ-GAN's).
+    (DRAW_PROMPT_KEY, QUESTION_PROMPT_KEY) are known ones, and its DRAW_GUIDANCE_KEY is in [1, 5].
+    ``codebook_size``: the VQ-GAN's n_embed. Its ``weight_hash`` covers the LLM's weight files only
+    (load_model adds the VQ-GAN's).
     """
     root = local_path(path)
     hf_config = _read_hf_config(root)

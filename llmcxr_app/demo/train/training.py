@@ -78,7 +78,7 @@ class TrainConfig:
     question_prompt: str = "canonical"  # written to config.json (QUESTION_PROMPT_KEY): "canonical" = the
     #                                     app asks the template question a question reads as
     draw_guidance: float = 1.0  # written to config.json (DRAW_GUIDANCE_KEY) when not 1: the app's default
-    #                             guidance for this model's drawings (studio/guidance.py); no effect on training
+    #                             guidance for its drawings (studio/guidance.py); no effect on training
 
 
 PRESETS = {
