@@ -4,9 +4,9 @@ tests/data/golden_answers.json was recorded by `python tests/golden.py` before t
 and recorded again each time the shipped weights changed (round 14 and round 17b, 2026-11-28): greedy and
 seeded describe / ask, ask without an image, a seeded draw (unguided), and since the demo checkpoint declared
 its own guidance (2026-11-28, its weight files unchanged) a draw at the default settings, through the Studio
-facade (eager and fast path) and through the command line (`llmcxr_app.__main__.main`, in-process: a subprocess would add 8 s of imports;
-tests/test_cli.py covers the process entry point). Text must match exactly and draw codes too: on
-one CPU thread the demo model's float sums run in a fixed order, so the same seed gives the same tokens (the
+facade (eager and fast path) and through the command line (`llmcxr_app.__main__.main`, in-process: a
+subprocess would add 8 s of imports; tests/test_cli.py covers the process entry point). Text must match
+exactly and draw codes too: on one CPU thread the demo model's float sums run in a fixed order, so the same seed gives the same tokens (the
 recording matched eager against fast path and run against run).
 """
 
