@@ -90,8 +90,9 @@ def make_dataset(
         ds.ViewPosition = view
     if body_part is not None:
         ds.BodyPartExamined = body_part
-    ds.set_pixel_data(stored, photometric_interpretation=photometric, bits_stored=bits_stored,
-                      generate_instance_uid=False)  # fmt: skip
+    ds.set_pixel_data(
+        stored, photometric_interpretation=photometric, bits_stored=bits_stored, generate_instance_uid=False
+    )
     for key, value in attributes.items():
         setattr(ds, key, value)
     return ds

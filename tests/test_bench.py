@@ -28,8 +28,22 @@ def report(tmp_path_factory):
 
 
 def test_report_keys(report):
-    for key in ("date", "command", "device", "device_name", "torch", "transformers", "shape", "quantization",
-                "parameters", "prompt_tokens", "new_tokens", "image_tokens", "results", "targets"):  # fmt: skip
+    for key in (
+        "date",
+        "command",
+        "device",
+        "device_name",
+        "torch",
+        "transformers",
+        "shape",
+        "quantization",
+        "parameters",
+        "prompt_tokens",
+        "new_tokens",
+        "image_tokens",
+        "results",
+        "targets",
+    ):
         assert key in report, key
     assert report["command"].startswith("python -m llmcxr_app.bench --shape tiny")
     assert report["device"] == "cpu" and report["shape"] == "tiny" and report["quantization"] == "fp32"

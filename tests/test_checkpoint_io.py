@@ -108,12 +108,21 @@ def test_formats_give_the_same_state_dict(tmp_path):
 def test_restricted_loader_matches_torch_load(tmp_path):
     base = torch.arange(12, dtype=torch.float32).reshape(3, 4)
     obj = {
-        "base": base, "view": base[1:], "transposed": base.t(), "param": torch.nn.Parameter(torch.ones(2)),
-        "complex": torch.complex(torch.ones(2), -torch.ones(2)), "int8": torch.tensor([-3, 4], dtype=torch.int8),
-        "uint8": torch.tensor([250], dtype=torch.uint8), "int16": torch.tensor([-300], dtype=torch.int16),
-        "int32": torch.tensor([1 << 20], dtype=torch.int32), "empty": torch.empty(0, 3), "od": OrderedDict(a=1),
-        "size": torch.Size([2, 3]), "bytes": b"\x00\xff", "nested": [(1.5, "s", None, True)],
-    }  # fmt: skip
+        "base": base,
+        "view": base[1:],
+        "transposed": base.t(),
+        "param": torch.nn.Parameter(torch.ones(2)),
+        "complex": torch.complex(torch.ones(2), -torch.ones(2)),
+        "int8": torch.tensor([-3, 4], dtype=torch.int8),
+        "uint8": torch.tensor([250], dtype=torch.uint8),
+        "int16": torch.tensor([-300], dtype=torch.int16),
+        "int32": torch.tensor([1 << 20], dtype=torch.int32),
+        "empty": torch.empty(0, 3),
+        "od": OrderedDict(a=1),
+        "size": torch.Size([2, 3]),
+        "bytes": b"\x00\xff",
+        "nested": [(1.5, "s", None, True)],
+    }
     torch.save(obj, tmp_path / "x.pt")
     want = torch.load(tmp_path / "x.pt", weights_only=True)  # the reference: torch's own safe loader
     got = _restricted_torch_load(tmp_path / "x.pt")

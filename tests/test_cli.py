@@ -18,9 +18,17 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def weight_flags(location) -> list[str]:
     return [
-        "--llm", location.llm, "--vqgan-config", location.vqgan_config, "--vqgan-ckpt", location.vqgan_ckpt,
-        "--device", "cpu", "--quantization", "fp32",
-    ]  # fmt: skip
+        "--llm",
+        location.llm,
+        "--vqgan-config",
+        location.vqgan_config,
+        "--vqgan-ckpt",
+        location.vqgan_ckpt,
+        "--device",
+        "cpu",
+        "--quantization",
+        "fp32",
+    ]
 
 
 def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
@@ -41,9 +49,16 @@ def test_round_trip_draw_png_describe(tiny_location, tmp_path, capsys):
     out = tmp_path / "synthetic.png"
     flags = weight_flags(tiny_location)
     drawn = cli(
-        "draw", "Moderate right pleural effusion.", "--out", str(out), "--seed", "5", "--json", "--self-check",
+        "draw",
+        "Moderate right pleural effusion.",
+        "--out",
+        str(out),
+        "--seed",
+        "5",
+        "--json",
+        "--self-check",
         *flags,
-    )  # fmt: skip
+    )
     assert drawn.returncode == 0, drawn.stderr
     payload = json.loads(drawn.stdout)
     assert payload["task"] == "draw" and payload["out"] == str(out)

@@ -178,7 +178,17 @@ def test_vqgan_ckpt_to_safetensors_same_codes(tiny_vqgan_files, tmp_path, capsys
     assert keys == {k for k in original if not k.startswith("loss.")} and len(keys) < len(original)
 
     a, b = load_vqgan(cfg_path, ckpt_path), load_vqgan(yaml_out, st_out)
-    x = torch.rand(2, TINY_VQGAN.in_channels, TINY_VQGAN.resolution, TINY_VQGAN.resolution, generator=torch.Generator().manual_seed(1)) * 2 - 1  # fmt: skip
+    x = (
+        torch.rand(
+            2,
+            TINY_VQGAN.in_channels,
+            TINY_VQGAN.resolution,
+            TINY_VQGAN.resolution,
+            generator=torch.Generator().manual_seed(1),
+        )
+        * 2
+        - 1
+    )
     with torch.no_grad():
         codes_a, codes_b = a.encode_codes(x), b.encode_codes(x)
         assert torch.equal(codes_a, codes_b) and codes_a.unique().numel() > 1

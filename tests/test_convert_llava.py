@@ -82,16 +82,31 @@ def original(tmp_path_factory, tiny_tokenizer):
 
 
 def test_key_mapping_names_every_hf_parameter():
-    names = map_keys({k: torch.zeros(1) for k in (
-        "model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight", "model.norm.weight",
-        "lm_head.weight", "model.mm_projector.0.weight", "model.mm_projector.2.bias",
-        "model.vision_tower.vision_tower.vision_model.post_layernorm.weight",
-    )})  # fmt: skip
-    assert sorted(names) == sorted([
-        "model.language_model.embed_tokens.weight", "model.language_model.layers.0.self_attn.q_proj.weight",
-        "model.language_model.norm.weight", "lm_head.weight", "model.multi_modal_projector.linear_1.weight",
-        "model.multi_modal_projector.linear_2.bias", "model.vision_tower.post_layernorm.weight",
-    ])  # fmt: skip
+    names = map_keys(
+        {
+            k: torch.zeros(1)
+            for k in (
+                "model.embed_tokens.weight",
+                "model.layers.0.self_attn.q_proj.weight",
+                "model.norm.weight",
+                "lm_head.weight",
+                "model.mm_projector.0.weight",
+                "model.mm_projector.2.bias",
+                "model.vision_tower.vision_tower.vision_model.post_layernorm.weight",
+            )
+        }
+    )
+    assert sorted(names) == sorted(
+        [
+            "model.language_model.embed_tokens.weight",
+            "model.language_model.layers.0.self_attn.q_proj.weight",
+            "model.language_model.norm.weight",
+            "lm_head.weight",
+            "model.multi_modal_projector.linear_1.weight",
+            "model.multi_modal_projector.linear_2.bias",
+            "model.vision_tower.post_layernorm.weight",
+        ]
+    )
     with pytest.raises(WeightsError, match="Unexpected key"):
         map_keys({"vision_tower.x": torch.zeros(1)})
 

@@ -329,8 +329,11 @@ def test_chat_runs_its_model_calls_across_a_zerogpu_boundary(monkeypatch, tiny_l
     assert [c for c in calls if c[0] == "decorated"], "ChatApp decorates no model call with zerogpu.gpu"
     png = write_examples(tmp_path / "examples")["phantom_a"]
     session = None
-    for message, mode in (({"text": "", "files": [str(png)]}, "Auto"), ("Is the heart enlarged?", "Ask"),
-                          ("Small left pleural effusion.", "Draw")):  # fmt: skip
+    for message, mode in (
+        ({"text": "", "files": [str(png)]}, "Auto"),
+        ("Is the heart enlarged?", "Ask"),
+        ("Small left pleural effusion.", "Draw"),
+    ):
         *_, last = app.chat(message, mode, 0.0, 1.0, 8, "1", 1, session)
         session = last[1]
     kinds = [c[0] for c in calls]

@@ -77,7 +77,7 @@ LOSSLESS = {
             photometric="MONOCHROME1",
             WindowCenter=2048,
             WindowWidth=4096,
-        )  # fmt: skip
+        )
     ),
     "presentation_inverse": lambda: to_bytes(
         make_dataset(to_stored(1 - P, 0, 4095, np.uint16), 12, PresentationLUTShape="INVERSE")
@@ -171,8 +171,16 @@ def test_window_in_modality_units_after_rescale_and_ct_warning():
     hu = np.full((H, W), -1000.0)
     hu[BRIGHT], hu[MID] = 240.0, 40.0
     stored = (hu + 1024).astype(np.uint16)
-    ds = make_dataset(stored, 12, modality="CT", view=None, RescaleSlope=1, RescaleIntercept=-1024,
-                      WindowCenter=40, WindowWidth=400)  # fmt: skip
+    ds = make_dataset(
+        stored,
+        12,
+        modality="CT",
+        view=None,
+        RescaleSlope=1,
+        RescaleIntercept=-1024,
+        WindowCenter=40,
+        WindowWidth=400,
+    )
     loaded = load_image(to_bytes(ds))
     y_min, y_max = -1024.0, 4095.0 - 1024.0  # pydicom's output range for 12-bit stored data after rescale
     reference = (apply_windowing(apply_modality_lut(stored, ds), ds) - y_min) / (y_max - y_min) * 255
@@ -327,8 +335,13 @@ def test_no_identifier_reaches_results_messages_or_logs(caplog, recwarn):
     smuggled = to_bytes(
         make_dataset(to_stored(P, 0, 255, np.uint8), 8, view="DOE^JANE", body_part="MRN12345")
     )
-    good = [smuggled, LOSSLESS["rle_mono1_i16"](), LOSSLESS["bare_implicit"](), LOSSLESS["deflated"](),
-            to_bytes(make_dataset(to_stored(P, 0, 255, np.uint8), 8, modality="CT"))]  # fmt: skip
+    good = [
+        smuggled,
+        LOSSLESS["rle_mono1_i16"](),
+        LOSSLESS["bare_implicit"](),
+        LOSSLESS["deflated"](),
+        to_bytes(make_dataset(to_stored(P, 0, 255, np.uint8), 8, modality="CT")),
+    ]
     bad = [build() for build, _ in ERRORS.values()]
     caplog.clear()  # building the corpus may warn about the smuggled values; loading must not
     recwarn.clear()

@@ -248,13 +248,19 @@ def _http_error(cls, status: int):
 @pytest.mark.parametrize(
     "make_error, message",
     [
-        (lambda e: _http_error(e.RepositoryNotFoundError, 401), "not found on the Hugging Face Hub, or it is private and HF_TOKEN is not set"),
-        (lambda e: _http_error(e.GatedRepoError, 403), "gated repo: accept its conditions at https://huggingface.co/llmcxr-test/tiny"),
+        (
+            lambda e: _http_error(e.RepositoryNotFoundError, 401),
+            "not found on the Hugging Face Hub, or it is private and HF_TOKEN is not set",
+        ),
+        (
+            lambda e: _http_error(e.GatedRepoError, 403),
+            "gated repo: accept its conditions at https://huggingface.co/llmcxr-test/tiny",
+        ),
         (lambda e: _http_error(e.HfHubHTTPError, 403), "Not authorised"),
         (lambda e: _http_error(e.RevisionNotFoundError, 404), "no revision"),
         (lambda e: e.LocalEntryNotFoundError("connection refused"), "unreachable.*hf download"),
     ],
-)  # fmt: skip
+)
 def test_hub_failures_become_weights_errors(tmp_path, online, make_error, message):
     from huggingface_hub import errors
 

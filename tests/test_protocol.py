@@ -157,9 +157,11 @@ def plain_tokenizer():
     t.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     t.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        vocab_size=300,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
-    )  # fmt: skip
+    )
     t.train_from_iterator([*TOKENIZER_TEXTS, "<image>"], trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=t, eos_token="<|endoftext|>")
 

@@ -125,10 +125,24 @@ def test_a_conversation_whose_files_expired_keeps_working(tiny_location, example
 def _start_app(tiny_location, files_dir: Path, port: int, log: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LLMCXR_", "GRADIO_"))}
     cmd = [
-        sys.executable, "app.py", "--llm", tiny_location.llm, "--vqgan-config", tiny_location.vqgan_config,
-        "--vqgan-ckpt", tiny_location.vqgan_ckpt, "--no-fast-path", "--threads", "1", "--port", str(port),
-        "--files-dir", str(files_dir), "--ttl", "600",
-    ]  # fmt: skip
+        sys.executable,
+        "app.py",
+        "--llm",
+        tiny_location.llm,
+        "--vqgan-config",
+        tiny_location.vqgan_config,
+        "--vqgan-ckpt",
+        tiny_location.vqgan_ckpt,
+        "--no-fast-path",
+        "--threads",
+        "1",
+        "--port",
+        str(port),
+        "--files-dir",
+        str(files_dir),
+        "--ttl",
+        "600",
+    ]
     return subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
 

@@ -70,23 +70,42 @@ def official(tmp_path_factory) -> tuple[Path, torch.nn.Module]:
     t.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     t.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=["<|endoftext|>", "<|padding|>"], show_progress=False,
+        vocab_size=400,
+        special_tokens=["<|endoftext|>", "<|padding|>"],
+        show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )  # fmt: skip
+    )
     t.train_from_iterator([*TOKENIZER_TEXTS * 5, "<image>" * 50], trainer=trainer)
     tok = PreTrainedTokenizerFast(tokenizer_object=t, eos_token="<|endoftext|>")
     special = list(protocol.SPECIAL_TOKENS)
     tok.add_special_tokens({"additional_special_tokens": special})
     tok.save_pretrained(out)
     eot = "<|endoftext|>"
-    (out / "tokenizer_config.json").write_text(json.dumps({
-        "add_prefix_space": False, "additional_special_tokens": special, "bos_token": eot,
-        "clean_up_tokenization_spaces": True, "eos_token": eot, "model_max_length": 2048,
-        "tokenizer_class": "GPTNeoXTokenizer", "unk_token": eot,
-    }))  # fmt: skip
-    (out / "special_tokens_map.json").write_text(json.dumps({
-        "additional_special_tokens": special, "bos_token": eot, "eos_token": eot, "pad_token": eot, "unk_token": eot,
-    }))  # fmt: skip
+    (out / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "add_prefix_space": False,
+                "additional_special_tokens": special,
+                "bos_token": eot,
+                "clean_up_tokenization_spaces": True,
+                "eos_token": eot,
+                "model_max_length": 2048,
+                "tokenizer_class": "GPTNeoXTokenizer",
+                "unk_token": eot,
+            }
+        )
+    )
+    (out / "special_tokens_map.json").write_text(
+        json.dumps(
+            {
+                "additional_special_tokens": special,
+                "bos_token": eot,
+                "eos_token": eot,
+                "pad_token": eot,
+                "unk_token": eot,
+            }
+        )
+    )
     shape = LLMShape(num_layers=2, hidden_size=64, num_heads=4, intermediate_size=128, max_positions=256)
     model = make_llm(len(tok), CODEBOOK, shape, seed=3).eval()
     sd = OrderedDict(model.state_dict())
@@ -414,7 +433,7 @@ def test_plain_state_dict_ckpt(vqgan_and_files, tmp_path):
             z_channels=4,
             resolution=32,
             double_z=True,
-        ),  # fmt: skip
+        ),
     ],
 )
 def test_infer_vqgan_config_tiny(config):
