@@ -16,6 +16,7 @@ from llmcxr_app import protocol
 from llmcxr_app.config import RuntimeConfig, SamplingConfig, Settings
 from llmcxr_app.engine.generation import GenerationCancelled, generate_image, generate_text
 from llmcxr_app.imaging import images as imaging
+from llmcxr_app.studio import guidance
 from llmcxr_app.studio.facade import Studio, StudioInputError
 from llmcxr_app.studio.guidance import NORMAL_TEXT, NOTHING_TO_SWAP, SWAPPED_AS_TYPED
 
@@ -219,6 +220,18 @@ def test_input_errors(studio, xray):
     with pytest.raises(StudioInputError, match=r"512-token context.*words") as info:
         studio.draw(long)
     assert "tokens" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_negative_prompt_longer_than_the_context_is_refused_before_drawing(studio, monkeypatch):
+    """The negative runs beside the drawing: when it leaves no room for the image, the request is refused
+    with the readable message, not stopped by the engine."""
+    text = "Large left effusion."
+    assert Studio.finish(studio.draw(text, sampling=SamplingConfig(seed=1, guidance=2.0), preview_every=0))
+    padded = guidance.Negative("Small right effusion. " * 60, guidance.SWAPPED_AS_TYPED)
+    monkeypatch.setattr(guidance, "negative_for", lambda *a: padded)
+    with pytest.raises(StudioInputError, match=r"512-token context"):
+        studio.draw(text, sampling=SamplingConfig(seed=1, guidance=2.0))
+    assert Studio.finish(studio.draw(text, sampling=SamplingConfig(seed=1, guidance=1.0), preview_every=0))
 
 
 def test_cancel_releases_the_model(studio):
