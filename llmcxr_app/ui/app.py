@@ -18,7 +18,7 @@ from typing import Any
 import gradio as gr
 from starlette.middleware import Middleware
 
-from llmcxr_app.config import REPO_ROOT, ServerConfig
+from llmcxr_app.config import REPO_ROOT, SamplingConfig, ServerConfig
 from llmcxr_app.studio.types import ChatModel
 from llmcxr_app.ui import sweeper
 from llmcxr_app.ui.chat import ChatApp
@@ -269,7 +269,12 @@ def _settings(server: ServerConfig, guidance: float) -> tuple[list, list]:
         )
         top = max(3.0, guidance)  # a checkpoint may declare up to 5
         scale = gr.Slider(1.0, top, value=guidance, step=0.25, label=GUIDANCE_LABEL, info=GUIDANCE_INFO)
-        away = gr.Radio(GUIDE_AWAY_CHOICES, value="swapped", label=GUIDE_AWAY_LABEL, elem_id="guide-away")
+        away = gr.Radio(
+            GUIDE_AWAY_CHOICES,
+            value=SamplingConfig.guide_away_from,
+            label=GUIDE_AWAY_LABEL,
+            elem_id="guide-away",
+        )
     return [temperature, top_p, max_tokens, seed, candidates], [scale, away]
 
 

@@ -20,7 +20,7 @@ def sampling_from(temperature, top_p, max_new_tokens, seed, guidance=None, away_
             max_new_tokens=int(max_new_tokens),
             seed=render.parse_seed(seed),
             guidance=None if guidance is None else float(guidance),
-            guide_away_from=str(away_from or "swapped"),
+            guide_away_from=str(away_from or SamplingConfig.guide_away_from),
         )
     except (TypeError, ValueError) as exc:
         raise StudioInputError(str(exc)) from None

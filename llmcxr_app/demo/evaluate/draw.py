@@ -85,7 +85,7 @@ def evaluate_draw(
     prompts: list[str] | None = None,
     verbatim: bool = False,
     guidance: float | None = None,
-    guide_away_from: str = "swapped",
+    guide_away_from: str = SamplingConfig.guide_away_from,
 ) -> tuple[dict, list[float]]:
     """Draw each findings text, read the image; failed items (no valid image) count as wrong everywhere.
 

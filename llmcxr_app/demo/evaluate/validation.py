@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from llmcxr_app.config import GUIDE_AWAY_FROM, RuntimeConfig, Settings
+from llmcxr_app.config import GUIDE_AWAY_FROM, RuntimeConfig, SamplingConfig, Settings
 from llmcxr_app.demo.data import language, questions, splits
 from llmcxr_app.demo.data.language import surface
 from llmcxr_app.demo.data.phantoms import make_phantom
@@ -53,7 +53,13 @@ HELD_OUT_SEARCH_START = 905_000  # held-out combinations are searched from here 
 
 
 def _draw(
-    studio, reader, seeds: list[int], log, verbatim=False, seed_offset=0, guide=(None, "swapped")
+    studio,
+    reader,
+    seeds: list[int],
+    log,
+    verbatim=False,
+    seed_offset=0,
+    guide=(None, SamplingConfig.guide_away_from),
 ) -> dict:
     truths = [make_phantom(s, size=16).findings for s in seeds]
     prompts = [
@@ -149,7 +155,7 @@ def validate(
     n_template: int = 0,
     draw_seed_offset: int = 0,
     guidance: float | None = None,
-    guide_away_from: str = "swapped",
+    guide_away_from: str = SamplingConfig.guide_away_from,
 ) -> dict:
     """Every validation figure (see the module docstring); ``verbatim``: draw from the texts and ask the
     questions as written, not as read (studio/reading.py); ``draw_seed_offset``: other sampling seeds for
@@ -217,7 +223,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--guide-away-from",
         choices=GUIDE_AWAY_FROM,
-        default="swapped",
+        default=SamplingConfig.guide_away_from,
         help="what guidance pushes the drawings away from (studio/guidance.py)",
     )
     p.add_argument("--threads", type=int, default=1)
