@@ -13,14 +13,13 @@ from llmcxr_app import protocol
 from llmcxr_app.config import SamplingConfig
 from llmcxr_app.engine.generation import (
     GenerationCancelled,
-    decode_step,
     generate_image,
     generate_text,
     guide,
     mask_logits,
-    prefill,
     sample_on_device,
 )
+from llmcxr_app.engine.steps import decode_step, prefill
 
 
 @pytest.fixture(scope="module")
@@ -315,6 +314,32 @@ def test_guided_greedy_image_matches_two_full_forwards(model, tiny_tokenizer, la
         assert int(torch.argmax(u + 2.5 * (c - u))) == codes[i], i
     unguided = list(generate_image(model, layout, prompt, 8, SamplingConfig(temperature=0.0), None, 512))
     assert unguided[-1].codes != codes  # guidance changed the drawing (else this test checks nothing)
+
+
+def test_a_guided_drawing_runs_its_two_prompts_as_one_batch(model, tiny_tokenizer, layout, prompt):
+    """Eager: one forward per id, guided or not; a path with steps of its own (a fast path's cache holds
+    one sequence) runs the negative beside it, two forwards per id, and draws the same ids."""
+    negative = protocol.build_prompt_ids(
+        tiny_tokenizer, "Small left effusion.", codebook_size=TINY_VQGAN.n_embed
+    )
+    sampling = SamplingConfig(temperature=1.0, seed=7, guidance=2.0)
+    calls = []
+    handle = model.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        batched = list(generate_image(model, layout, prompt, 8, sampling, None, 512, negative_ids=negative))
+        n_batched = len(calls)
+
+        def own_step(*args):  # not the eager decode_step: the loop cannot batch its cache
+            return decode_step(*args)
+
+        kw = {"negative_ids": negative, "step": own_step}
+        separate = list(generate_image(model, layout, prompt, 8, sampling, None, 512, **kw))
+    finally:
+        handle.remove()
+    assert n_batched == 1 + 8  # one prefill of the pair, then one step per id
+    assert len(calls) - n_batched == 2 * (1 + 8)
+    assert batched[-1].codes == separate[-1].codes
+    torch.testing.assert_close(batched[-1].probs, separate[-1].probs, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("scale", [1.0, None])  # None: a checkpoint default nobody resolved, taken as 1

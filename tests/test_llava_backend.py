@@ -121,7 +121,7 @@ def test_ask_with_and_without_image_equal_transformers_generate(studio, xray, mo
 
 def test_the_image_changes_the_answer_logits(studio, xray):
     """The pixels reach the LLM: a different image gives different next-token logits."""
-    from llmcxr_app.engine.generation import prefill
+    from llmcxr_app.engine.steps import prefill
 
     ids, pv = studio._inputs("Describe.", studio.prepare(xray))
     _, pv2 = studio._inputs("Describe.", studio.prepare(Image.new("L", (40, 48), 30)))

@@ -19,7 +19,7 @@ from ui_harness import files, serve, texts, tiny_studio, write_examples
 
 from llmcxr_app import protocol
 from llmcxr_app.config import ModelLocation, RuntimeConfig, ServerConfig, Settings
-from llmcxr_app.engine.generation import decode_step
+from llmcxr_app.engine.steps import decode_step
 from llmcxr_app.studio.build import load_studio
 from llmcxr_app.studio.facade import Studio
 from llmcxr_app.ui import app as ui

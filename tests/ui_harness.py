@@ -15,7 +15,7 @@ from dicom_corpus import make_dataset, pattern, to_bytes, to_stored
 
 from llmcxr_app.config import ModelLocation, RuntimeConfig, ServerConfig, Settings
 from llmcxr_app.demo.data.phantoms import make_phantom
-from llmcxr_app.engine.generation import decode_step
+from llmcxr_app.engine.steps import decode_step
 from llmcxr_app.studio.facade import Studio
 from llmcxr_app.ui import app as ui
 

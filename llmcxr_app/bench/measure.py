@@ -15,7 +15,7 @@ import torch
 from llmcxr_app import protocol
 from llmcxr_app.bench.models import BenchModel
 from llmcxr_app.config import SamplingConfig
-from llmcxr_app.engine import generation
+from llmcxr_app.engine import generation, steps
 from llmcxr_app.engine.fastpath import FastPath, FastPathConfig
 from llmcxr_app.imaging import images
 
@@ -91,8 +91,8 @@ class Mask:
 
 def _no_stop(fast: FastPath | None, stop_ids: list[int]) -> tuple[Any, Any]:
     """(prefill_fn, step) that mask the stop ids, so text runs for exactly max_new_tokens."""
-    pre = fast.prefill if fast else generation.prefill
-    stp = fast.step if fast else generation.decode_step
+    pre = fast.prefill if fast else steps.prefill
+    stp = fast.step if fast else steps.decode_step
 
     def prefill_fn(model: Any, ids: torch.Tensor) -> tuple[torch.Tensor, Any]:
         logits, past = pre(model, ids)

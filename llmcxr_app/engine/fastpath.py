@@ -16,7 +16,7 @@ following token runs one compiled function (``torch.compile(mode="reduce-overhea
   with the same static cache from then on: answers stay identical, only slower.
 - ``generate_image`` is generation.generate_image on this cache, copying sampled ids to the host once per
   grid row (what previews need), not once per token.
-- On CPU the defaults are the plain eager functions of generation.py. Measured on the demo-size model
+- On CPU the defaults are the plain eager functions of engine/steps.py. Measured on the demo-size model
   (docs/BENCHMARKS.md): a static cache is no faster there; compiling is 1.3x faster per token but costs
   20 s to 2 min at every start for ~0.2 s per X-ray. Opt in with FastPathConfig(static_cache=True, compile=True).
 
@@ -40,6 +40,7 @@ import torch
 from llmcxr_app.config import RuntimeConfig, SamplingConfig
 from llmcxr_app.engine import generation
 from llmcxr_app.engine.generation import ImageProgress
+from llmcxr_app.engine.steps import decode_step, prefill
 from llmcxr_app.protocol import TokenLayout
 
 log = logging.getLogger(__name__)
@@ -142,7 +143,7 @@ class FastPath:
 
     @property
     def mode(self) -> str:
-        """ "compiled", "static" (static cache, eager) or "eager" (generation.py's DynamicCache functions)."""
+        """ "compiled", "static" (static cache, eager) or "eager" (engine/steps.py's DynamicCache functions)."""
         return "compiled" if self._compiled is not None else "static" if self.static else "eager"
 
     # -----------------------------------------------------------------------------------------------------
@@ -242,12 +243,12 @@ class FastPath:
     def prefill(
         self, model: Any, input_ids: torch.Tensor, *, capacity: int | None = None
     ) -> tuple[torch.Tensor, Any]:
-        """generation.prefill into a pooled StaticCache of ``capacity`` (default: bucket of prompt + reserve).
+        """steps.prefill into a pooled StaticCache of ``capacity`` (default: bucket of prompt + reserve).
 
         input_ids: LongTensor [1, T]. Returns (logits [1, V] float32, past). Eager (prompt lengths vary).
         """
         if not self.static:
-            return generation.prefill(model, input_ids)
+            return prefill(model, input_ids)
         n = input_ids.shape[1]
         if capacity is None:
             capacity = _bucket_for(min(n + self.config.reserve, self.sizes[-1]), self.sizes)
@@ -264,12 +265,12 @@ class FastPath:
     def step(
         self, model: Any, token_id: int | torch.Tensor, past: Any, position: int
     ) -> tuple[torch.Tensor, Any]:
-        """generation.decode_step on the static cache (compiled when enabled). Returns (logits [1, V], past).
+        """steps.decode_step on the static cache (compiled when enabled). Returns (logits [1, V], past).
 
         ``token_id``: an int or a device tensor holding one id (the image loop feeds its ids from the device).
         """
         if not isinstance(past, _Slot):
-            return generation.decode_step(model, token_id, past, position)
+            return decode_step(model, token_id, past, position)
         if position != past.length:
             raise ValueError(f"Decode position {position} but the cache holds {past.length} positions.")
         token = torch.as_tensor(token_id, dtype=torch.long, device=self.device).reshape(1, 1)
@@ -293,9 +294,12 @@ class FastPath:
 
         Same arguments, checks and ids; with the static cache the ids stay on the device between copies
         (every ``sync_every`` ids, default one grid row), without it every id is yielded as in eager mode.
-        A guided drawing's negative prompt runs eagerly beside this path's (generation._ImageScores).
+        Without the static cache the loop gets the plain eager steps, so a guided drawing runs its prompt
+        and negative as one batch of two; with it, the negative runs eagerly beside this path's cache
+        (generation._ImageScores).
         """
         every = (self.config.sync_every or max(1, math.isqrt(grid_tokens))) if self.static else 1
+        eager = not self.static
         yield from generation.generate_image(
             model,
             layout,
@@ -304,8 +308,8 @@ class FastPath:
             sampling,
             cancel,
             context_length,
-            prefill_fn=prefill_fn or self.prefill,
-            step=step or self.step,
+            prefill_fn=prefill_fn or (prefill if eager else self.prefill),
+            step=step or (decode_step if eager else self.step),
             sync_every=every,
             negative_ids=negative_ids,
         )
@@ -333,9 +337,9 @@ class FastPath:
                     self._forward(token, slot)
                 log.info("warm-up: cache bucket %d ready in %.1f s", capacity, time.perf_counter() - t_bucket)
         else:
-            logits, past = generation.prefill(self.model, torch.tensor([[layout.image_open_id] * 4]))
+            logits, past = prefill(self.model, torch.tensor([[layout.image_open_id] * 4]))
             for i in range(steps):
-                logits, past = generation.decode_step(self.model, layout.image_open_id, past, 4 + i)
+                logits, past = decode_step(self.model, layout.image_open_id, past, 4 + i)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return {"s": time.perf_counter() - t, "mode": self.mode, "buckets": buckets if self.static else []}

@@ -2,8 +2,9 @@
 
 Small functions in the style of gpt-fast. ``generate_text`` and ``generate_image`` drive the loop; the model
 work happens in two swappable callables, ``prefill_fn(model, input_ids) -> (logits, past)`` and
-``step(model, token_id, past, position) -> (logits, past)``. The defaults here run eagerly with the model's
-``DynamicCache``; a faster pair (static cache + torch.compile) can be passed in without touching the loop.
+``step(model, token_id, past, position) -> (logits, past)``. The defaults (engine/steps.py) run eagerly with
+the model's ``DynamicCache``; a faster pair (static cache + torch.compile) can be passed in without touching
+the loop.
 
 Logits are float32 [1, V] where V is the LM head width (len(tokenizer) + codebook size, or more if padded).
 Constraints (docs/PROTOCOL.md): text mode masks every id >= len(tokenizer), so text never holds image
@@ -20,6 +21,7 @@ from typing import Any, Literal
 import torch
 
 from llmcxr_app.config import SamplingConfig
+from llmcxr_app.engine.steps import decode_pair_step, decode_step, device_of, prefill, prefill_pair
 from llmcxr_app.protocol import TokenLayout
 
 PrefillFn = Callable[[Any, torch.Tensor], tuple[torch.Tensor, Any]]
@@ -63,49 +65,6 @@ class ImageProgress:
     @property
     def done(self) -> bool:
         return len(self.codes) == self.total
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Model steps (pure: no state outside their arguments and results)
-
-
-def _device(model: Any) -> torch.device:
-    return next(model.parameters()).device
-
-
-@torch.inference_mode()
-def prefill(model: Any, input_ids: torch.Tensor, **inputs: torch.Tensor) -> tuple[torch.Tensor, Any]:
-    """Run the prompt through the model with a fresh DynamicCache.
-
-    input_ids: LongTensor [1, T]. ``inputs``: further inputs of the prompt, moved to the model's device (an
-    adapter model's pixel_values [1, 3, H, W]; bind them with functools.partial to get a PrefillFn).
-    Returns (logits [1, V] float32 for the next token, past_key_values).
-    """
-    from transformers import DynamicCache
-
-    device = _device(model)
-    input_ids = input_ids.to(device)
-    extra = {k: v.to(device) for k, v in inputs.items()}
-    past = DynamicCache(config=model.config)
-    # The checkpoint's generation_config may say use_cache=False (training leftover): always pass it.
-    out = model(input_ids=input_ids, past_key_values=past, use_cache=True, logits_to_keep=1, **extra)
-    return out.logits[:, -1, :].float(), out.past_key_values
-
-
-@torch.inference_mode()
-def decode_step(
-    model: Any, token_id: int | torch.Tensor, past: Any, position: int
-) -> tuple[torch.Tensor, Any]:
-    """Feed one token at sequence index ``position`` (0-based; = ids already in the cache).
-
-    ``token_id``: an int, or a tensor holding one id on the model's device (the image loop keeps its
-    sampled ids there). Returns (logits [1, V] float32 for the following token, past_key_values).
-    """
-    device = _device(model)
-    ids = torch.as_tensor(token_id, dtype=torch.long, device=device).reshape(1, 1)
-    pos = torch.tensor([[position]], dtype=torch.long, device=device)
-    out = model(input_ids=ids, past_key_values=past, position_ids=pos, use_cache=True)
-    return out.logits[:, -1, :].float(), out.past_key_values
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -186,7 +145,7 @@ def make_generator(model: Any, seed: int | None) -> torch.Generator | None:
     """A torch.Generator on the model's device seeded with ``seed`` (None = no generator: global RNG)."""
     if seed is None:
         return None
-    gen = torch.Generator(device=_device(model))
+    gen = torch.Generator(device=device_of(model))
     gen.manual_seed(int(seed))
     return gen
 
@@ -200,7 +159,7 @@ def _as_input(model: Any, prompt_ids: Sequence[int] | torch.Tensor) -> torch.Ten
     ids = torch.as_tensor(prompt_ids, dtype=torch.long).reshape(1, -1)
     if ids.shape[1] == 0:
         raise ValueError("The prompt is empty.")
-    return ids.to(_device(model))
+    return ids.to(device_of(model))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -319,35 +278,50 @@ def _check_image_fits(n_prompt: int, grid_tokens: int, context_length: int | Non
 
 class _ImageScores:
     """The image loop's model side: prefills the prompt (and, guided, a negative prompt), then for each
-    fed token returns the scores [1, V] of the next image id (masked logits; guided: ``guide``'s scores)."""
+    fed token returns the scores [1, V] of the next image id (masked logits; guided: ``guide``'s scores).
+
+    Guided on the eager path, the two prompts run as one batch of two (prefill_pair, decode_pair_step):
+    one forward per id instead of two. A fast path's cache holds one sequence, so there the negative runs
+    beside it in an eager cache of its own.
+    """
 
     def __init__(
         self, model: Any, layout: TokenLayout, ids: torch.Tensor, prefill_fn: PrefillFn, step: StepFn
     ):
         self.model, self.layout, self.step, self.n_prompt = model, layout, step, ids.shape[1]
-        _, self.past = prefill_fn(model, ids)  # its logits would choose the first id, forced to "<"
-        self.negative: Any = None
+        self.ids, self.prefill_fn = ids, prefill_fn
+        self.past: Any = None
+        self.negative: Any = None  # the negative's own cache (fast path, guided)
+        self.pair_mask: torch.Tensor | None = None  # the batch of two's attention mask (eager, guided)
 
-    def guide_by(self, negative_ids: Any, scale: float | None, grid_tokens: int, context: int | None) -> None:
-        """Prefill the negative prompt when scale != 1 (ValueError without one); scale 1 or None (a checkpoint
-        default the caller did not resolve) runs nothing."""
-        if scale is None or scale == 1.0:
+    def start(self, negative_ids: Any, scale: float | None, grid_tokens: int, context: int | None) -> None:
+        """Prefill the prompt, and the negative prompt when scale != 1 (ValueError without one); scale 1
+        or None (a checkpoint default the caller did not resolve) is unguided."""
+        self.scale = 1.0 if scale is None else scale
+        if self.scale == 1.0:
+            _, self.past = self.prefill_fn(self.model, self.ids)  # its logits would choose "<": forced
             return
         if negative_ids is None:
             raise ValueError("Guidance needs negative_ids (the prompt it guides away from).")
-        ids = _as_input(self.model, negative_ids)
-        _check_image_fits(ids.shape[1], grid_tokens, context)
-        # Always eager (DynamicCache): a fast path's cache holds one sequence, and its step passes any
-        # other cache to decode_step.
-        _, self.negative = prefill(self.model, ids)
-        self.n_negative, self.scale = ids.shape[1], scale
+        negative = _as_input(self.model, negative_ids)
+        _check_image_fits(negative.shape[1], grid_tokens, context)
+        if self.prefill_fn is prefill and self.step is decode_step:
+            _, self.past, self.pair_mask = prefill_pair(self.model, self.ids, negative)
+            return
+        _, self.past = self.prefill_fn(self.model, self.ids)
+        _, self.negative = prefill(self.model, negative)
+        self.n_negative = negative.shape[1]
 
     def __call__(self, token: torch.Tensor, i: int) -> torch.Tensor:
-        logits, self.past = self.step(self.model, token, self.past, self.n_prompt + i)
-        masked = mask_logits(logits, "image", self.layout)
-        if self.negative is None:
-            return masked
-        other, self.negative = decode_step(self.model, token, self.negative, self.n_negative + i)
+        if self.pair_mask is not None:
+            both, self.past, self.pair_mask = decode_pair_step(self.model, token, self.past, self.pair_mask)
+            cond, other = both[:1], both[1:]
+        else:
+            cond, self.past = self.step(self.model, token, self.past, self.n_prompt + i)
+            if self.negative is None:
+                return mask_logits(cond, "image", self.layout)
+            other, self.negative = decode_step(self.model, token, self.negative, self.n_negative + i)
+        masked = mask_logits(cond, "image", self.layout)
         return guide(masked, mask_logits(other, "image", self.layout), self.scale)
 
 
@@ -379,8 +353,8 @@ def generate_image(
     row, so the device never waits for the host within a row. The ids do not depend on it.
 
     With ``sampling.guidance`` > 1, ``negative_ids`` (the prompt to guide away from) runs beside the
-    prompt and each id is sampled from ``guide``'s scores (one more prefill and grid_tokens more steps);
-    guidance None is 1.
+    prompt and each id is sampled from ``guide``'s scores (eager: the two as one batch of two; a fast
+    path: one more prefill and grid_tokens more eager steps); guidance None is 1.
     """
     ids = _as_input(model, prompt_ids)
     n_prompt = ids.shape[1]
@@ -393,7 +367,7 @@ def generate_image(
 
     check_cancel(cancel)
     scores = _ImageScores(model, layout, ids, prefill_fn, step)
-    scores.guide_by(negative_ids, sampling.guidance, grid_tokens, context_length)
+    scores.start(negative_ids, sampling.guidance, grid_tokens, context_length)
     token = torch.full((1, 1), layout.image_open_id, dtype=torch.long, device=ids.device)
     for i in range(grid_tokens):
         check_cancel(cancel)

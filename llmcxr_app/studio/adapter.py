@@ -23,7 +23,8 @@ from PIL import Image
 
 from llmcxr_app import __version__, protocol
 from llmcxr_app.config import NAMED_MODELS, ModelLocation, SamplingConfig, Settings
-from llmcxr_app.engine.generation import PlainTextLayout, decode_step, generate_text, prefill
+from llmcxr_app.engine.generation import PlainTextLayout, generate_text
+from llmcxr_app.engine.steps import decode_step, prefill
 from llmcxr_app.imaging import processor_view
 from llmcxr_app.imaging.images import LoadedImage
 from llmcxr_app.loading.llava import LoadedAdapter, load_llava
