@@ -62,4 +62,6 @@ def test_the_command_scores_one_sided_validation_phantoms(tmp_path, capsys):
     assert res == json.loads(capsys.readouterr().out)
     assert res["n"] == 2 and res["side"]["mean_cells"] > 0
     assert res["presence"]["focus_margin_mean"] > 0  # the shipped model knows a finding is there
+    # The swapped text's cells hold the side-only ones (the same findings, or where they would be).
+    assert res["swapped"]["mean_cells"] >= res["side"]["mean_cells"]
     assert res["command"].startswith("python -m llmcxr_app.demo.evaluate.side_margin --weights")

@@ -15,7 +15,7 @@ from llmcxr_app.config import DEMO_MODEL, RuntimeConfig, SamplingConfig, Setting
 from llmcxr_app.demo.data import samples as data
 from llmcxr_app.demo.train import recipe
 from llmcxr_app.demo.train.outputs import save_llm
-from llmcxr_app.demo.train.training import PRESETS, completion_loss, declared, run
+from llmcxr_app.demo.train.training import PRESETS, declared, run
 from llmcxr_app.loading.weights import DRAW_GUIDANCE_KEY, load_model
 
 
@@ -87,53 +87,6 @@ def test_examples_mask_the_prompt_and_keep_the_response(tiny_tokenizer):
         assert (labels[i, len(e.ids) :] == -100).all() and mask[i].sum() == len(e.ids)
 
 
-def _loss_batch():
-    g = torch.Generator().manual_seed(0)
-    logits = torch.randn(3, 12, 20, generator=g)
-    labels = torch.randint(0, 20, (3, 12), generator=g)
-    labels[0, :9] = -100  # a short answer: 2 targets after the shift
-    labels[1, :2] = -100  # a long response: 9 targets
-    labels[2, :] = -100  # nothing to learn (e.g. all padding): must not count
-    return logits, labels
-
-
-def test_token_weighted_loss_is_the_hugging_face_causal_lm_loss():
-    from transformers.loss.loss_utils import ForCausalLMLoss
-
-    logits, labels = _loss_batch()
-    reference = ForCausalLMLoss(logits, labels, vocab_size=logits.shape[-1])
-    torch.testing.assert_close(completion_loss(logits, labels, "token"), reference)
-
-
-def test_example_weighted_loss_averages_each_example_first():
-    logits, labels = _loss_batch()
-    means = []
-    for row in range(2):  # row 2 has no targets
-        keep = labels[row, 1:] != -100
-        means.append(torch.nn.functional.cross_entropy(logits[row, :-1][keep], labels[row, 1:][keep]))
-    torch.testing.assert_close(completion_loss(logits, labels, "example"), torch.stack(means).mean())
-    assert not torch.allclose(completion_loss(logits, labels, "token"), torch.stack(means).mean())
-    with pytest.raises(ValueError, match="weighting"):
-        completion_loss(logits, labels, "sequence")
-
-
-def test_focus_weights_make_a_weighted_mean_in_either_weighting():
-    logits, labels = _loss_batch()
-    ones = torch.ones(labels.shape)
-    for how in ("token", "example"):
-        torch.testing.assert_close(
-            completion_loss(logits, labels, how, ones), completion_loss(logits, labels, how)
-        )
-    batch = [data.Example(ids=[0] * labels.shape[1], n_prompt=1, task="x", focus=(3, 4)) for _ in range(3)]
-    weights = data.focus_weights(batch, labels.shape[1], 4.0)
-    assert weights[:, 3:5].eq(4.0).all() and weights.sum() == labels.numel() + 3 * 2 * 3.0
-    ce = torch.nn.functional.cross_entropy(
-        logits[:, :-1].transpose(1, 2), labels[:, 1:], ignore_index=-100, reduction="none"
-    )
-    w = (labels[:, 1:] != -100) * weights[:, 1:]
-    torch.testing.assert_close(completion_loss(logits, labels, "token", weights), (ce * w).sum() / w.sum())
-
-
 def test_length_batches_cover_examples_once():
     ex = [data.Example(ids=[1] * n, n_prompt=1, task="x") for n in range(5, 69)]
     batches = data.length_batches(ex, 8, np.random.default_rng(0))
@@ -179,3 +132,20 @@ def test_a_round_writes_its_draw_guidance_and_a_later_round_resets_it(smoke_run,
     again = GPTNeoXForCausalLM.from_pretrained(tmp_path / "llm")  # a further round starts from it
     save_llm(again, tokenizer, tmp_path, codebook, declared(PRESETS["tiny"]))
     assert DRAW_GUIDANCE_KEY not in json.loads((tmp_path / "llm" / "config.json").read_text())
+
+
+def test_a_further_round_with_the_attribute_contrast_trains_on_pairs(smoke_run, tmp_path, capsys):
+    out, _ = smoke_run
+    for part in ("vqgan", "llm"):
+        shutil.copytree(out / part, tmp_path / part)
+    (tmp_path / "training.json").write_text((out / "training.json").read_text())
+    cfg = replace(PRESETS["tiny"], n_phantoms=8, threads=1, side_contrast=1.0, contrast_pairs=2)
+    record = run(cfg, tmp_path, reuse_vqgan=True, continue_llm=True)
+    said = capsys.readouterr().out
+    n_pairs = int(said.split(" contrast pairs")[0].rsplit("] ", 1)[1])
+    findings = [data.make_phantom(seed, size=16).findings for seed in range(8)]
+    lateral = [f for f in findings if f.swapped() != f]
+    assert n_pairs == len(lateral) >= 2
+    assert "contrast margin" in said and np.isfinite(record["contrast_margin_last50"])
+    assert record["config"]["side_contrast"] == 1.0
+    assert "contrast_margin_last50" not in json.loads((out / "training.json").read_text())

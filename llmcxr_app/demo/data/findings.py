@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from llmcxr_app.studio.guidance import swap_words
 from llmcxr_app.studio.labeler import (
     LABELS,  # the findings a phantom can carry are the ones the labeler reads
 )
@@ -85,6 +86,17 @@ class Findings:
             effusion=swap.get(self.effusion, self.effusion),
             pneumothorax=swap.get(self.pneumothorax, self.pneumothorax),
             consolidation=zone,
+        )
+
+    def swapped(self) -> Findings:
+        """What a guided drawing of these findings is pushed away from (studio/guidance.py, "swapped"): every
+        side, size and zone swapped (left <-> right, small <-> large, upper <-> lower; bilateral stays)."""
+        return replace(
+            self,
+            effusion=swap_words(self.effusion),
+            effusion_size=swap_words(self.effusion_size),
+            pneumothorax=swap_words(self.pneumothorax),
+            consolidation=swap_words(self.consolidation),
         )
 
     def is_lateral(self) -> bool:

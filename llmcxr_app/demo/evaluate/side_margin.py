@@ -8,6 +8,9 @@ findings on the other side (Findings.mirrored). The margin is the difference in 
 summed over the grid cells that show the findings (data.finding_cells; "focus") and over all 256 cells
 ("all"). A model that draws a finding where the text puts it scores the true side higher: a positive
 margin, large against the presence margin (the true findings against a normal chest, also reported).
+"swapped" is what a guided drawing pushes by, and what training's attribute contrast raises
+(train/losses.contrast_loss): the text with side, size and zone swapped (Findings.swapped), its "focus"
+summed over the cells of either findings (data/pairs.contrast_cells).
 Sampled drawings (validation.py) say the same thing noisily: with about 20 effusions asked for, one drawing
 moves a side accuracy by 0.05; this margin moves smoothly with training. docs/DEMO_MODEL.md tabulates it
 by round.
@@ -27,11 +30,10 @@ import torch
 
 from llmcxr_app import protocol
 from llmcxr_app.config import RuntimeConfig, Settings
-from llmcxr_app.demo.data import samples, splits
+from llmcxr_app.demo.data import pairs, samples, splits
 from llmcxr_app.demo.data.findings import Findings
 from llmcxr_app.demo.data.phantoms import make_phantom
 from llmcxr_app.demo.evaluate.evaluation import demo_location
-from llmcxr_app.studio import template_text
 from llmcxr_app.studio.facade import Studio
 
 
@@ -70,10 +72,6 @@ def margin(logp_a: torch.Tensor, logp_b: torch.Tensor, cells: Sequence[int]) -> 
     return Margin(focus=focus, all=float(diff.sum()), cells=len(cells))
 
 
-def _report(findings: Findings) -> str:
-    return template_text.report(findings.label_vector(), findings.attributes(), template_text.FIRST)
-
-
 def _summary(rows: list[Margin]) -> dict:
     focus = np.array([r.focus for r in rows])
     every = np.array([r.all for r in rows])
@@ -89,7 +87,7 @@ def _summary(rows: list[Margin]) -> dict:
 def evaluate(studio: Studio, n: int) -> dict:
     """Side and presence margins over the first `n` validation phantoms with a one-sided finding."""
     tokenizer, model = studio.llm.tokenizer, studio.llm.model
-    side, presence = [], []
+    side, presence, swapped = [], [], []
     for seed in splits.validation_seeds(splits.VAL_SEED_STOP - splits.VAL_SEED_START):
         if len(side) == n:
             break
@@ -102,12 +100,15 @@ def evaluate(studio: Studio, n: int) -> dict:
         cells = samples.finding_cells(sample, studio.vqgan.grid)
 
         def logp(f: Findings, codes=codes) -> torch.Tensor:
-            return code_logprobs(model, tokenizer, _report(f), codes, studio.vqgan.n_embed)
+            return code_logprobs(model, tokenizer, pairs.findings_text(f), codes, studio.vqgan.n_embed)
 
         true = logp(findings)
         side.append(margin(true, logp(findings.mirrored()), cells))
         presence.append(margin(true, logp(Findings()), cells))
-    return {"n": len(side), "side": _summary(side), "presence": _summary(presence)}
+        both = pairs.contrast_cells(sample, studio.vqgan.grid)
+        swapped.append(margin(true, logp(findings.swapped()), both))
+    summaries = {"side": _summary(side), "presence": _summary(presence), "swapped": _summary(swapped)}
+    return {"n": len(side), **summaries}
 
 
 def main(argv: list[str] | None = None) -> int:

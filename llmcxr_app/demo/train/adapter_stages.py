@@ -17,7 +17,7 @@ from llmcxr_app.demo.evaluate.metrics import answers_match, prf
 from llmcxr_app.demo.train import adapter_data as ad
 from llmcxr_app.demo.train import adapter_model as am
 from llmcxr_app.demo.train.adapter_recipe import StageConfig, VisionShape
-from llmcxr_app.demo.train.training import completion_loss
+from llmcxr_app.demo.train.losses import completion_loss
 from llmcxr_app.studio.labeler import label_verdicts
 
 Log = Callable[[str], None]

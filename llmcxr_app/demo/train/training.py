@@ -33,6 +33,8 @@ import torch.nn.functional as F
 from llmcxr_app import protocol
 from llmcxr_app.demo.data import reports
 from llmcxr_app.demo.data import samples as data
+from llmcxr_app.demo.data.pairs import Pair, contrast_pairs
+from llmcxr_app.demo.train.losses import completion_loss, pair_contrast
 from llmcxr_app.demo.train.outputs import save_llm, write_record
 from llmcxr_app.loading.weights import DRAW_GUIDANCE_KEY, DRAW_PROMPT_KEY, QUESTION_PROMPT_KEY, load_vqgan
 from llmcxr_app.loading.writers import save_vqgan
@@ -73,6 +75,10 @@ class TrainConfig:
     #                             image ids, labels unchanged (data.corrupt_image_context)
     finding_weight: float = 1.0  # > 1: in drawing examples the image ids of the cells that show the findings
     #                               (data.finding_cells) weigh this much in the loss
+    side_contrast: float = 0.0  # > 0: weight of the attribute contrast (losses.contrast_loss) on pairs of
+    #                             texts with side, size and zone swapped (data/pairs.py), added to the loss
+    contrast_pairs: int = 4  # pairs per LLM step when side_contrast > 0 (two sequences each)
+    contrast_beta: float = 0.5  # the contrast's scale: its loss fades once a margin is a few 1/beta nats
     draw_prompt: str = "canonical"  # written to config.json (loading.weights.DRAW_PROMPT_KEY): "canonical"
     #                                 = the app draws from the labeler's reading in the templates' words
     question_prompt: str = "canonical"  # written to config.json (QUESTION_PROMPT_KEY): "canonical" = the
@@ -204,30 +210,16 @@ def corpus(samples: list[data.Sample], rng: np.random.Generator) -> list[str]:
     return texts
 
 
-def completion_loss(
-    logits: torch.Tensor, labels: torch.Tensor, weighting: str = "token", weights: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Next-token cross-entropy on the ids whose label is not -100 (the response: completion-only loss).
-
-    logits [B, T, V] float, labels [B, T] (-100 = no loss). ``token`` averages over every target id in the
-    batch (upstream's trainer); ``example`` averages each example over its own targets first, then over the
-    batch, so short answers (VQA, reports) are not drowned by the 257 targets of a drawing. ``weights``
-    [B, T] (per position of labels; data.focus_weights) turns either mean into a weighted mean.
-    """
-    target = labels[:, 1:]
-    ce = F.cross_entropy(
-        logits[:, :-1].float().transpose(1, 2), target, ignore_index=-100, reduction="none"
-    )  # [B, T-1]
-    valid = (target != -100).to(ce.dtype)
-    if weights is not None:
-        valid = valid * weights[:, 1:].to(ce.dtype)
-    if weighting == "token":
-        return (ce * valid).sum() / valid.sum().clamp(min=1)
-    if weighting == "example":
-        per_example = (ce * valid).sum(1) / valid.sum(1).clamp(min=1)
-        has_targets = valid.sum(1) > 0
-        return per_example[has_targets].mean()
-    raise ValueError(f"Unknown loss weighting {weighting!r}; use 'token' or 'example'.")
+def _lm_loss(cfg: TrainConfig, model, batch: list, pad_id: int, image_ids: dict, rng, device) -> torch.Tensor:
+    """The completion loss of one batch of examples (with the round's context noise and finding weights)."""
+    ids, mask, labels = data.collate(batch, pad_id)
+    if cfg.context_noise > 0:
+        ids = data.corrupt_image_context(ids, batch, fraction=cfg.context_noise, rng=rng, **image_ids)
+    weights = None
+    if cfg.finding_weight != 1.0:
+        weights = data.focus_weights(batch, ids.shape[1], cfg.finding_weight).to(device)
+    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+    return completion_loss(logits, labels.to(device), cfg.loss_weighting, weights)
 
 
 def train_llm(
@@ -239,13 +231,16 @@ def train_llm(
     init: torch.nn.Module | None = None,
     *,
     grid_tokens: int,
+    pairs: list[Pair] | None = None,
 ) -> tuple[torch.nn.Module, dict]:
+    """AdamW with linear warm-up and cosine decay on the completion loss, plus cfg.side_contrast times the
+    contrast of `pairs` (needed when side_contrast > 0)."""
     model = init if init is not None else make_llm(len(tokenizer), codebook_size, cfg.llm, seed=cfg.seed)
     model = model.to(device=device, dtype=torch.float32)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lm_lr, betas=(0.9, 0.95), weight_decay=0.01)
     rng = np.random.default_rng(cfg.seed + 1)
     batches: list[list[int]] = []
-    history = []
+    history, margins = [], []
     image_ids = {"first_image_id": len(tokenizer), "codebook_size": codebook_size, "grid_tokens": grid_tokens}
     model.train()
     total = cfg.lm_steps
@@ -259,28 +254,30 @@ def train_llm(
         if not batches:
             batches = data.length_batches(examples, cfg.lm_batch, rng)
         batch = [examples[i] for i in batches.pop()]
-        ids, mask, labels = data.collate(batch, tokenizer.pad_token_id)
-        if cfg.context_noise > 0:
-            ids = data.corrupt_image_context(ids, batch, fraction=cfg.context_noise, rng=rng, **image_ids)
-        weights = None
-        if cfg.finding_weight != 1.0:
-            weights = data.focus_weights(batch, ids.shape[1], cfg.finding_weight).to(device)
         warm = min(1.0, (step + 1) / cfg.lm_warmup)
         cos = 0.5 * (1 + math.cos(math.pi * step / max(1, total)))
         for g in opt.param_groups:
             g["lr"] = cfg.lm_lr * warm * (0.05 + 0.95 * cos)
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-        loss = completion_loss(logits, labels.to(device), cfg.loss_weighting, weights)
+        loss = _lm_loss(cfg, model, batch, tokenizer.pad_token_id, image_ids, rng, device)
+        history.append(float(loss.detach()))
+        if cfg.side_contrast > 0:
+            picked = [pairs[i] for i in rng.choice(len(pairs), size=cfg.contrast_pairs, replace=False)]
+            contrast, margin = pair_contrast(model, picked, cfg.contrast_beta, tokenizer.pad_token_id, device)
+            loss = loss + cfg.side_contrast * contrast
+            margins.append(margin)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        history.append(float(loss.detach()))
         if step % 25 == 0 or step == total - 1:
-            _log(f"llm step {step}/{total} loss {np.mean(history[-25:]):.4f}")
+            said = f" contrast margin {np.mean(margins[-25:]):.2f} nats" if margins else ""
+            _log(f"llm step {step}/{total} loss {np.mean(history[-25:]):.4f}{said}")
         step += 1
     model.eval()
-    return model, {"lm_loss_last50": float(np.mean(history[-50:])), "lm_steps_run": total}
+    stats = {"lm_loss_last50": float(np.mean(history[-50:])), "lm_steps_run": total}
+    if margins:
+        stats["contrast_margin_last50"] = float(np.mean(margins[-50:]))
+    return model, stats
 
 
 def _vqgan_stage(
@@ -392,8 +389,13 @@ def run(
     t = time.time()
     tokenizer, init, rng = _llm_inputs(cfg, out, samples, continue_llm)
     examples = _examples(cfg, tokenizer, samples, codes, vqgan.grid_tokens, rng, focus)
+    pairs = None
+    if cfg.side_contrast > 0:
+        kw = {"codebook_size": cfg.vqgan.n_embed, "grid": vqgan.grid, "rng": rng}
+        pairs = contrast_pairs(tokenizer, samples, codes, **kw)
+        _log(f"{len(pairs)} contrast pairs")
     llm, lm_stats = train_llm(
-        cfg, tokenizer, examples, cfg.vqgan.n_embed, dev, init=init, grid_tokens=vqgan.grid_tokens
+        cfg, tokenizer, examples, cfg.vqgan.n_embed, dev, init, grid_tokens=vqgan.grid_tokens, pairs=pairs
     )
     timings["llm_s"] = time.time() - t
     save_llm(llm, tokenizer, out, cfg.vqgan.n_embed, declared(cfg))
