@@ -149,3 +149,19 @@ def test_a_further_round_with_the_attribute_contrast_trains_on_pairs(smoke_run, 
     assert "contrast margin" in said and np.isfinite(record["contrast_margin_last50"])
     assert record["config"]["side_contrast"] == 1.0
     assert "contrast_margin_last50" not in json.loads((out / "training.json").read_text())
+
+
+def test_the_finding_weight_falls_on_the_cells_the_round_names():
+    from llmcxr_app.demo.data.pairs import contrast_cells
+    from llmcxr_app.demo.train.training import focus_of
+
+    rendered = data.render_samples(range(6), 128)
+    cfg = replace(PRESETS["demo"], finding_weight=8.0)
+    assert focus_of(replace(cfg, finding_weight=1.0), rendered, 16) is None
+    own = focus_of(cfg, rendered, 16)
+    wider = focus_of(replace(cfg, focus_cells="contrast"), rendered, 16)
+    assert own == [data.finding_cells(s, 16) for s in rendered]
+    assert wider == [list(contrast_cells(s, 16)) for s in rendered]
+    assert all(set(a) <= set(b) for a, b in zip(own, wider, strict=True)) and own != wider
+    with pytest.raises(ValueError, match="focus_cells"):
+        focus_of(replace(cfg, focus_cells="everywhere"), rendered, 16)

@@ -113,6 +113,19 @@ def round_samples(samples: list[Sample], resolution: int, twins: bool, hold_out:
     return [s for s in samples if not (hold_out and splits.held_out(s.findings))]
 
 
+def corpus(samples: list[Sample], rng: np.random.Generator) -> list[str]:
+    """Every kind of text the model reads or writes, for the tokenizer."""
+    # The prompt frame is in every example: weight it so BPE compresses it well.
+    frame = [protocol.INTRO_BLURB, *protocol.REPORT_TO_CXR_INSTRUCTIONS, *protocol.CXR_TO_REPORT_INSTRUCTIONS]
+    texts = frame * 100
+    for s in samples[:1500]:
+        texts.append(s.report)
+        texts.append(reports.write_findings_prompt(s.findings, rng))
+        texts += [f"{q} {a}" for q, a in reports.make_qa(s.findings, rng, 4)]
+    texts += [f"{q} {a}" for q, a in reports.plain_instructions(rng, 200)]
+    return texts
+
+
 def to_tensor(pixels: np.ndarray | Sequence[np.ndarray]) -> torch.Tensor:
     """uint8 [R, R] (or a list of them) -> float [B, 3, R, R] in [-1, 1], the VQ-GAN's input."""
     arr = np.stack(pixels) if isinstance(pixels, (list, tuple)) else pixels[None]

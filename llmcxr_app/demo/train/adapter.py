@@ -34,7 +34,6 @@ from llmcxr_app.demo.train import adapter_data as ad
 from llmcxr_app.demo.train import adapter_model as am
 from llmcxr_app.demo.train import adapter_stages as st
 from llmcxr_app.demo.train.adapter_recipe import PRESETS, AdapterRecipe
-from llmcxr_app.demo.train.training import corpus
 
 
 def _log(msg: str) -> None:
@@ -75,9 +74,9 @@ def _save_adapter(model, processor, record: dict, out: Path) -> None:
 
 
 def _base_stage(recipe: AdapterRecipe, tokenizer, samples: list, log) -> tuple[torch.nn.Module, dict]:
-    """Stage 0: the text-only base LM on the token demo's text corpus (training.corpus)."""
+    """Stage 0: the text-only base LM on the token demo's text corpus (data/samples.corpus)."""
     rng = np.random.default_rng(recipe.seed + 2)
-    docs = ad.text_documents(tokenizer, corpus(samples, rng), rng)
+    docs = ad.text_documents(tokenizer, data.corpus(samples, rng), rng)
     base_lm = am.make_base_lm(tokenizer, recipe.llm, recipe.seed)
     stats = st.train_lm(base_lm, docs, tokenizer.pad_token_id, recipe.base, recipe.seed, log, "base")
     return base_lm, {**stats, "n_documents": len(docs)}

@@ -31,9 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from llmcxr_app import protocol
-from llmcxr_app.demo.data import reports
 from llmcxr_app.demo.data import samples as data
-from llmcxr_app.demo.data.pairs import Pair, contrast_pairs
+from llmcxr_app.demo.data.pairs import Pair, contrast_cells, contrast_pairs
 from llmcxr_app.demo.train.losses import completion_loss, pair_contrast
 from llmcxr_app.demo.train.outputs import save_llm, write_record
 from llmcxr_app.loading.weights import DRAW_GUIDANCE_KEY, DRAW_PROMPT_KEY, QUESTION_PROMPT_KEY, load_vqgan
@@ -75,6 +74,9 @@ class TrainConfig:
     #                             image ids, labels unchanged (data.corrupt_image_context)
     finding_weight: float = 1.0  # > 1: in drawing examples the image ids of the cells that show the findings
     #                               (data.finding_cells) weigh this much in the loss
+    focus_cells: str = "findings"  # the cells finding_weight weighs: "findings" (data.finding_cells) or
+    #                                "contrast" (data/pairs.contrast_cells: also where the swapped findings
+    #                                would show, e.g. the other lung base, which must stay clear)
     side_contrast: float = 0.0  # > 0: weight of the attribute contrast (losses.contrast_loss) on pairs of
     #                             texts with side, size and zone swapped (data/pairs.py), added to the loss
     contrast_pairs: int = 4  # pairs per LLM step when side_contrast > 0 (two sequences each)
@@ -197,19 +199,6 @@ def encode_all(
     return out
 
 
-def corpus(samples: list[data.Sample], rng: np.random.Generator) -> list[str]:
-    """Every kind of text the model reads or writes, for the tokenizer."""
-    # The prompt frame is in every example: weight it so BPE compresses it well.
-    frame = [protocol.INTRO_BLURB, *protocol.REPORT_TO_CXR_INSTRUCTIONS, *protocol.CXR_TO_REPORT_INSTRUCTIONS]
-    texts = frame * 100
-    for s in samples[:1500]:
-        texts.append(s.report)
-        texts.append(reports.write_findings_prompt(s.findings, rng))
-        texts += [f"{q} {a}" for q, a in reports.make_qa(s.findings, rng, 4)]
-    texts += [f"{q} {a}" for q, a in reports.plain_instructions(rng, 200)]
-    return texts
-
-
 def _lm_loss(cfg: TrainConfig, model, batch: list, pad_id: int, image_ids: dict, rng, device) -> torch.Tensor:
     """The completion loss of one batch of examples (with the round's context noise and finding weights)."""
     ids, mask, labels = data.collate(batch, pad_id)
@@ -313,7 +302,7 @@ def _llm_inputs(cfg: TrainConfig, out: Path, samples: list, continue_llm: bool) 
         from llmcxr_app.demo.train.init_from_base import init_from_base
 
         return (*init_from_base(cfg.init_llm, cfg.vqgan.n_embed, cfg.llm, cfg.seed), rng)
-    return train_tokenizer(corpus(samples, rng), vocab_size=cfg.vocab_size), None, rng
+    return train_tokenizer(data.corpus(samples, rng), vocab_size=cfg.vocab_size), None, rng
 
 
 def _examples(
@@ -350,6 +339,16 @@ def _examples(
     return examples
 
 
+def focus_of(cfg: TrainConfig, samples: list, grid: int) -> list | None:
+    """Per sample, the grid cells that cfg.finding_weight weighs (cfg.focus_cells); None at weight 1."""
+    if cfg.finding_weight == 1.0:
+        return None
+    cells = {"findings": data.finding_cells, "contrast": contrast_cells}.get(cfg.focus_cells)
+    if cells is None:
+        raise ValueError(f"Unknown focus_cells {cfg.focus_cells!r}; use 'findings' or 'contrast'.")
+    return [list(cells(s, grid)) for s in samples]
+
+
 def declared(cfg: TrainConfig) -> dict[str, Any]:
     """What the checkpoint tells the app in config.json (loading.weights reads it); guidance 1 is no key."""
     guidance = None if cfg.draw_guidance == 1.0 else cfg.draw_guidance
@@ -382,9 +381,7 @@ def run(
     t = time.time()
     vqgan, vq_stats = _vqgan_stage(cfg, samples, out, dev, reuse_vqgan, continue_vqgan)
     codes = encode_all(vqgan, samples, dev)
-    focus = None
-    if cfg.finding_weight != 1.0:  # where each phantom's findings are
-        focus = [data.finding_cells(s, vqgan.grid) for s in samples]
+    focus = focus_of(cfg, samples, vqgan.grid)
     timings["vqgan_s"] = time.time() - t
     t = time.time()
     tokenizer, init, rng = _llm_inputs(cfg, out, samples, continue_llm)
