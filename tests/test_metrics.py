@@ -79,10 +79,15 @@ def test_report_attributes_score_only_present_findings():
         "Right pneumothorax.",  # a false positive has no true side to score against
     ]
     out = metrics.report_attributes(texts, truths)
-    assert out["effusion_side"] == {"accuracy": 0.5, "n": 2}
-    assert out["effusion_size"] == {"accuracy": 0.5, "n": 2}
-    assert out["pneumothorax_side"] == {"accuracy": 0.0, "n": 1}
-    assert out["consolidation_zone"] == {"accuracy": None, "n": 0}
+    effusion_side = {"left": {"left": 1}, "bilateral": {"none": 1}}  # what each true side was read as
+    assert out["effusion_side"] == {"accuracy": 0.5, "n": 2, "read_as": effusion_side}
+    assert out["effusion_size"] == {
+        "accuracy": 0.5,
+        "n": 2,
+        "read_as": {"small": {"small": 1}, "large": {"none": 1}},
+    }
+    assert out["pneumothorax_side"] == {"accuracy": 0.0, "n": 1, "read_as": {"right": {"left": 1}}}
+    assert out["consolidation_zone"] == {"accuracy": None, "n": 0, "read_as": {}}
 
 
 def test_ratio_is_undefined_on_an_empty_denominator():

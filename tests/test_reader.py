@@ -23,9 +23,11 @@ def test_score_counts_labels_attributes_and_exact_match():
         2 / 3
     )
     assert s["label_accuracy_mean"] == pytest.approx((6 + 2 / 3) / 7)
-    assert s["attribute_accuracy"]["effusion_side"] == {"accuracy": 0.0, "n": 1}
-    assert s["attribute_accuracy"]["effusion_size"] == {"accuracy": 1.0, "n": 1}
-    assert s["attribute_accuracy"]["consolidation_zone"] == {"accuracy": None, "n": 0}
+    side = {"accuracy": 0.0, "n": 1, "read_as": {"left": {"right": 1}}}
+    assert s["attribute_accuracy"]["effusion_side"] == side
+    size = {"accuracy": 1.0, "n": 1, "read_as": {"small": {"small": 1}}}
+    assert s["attribute_accuracy"]["effusion_size"] == size
+    assert s["attribute_accuracy"]["consolidation_zone"] == {"accuracy": None, "n": 0, "read_as": {}}
     assert s["exact_match_labels"] == pytest.approx(2 / 3) and s["exact_match"] == pytest.approx(1 / 3)
 
 

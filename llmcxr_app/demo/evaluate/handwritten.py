@@ -45,7 +45,7 @@ from llmcxr_app.demo.evaluate.handwritten_set import (
     load_questions,
     load_texts,
 )
-from llmcxr_app.demo.evaluate.metrics import prf, ratio
+from llmcxr_app.demo.evaluate.metrics import prf, ratio, read_as
 from llmcxr_app.demo.evaluate.replies import UNCLEAR, parse_reply, report_consistency
 from llmcxr_app.studio.build import load_studio
 from llmcxr_app.studio.facade import Studio, StudioInputError
@@ -98,7 +98,13 @@ def _attribute_scores(items: Sequence[TextItem], reads: Sequence[dict | None]) -
             if key in it.attributes
         ]
         hits = sum(a == b for a, b in pairs)
-        out[key] = {"accuracy": ratio(hits, len(pairs)), "n": len(pairs), "chance": 1 / len(classes)}
+        chance = 1 / len(classes)
+        out[key] = {
+            "accuracy": ratio(hits, len(pairs)),
+            "n": len(pairs),
+            "chance": chance,
+            "read_as": read_as(pairs),
+        }
     return out
 
 

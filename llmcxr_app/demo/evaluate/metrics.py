@@ -65,14 +65,27 @@ def reconstruction_error(original: np.ndarray, recon: np.ndarray) -> tuple[float
 
 def attribute_accuracy(read: Sequence[Mapping[str, object]], truths: Sequence[Findings]) -> dict:
     """Side / size / zone as read (a report's label_details, a reader's prediction) vs the truth, scored over
-    the items where the finding is truly present (a miss counts as wrong); accuracy None when there are none."""
+    the items where the finding is truly present (a miss counts as wrong); accuracy None when there are none.
+    ``read_as`` counts what was read for each true value ({"right": {"bilateral": 9, "none": 3, ...}}), so a
+    low accuracy says whether the finding was missed, misplaced or drawn on both sides."""
     if len(read) != len(truths):
         raise ValueError(f"{len(read)} readings for {len(truths)} truths.")
     out = {}
     for name in Findings().attributes():
         pairs = [(r[name], f.attributes()[name]) for r, f in zip(read, truths, strict=True)]
         pairs = [(a, b) for a, b in pairs if b != "none"]
-        out[name] = {"accuracy": ratio(sum(a == b for a, b in pairs), len(pairs)), "n": len(pairs)}
+        accuracy = ratio(sum(a == b for a, b in pairs), len(pairs))
+        out[name] = {"accuracy": accuracy, "n": len(pairs), "read_as": read_as(pairs)}
+    return out
+
+
+def read_as(pairs: Sequence[tuple[object, object]]) -> dict[str, dict[str, int]]:
+    """How often each true value (second of a pair) was read as each value (first; None: a failed
+    drawing), e.g. {"right": {"bilateral": 9, "none": 3, "right": 2}}."""
+    out: dict[str, dict[str, int]] = {}
+    for got, truth in pairs:
+        row = out.setdefault(str(truth), {})
+        row[str(got)] = row.get(str(got), 0) + 1
     return out
 
 
