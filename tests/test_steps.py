@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from llmcxr_app.engine.steps import decode_pair_step, decode_step, prefill, prefill_pair
+from llmcxr_app.engine.steps import decode_pair_step, decode_step, pair_inputs, prefill
 
 
 @pytest.mark.parametrize("lengths", [(9, 4), (4, 9), (6, 6)])
@@ -13,7 +13,9 @@ def test_a_pair_scores_each_prompt_as_it_would_alone(model, lengths):
     g = torch.Generator().manual_seed(sum(lengths))
     vocab = model.get_input_embeddings().weight.shape[0]
     first, second = (torch.randint(0, vocab, (1, n), generator=g) for n in lengths)
-    both, past, mask = prefill_pair(model, first, second)
+    pair = pair_inputs(first, second)
+    both, past = prefill(model, **pair)
+    mask = pair["attention_mask"]
     alone = [prefill(model, first), prefill(model, second)]
     assert both.shape == (2, vocab) and mask.shape == (2, max(lengths))
     assert mask.sum(-1).tolist() == list(lengths)

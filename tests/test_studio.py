@@ -156,6 +156,31 @@ def test_a_guided_draw_runs_the_swapped_or_normal_negative_and_records_it(studio
     assert len({tuple(plain.codes), tuple(swapped.codes), tuple(normal.codes)}) == 3
 
 
+def test_the_apps_cpu_path_runs_a_guided_draw_as_one_batch_of_two(studio, tiny_location):
+    """The app's default runtime on a CPU (its fast path, without a static cache there) draws a guided
+    image with one forward per id, as many as unguided, and the same ids as the plain eager studio."""
+    runtime = RuntimeConfig(device="cpu", quantization="fp32", fast_path=True, warmup=False)
+    app = Studio.from_settings(Settings(model=tiny_location, runtime=runtime), background_warm_up=False)
+    calls = []
+    handle = app.llm.model.register_forward_pre_hook(lambda *_: calls.append(1))
+
+    def draw(on, guidance):
+        return Studio.finish(
+            on.draw(
+                "Large left effusion.", sampling=SamplingConfig(seed=5, guidance=guidance), preview_every=0
+            )
+        )
+
+    try:
+        plain = draw(app, 1.0)
+        n_plain = len(calls)
+        guided = draw(app, 3.0)
+    finally:
+        handle.remove()
+    assert n_plain == len(calls) - n_plain == 1 + studio.vqgan.grid_tokens
+    assert guided.codes == draw(studio, 3.0).codes != plain.codes
+
+
 def test_a_draw_with_nothing_to_swap_runs_unguided_and_says_why(studio):
     def draw(**kw):
         sampling = SamplingConfig(seed=4, **kw)

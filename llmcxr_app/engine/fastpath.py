@@ -241,14 +241,17 @@ class FastPath:
 
     @torch.inference_mode()
     def prefill(
-        self, model: Any, input_ids: torch.Tensor, *, capacity: int | None = None
+        self, model: Any, input_ids: torch.Tensor, *, capacity: int | None = None, **inputs: torch.Tensor
     ) -> tuple[torch.Tensor, Any]:
         """steps.prefill into a pooled StaticCache of ``capacity`` (default: bucket of prompt + reserve).
 
         input_ids: LongTensor [1, T]. Returns (logits [1, V] float32, past). Eager (prompt lengths vary).
+        Without the static cache this is steps.prefill, ``inputs`` included (a guided drawing's pair).
         """
         if not self.static:
-            return prefill(model, input_ids)
+            return prefill(model, input_ids, **inputs)
+        if inputs:
+            raise ValueError("The static cache holds one prompt; it takes no further inputs.")
         n = input_ids.shape[1]
         if capacity is None:
             capacity = _bucket_for(min(n + self.config.reserve, self.sizes[-1]), self.sizes)
@@ -294,12 +297,13 @@ class FastPath:
 
         Same arguments, checks and ids; with the static cache the ids stay on the device between copies
         (every ``sync_every`` ids, default one grid row), without it every id is yielded as in eager mode.
-        Without the static cache the loop gets the plain eager steps, so a guided drawing runs its prompt
+        Without the static cache the loop gets the plain eager step, so a guided drawing runs its prompt
         and negative as one batch of two; with it, the negative runs eagerly beside this path's cache
         (generation._ImageScores).
         """
         every = (self.config.sync_every or max(1, math.isqrt(grid_tokens))) if self.static else 1
-        eager = not self.static
+        if not self.static and step in (None, self.step):  # then this path's step is the plain eager one:
+            step = decode_step  # said so, the loop runs a guided drawing's two prompts as one batch
         yield from generation.generate_image(
             model,
             layout,
@@ -308,8 +312,8 @@ class FastPath:
             sampling,
             cancel,
             context_length,
-            prefill_fn=prefill_fn or (prefill if eager else self.prefill),
-            step=step or (decode_step if eager else self.step),
+            prefill_fn=prefill_fn or self.prefill,
+            step=step or self.step,
             sync_every=every,
             negative_ids=negative_ids,
         )

@@ -21,10 +21,10 @@ from typing import Any, Literal
 import torch
 
 from llmcxr_app.config import SamplingConfig
-from llmcxr_app.engine.steps import decode_pair_step, decode_step, device_of, prefill, prefill_pair
+from llmcxr_app.engine.steps import decode_pair_step, decode_step, device_of, pair_inputs, prefill
 from llmcxr_app.protocol import TokenLayout
 
-PrefillFn = Callable[[Any, torch.Tensor], tuple[torch.Tensor, Any]]
+PrefillFn = Callable[..., tuple[torch.Tensor, Any]]  # (model, input_ids [B, T], **inputs) -> (logits, past)
 StepFn = Callable[[Any, "int | torch.Tensor", Any, int], tuple[torch.Tensor, Any]]
 
 REPLACEMENT_CHAR = "\ufffd"  # what a decoder emits for an incomplete UTF-8 sequence
@@ -280,8 +280,9 @@ class _ImageScores:
     """The image loop's model side: prefills the prompt (and, guided, a negative prompt), then for each
     fed token returns the scores [1, V] of the next image id (masked logits; guided: ``guide``'s scores).
 
-    Guided on the eager path, the two prompts run as one batch of two (prefill_pair, decode_pair_step):
-    one forward per id instead of two. A fast path's cache holds one sequence, so there the negative runs
+    Guided on the eager path (``step`` is steps.decode_step, so ``prefill_fn`` fills a DynamicCache and
+    takes a pair's inputs), the two prompts run as one batch of two (pair_inputs, decode_pair_step): one
+    forward per id instead of two. A fast path's cache holds one sequence, so there the negative runs
     beside it in an eager cache of its own.
     """
 
@@ -305,8 +306,10 @@ class _ImageScores:
             raise ValueError("Guidance needs negative_ids (the prompt it guides away from).")
         negative = _as_input(self.model, negative_ids)
         _check_image_fits(negative.shape[1], grid_tokens, context)
-        if self.prefill_fn is prefill and self.step is decode_step:
-            _, self.past, self.pair_mask = prefill_pair(self.model, self.ids, negative)
+        if self.step is decode_step:  # the eager DynamicCache: both prompts go in one batch of two
+            pair = pair_inputs(self.ids, negative)
+            _, self.past = self.prefill_fn(self.model, **pair)
+            self.pair_mask = pair["attention_mask"]
             return
         _, self.past = self.prefill_fn(self.model, self.ids)
         _, self.negative = prefill(self.model, negative)

@@ -1,5 +1,5 @@
 """The model's steps for generation: prefill a prompt, feed one token; and the same for two prompts run as
-one batch of two (a guided drawing's prompt and its negative).
+one batch of two (a guided drawing's prompt and its negative: pair_inputs, decode_pair_step).
 
 Pure functions (no state outside their arguments and results), in the style of gpt-fast. Logits are float32
 [B, V] for the next token, V the LM head width; the cache is the model's ``DynamicCache``.
@@ -20,9 +20,10 @@ def device_of(model: Any) -> torch.device:
 def prefill(model: Any, input_ids: torch.Tensor, **inputs: torch.Tensor) -> tuple[torch.Tensor, Any]:
     """Run the prompt through the model with a fresh DynamicCache.
 
-    input_ids: LongTensor [1, T]. ``inputs``: further inputs of the prompt, moved to the model's device (an
-    adapter model's pixel_values [1, 3, H, W]; bind them with functools.partial to get a PrefillFn).
-    Returns (logits [1, V] float32 for the next token, past_key_values).
+    input_ids: LongTensor [B, T] (B = 1, or 2 for a pair: pair_inputs). ``inputs``: further inputs of the
+    prompt, moved to the model's device (a pair's attention_mask and position_ids; an adapter model's
+    pixel_values [1, 3, H, W], bound with functools.partial to get a PrefillFn).
+    Returns (logits [B, V] float32 for the next token, past_key_values).
     """
     from transformers import DynamicCache
 
@@ -51,51 +52,37 @@ def decode_step(
     return out.logits[:, -1, :].float(), out.past_key_values
 
 
-@torch.inference_mode()
-def prefill_pair(
-    model: Any, first: torch.Tensor, second: torch.Tensor
-) -> tuple[torch.Tensor, Any, torch.Tensor]:
-    """Run two prompts (LongTensors [1, Ta] and [1, Tb]) as one batch of two, the shorter left-padded.
+def pair_inputs(first: torch.Tensor, second: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Two prompts (LongTensors [1, Ta] and [1, Tb]) as one batch of two for ``prefill``: the shorter
+    left-padded, behind an attention mask, each row at its own positions.
 
-    Returns (logits [2, V] float32 for each prompt's next token, past_key_values, attention mask [2, T]
-    with T = max(Ta, Tb): 0 over the padding). Each row sees only its own ids at its own positions, so
-    its logits are those of ``prefill`` on that prompt alone (to float rounding).
+    Returns {"input_ids": [2, T], "attention_mask": [2, T] (0 over the padding), "position_ids": [2, T]}
+    with T = max(Ta, Tb). ``prefill(model, **pair_inputs(a, b))`` gives each row the logits ``prefill``
+    gives that prompt alone (to float rounding); ``decode_pair_step`` goes on from its cache.
     """
-    from transformers import DynamicCache
-
-    device = device_of(model)
     width = max(first.shape[1], second.shape[1])
-    ids = torch.zeros((2, width), dtype=torch.long, device=device)
-    mask = torch.zeros((2, width), dtype=torch.long, device=device)
+    ids = torch.zeros((2, width), dtype=torch.long)
+    mask = torch.zeros((2, width), dtype=torch.long)
     for row, prompt in enumerate((first, second)):
-        ids[row, width - prompt.shape[1] :] = prompt[0].to(device)
+        ids[row, width - prompt.shape[1] :] = prompt[0].cpu()
         mask[row, width - prompt.shape[1] :] = 1
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    past = DynamicCache(config=model.config)
-    out = model(
-        input_ids=ids,
-        attention_mask=mask,
-        position_ids=positions,
-        past_key_values=past,
-        use_cache=True,
-        logits_to_keep=1,
-    )
-    return out.logits[:, -1, :].float(), out.past_key_values, mask
+    return {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
 
 
 @torch.inference_mode()
 def decode_pair_step(
     model: Any, token_id: torch.Tensor, past: Any, mask: torch.Tensor
 ) -> tuple[torch.Tensor, Any, torch.Tensor]:
-    """Feed the same token (a tensor holding one id) to both rows of a ``prefill_pair`` cache.
+    """Feed the same token (a tensor holding one id) to both rows of a pair's cache (``pair_inputs``).
 
-    ``mask``: the pair's attention mask so far [2, T]. Returns (logits [2, V] float32, past_key_values,
+    ``mask``: the pair's attention mask so far [2, T] (pair_inputs' to begin with). Returns (logits [2, V] float32, past_key_values,
     the mask grown by the fed token [2, T + 1]); each row's token sits at the position after its own ids.
     """
     device = device_of(model)
     ids = torch.as_tensor(token_id, dtype=torch.long, device=device).reshape(1, 1).expand(2, 1)
     positions = mask.sum(-1, keepdim=True)  # ids so far in each row = the new token's 0-based position
-    mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
+    mask = torch.cat([mask.to(device), torch.ones_like(mask[:, :1], device=device)], dim=-1)
     out = model(
         input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=past, use_cache=True
     )

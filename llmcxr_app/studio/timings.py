@@ -16,12 +16,12 @@ def sync(device: torch.device) -> None:
 
 
 def timed_prefill(fn: Callable[..., Any], device: torch.device, marks: dict) -> Callable[..., Any]:
-    """``fn`` (a prefill: (model, input_ids [1, T]) -> (logits, past)) that also records its wall seconds,
-    the device's queued work included, as marks["prompt_s"]."""
+    """``fn`` (a prefill: (model, input_ids [B, T], **inputs) -> (logits, past)) that also records its wall
+    seconds, the device's queued work included, as marks["prompt_s"]."""
 
-    def run(model: Any, input_ids: torch.Tensor) -> Any:
+    def run(model: Any, input_ids: torch.Tensor, **inputs: torch.Tensor) -> Any:
         t = time.perf_counter()
-        out = fn(model, input_ids)
+        out = fn(model, input_ids, **inputs)
         sync(device)
         marks["prompt_s"] = time.perf_counter() - t
         return out
