@@ -76,8 +76,9 @@ def decode_pair_step(
 ) -> tuple[torch.Tensor, Any, torch.Tensor]:
     """Feed the same token (a tensor holding one id) to both rows of a pair's cache (``pair_inputs``).
 
-    ``mask``: the pair's attention mask so far [2, T] (pair_inputs' to begin with). Returns (logits [2, V] float32, past_key_values,
-    the mask grown by the fed token [2, T + 1]); each row's token sits at the position after its own ids.
+    ``mask``: the pair's attention mask so far [2, T] (pair_inputs' to begin with). Returns (logits [2, V]
+    float32, past_key_values, the mask grown by the fed token [2, T + 1]); each row's token sits at the
+    position after its own ids.
     """
     device = device_of(model)
     ids = torch.as_tensor(token_id, dtype=torch.long, device=device).reshape(1, 1).expand(2, 1)
