@@ -172,11 +172,14 @@ def test_recipes_parse_with_fixed_steps_and_refuse_budgets(tmp_path):
     demo, candidate = recipe.load("demo"), recipe.load("round11")
     assert demo.start.path == candidate.start.path == "weights/demo"
     assert all(re.fullmatch(r"[0-9a-f]{40}", r.start.git_commit) for r in (demo, candidate))
-    # the shipped weights: round 14, grown to 8 layers and trained on (round 17b); the last stage also
-    # writes the guidance the app draws with into config.json (no effect on the training)
+    # the shipped weights: round 14, grown to 8 layers and trained on (round 17b), then the two stages of
+    # round 22b (the attribute contrast); from round 17b's last stage on, each writes the guidance the app
+    # draws with into config.json (no effect on the training)
     trained = recipe.load("round17b").stages
     last = replace(trained[-1], config=replace(trained[-1].config, draw_guidance=2.0))
-    assert demo.stages == (*trained[:-1], last)
+    contrast = recipe.load("round22b").stages
+    assert demo.stages == (*trained[:-1], last, *contrast)
+    assert contrast[:1] == recipe.load("round22").stages and contrast[-1].config.focus_cells == "contrast"
     for stage in candidate.stages:
         assert stage.config.lm_budget_s == 0 and stage.config.lm_steps > 0 and stage.mode == "continue_llm"
         assert stage.config.rich_fraction > 0 and stage.config.hold_out
