@@ -30,7 +30,8 @@ DEMO_LABEL = "demo model: trained on synthetic phantoms, not on real X-rays"
 CANDIDATES_LABEL = "Draw: candidates"  # the settings slider; the Draw hint names it by this label
 GUIDANCE_LABEL = "Guidance (drawings)"
 GUIDANCE_INFO = (
-    "1 = the model's own drawing. Higher pushes it away from what is chosen below, at twice the time. "
+    "1 = the model's own drawing. Higher pushes it away from what is chosen below; a second prompt runs "
+    "beside the drawing, so it takes longer. "
     "It starts at the model's own setting."
 )
 GUIDE_AWAY_LABEL = "Guide drawings away from"
