@@ -224,6 +224,8 @@ def train_llm(
 ) -> tuple[torch.nn.Module, dict]:
     """AdamW with linear warm-up and cosine decay on the completion loss, plus cfg.side_contrast times the
     contrast of `pairs` (needed when side_contrast > 0)."""
+    if cfg.side_contrast > 0 and len(pairs or ()) < cfg.contrast_pairs:
+        raise ValueError(f"side_contrast needs at least {cfg.contrast_pairs} contrast pairs.")
     model = init if init is not None else make_llm(len(tokenizer), codebook_size, cfg.llm, seed=cfg.seed)
     model = model.to(device=device, dtype=torch.float32)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lm_lr, betas=(0.9, 0.95), weight_decay=0.01)
