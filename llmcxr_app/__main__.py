@@ -268,7 +268,8 @@ def _draw(studio: Studio, args: argparse.Namespace, text: str, sampling: Samplin
         print(f"Findings read as: {result.provenance['read_as']} (the model read {_model_read(result)}).")
         guided = guidance.describe(result.provenance)
         if guided:
-            print(f"Drawn with {guided}." if guided.startswith("guidance") else f"Drawn {guided}.")
+            guided_away = result.provenance.get("guided_away_from")  # else: "unguided (why)"
+            print(f"Drawn with {guided}." if guided_away else f"Drawn {guided}.")
         if check is not None:
             from llmcxr_app.studio.selfcheck import verdict
 
