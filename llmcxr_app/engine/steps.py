@@ -82,8 +82,9 @@ def decode_pair_step(
     """
     device = device_of(model)
     ids = torch.as_tensor(token_id, dtype=torch.long, device=device).reshape(1, 1).expand(2, 1)
+    mask = mask.to(device)  # pair_inputs builds it on the host; later steps hand back the device's
     positions = mask.sum(-1, keepdim=True)  # ids so far in each row = the new token's 0-based position
-    mask = torch.cat([mask.to(device), torch.ones_like(mask[:, :1], device=device)], dim=-1)
+    mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
     out = model(
         input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=past, use_cache=True
     )
