@@ -67,6 +67,15 @@ def test_pairs_put_the_two_texts_before_the_same_image_ids(rendered, tiny_tokeni
         assert true_prompt.replace(findings_text(sample.findings), "") == swapped_prompt.replace(
             findings_text(sample.findings.swapped()), ""
         )
+    # Cells the caller has already (a round that also weighs them) give the same pairs.
+    known = [contrast_cells(s, 16) for s in rendered]
+    again = contrast_pairs(
+        tiny_tokenizer, rendered, codes, codebook_size=32, grid=16, rng=np.random.default_rng(0), cells=known
+    )
+    rebuilt = contrast_pairs(
+        tiny_tokenizer, rendered, codes, codebook_size=32, grid=16, rng=np.random.default_rng(0)
+    )
+    assert again == rebuilt and all(p.cells for p in again)
 
 
 def test_contrast_cells_cover_the_finding_and_where_the_swapped_one_would_be():

@@ -60,11 +60,14 @@ def contrast_pairs(
     codebook_size: int,
     grid: int,
     rng: np.random.Generator,
+    cells: Sequence[Sequence[int]] | None = None,
 ) -> list[Pair]:
     """A Pair for each sample whose findings have a side, size or zone to swap; both texts of a pair get
-    the same drawing instruction (a random one of upstream's)."""
+    the same drawing instruction (a random one of upstream's). ``cells``: each sample's contrast_cells when
+    the caller has them already (else computed here)."""
     out = []
-    for sample, code in zip(samples, codes, strict=True):
+    known = cells if cells is not None else [None] * len(samples)
+    for sample, code, where in zip(samples, codes, known, strict=True):
         swapped = sample.findings.swapped()
         if swapped == sample.findings:
             continue
@@ -81,6 +84,6 @@ def contrast_pairs(
             for f in (sample.findings, swapped)
         ]
         (true_ids, true_start), (swapped_ids, swapped_start) = built
-        cells = contrast_cells(sample, grid)
-        out.append(Pair(true_ids, swapped_ids, true_start, swapped_start, grid * grid, cells))
+        where = tuple(where) if where is not None else contrast_cells(sample, grid)
+        out.append(Pair(true_ids, swapped_ids, true_start, swapped_start, grid * grid, where))
     return out

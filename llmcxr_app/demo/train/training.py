@@ -390,7 +390,8 @@ def run(
     examples = _examples(cfg, tokenizer, samples, codes, vqgan.grid_tokens, rng, focus)
     pairs = None
     if cfg.side_contrast > 0:
-        kw = {"codebook_size": cfg.vqgan.n_embed, "grid": vqgan.grid, "rng": rng}
+        known = focus if focus is not None and cfg.focus_cells == "contrast" else None  # rendered once
+        kw = {"codebook_size": cfg.vqgan.n_embed, "grid": vqgan.grid, "rng": rng, "cells": known}
         pairs = contrast_pairs(tokenizer, samples, codes, **kw)
         _log(f"{len(pairs)} contrast pairs")
     llm, lm_stats = train_llm(
