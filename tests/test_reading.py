@@ -151,3 +151,22 @@ def test_questions_whether_a_finding_is_gone_and_lay_names_for_fluid_and_failure
         assert reading is not None and (reading.kind, reading.label) == (kind, label), question
     assert read_question("Are the lungs hyperexpanded?") is None  # not a pneumothorax question
     assert read_question("Is there pleural fluid and edema?") is None  # two findings: as typed
+
+
+def test_questions_in_words_the_labeler_does_not_use_for_a_finding():
+    """Written for this test (2026-11-29), apart from the hand-written test set and the generator."""
+    from llmcxr_app.studio.reading import read_question
+
+    expected = {
+        "Do you see any air in the pleural space?": ("presence", "pneumothorax"),
+        "Is there a visible pleural line?": ("presence", "pneumothorax"),
+        "Is the lung fully up?": ("absence", "pneumothorax"),
+        "Is the pneumothorax gone?": ("absence", "pneumothorax"),
+        "Is there a meniscus at either base?": ("presence", "effusion"),
+        "Any evidence of infection in the lungs?": ("presence", "consolidation"),
+        "Is the infective change in the right upper lobe?": ("zone", "consolidation"),
+    }
+    for question, (kind, label) in expected.items():
+        reading = read_question(question)
+        assert reading is not None and (reading.kind, reading.label) == (kind, label), question
+    assert read_question("Is the patient sitting up?") is None  # "up" alone names no lung

@@ -93,6 +93,7 @@ _ABSENCE_ASKED = re.compile(
 # removed?") they are left to the devices question.
 _GONE_ASKED = re.compile(
     r"\bresolv\w*|\bremoved\b|\bno\s+longer\b|\bcleared\b|\bfully\s+expanded\b|\bre-?expanded\b"
+    r"|\bgone\b|\blungs?\s+(?:\w+\s+)?(?:fully\s+)?up\b"
 )
 _HEART_SIZE = re.compile(r"\b(?:heart|cardiac)\s+size\b|\bsize\s+of\s+the\s+heart\b")
 _DEVICES = re.compile(r"(?<!pleural\s)\blines?\b|\b(?:tubes?|devices?|hardware)\b")
@@ -101,17 +102,21 @@ _DEVICES = re.compile(r"(?<!pleural\s)\blines?\b|\b(?:tubes?|devices?|hardware)\
 _QUESTION_NAMES = {
     "pneumothorax": re.compile(
         r"\bcollapsed\s+(?:right\s+|left\s+)?lung\b|\blungs?\b.*\b(?:fully\s+expanded|re-?expanded)\b"
+        r"|\bair\s+in\s+the\s+pleural\s+(?:space|cavity)\b|\bpleural\s+air\b|\b(?:visceral\s+)?pleural\s+line\b"
+        r"|\blungs?\s+(?:\w+\s+)?(?:fully\s+)?up\b"  # "Is the lung fully up?" (re-expanded)
     ),
     "ett": re.compile(r"\bbreathing\s+tube\b|\btube\s+in\s+the\s+(?:trachea|windpipe)\b|\bextubated\b"),
     "pacemaker": re.compile(r"\bcardiac\s+device\b|\bpacing\s+device\b"),
-    "consolidation": re.compile(r"\bopacit(?:y|ies)\b|\blungs?\s+(?:are\s+|is\s+)?clear\b"),  # "lungs clear?"
+    "consolidation": re.compile(  # "lungs clear?"; infection on a radiograph is airspace consolidation
+        r"\bopacit(?:y|ies)\b|\blungs?\s+(?:are\s+|is\s+)?clear\b|\binfect(?:ion|ive|ed)\b"
+    ),
     "cardiomegaly": re.compile(r"\bctr\b|\bcardiothoracic\s+ratio\b"),
     "edema": re.compile(
         r"\bpulmonary\s+vasculature\b|\b(?:heart|cardiac)\s+failure\b|\bevidence\s+of\s+failure\b"
         r"|\bfluid\s+(?:overload|in\s+the\s+lungs?)\b"
     ),
     # "fluid" alone is pleural fluid; fluid overload and fluid in the lungs are oedema (above)
-    "effusion": re.compile(r"\bfluid\b(?!\s+(?:overload|in\s+the\s+lungs?))"),
+    "effusion": re.compile(r"\bfluid\b(?!\s+(?:overload|in\s+the\s+lungs?))|\bmeniscus\b"),
 }
 
 
