@@ -11,8 +11,9 @@ import torch
 
 from llmcxr_app import protocol
 from llmcxr_app.config import DEMO_ADAPTER_DIR
+from llmcxr_app.demo.train.config import PRESETS
 from llmcxr_app.demo.train.init_from_base import copy_base_weights, init_from_base, load_base
-from llmcxr_app.demo.train.training import PRESETS, run
+from llmcxr_app.demo.train.training import run
 from llmcxr_app.modeling.builders import LLMShape, make_llm
 
 SHAPE = PRESETS["tiny"].llm  # the tiny token preset's GPT-NeoX shape, so the tiny run can start from it

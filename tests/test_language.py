@@ -17,7 +17,8 @@ from llmcxr_app.demo.data import language, questions, splits
 from llmcxr_app.demo.data import samples as data
 from llmcxr_app.demo.data.findings import Findings, sample_findings
 from llmcxr_app.demo.data.reports import QUESTIONS, make_qa, write_findings_prompt
-from llmcxr_app.demo.train import recipe, training
+from llmcxr_app.demo.train import recipe
+from llmcxr_app.demo.train.config import PRESETS
 from llmcxr_app.studio.labeler import label_states, parse_answer
 
 N = 1000
@@ -232,9 +233,7 @@ def test_tiny_recipe_runs_every_mode(tmp_path):
     assert config["rope_parameters"]["rope_theta"] == records[2]["grid_rope"]["to"]
     saved = json.loads((tmp_path / "training.json").read_text())
     assert saved["config"]["rich_fraction"] > 0 and saved["previous_rounds"][1:] == records[1:3]
-    assert (
-        len(saved["previous_rounds"]) == 3 and records[3]["lm_steps_run"] == training.PRESETS["tiny"].lm_steps
-    )
+    assert len(saved["previous_rounds"]) == 3 and records[3]["lm_steps_run"] == PRESETS["tiny"].lm_steps
 
 
 def test_template_examples_unchanged_without_rich_text(tiny_tokenizer):

@@ -14,8 +14,9 @@ from llmcxr_app import protocol
 from llmcxr_app.config import DEMO_MODEL, RuntimeConfig, SamplingConfig, Settings, resolve_location
 from llmcxr_app.demo.data import samples as data
 from llmcxr_app.demo.train import recipe
+from llmcxr_app.demo.train.config import PRESETS
 from llmcxr_app.demo.train.outputs import save_llm
-from llmcxr_app.demo.train.training import PRESETS, declared, run
+from llmcxr_app.demo.train.training import declared, run
 from llmcxr_app.loading.weights import DRAW_GUIDANCE_KEY, load_model
 
 
@@ -149,6 +150,29 @@ def test_a_further_round_with_the_attribute_contrast_trains_on_pairs(smoke_run, 
     assert "contrast margin" in said and np.isfinite(record["contrast_margin_last50"])
     assert record["config"]["side_contrast"] == 1.0
     assert "contrast_margin_last50" not in json.loads((out / "training.json").read_text())
+
+
+def test_a_preference_round_trains_on_pairs_of_its_own_drawings(smoke_run, tmp_path, capsys):
+    out, _ = smoke_run
+    for part in ("vqgan", "llm"):
+        shutil.copytree(out / part, tmp_path / part)
+    (tmp_path / "training.json").write_text((out / "training.json").read_text())
+    kw = {"side_contrast": 1.0, "contrast_pairs": 1, "contrast_beta": 0.1, "critic_steps": 150}
+    cfg = replace(
+        PRESETS["tiny"], n_phantoms=8, threads=1, preference_prompts=4, preference_candidates=4, **kw
+    )
+    record = run(cfg, tmp_path, reuse_vqgan=True, continue_llm=True)
+    said = record["preference"]
+    findings = [data.make_phantom(seed, size=16).findings for seed in range(8)]
+    placeable = [f for f in findings if f.swapped() != f]
+    assert said["prompts"] == min(4, len(placeable)) and said["candidates"] == 4 * said["prompts"]
+    assert 1 <= said["pairs"] <= said["prompts"]
+    assert said["agreement_worst_mean"] < said["agreement_best_mean"] <= 11
+    assert said["critic"]["n_phantoms"] == 8 and said["critic"]["steps"] == 150  # the round's own phantoms
+    assert "not the evaluation reader" in said["critic"]["role"]
+    assert np.isfinite(record["contrast_margin_last50"]) and "preference: " in capsys.readouterr().out
+    with pytest.raises(ValueError, match="continue_llm"):  # it draws with the model it continues
+        run(cfg, tmp_path / "fresh")
 
 
 def test_the_finding_weight_falls_on_the_cells_the_round_names():

@@ -35,6 +35,8 @@ class Pair:
     swapped_start: int  # the same in swapped_ids
     n_codes: int  # image ids in the grid (256 for the official 16 x 16)
     cells: tuple[int, ...]  # grid cells (row-major) where either findings would show
+    reference: float = 0.0  # the margin (nats) a reference model already has over the cells: 0 for the
+    #                         attribute contrast; a preference pair's starting model (train/preference.py)
 
 
 def findings_text(findings: Findings) -> str:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from llmcxr_app.demo.train import recipe as recipe_mod
 from llmcxr_app.demo.train import training
-from llmcxr_app.demo.train.training import PRESETS, run
+from llmcxr_app.demo.train.config import PRESETS
+from llmcxr_app.demo.train.training import run
 from llmcxr_app.loading.writers import shrink
 
 # flag -> TrainConfig field, for the single-stage overrides

@@ -61,23 +61,36 @@ def pair_logprobs(
 
 
 def contrast_loss(
-    logp_true: torch.Tensor, logp_swapped: torch.Tensor, cells: Sequence[Sequence[int]], beta: float
+    logp_true: torch.Tensor,
+    logp_swapped: torch.Tensor,
+    cells: Sequence[Sequence[int]],
+    beta: float,
+    reference: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(loss, margins [P]): each pair's margin is the log-probability its image ids gain from the true text
-    over the swapped one, summed over the pair's cells (nats); the loss, softplus(-beta * margin) averaged
-    over the pairs, is the logistic loss of preferring the true text. It fades once a margin is a few
-    1 / beta nats, so it asks that the texts be told apart, not that the swapped one be impossible."""
+    """(loss, margins [P]): each pair's margin is the log-probability its first sequence's image ids gain
+    over the second's, summed over the pair's cells (nats), less its ``reference`` [P] (a reference model's
+    margin; None = 0). The loss, softplus(-beta * margin) averaged over the pairs, is the logistic loss of
+    preferring the first. It fades once a margin is a few 1 / beta nats, so it asks that the two be told
+    apart, not that the second be impossible.
+
+    Attribute contrast: the same image ids after the true and the swapped text, no reference. Preference
+    (train/preference.py): two drawings of one request, the starting model's margin as reference; this is
+    then the DPO loss."""
     mask = torch.zeros_like(logp_true)
     for i, where in enumerate(cells):
         mask[i, list(where)] = 1.0
     margins = ((logp_true - logp_swapped) * mask).sum(1)
+    if reference is not None:
+        margins = margins - reference.to(margins)
     return F.softplus(-beta * margins).mean(), margins
 
 
 def pair_contrast(
     model: torch.nn.Module, pairs: Sequence[Pair], beta: float, pad_id: int, device: torch.device
 ) -> tuple[torch.Tensor, float]:
-    """(contrast_loss of `pairs` under `model`, their mean margin in nats): one training step's contrast."""
+    """(contrast_loss of `pairs` under `model`, their mean margin over the reference in nats): one training
+    step's contrast."""
     logp_true, logp_swapped = pair_logprobs(model, pairs, pad_id, device)
-    loss, margins = contrast_loss(logp_true, logp_swapped, [p.cells for p in pairs], beta)
+    reference = torch.tensor([p.reference for p in pairs])
+    loss, margins = contrast_loss(logp_true, logp_swapped, [p.cells for p in pairs], beta, reference)
     return loss, float(margins.detach().mean())

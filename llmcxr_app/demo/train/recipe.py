@@ -24,10 +24,11 @@ from pathlib import Path
 
 import torch
 
+from llmcxr_app.demo.train.config import PRESETS, TrainConfig
 from llmcxr_app.demo.train.deepen import deepen
 from llmcxr_app.demo.train.grid_rope import set_grid_rope
 from llmcxr_app.demo.train.outputs import write_record
-from llmcxr_app.demo.train.training import PRESETS, TrainConfig, run
+from llmcxr_app.demo.train.training import run
 from llmcxr_app.loading.writers import shrink
 from llmcxr_app.modeling.builders import LLMShape
 

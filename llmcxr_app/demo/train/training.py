@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -33,102 +33,14 @@ import torch.nn.functional as F
 from llmcxr_app import protocol
 from llmcxr_app.demo.data import samples as data
 from llmcxr_app.demo.data.pairs import Pair, contrast_cells, contrast_pairs
+from llmcxr_app.demo.train import preference
+from llmcxr_app.demo.train.config import TrainConfig
 from llmcxr_app.demo.train.losses import completion_loss, pair_contrast
 from llmcxr_app.demo.train.outputs import save_llm, write_record
 from llmcxr_app.loading.weights import DRAW_GUIDANCE_KEY, DRAW_PROMPT_KEY, QUESTION_PROMPT_KEY, load_vqgan
 from llmcxr_app.loading.writers import save_vqgan
-from llmcxr_app.modeling.builders import DEMO_LLM, DEMO_VOCAB, DEMO_VQGAN, LLMShape, make_llm, train_tokenizer
-from llmcxr_app.modeling.vqgan import VQGAN, VQGANConfig
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """One training run."""
-
-    seed: int = 0  # everything (phantom seeds, init, batching) derives from it
-    n_phantoms: int = 3000  # training phantoms (seeds 0..n-1)
-    vqgan: VQGANConfig = DEMO_VQGAN  # f8 at 128 px -> the official 16 x 16 grid
-    vq_steps: int = 500  # VQ-GAN optimizer steps
-    vq_batch: int = 12  # image crops per VQ-GAN step
-    vq_crop: int = 64  # the fully convolutional VQ-GAN trains on random crops (4x cheaper than 128 px)
-    vq_lr: float = 2e-3  # Adam learning rate of the VQ-GAN
-    vocab_size: int = DEMO_VOCAB  # BPE vocabulary (before the special tokens)
-    llm: LLMShape = DEMO_LLM  # GPT-NeoX size
-    lm_steps: int = 1300  # LLM optimizer steps
-    lm_batch: int = 16  # examples per LLM step
-    lm_lr: float = 1.5e-3  # peak AdamW learning rate (cosine decay, linear warm-up)
-    lm_warmup: int = 60  # warm-up steps
-    lm_budget_s: float = 0.0  # > 0: cap LLM steps so the stage fits this many seconds (step time measured
-    #                           over the first 10 steps; the cosine schedule then spans the capped count)
-    qa_per_image: int = 2  # VQA examples per phantom
-    draw_keep: float = 1.0  # fraction of report->CXR examples kept (each carries 256 image-id targets)
-    loss_weighting: str = "token"  # "token": mean over all target ids (upstream's trainer); "example": each
-    #                                example's mean, so a 3-id VQA answer weighs as much as a 257-id drawing
-    threads: int = 2  # torch CPU threads
-    init_llm: str = ""  # a text-only base LM directory to start the LLM from (init_from_base.py); "": random
-    rich_fraction: float = 0.0  # share of drawing texts / VQA questions in clinician style (data/language.py)
-    hold_out: bool = False  # drop phantoms with the held-out finding combinations (data/splits.py)
-    mirror_twins: bool = False  # also train on each one-sided phantom's anatomy with its findings on the
-    #                             other side (data.mirror_twins): pairs that differ only in the side
-    context_noise: float = 0.0  # > 0: this fraction of a drawing's input image ids is replaced by random
-    #                             image ids, labels unchanged (data.corrupt_image_context)
-    finding_weight: float = 1.0  # > 1: in drawing examples the image ids of the cells that show the findings
-    #                               (data.finding_cells) weigh this much in the loss
-    focus_cells: str = "findings"  # the cells finding_weight weighs: "findings" (data.finding_cells) or
-    #                                "contrast" (data/pairs.contrast_cells: also where the swapped findings
-    #                                would show, e.g. the other lung base, which must stay clear)
-    side_contrast: float = 0.0  # > 0: weight of the attribute contrast (losses.contrast_loss) on pairs of
-    #                             texts with side, size and zone swapped (data/pairs.py), added to the loss
-    contrast_pairs: int = 4  # pairs per LLM step when side_contrast > 0 (two sequences each)
-    contrast_beta: float = 0.5  # the contrast's scale: its loss fades once a margin is a few 1/beta nats
-    draw_prompt: str = "canonical"  # written to config.json (loading.weights.DRAW_PROMPT_KEY): "canonical"
-    #                                 = the app draws from the labeler's reading in the templates' words
-    question_prompt: str = "canonical"  # written to config.json (QUESTION_PROMPT_KEY): "canonical" = the
-    #                                     app asks the template question a question reads as
-    draw_guidance: float = 1.0  # written to config.json (DRAW_GUIDANCE_KEY) when not 1: the app's default
-    #                             guidance for its drawings (studio/guidance.py); no effect on training
-
-
-PRESETS = {
-    "demo": TrainConfig(),
-    "tiny": TrainConfig(
-        n_phantoms=24,
-        vqgan=VQGANConfig(
-            embed_dim=8,
-            n_embed=32,
-            ch=32,
-            ch_mult=(1, 1, 1, 1),
-            num_res_blocks=1,
-            attn_resolutions=(),
-            z_channels=8,
-            resolution=128,
-        ),
-        vq_steps=3,
-        vq_batch=2,
-        vq_crop=32,
-        vocab_size=400,
-        llm=LLMShape(num_layers=1, hidden_size=64, num_heads=2, intermediate_size=128, max_positions=1024),
-        lm_steps=3,
-        lm_batch=2,
-        lm_warmup=1,
-    ),
-}
-# Budget-matched to the adapter demo (weights/demo-adapter/training.json): the same shared base LM, and as
-# many image-text examples as the adapter's stage 1 + pilots + stage 2 (150 + 2 x 60 + 900 = 1170 steps of
-# 16). The VQ-GAN is reused from weights/demo (--reuse-vqgan on a copy of its vqgan/): its codes are this
-# model's vision encoder, so the token model gets a pretrained image tokenizer just as the adapter got a
-# pretrained (contrastive) vision tower, whose 400 steps are likewise not counted here.
-PRESETS["base-matched"] = replace(
-    PRESETS["demo"],
-    n_phantoms=6000,  # seeds 0-5999, as the adapter
-    lm_steps=1170,
-    lm_lr=8e-4,  # the adapter's stage-2 peak rate (a fine-tune of the same base)
-    lm_warmup=30,  # the adapter's stage-2 warm-up
-    draw_keep=0.35,  # as the token demo's last rounds; drawing examples still count in the 1170 x 16
-    loss_weighting="example",  # as the token demo's last rounds
-    threads=1,  # as the adapter (one thread measured faster on the busy 2-core machine)
-    init_llm="weights/demo-base-lm",
-)
+from llmcxr_app.modeling.builders import make_llm, train_tokenizer
+from llmcxr_app.modeling.vqgan import VQGAN
 
 
 def _log(msg: str) -> None:
@@ -351,6 +263,35 @@ def focus_of(cfg: TrainConfig, samples: list, grid: int) -> list | None:
     return [list(cells(s, grid)) for s in samples]
 
 
+def _pairs(cfg: TrainConfig, tokenizer, init, vqgan, samples, codes, focus, rng, dev) -> tuple[Any, dict]:
+    """The round's pairs (None without side_contrast) and what the record says of them."""
+    if cfg.side_contrast <= 0:
+        return None, {}
+    if cfg.preference_prompts > 0:
+        if init is None:
+            raise ValueError("A preference round draws with the model it continues: use continue_llm.")
+        return preference.preference_pairs(
+            init.to(dev),
+            tokenizer,
+            vqgan,
+            samples,
+            codes,
+            prompts=cfg.preference_prompts,
+            candidates=cfg.preference_candidates,
+            critic_steps=cfg.critic_steps,
+            seed=cfg.seed,
+            guidance=cfg.draw_guidance,
+            threads=cfg.threads,
+            device=dev,
+            log=_log,
+        )
+    known = focus if focus is not None and cfg.focus_cells == "contrast" else None  # rendered once
+    kw = {"codebook_size": cfg.vqgan.n_embed, "grid": vqgan.grid, "rng": rng, "cells": known}
+    pairs = contrast_pairs(tokenizer, samples, codes, **kw)
+    _log(f"{len(pairs)} contrast pairs")
+    return pairs, {}
+
+
 def declared(cfg: TrainConfig) -> dict[str, Any]:
     """What the checkpoint tells the app in config.json (loading.weights reads it); guidance 1 is no key."""
     guidance = None if cfg.draw_guidance == 1.0 else cfg.draw_guidance
@@ -388,12 +329,7 @@ def run(
     t = time.time()
     tokenizer, init, rng = _llm_inputs(cfg, out, samples, continue_llm)
     examples = _examples(cfg, tokenizer, samples, codes, vqgan.grid_tokens, rng, focus)
-    pairs = None
-    if cfg.side_contrast > 0:
-        known = focus if focus is not None and cfg.focus_cells == "contrast" else None  # rendered once
-        kw = {"codebook_size": cfg.vqgan.n_embed, "grid": vqgan.grid, "rng": rng, "cells": known}
-        pairs = contrast_pairs(tokenizer, samples, codes, **kw)
-        _log(f"{len(pairs)} contrast pairs")
+    pairs, pair_stats = _pairs(cfg, tokenizer, init, vqgan, samples, codes, focus, rng, dev)
     llm, lm_stats = train_llm(
         cfg, tokenizer, examples, cfg.vqgan.n_embed, dev, init, grid_tokens=vqgan.grid_tokens, pairs=pairs
     )
@@ -407,6 +343,7 @@ def run(
         "timings": timings,
         **vq_stats,
         **lm_stats,
+        **pair_stats,
         "n_examples": len(examples),
         "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
