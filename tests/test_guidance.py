@@ -54,6 +54,29 @@ def test_a_canonical_negative_is_the_template_report_of_the_swapped_reading():
     assert "Small left pleural effusion" in negative.text and "No pneumothorax" in negative.text
 
 
+def test_a_small_effusions_canonical_negative_states_no_effusion_and_swaps_the_rest():
+    text = "Small right effusion. Left PTX. RUL consolidation."
+    reading = read_findings(text)
+    negative = guidance.negative_reading(reading)
+    assert negative.states == {**reading.states, "effusion": "none"}
+    assert negative.attributes == {
+        "effusion_side": "none",
+        "effusion_size": "none",
+        "pneumothorax_side": "right",
+        "consolidation_zone": "left lower",
+    }
+    said = guidance.negative_for(text, reading, canonical=True, away_from="swapped").text
+    assert said == canonical_text(read_findings("Right pneumothorax. Consolidation in the left lower zone."))
+    alone = read_findings("Trace bilateral effusions.")  # no side to swap, yet guided: towards drawing it
+    assert guidance.negative_for("x", alone, True, "swapped").text == guidance.NORMAL_TEXT
+    large = read_findings("Large bilateral effusions.")
+    assert guidance.negative_reading(large) == guidance.swapped_reading(large)  # only small ones
+    hedged = read_findings("Possible small right effusion.")  # not drawn, so nothing to push towards
+    assert guidance.negative_reading(hedged) == guidance.swapped_reading(hedged)
+    typed = guidance.negative_for("Small R effusion.", reading, canonical=False, away_from="swapped")
+    assert typed.text == "Large L effusion."  # a model given the text as typed: its words swapped
+
+
 def test_an_as_typed_negative_swaps_the_users_words_and_records_only_a_description():
     text = "Patient Smith: large right effusion."
     negative = guidance.negative_for(text, read_findings(text), canonical=False, away_from="swapped")

@@ -89,8 +89,9 @@ class Findings:
         )
 
     def swapped(self) -> Findings:
-        """What a guided drawing of these findings is pushed away from (studio/guidance.py, "swapped"): every
-        side, size and zone swapped (left <-> right, small <-> large, upper <-> lower; bilateral stays)."""
+        """Every side, size and zone swapped (left <-> right, small <-> large, upper <-> lower; bilateral
+        stays): what the attribute contrast trains against (data/pairs.py). A guided drawing is pushed away
+        from the same (studio/guidance.py, "swapped"), except that there a small effusion is left out."""
         return replace(
             self,
             effusion=swap_words(self.effusion),

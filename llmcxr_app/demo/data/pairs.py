@@ -6,8 +6,9 @@ explain it than the same findings with side, size and zone swapped. The demo mod
 texts apart (docs/DEMO_MODEL.md: about 1 nat over a finding's cells), so that guidance has little to push
 with. A pair gives training that difference directly (train/losses.contrast_loss): the same image ids after
 two texts that differ only in the attribute words. Both texts are the template reports (the first wording)
-that the app gives a canonical-prompt checkpoint, so training sees exactly the two prompts of a guided
-drawing.
+that the app gives a canonical-prompt checkpoint, so training sees the two prompts of a guided drawing
+(rounds 22 and 22b were trained so; since then the app's negative leaves a small effusion out, which the
+pairs do not, so that the recipe still rebuilds those rounds).
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ designs can be compared on the same image tokens), or as a further LLM round (--
 that build an LLM take "llm" keys, which override the preset's LLMShape (depth, rotary base). Two
 stages change the LLM without training it: "deepen_llm" grows it to more layers without changing its outputs
 (deepen.py), and "grid_rope" retunes its rotary base so one rotary pair turns once per image-grid row
-(grid_rope.py); the rounds after them train the result. Wall-clock budgets (lm_budget_s) are refused: a
+(grid_rope.py); the rounds after them train the result. A further LLM round with "preference_prompts"
+learns from the model's own drawings (preference.py). Wall-clock budgets (lm_budget_s) are refused: a
 step count fixed in the file is what makes a second run repeat the first.
 Files: train/recipes/NAME.json.
 """
