@@ -69,8 +69,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         "--guide-away-from",
         choices=GUIDE_AWAY_FROM,
         default=s.guide_away_from,
-        help="draw: what guidance avoids: the same findings with side, size and zone swapped, or a normal "
-        "chest (default %(default)s)",
+        help="draw: what guidance avoids: the same findings with side, size and zone swapped (a small "
+        "effusion left out), or a normal chest (default %(default)s)",
     )
     g.add_argument(
         "--max-new-tokens", type=int, default=s.max_new_tokens, help="text answer limit (default %(default)s)"

@@ -119,8 +119,8 @@ class SamplingConfig:
     # which costs a second sequence per drawing. None = the checkpoint's own (StudioInfo.draw_guidance).
     guidance: float | None = None
     # The negative prompt (studio/guidance.py): "swapped" = the same findings with every stated side, size
-    # and zone swapped (pushes towards the attributes asked for); "normal" = a normal chest (pushes towards
-    # abnormality of any kind)
+    # and zone swapped, a small effusion left out (pushes towards the attributes asked for, and towards
+    # drawing a small effusion); "normal" = a normal chest (pushes towards abnormality of any kind)
     guide_away_from: str = "swapped"
 
     def __post_init__(self) -> None:

@@ -193,7 +193,10 @@ def test_the_check_records_a_step_cut_by_its_budget(tmp_path):
     """A step past its time box is recorded as a timeout; the next steps still run and are recorded."""
     pytest.importorskip("torch")
     out = tmp_path / "out"
-    p = _run_check(out, B_ENV="1")
+    slow = tmp_path / "slow-python"  # every step starts 1.2 s late, so the env step's 1 s is always passed
+    slow.write_text(f'#!/bin/sh\nsleep 1.2\nexec "{sys.executable}" "$@"\n')
+    slow.chmod(0o755)
+    p = _run_check(out, B_ENV="1", PYTHON=str(slow))
     summary = json.loads((out / "summary.json").read_text())
     status = {s["name"]: s["status"] for s in summary["steps"]}
     assert p.returncode == 1 and summary["verdict"] == "failed" and summary["failed_steps"] == ["env"]
