@@ -90,7 +90,7 @@ def train_critic(
     net, losses = reader_mod.fit(x, findings, steps, seed, config, log)
     meta = {
         "role": "critic of a preference stage (train/preference.py); not the evaluation reader",
-        "seeds": sorted({s.seed for s in samples})[:1] + sorted({s.seed for s in samples})[-1:],
+        "seeds": [min(s.seed for s in samples), max(s.seed for s in samples)],  # first and last phantom
         "n_phantoms": len(samples),
         "n_reconstructions": n_rec,
         "steps": steps,
