@@ -33,11 +33,12 @@ def test_the_swapped_text_is_the_guided_drawings_negative_prompt():
         negative = guidance.negative_for(findings_text(findings), reading, True, "swapped")
         if swapped == findings:  # nothing to swap: the app draws it unguided
             assert negative is None and findings.is_normal()
-        elif findings.effusion_size == "small":  # the app's negative leaves a small effusion out
-            without = replace(swapped, effusion="none", effusion_size="none")
-            assert negative.text == findings_text(without), findings
-        else:
-            assert negative.text == findings_text(swapped), findings
+        else:  # the app's negative: the swapped findings, a small effusion left out
+            assert negative.text == findings_text(findings.guidance_negative()), findings
+            if findings.effusion_size == "small":
+                assert findings.guidance_negative() == replace(swapped, effusion="none", effusion_size="none")
+            else:
+                assert findings.guidance_negative() == swapped
     assert Findings(cardiomegaly=True, edema=True, ett=True).swapped() == Findings(
         cardiomegaly=True, edema=True, ett=True
     )
@@ -94,3 +95,34 @@ def test_contrast_cells_cover_the_finding_and_where_the_swapped_one_would_be():
     assert own < cells
     # The patient's right is the image's left: the swapped (left) effusion adds cells on the image's right.
     assert own and max(c % 16 for c in own) < 8 and columns and min(columns) >= 8
+
+
+def test_pairs_against_the_guidance_negative_leave_a_small_effusion_out(rendered, tiny_tokenizer):
+    rng = np.random.default_rng(0)
+    codes = [rng.integers(0, 32, 256).tolist() for _ in rendered]
+    kw = {"codebook_size": 32, "grid": 16}
+    pairs = contrast_pairs(
+        tiny_tokenizer, rendered, codes, rng=np.random.default_rng(0), against="negative", **kw
+    )
+    swappable = [s for s in rendered if s.findings.guidance_negative() != s.findings]
+    assert len(pairs) == len(swappable)
+    small = [i for i, s in enumerate(swappable) if s.findings.effusion_size == "small"]
+    assert small  # the 24 phantoms hold a small effusion
+    for i in small:
+        prompt = tiny_tokenizer.decode(pairs[i].swapped_ids[: pairs[i].swapped_start])
+        assert findings_text(swappable[i].findings.guidance_negative()) in prompt
+        assert "No pleural effusion" in prompt
+        assert pairs[i].cells == contrast_cells(swappable[i], 16, "negative")
+    with pytest.raises(ValueError, match="contrast_against"):
+        contrast_cells(rendered[0], 16, "mirrored")
+
+
+def test_the_cells_against_a_missing_small_effusion_are_the_effusions_own():
+    base = samples.render_samples([0], 128)[0]
+    findings = Findings(effusion="right", effusion_size="small")
+    image = samples.phantoms.render(findings, base.seed, size=samples.PHANTOM_SIZE)
+    pixels = np.asarray(samples.to_model_input(image, 128).image.convert("L"))
+    sample = samples.Sample(base.seed, pixels, findings, "")
+    own = set(samples.finding_cells(sample, 16))
+    assert own and set(contrast_cells(sample, 16, "negative")) == own  # nothing else would show
+    assert own < set(contrast_cells(sample, 16))  # the swapped large left effusion adds its cells

@@ -186,6 +186,8 @@ def test_the_finding_weight_falls_on_the_cells_the_round_names():
     wider = focus_of(replace(cfg, focus_cells="contrast"), rendered, 16)
     assert own == [data.finding_cells(s, 16) for s in rendered]
     assert wider == [list(contrast_cells(s, 16)) for s in rendered]
+    against = focus_of(replace(cfg, focus_cells="contrast", contrast_against="negative"), rendered, 16)
+    assert against == [list(contrast_cells(s, 16, "negative")) for s in rendered]
     assert all(set(a) <= set(b) for a, b in zip(own, wider, strict=True)) and own != wider
     with pytest.raises(ValueError, match="focus_cells"):
         focus_of(replace(cfg, focus_cells="everywhere"), rendered, 16)

@@ -100,6 +100,14 @@ class Findings:
             consolidation=swap_words(self.consolidation),
         )
 
+    def guidance_negative(self) -> Findings:
+        """What the app's guided drawing of these findings is pushed away from (studio/guidance.py,
+        "swapped", for a checkpoint that draws from the reading): ``swapped``, a small effusion left out."""
+        out = self.swapped()
+        if self.effusion_size == "small":
+            out = replace(out, effusion="none", effusion_size="none")
+        return out
+
     def is_lateral(self) -> bool:
         """Whether a finding sits on one side (a one-sided effusion, a pneumothorax or a consolidation)."""
         return self != self.mirrored()

@@ -45,10 +45,23 @@ def findings_text(findings: Findings) -> str:
     return template_text.report(findings.label_vector(), findings.attributes(), template_text.FIRST)
 
 
-def contrast_cells(sample: Sample, grid: int) -> tuple[int, ...]:
-    """The cells that show the sample's findings or would show its swapped findings, drawn on the same
-    anatomy (data.finding_cells of both): where the two texts should disagree about the image."""
-    swapped = sample.findings.swapped()
+# What a pair's second text states (TrainConfig.contrast_against): "swapped" = Findings.swapped (rounds 22,
+# 22b); "negative" = the app's guidance negative (Findings.guidance_negative: a small effusion left out).
+AGAINST = {"swapped": Findings.swapped, "negative": Findings.guidance_negative}
+
+
+def _other(findings: Findings, against: str) -> Findings:
+    """The findings ``findings`` are contrasted with (AGAINST[against])."""
+    if against not in AGAINST:
+        raise ValueError(f"Unknown contrast_against {against!r}; use one of {sorted(AGAINST)}.")
+    return AGAINST[against](findings)
+
+
+def contrast_cells(sample: Sample, grid: int, against: str = "swapped") -> tuple[int, ...]:
+    """The cells that show the sample's findings or would show the findings it is contrasted with
+    (AGAINST), drawn on the same anatomy (data.finding_cells of both): where the two texts should disagree
+    about the image."""
+    swapped = _other(sample.findings, against)
     image = render(swapped, sample.seed, size=PHANTOM_SIZE)
     pixels = np.asarray(to_model_input(image, sample.pixels.shape[0]).image.convert("L"))
     twin = Sample(sample.seed, pixels, swapped, "")
@@ -64,14 +77,15 @@ def contrast_pairs(
     grid: int,
     rng: np.random.Generator,
     cells: Sequence[Sequence[int]] | None = None,
+    against: str = "swapped",
 ) -> list[Pair]:
     """A Pair for each sample whose findings have a side, size or zone to swap; both texts of a pair get
     the same drawing instruction (a random one of upstream's). ``cells``: each sample's contrast_cells when
-    the caller has them already (else computed here)."""
+    the caller has them already (else computed here); ``against``: what the second text states (AGAINST)."""
     out = []
     known = cells if cells is not None else [None] * len(samples)
     for sample, code, where in zip(samples, codes, known, strict=True):
-        swapped = sample.findings.swapped()
+        swapped = _other(sample.findings, against)
         if swapped == sample.findings:
             continue
         instruction = str(rng.choice(protocol.REPORT_TO_CXR_INSTRUCTIONS))
@@ -87,6 +101,6 @@ def contrast_pairs(
             for f in (sample.findings, swapped)
         ]
         (true_ids, true_start), (swapped_ids, swapped_start) = built
-        where = tuple(where) if where is not None else contrast_cells(sample, grid)
+        where = tuple(where) if where is not None else contrast_cells(sample, grid, against)
         out.append(Pair(true_ids, swapped_ids, true_start, swapped_start, grid * grid, where))
     return out

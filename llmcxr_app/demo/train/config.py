@@ -51,6 +51,9 @@ class TrainConfig:
     #                             texts with side, size and zone swapped (data/pairs.py), added to the loss
     contrast_pairs: int = 4  # pairs per LLM step when side_contrast > 0 (two sequences each)
     contrast_beta: float = 0.5  # the contrast's scale: its loss fades once a margin is a few 1/beta nats
+    contrast_against: str = "swapped"  # a pair's second text (data/pairs.AGAINST): "swapped" (rounds 22,
+    #                                    22b) or "negative" (the app's guidance negative: a small effusion
+    #                                    left out); also the other findings of focus_cells "contrast"
     preference_prompts: int = 0  # > 0 (a continue_llm round): the pairs are the starting model's own
     #                              drawings of this many requests, the one a critic reads closest to the
     #                              request preferred (train/preference.py; DPO), not the attribute contrast

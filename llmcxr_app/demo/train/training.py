@@ -23,6 +23,7 @@ import json
 import math
 import time
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -257,7 +258,8 @@ def focus_of(cfg: TrainConfig, samples: list, grid: int) -> list | None:
     """Per sample, the grid cells that cfg.finding_weight weighs (cfg.focus_cells); None at weight 1."""
     if cfg.finding_weight == 1.0:
         return None
-    cells = {"findings": data.finding_cells, "contrast": contrast_cells}.get(cfg.focus_cells)
+    against = partial(contrast_cells, against=cfg.contrast_against)
+    cells = {"findings": data.finding_cells, "contrast": against}.get(cfg.focus_cells)
     if cells is None:
         raise ValueError(f"Unknown focus_cells {cfg.focus_cells!r}; use 'findings' or 'contrast'.")
     return [list(cells(s, grid)) for s in samples]
@@ -287,6 +289,7 @@ def _pairs(cfg: TrainConfig, tokenizer, init, vqgan, samples, codes, focus, rng,
         )
     known = focus if focus is not None and cfg.focus_cells == "contrast" else None  # rendered once
     kw = {"codebook_size": cfg.vqgan.n_embed, "grid": vqgan.grid, "rng": rng, "cells": known}
+    kw["against"] = cfg.contrast_against
     pairs = contrast_pairs(tokenizer, samples, codes, **kw)
     _log(f"{len(pairs)} contrast pairs")
     return pairs, {}
