@@ -83,12 +83,15 @@ def test_pairs_put_the_two_texts_before_the_same_image_ids(rendered, tiny_tokeni
     assert again == rebuilt and all(p.cells for p in again)
 
 
-def test_contrast_cells_cover_the_finding_and_where_the_swapped_one_would_be():
-    right = samples.render_samples([0], 128)[0]
-    findings = Findings(effusion="right", effusion_size="large")
-    image = samples.phantoms.render(findings, right.seed, size=samples.PHANTOM_SIZE)
+def _phantom_with(findings: Findings, seed: int = 0) -> samples.Sample:
+    """Phantom `seed`'s anatomy drawn with `findings`, as a 128 px model-input sample."""
+    image = samples.phantoms.render(findings, seed, size=samples.PHANTOM_SIZE)
     pixels = np.asarray(samples.to_model_input(image, 128).image.convert("L"))
-    sample = samples.Sample(right.seed, pixels, findings, "")
+    return samples.Sample(seed, pixels, findings, "")
+
+
+def test_contrast_cells_cover_the_finding_and_where_the_swapped_one_would_be():
+    sample = _phantom_with(Findings(effusion="right", effusion_size="large"))
     own = set(samples.finding_cells(sample, 16))
     cells = set(contrast_cells(sample, 16))
     columns = {c % 16 for c in cells - own}
@@ -118,11 +121,7 @@ def test_pairs_against_the_guidance_negative_leave_a_small_effusion_out(rendered
 
 
 def test_the_cells_against_a_missing_small_effusion_are_the_effusions_own():
-    base = samples.render_samples([0], 128)[0]
-    findings = Findings(effusion="right", effusion_size="small")
-    image = samples.phantoms.render(findings, base.seed, size=samples.PHANTOM_SIZE)
-    pixels = np.asarray(samples.to_model_input(image, 128).image.convert("L"))
-    sample = samples.Sample(base.seed, pixels, findings, "")
+    sample = _phantom_with(Findings(effusion="right", effusion_size="small"))
     own = set(samples.finding_cells(sample, 16))
     assert own and set(contrast_cells(sample, 16, "negative")) == own  # nothing else would show
     assert own < set(contrast_cells(sample, 16))  # the swapped large left effusion adds its cells
