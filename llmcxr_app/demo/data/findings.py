@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from llmcxr_app.studio.guidance import swap_words
+from llmcxr_app.studio.guidance import UNDRAWN_SIZE, swap_words
 from llmcxr_app.studio.labeler import (
     LABELS,  # the findings a phantom can carry are the ones the labeler reads
 )
@@ -104,7 +104,7 @@ class Findings:
         """What the app's guided drawing of these findings is pushed away from (studio/guidance.py,
         "swapped", for a checkpoint that draws from the reading): ``swapped``, a small effusion left out."""
         out = self.swapped()
-        if self.effusion_size == "small":
+        if self.effusion_size == UNDRAWN_SIZE:
             out = replace(out, effusion="none", effusion_size="none")
         return out
 

@@ -11,8 +11,9 @@ from them:
    reader's phantoms (seeds >= 2,000,000) are used, so the judge of the validation and test splits is not
    the network whose reading training pleased.
 2. For each of `preference_prompts` training phantoms with a side, size or zone to place, the starting
-   model draws `preference_candidates` candidates from the phantom's template report, as the app would
-   (its guidance, upstream's sampling).
+   model draws `preference_candidates` candidates from the phantom's template report, as the app drew when
+   round 23 ran (its guidance away from the swapped findings, upstream's sampling; the app's negative has
+   since left a small effusion out, which these candidates keep, so that the recipe repeats round 23).
 3. The critic reads each candidate; its agreement with the request is the number of the 7 findings and 4
    attributes read as asked (`agreement`). The candidate that agrees most is preferred over the one that
    agrees least (a Pair: true_ids the preferred, swapped_ids the other; prompts with a tie give no pair).
@@ -120,8 +121,9 @@ def draw_candidates(
     grid_tokens: int,
 ) -> list[tuple[int, ...]]:
     """`n` drawings of `findings`' template report by `model`, sampled as the app samples (upstream's
-    temperature and top-p; guided away from the swapped findings at `guidance` when there is something to
-    swap); candidate k uses seed `seed + k`."""
+    temperature and top-p; guided away from the swapped findings, Findings.swapped, at `guidance` when
+    there is something to swap: the app's negative before it left a small effusion out); candidate k uses
+    seed `seed + k`."""
     layout = protocol.token_layout(tokenizer, codebook_size)
     kw = {"codebook_size": codebook_size, "grid_tokens": grid_tokens}
     prompt = protocol.build_prompt_ids(tokenizer, DRAW_INSTRUCTION, input_text=findings_text(findings), **kw)
@@ -219,14 +221,15 @@ def summary(requests: Sequence[Request], pairs: Sequence[Pair]) -> dict:
     best = [max(r.agreement) for r in requests]
     worst = [min(r.agreement) for r in requests]
     exact = [sum(a == 11 for a in r.agreement) for r in requests]
+    drawn = sum(len(r.candidates) for r in requests)
     return {
         "prompts": len(requests),
-        "candidates": sum(len(r.candidates) for r in requests),
+        "candidates": drawn,
         "pairs": len(pairs),
         "agreement_mean": float(np.mean([np.mean(r.agreement) for r in requests])),
         "agreement_best_mean": float(np.mean(best)),
         "agreement_worst_mean": float(np.mean(worst)),
-        "read_exactly_share": float(np.sum(exact) / max(1, sum(len(r.candidates) for r in requests))),
+        "read_exactly_share": float(np.sum(exact) / max(1, drawn)),
         "reference_margin_mean": float(np.mean([p.reference for p in pairs])) if pairs else None,
     }
 

@@ -258,8 +258,8 @@ def focus_of(cfg: TrainConfig, samples: list, grid: int) -> list | None:
     """Per sample, the grid cells that cfg.finding_weight weighs (cfg.focus_cells); None at weight 1."""
     if cfg.finding_weight == 1.0:
         return None
-    against = partial(contrast_cells, against=cfg.contrast_against)
-    cells = {"findings": data.finding_cells, "contrast": against}.get(cfg.focus_cells)
+    contrast = partial(contrast_cells, against=cfg.contrast_against)
+    cells = {"findings": data.finding_cells, "contrast": contrast}.get(cfg.focus_cells)
     if cells is None:
         raise ValueError(f"Unknown focus_cells {cfg.focus_cells!r}; use 'findings' or 'contrast'.")
     return [list(cells(s, grid)) for s in samples]
@@ -288,9 +288,8 @@ def _pairs(cfg: TrainConfig, tokenizer, init, vqgan, samples, codes, focus, rng,
             log=_log,
         )
     known = focus if focus is not None and cfg.focus_cells == "contrast" else None  # rendered once
-    kw = {"codebook_size": cfg.vqgan.n_embed, "grid": vqgan.grid, "rng": rng, "cells": known}
-    kw["against"] = cfg.contrast_against
-    pairs = contrast_pairs(tokenizer, samples, codes, **kw)
+    kw = {"codebook_size": cfg.vqgan.n_embed, "grid": vqgan.grid, "rng": rng}
+    pairs = contrast_pairs(tokenizer, samples, codes, cells=known, against=cfg.contrast_against, **kw)
     _log(f"{len(pairs)} contrast pairs")
     return pairs, {}
 
