@@ -69,8 +69,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         "--guide-away-from",
         choices=GUIDE_AWAY_FROM,
         default=s.guide_away_from,
-        help="draw: what guidance avoids: the same findings with side, size and zone swapped (a small "
-        "effusion left out), or a normal chest (default %(default)s)",
+        help="draw: what guidance avoids: sides = each half of the image drawn from the findings on its side, "
+        "away from the other side's (a text with none on one side, or only a small effusion: swapped); "
+        "swapped = the same findings with side, size and zone swapped (a small effusion left out); "
+        "normal = a normal chest (default %(default)s)",
     )
     g.add_argument(
         "--max-new-tokens", type=int, default=s.max_new_tokens, help="text answer limit (default %(default)s)"

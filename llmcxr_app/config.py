@@ -102,7 +102,11 @@ class RuntimeConfig:
     #                       shared 2-core machine 1 thread measured 10-30x faster than 2 (docs/BENCHMARKS.md)
 
 
-GUIDE_AWAY_FROM = ("swapped", "normal")  # SamplingConfig.guide_away_from: what a guided drawing avoids
+GUIDE_AWAY_FROM = (
+    "sides",
+    "swapped",
+    "normal",
+)  # SamplingConfig.guide_away_from: what a guided drawing avoids
 
 
 @dataclass(frozen=True)
@@ -118,10 +122,13 @@ class SamplingConfig:
     # log p(x | findings) + (s - 1) * (log p(x | findings) - log p(x | negative)) (engine/generation.guide),
     # which costs a second sequence per drawing. None = the checkpoint's own (StudioInfo.draw_guidance).
     guidance: float | None = None
-    # The negative prompt (studio/guidance.py): "swapped" = the same findings with every stated side, size
-    # and zone swapped, a small effusion left out (pushes towards the attributes asked for, and towards
-    # drawing a small effusion); "normal" = a normal chest (pushes towards abnormality of any kind)
-    guide_away_from: str = "swapped"
+    # The negative prompt (studio/guidance.py): "sides" = each half of the image drawn from the findings on
+    # its side of the chest, away from the other side's (pushes a one-sided finding onto its side; a text
+    # with none, or a model given the text as typed, gets "swapped"); "swapped" = the same findings with
+    # every stated side, size and zone swapped, a small effusion left out (pushes towards the attributes
+    # asked for, and towards drawing a small effusion); "normal" = a normal chest (pushes towards
+    # abnormality of any kind)
+    guide_away_from: str = "sides"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.temperature <= 5.0:

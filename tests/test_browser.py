@@ -250,7 +250,8 @@ def test_guidance_set_in_the_settings_shows_in_the_drawings_details(page):
     field = page.get_by_label("number input for Guidance (drawings)")
     page.get_by_text("Generation settings").click()
     expect(field).to_have_value("1")  # this checkpoint declares no guidance of its own
-    expect(page.get_by_label("the other side, size and zone (a small effusion: none)")).to_be_checked()
+    default = "the other lung's findings (each side drawn from its own; else as below)"
+    expect(page.get_by_label(default)).to_be_checked()
     field.fill("2")
     field.press("Enter")
     page.get_by_text("Generation settings").click()

@@ -316,6 +316,34 @@ def test_guided_greedy_image_matches_two_full_forwards(model, tiny_tokenizer, la
     assert unguided[-1].codes != codes  # guidance changed the drawing (else this test checks nothing)
 
 
+@pytest.mark.parametrize("batched", [True, False])  # eager pair batch; a path with its own steps
+def test_a_split_drawing_swaps_the_prompts_roles_in_each_rows_second_half(
+    model, tiny_tokenizer, layout, prompt, batched
+):
+    """With split_width W, ids in columns < W // 2 are guided by the prompt away from the negative and ids
+    in columns >= W // 2 by the negative away from the prompt (full forwards, no cache, as reference)."""
+    negative = protocol.build_prompt_ids(tiny_tokenizer, "A normal chest.", codebook_size=TINY_VQGAN.n_embed)
+    sampling = SamplingConfig(temperature=0.0, guidance=2.5)
+    kw = {"negative_ids": negative, "split_width": 4}
+    if not batched:
+        kw["step"] = lambda *args: decode_step(*args)  # not the eager step itself: runs unbatched
+    codes = list(generate_image(model, layout, prompt, 8, sampling, None, 512, **kw))[-1].codes
+    image = slice(layout.vocab_size, layout.total_vocab)
+
+    def log_probs(ids: list[int]) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.log_softmax(model(torch.tensor([ids])).logits[0, -1, image].float(), -1)
+
+    for i in range(8):
+        tail = [layout.image_open_id] + layout.shift(codes[:i])
+        c, u = log_probs(list(prompt) + tail), log_probs(list(negative) + tail)
+        if i % 4 >= 2:
+            c, u = u, c
+        assert int(torch.argmax(u + 2.5 * (c - u))) == codes[i], i
+    whole = list(generate_image(model, layout, prompt, 8, sampling, None, 512, negative_ids=negative))
+    assert whole[-1].codes != codes  # the split changed the drawing (else this test checks nothing)
+
+
 def test_a_guided_drawing_runs_its_two_prompts_as_one_batch(model, tiny_tokenizer, layout, prompt):
     """Eager: one forward per id, guided or not; a path with steps of its own (a fast path's cache holds
     one sequence) runs the negative beside it, two forwards per id, and draws the same ids."""

@@ -50,7 +50,7 @@ def test_a_canonical_negative_is_the_template_report_of_the_swapped_reading():
     reading = read_findings(text)
     negative = guidance.negative_for(text, reading, canonical=True, away_from="swapped")
     expected = canonical_text(read_findings("Small left pleural effusion."))
-    assert negative == guidance.Negative(expected, expected)  # the app's own words: recorded as they are
+    assert negative == guidance.Negative(expected, expected, "swapped")  # the app's own words, as they are
     assert "Small left pleural effusion" in negative.text and "No pneumothorax" in negative.text
 
 
@@ -84,11 +84,52 @@ def test_an_as_typed_negative_swaps_the_users_words_and_records_only_a_descripti
     assert negative.record == guidance.SWAPPED_AS_TYPED and "Smith" not in negative.record
 
 
+def test_a_side_reading_leaves_out_the_findings_stated_on_the_other_side_only():
+    reading = read_findings(
+        "Large right effusion. Left pneumothorax. Consolidation in the left upper zone. Cardiomegaly."
+    )
+    right, left = guidance.side_reading(reading, "right"), guidance.side_reading(reading, "left")
+    assert right == read_findings("Large right effusion. Cardiomegaly.")  # as if the text said only that
+    assert left == read_findings("Left pneumothorax. Consolidation in the left upper zone. Cardiomegaly.")
+    both = read_findings("Bilateral effusions. Pneumothorax.")  # no side stated for the pneumothorax
+    assert guidance.side_reading(both, "right") == guidance.side_reading(both, "left") == both
+    negated = read_findings("No right pneumothorax. Left effusion.")  # a negated finding is not moved
+    assert guidance.side_reading(negated, "right").states["pneumothorax"] == "absent"
+
+
+def test_sides_draws_each_half_from_its_own_findings_and_falls_back_to_swapped():
+    text = "Massive R effusion, small left PTX."
+    reading = read_findings(text)
+    sides = guidance.negative_for(text, reading, canonical=True, away_from="sides")
+    right = canonical_text(read_findings("Large right pleural effusion."))
+    left = canonical_text(read_findings("Small left pneumothorax."))
+    assert (sides.right, sides.text, sides.away_from) == (right, left, "sides")
+    assert sides.record == f"right half: {right} | left half: {left}"  # the app's own words only
+    small = ("Small right effusion.", "Small L effusion, cardiomegaly.")  # split, a small one went undrawn
+    for no_side in (
+        "Cardiomegaly. Small bilateral effusions.",
+        "Large right effusion? Probably not.",
+        *small,
+    ):
+        r = read_findings(no_side)  # nothing on one side only: the swapped negative (or none)
+        assert guidance.negative_for(no_side, r, True, "sides") == guidance.negative_for(
+            no_side, r, True, "swapped"
+        )
+    with_ptx = read_findings("Small right effusion. Left PTX.")  # something else on one side: split
+    split = guidance.negative_for("x", with_ptx, True, "sides")
+    assert split.right == canonical_text(read_findings("Small right pleural effusion."))
+    typed = guidance.negative_for(text, reading, canonical=False, away_from="sides")
+    assert typed == guidance.Negative(
+        "Tiny L effusion, large right PTX.", guidance.SWAPPED_AS_TYPED, "swapped"
+    )
+
+
 @pytest.mark.parametrize("canonical", [True, False])
 def test_nothing_stated_to_swap_gives_no_negative_but_normal_always_does(canonical):
     text = "Cardiomegaly with pulmonary oedema."
     reading = read_findings(text)
     assert guidance.negative_for(text, reading, canonical, "swapped") is None
+    assert guidance.negative_for(text, reading, canonical, "sides") is None
     normal = guidance.negative_for(text, reading, canonical, "normal")
     assert normal.text == normal.record == guidance.NORMAL_TEXT == canonical_text(read_findings(""))
     with pytest.raises(ValueError, match="Unknown guide_away_from"):
@@ -101,10 +142,15 @@ def test_plan_takes_the_checkpoints_scale_when_unset_and_says_what_it_did():
     sampling, negative, said = guidance.plan(SamplingConfig(seed=1), 2.0, text, reading, True)
     assert sampling.guidance == 2.0 and sampling.seed == 1 and negative is not None
     assert said == {
-        "guided_away_from": "swapped",
-        "guidance_negative": negative.text,
+        "guided_away_from": "sides",
+        "guidance_negative": negative.record,
         "guidance_skipped": None,
     }
+    swapped = SamplingConfig(seed=1, guide_away_from="swapped")
+    _, negative, said = guidance.plan(swapped, 2.0, text, reading, True)
+    assert said["guided_away_from"] == "swapped" and said["guidance_negative"] == negative.text
+    both = read_findings("Large bilateral effusions.")  # "sides" with nothing on one side: says "swapped"
+    assert guidance.plan(SamplingConfig(), 2.0, "x", both, True)[2]["guided_away_from"] == "swapped"
     sampling, negative, said = guidance.plan(SamplingConfig(guidance=1.0), 2.0, text, reading, True)
     assert sampling.guidance == 1.0 and negative is None and set(said.values()) == {None}  # the user's 1
     unset = SamplingConfig()
@@ -120,9 +166,9 @@ def test_plan_takes_the_checkpoints_scale_when_unset_and_says_what_it_did():
 
 
 def test_sampling_refuses_an_unknown_negative():
-    with pytest.raises(ValueError, match="guide_away_from must be one of swapped, normal"):
+    with pytest.raises(ValueError, match="guide_away_from must be one of sides, swapped, normal"):
         SamplingConfig(guide_away_from="mirror")
-    assert SamplingConfig().guidance is None and SamplingConfig().guide_away_from == "swapped"
+    assert SamplingConfig().guidance is None and SamplingConfig().guide_away_from == "sides"
 
 
 def test_describe_says_how_a_drawing_was_guided_or_why_not():
@@ -130,6 +176,8 @@ def test_describe_says_how_a_drawing_was_guided_or_why_not():
         return {"sampling": {"guidance": drawn.pop("scale", 1.0)}, **drawn}
 
     assert guidance.describe(provenance()) is None  # unguided, as asked
+    sides = provenance(scale=2.0, guided_away_from="sides")
+    assert guidance.describe(sides) == "guidance 2 (away from the other lung's findings)"
     swapped = provenance(scale=2.0, guided_away_from="swapped")
     assert guidance.describe(swapped) == "guidance 2 (away from the other side, size and zone)"
     normal = provenance(scale=1.5, guided_away_from="normal")

@@ -19,6 +19,7 @@ from llmcxr_app.imaging import images as imaging
 from llmcxr_app.studio import guidance
 from llmcxr_app.studio.facade import Studio, StudioInputError
 from llmcxr_app.studio.guidance import NORMAL_TEXT, NOTHING_TO_SWAP, SWAPPED_AS_TYPED
+from llmcxr_app.studio.reading import canonical_text, read_findings
 
 GREEDY = SamplingConfig(temperature=0.0, max_new_tokens=6)
 EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"
@@ -156,6 +157,28 @@ def test_a_guided_draw_runs_the_swapped_or_normal_negative_and_records_it(studio
     assert len({tuple(plain.codes), tuple(swapped.codes), tuple(normal.codes)}) == 3
 
 
+def test_a_canonical_draw_of_a_one_sided_finding_draws_each_half_from_its_own_side(studio):
+    """ "sides" (the default): the prompt holds the patient's right half's findings, the negative the left
+    half's, and the loop swaps their roles in each row's second half (engine split_width)."""
+    canonical = Studio.from_parts(replace(studio.llm, draw_prompt="canonical"), studio.vqgan, studio.location)
+    text, sampling = "Large left effusion, no PTX.", SamplingConfig(seed=2, guidance=3.0)
+    result = Studio.finish(canonical.draw(text, sampling=sampling, preview_every=0))
+    right = canonical_text(read_findings(""))  # the effusion is on the left only
+    left = canonical_text(read_findings("Large left pleural effusion."))
+    prov = result.provenance
+    assert prov["guided_away_from"] == "sides" and prov["model_findings"] == left
+    assert prov["guidance_negative"] == f"right half: {right} | left half: {left}"
+    instruction = protocol.REPORT_TO_CXR_INSTRUCTIONS[0]
+    ids = [canonical._prompt(instruction, input_text=t) for t in (right, left)]
+    llm, grid = canonical.llm, canonical.vqgan.grid
+    args = (llm.model, llm.layout, ids[0], grid * grid, sampling)
+    kw = {"context_length": canonical.info.context_length, "negative_ids": ids[1], "split_width": grid}
+    assert result.codes == list(generate_image(*args, **kw))[-1].codes
+    swapped = replace(sampling, guide_away_from="swapped")
+    other = Studio.finish(canonical.draw(text, sampling=swapped, preview_every=0))
+    assert other.provenance["guided_away_from"] == "swapped" and other.codes != result.codes
+
+
 def test_the_apps_cpu_path_runs_a_guided_draw_as_one_batch_of_two(studio, tiny_location):
     """The app's default runtime on a CPU (its fast path, without a static cache there) draws a guided
     image with one forward per id, as many as unguided, and the same ids as the plain eager studio."""
@@ -252,7 +275,7 @@ def test_a_negative_prompt_longer_than_the_context_is_refused_before_drawing(stu
     with the readable message, not stopped by the engine."""
     text = "Large left effusion."
     assert Studio.finish(studio.draw(text, sampling=SamplingConfig(seed=1, guidance=2.0), preview_every=0))
-    padded = guidance.Negative("Small right effusion. " * 60, guidance.SWAPPED_AS_TYPED)
+    padded = guidance.Negative("Small right effusion. " * 60, guidance.SWAPPED_AS_TYPED, "swapped")
     monkeypatch.setattr(guidance, "negative_for", lambda *a: padded)
     with pytest.raises(StudioInputError, match=r"512-token context"):
         studio.draw(text, sampling=SamplingConfig(seed=1, guidance=2.0))
@@ -334,13 +357,13 @@ def test_the_demo_checkpoint_draws_the_labelers_reading_unless_verbatim():
     """weights/demo declares llmcxr_draw_prompt "canonical": a clinician's text is drawn exactly as its
     template report would be, and verbatim=True gives the model the text as typed."""
     from llmcxr_app.config import DEMO_MODEL
-    from llmcxr_app.studio.reading import canonical_text, read_findings
 
     demo = Studio.from_settings(
         Settings(model=DEMO_MODEL, runtime=RuntimeConfig(device="cpu", fast_path=False, warmup=False))
     )
     assert demo.info.draw_prompt == "canonical"
-    text, seeded = "Massive R effusion, no PTX.", SamplingConfig(seed=5)
+    # The swapped negative: "sides" splits only a reading, so the two would be guided differently.
+    text, seeded = "Massive R effusion, no PTX.", SamplingConfig(seed=5, guide_away_from="swapped")
 
     def draw(findings: str, verbatim: bool = False):
         return Studio.finish(demo.draw(findings, sampling=seeded, preview_every=0, verbatim=verbatim))

@@ -292,6 +292,7 @@ class FastPath:
         prefill_fn: generation.PrefillFn | None = None,
         step: generation.StepFn | None = None,
         negative_ids: Sequence[int] | torch.Tensor | None = None,
+        split_width: int | None = None,
     ) -> Iterator[ImageProgress]:
         """generation.generate_image on this path's cache, copying ids to the host once per grid row.
 
@@ -316,6 +317,7 @@ class FastPath:
             step=step or self.step,
             sync_every=every,
             negative_ids=negative_ids,
+            split_width=split_width,
         )
 
     # -----------------------------------------------------------------------------------------------------

@@ -283,14 +283,21 @@ class _ImageScores:
     Guided on the eager path (``step`` is steps.decode_step, so ``prefill_fn`` fills a DynamicCache and
     takes a pair's inputs), the two prompts run as one batch of two (pair_inputs, decode_pair_step): one
     forward per id instead of two. A fast path's cache holds one sequence, so there the negative runs
-    beside it in an eager cache of its own.
+    beside it in an eager cache of its own. With ``split_width`` the two swap roles in the second half of
+    every grid row (generate_image).
     """
 
     def __init__(
-        self, model: Any, layout: TokenLayout, ids: torch.Tensor, prefill_fn: PrefillFn, step: StepFn
+        self,
+        model: Any,
+        layout: TokenLayout,
+        ids: torch.Tensor,
+        prefill_fn: PrefillFn,
+        step: StepFn,
+        split_width: int | None = None,
     ):
         self.model, self.layout, self.step, self.n_prompt = model, layout, step, ids.shape[1]
-        self.ids, self.prefill_fn = ids, prefill_fn
+        self.ids, self.prefill_fn, self.split_width = ids, prefill_fn, split_width
         self.past: Any = None
         self.negative: Any = None  # the negative's own cache (fast path, guided)
         self.pair_mask: torch.Tensor | None = None  # the batch of two's attention mask (eager, guided)
@@ -324,6 +331,8 @@ class _ImageScores:
             if self.negative is None:
                 return mask_logits(cond, "image", self.layout)
             other, self.negative = decode_step(self.model, token, self.negative, self.n_negative + i)
+        if self.split_width and i % self.split_width >= self.split_width // 2:
+            cond, other = other, cond  # the row's second half is the negative's: guided away from the prompt
         masked = mask_logits(cond, "image", self.layout)
         return guide(masked, mask_logits(other, "image", self.layout), self.scale)
 
@@ -342,6 +351,7 @@ def generate_image(
     step: StepFn = decode_step,
     sync_every: int = 1,
     negative_ids: Sequence[int] | torch.Tensor | None = None,
+    split_width: int | None = None,
 ) -> Iterator[ImageProgress]:
     """Stream an image answer shaped like the training targets: ``<``, grid_tokens image ids, ``>``.
 
@@ -357,19 +367,18 @@ def generate_image(
 
     With ``sampling.guidance`` > 1, ``negative_ids`` (the prompt to guide away from) runs beside the
     prompt and each id is sampled from ``guide``'s scores (eager: the two as one batch of two; a fast
-    path: one more prefill and grid_tokens more eager steps); guidance None is 1.
+    path: one more prefill and grid_tokens more eager steps); guidance None is 1. ``split_width`` (the
+    grid's width W): ids in columns >= W // 2 are guided by the negative away from the prompt instead
+    (studio/guidance.py "sides": each half of the image drawn from the findings on its side).
     """
     ids = _as_input(model, prompt_ids)
-    n_prompt = ids.shape[1]
-    _check_image_fits(n_prompt, grid_tokens, context_length)
+    _check_image_fits(ids.shape[1], grid_tokens, context_length)
     generator = make_generator(model, sampling.seed)
     sampled = torch.empty(grid_tokens, dtype=torch.long, device=ids.device)
     sampled_probs = torch.empty(grid_tokens, dtype=torch.float32, device=ids.device)
-    codes: list[int] = []
-    probs: list[float] = []
-
+    codes, probs = [], []  # on the host: the ids (as codes) and their probabilities copied so far
     check_cancel(cancel)
-    scores = _ImageScores(model, layout, ids, prefill_fn, step)
+    scores = _ImageScores(model, layout, ids, prefill_fn, step, split_width)
     scores.start(negative_ids, sampling.guidance, grid_tokens, context_length)
     token = torch.full((1, 1), layout.image_open_id, dtype=torch.long, device=ids.device)
     for i in range(grid_tokens):

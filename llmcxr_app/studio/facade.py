@@ -274,10 +274,11 @@ class Studio:
         canonical = self.info.draw_prompt == "canonical" and not verbatim
         model_text = canonical_text(reading) if canonical else findings
         instruction = protocol.REPORT_TO_CXR_INSTRUCTIONS[0]
-        ids = self._prompt(instruction, input_text=model_text)
         sampling, negative, said = guidance.plan(
             sampling, self.info.draw_guidance, findings, reading, canonical
         )
+        split = negative is not None and negative.right is not None  # "sides": the prompt holds the right's
+        ids = self._prompt(instruction, input_text=negative.right if split else model_text)
         negative_ids = self._prompt(instruction, input_text=negative.text) if negative else None
         n_image = self.vqgan.grid_tokens + 2
         longest = max(ids, negative_ids or [], key=len)  # a guided drawing's negative runs beside it
@@ -289,7 +290,9 @@ class Studio:
             "model_findings": model_text if canonical else None,
             **said,
         }
-        return self._image_stream(ids, sampling, cancel, preview_every, instruction, drawn_from, negative_ids)
+        return self._image_stream(
+            ids, sampling, cancel, preview_every, instruction, drawn_from, negative_ids, split
+        )
 
     finish = staticmethod(requests.finish)  # drain a stream and return its Result
 
@@ -299,12 +302,6 @@ class Studio:
     def _acquire(self, cancel: threading.Event | None):
         """Hold the model; a request cancelled while it waits in line (for the warm-up or the lock) leaves."""
         return requests.acquire(self._lock, self._gate, cancel)
-
-    def _provenance(self, task: str, sampling: SamplingConfig, instruction: str | None) -> dict:
-        return requests.provenance(self.info, task, sampling, instruction)
-
-    def _seeded(self, sampling: SamplingConfig) -> SamplingConfig:
-        return requests.seeded(sampling)
 
     def _text_stream(
         self,
@@ -318,8 +315,8 @@ class Studio:
     ) -> Iterator[Update]:
         """Generate text, streaming it; with ``final``, the answer is final(reply) (the reply is kept in the
         provenance as model_answer; None from final keeps the reply) and nothing is streamed before it."""
-        sampling = self._seeded(sampling)
-        provenance = {**self._provenance(task, sampling, instruction), **(extra or {})}
+        sampling = requests.seeded(sampling)
+        provenance = {**requests.provenance(self.info, task, sampling, instruction), **(extra or {})}
         marks: dict = {}
         queued = time.perf_counter()
         with self._acquire(cancel):
@@ -380,9 +377,10 @@ class Studio:
         instruction: str,
         drawn_from: dict,
         negative: list[int] | None,
+        split: bool,  # the negative guides the second half of each grid row (guidance "sides")
     ) -> Iterator[Update]:
-        sampling = self._seeded(sampling)
-        provenance = {**self._provenance(protocol.TASK_DRAW, sampling, instruction), **drawn_from}
+        sampling = requests.seeded(sampling)
+        provenance = requests.provenance(self.info, protocol.TASK_DRAW, sampling, instruction) | drawn_from
         g = self.vqgan.grid
         marks: dict = {}
         queued = time.perf_counter()
@@ -401,6 +399,7 @@ class Studio:
                 prefill_fn=timed_prefill(self._prefill, torch.device(self.info.device), marks),
                 step=self._step,
                 negative_ids=negative,
+                split_width=g if split else None,
             )
             for last in stream:
                 first = first or time.perf_counter()

@@ -3,7 +3,18 @@
 A guided drawing samples each image id from log p(x | findings) + (s - 1) (log p(x | findings) -
 log p(x | negative)) (engine/generation.guide). What the negative holds decides what the push does:
 
-- ``"swapped"`` (the default): the same findings with every stated side, size and zone swapped (left <->
+- ``"sides"`` (the default): each half of the image is drawn from the findings on its side of the chest,
+  guided away from those on the other side. A text with a finding on one side only ("large right
+  effusion") gives two prompts: the findings in the patient's right lung (that effusion, and everything
+  not on one side) and those in the left (no effusion). The image's left columns (the patient's right, by
+  radiological convention) are sampled from the right's prompt pushed away from the left's, the right
+  columns the other way round (engine/generation.generate_image, ``split_width``). Both prompts state the
+  findings that have no side, so those cancel out; the push is towards each one-sided finding on its own
+  side and away from it on the other. Drawn from the whole text, the demo model ran a one-sided effusion's
+  fluid level across both lung bases (docs/DEMO_MODEL.md). A text with no one-sided finding, one whose
+  only one-sided finding is a small effusion (split, the demo model left more small effusions out), and a
+  model given the text as typed (whose words cannot be split safely) get the swapped negative below.
+- ``"swapped"``: the same findings with every stated side, size and zone swapped (left <->
   right, small <-> large, upper <-> lower). Both prompts state the same findings, so presence cancels out
   and the push is towards the attributes asked for. A text that states no side, size or zone has nothing
   to swap, and its drawing is not guided (the two prompts would be the same). One exception, for a
@@ -34,7 +45,11 @@ NORMAL_TEXT = canonical_text(read_findings(""))
 # What the provenance says of a swapped negative made from the user's own text.
 SWAPPED_AS_TYPED = "the findings as typed, with their side, size and zone words swapped"
 # What the details say each negative pushes away from (the UI's words).
-AWAY_FROM = {"swapped": "the other side, size and zone", "normal": "a normal chest"}
+AWAY_FROM = {
+    "sides": "the other lung's findings",
+    "swapped": "the other side, size and zone",
+    "normal": "a normal chest",
+}
 # The reading's size of an effusion whose negative states no effusion (see the module's docstring).
 UNDRAWN_SIZE = "small"
 NOTHING_TO_SWAP = "no side, size or zone stated to guide by"
@@ -62,12 +77,30 @@ _SWAPS = {
 _WORD = re.compile(r"\b(" + "|".join(sorted(_SWAPS, key=len, reverse=True)) + r")\b", re.IGNORECASE)
 
 
+# The attribute that puts each one-sided finding on a side ("right", "left", "right upper", ...).
+_SIDED = {
+    "effusion": "effusion_side",
+    "pneumothorax": "pneumothorax_side",
+    "consolidation": "consolidation_zone",
+}
+# The attributes of a finding that is not there (read_findings of a text that does not name it).
+_ABSENT = {
+    "effusion": ("effusion_side", "effusion_size"),
+    "pneumothorax": ("pneumothorax_side",),
+    "consolidation": ("consolidation_zone",),
+}
+
+
 @dataclass(frozen=True)
 class Negative:
     """The negative prompt of one guided drawing."""
 
     text: str  # findings text of the negative prompt (may hold the user's words: never logged or recorded)
     record: str  # what the provenance says of it: the app's own text, or a description
+    away_from: str  # what it is (GUIDE_AWAY_FROM): "sides" only when the halves are drawn apart
+    # "sides": the findings text of the patient's right half, which the prompt holds in place of the whole
+    # text (the negative, ``text``, then holds the left half's); None: the prompt is the drawing's own
+    right: str | None = None
 
 
 def _same_case(word: str, like: str) -> str:
@@ -106,18 +139,56 @@ def negative_reading(reading: FindingsReading) -> FindingsReading:
     return FindingsReading(states=states, attributes=attributes)
 
 
-def negative_for(findings: str, reading: FindingsReading, canonical: bool, away_from: str) -> Negative | None:
-    """The negative prompt for a guided drawing of ``findings`` (read as ``reading``; ``canonical``: the
-    model is given the reading's template report). None when a swapped negative would equal the prompt."""
-    if away_from == "normal":
-        return Negative(NORMAL_TEXT, NORMAL_TEXT)
-    if away_from != "swapped":
-        raise ValueError(f"Unknown guide_away_from {away_from!r}.")
+def side_reading(reading: FindingsReading, side: str) -> FindingsReading:
+    """The findings of ``reading`` that lie in the patient's ``side`` ("right" or "left") of the chest: a
+    finding stated on the other side only is left out; bilateral ones and those with no side stay."""
+    states, attributes = dict(reading.states), dict(reading.attributes)
+    for label, key in _SIDED.items():
+        where = (attributes.get(key) or "").split()
+        if reading.present[label] and where and where[0] in ("left", "right") and where[0] != side:
+            states[label] = "none"
+            attributes.update(dict.fromkeys(_ABSENT[label], "none"))
+    return FindingsReading(states=states, attributes=attributes)
+
+
+def _small_effusion_only(reading: FindingsReading) -> bool:
+    """Whether the only finding on one side is a small effusion (then drawn whole: see the module)."""
+    one_sided = [
+        label
+        for label, key in _SIDED.items()
+        if reading.present[label] and (reading.attributes.get(key) or "").split()[:1] in (["left"], ["right"])
+    ]
+    return one_sided == ["effusion"] and reading.attributes.get("effusion_size") == UNDRAWN_SIZE
+
+
+def _sides(reading: FindingsReading) -> Negative | None:
+    """The "sides" prompts of a canonical checkpoint's drawing; None when no finding is on one side only,
+    or only a small effusion is."""
+    right = canonical_text(side_reading(reading, "right"))
+    left = canonical_text(side_reading(reading, "left"))
+    if right == left or _small_effusion_only(reading):
+        return None
+    return Negative(left, f"right half: {right} | left half: {left}", "sides", right=right)
+
+
+def _swapped(findings: str, reading: FindingsReading, canonical: bool) -> Negative | None:
     if canonical:
         text = canonical_text(negative_reading(reading))
-        return None if text == canonical_text(reading) else Negative(text, text)
+        return None if text == canonical_text(reading) else Negative(text, text, "swapped")
     text = swap_words(findings)
-    return None if text == findings else Negative(text, SWAPPED_AS_TYPED)
+    return None if text == findings else Negative(text, SWAPPED_AS_TYPED, "swapped")
+
+
+def negative_for(findings: str, reading: FindingsReading, canonical: bool, away_from: str) -> Negative | None:
+    """The negative prompt for a guided drawing of ``findings`` (read as ``reading``; ``canonical``: the
+    model is given the reading's template report). "sides" falls back to "swapped" where it cannot split
+    the findings; None when a swapped negative would equal the prompt."""
+    if away_from == "normal":
+        return Negative(NORMAL_TEXT, NORMAL_TEXT, "normal")
+    if away_from not in ("sides", "swapped"):
+        raise ValueError(f"Unknown guide_away_from {away_from!r}.")
+    halves = _sides(reading) if away_from == "sides" and canonical else None
+    return halves or _swapped(findings, reading, canonical)
 
 
 def plan(
@@ -130,7 +201,7 @@ def plan(
     away = sampling.guide_away_from
     negative = negative_for(findings, reading, canonical, away) if scale != 1.0 else None
     said = {
-        "guided_away_from": away if negative else None,
+        "guided_away_from": negative.away_from if negative else None,
         "guidance_negative": negative.record if negative else None,
         "guidance_skipped": NOTHING_TO_SWAP if scale != 1.0 and negative is None else None,
     }

@@ -37,6 +37,7 @@ GUIDANCE_INFO = (
 GUIDE_AWAY_LABEL = "Guide drawings away from"
 # The choices of GUIDE_AWAY_LABEL: (what the page shows, SamplingConfig.guide_away_from)
 GUIDE_AWAY_CHOICES = [
+    ("the other lung's findings (each side drawn from its own; else as below)", "sides"),
     ("the other side, size and zone (a small effusion: none)", "swapped"),
     ("a normal chest (more of every finding, asked for or not)", "normal"),
 ]
