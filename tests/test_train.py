@@ -112,8 +112,8 @@ def test_the_shipped_demo_model_is_the_default_and_draws(monkeypatch):
     assert result.image.size == (studio.info.resolution, studio.info.resolution)
     # Its config declares the guidance the recipe's last stage writes: a default drawing is guided.
     assert studio.info.draw_guidance == recipe.load("demo").stages[-1].config.draw_guidance == 2.0
-    assert (
-        result.provenance["guided_away_from"] == "swapped" and result.provenance["sampling"]["guidance"] == 2
+    assert (  # a one-sided finding: each lung drawn from its own findings
+        result.provenance["guided_away_from"] == "sides" and result.provenance["sampling"]["guidance"] == 2
     )
 
 
