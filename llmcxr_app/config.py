@@ -102,11 +102,8 @@ class RuntimeConfig:
     #                       shared 2-core machine 1 thread measured 10-30x faster than 2 (docs/BENCHMARKS.md)
 
 
-GUIDE_AWAY_FROM = (
-    "sides",
-    "swapped",
-    "normal",
-)  # SamplingConfig.guide_away_from: what a guided drawing avoids
+# SamplingConfig.guide_away_from: what a guided drawing avoids (studio/guidance.py)
+GUIDE_AWAY_FROM = ("sides", "swapped", "normal")
 
 
 @dataclass(frozen=True)

@@ -294,37 +294,17 @@ def test_guide_moves_the_log_probs_away_from_the_negative():
     assert p_guided[0, 0] < p_cond[0, 0] and p_guided[0, 1] > p_cond[0, 1]
 
 
-def test_guided_greedy_image_matches_two_full_forwards(model, tiny_tokenizer, layout, prompt):
-    """Each guided id is the argmax of u + s (c - u) over image ids, c and u the log-probs of full forwards
-    (no cache) of the prompt and of the negative prompt, each followed by "<" and the ids so far."""
-    negative = protocol.build_prompt_ids(tiny_tokenizer, "A normal chest.", codebook_size=TINY_VQGAN.n_embed)
-    sampling = SamplingConfig(temperature=0.0, guidance=2.5)
-    codes = list(generate_image(model, layout, prompt, 8, sampling, None, 512, negative_ids=negative))[
-        -1
-    ].codes
-    image = slice(layout.vocab_size, layout.total_vocab)
-
-    def log_probs(ids: list[int]) -> torch.Tensor:
-        with torch.no_grad():
-            return torch.log_softmax(model(torch.tensor([ids])).logits[0, -1, image].float(), -1)
-
-    for i in range(8):
-        tail = [layout.image_open_id] + layout.shift(codes[:i])
-        c, u = log_probs(list(prompt) + tail), log_probs(list(negative) + tail)
-        assert int(torch.argmax(u + 2.5 * (c - u))) == codes[i], i
-    unguided = list(generate_image(model, layout, prompt, 8, SamplingConfig(temperature=0.0), None, 512))
-    assert unguided[-1].codes != codes  # guidance changed the drawing (else this test checks nothing)
-
-
-@pytest.mark.parametrize("batched", [True, False])  # eager pair batch; a path with its own steps
-def test_a_split_drawing_swaps_the_prompts_roles_in_each_rows_second_half(
-    model, tiny_tokenizer, layout, prompt, batched
+@pytest.mark.parametrize(("split_width", "batched"), [(None, True), (4, True), (4, False)])
+def test_guided_greedy_image_matches_two_full_forwards(
+    model, tiny_tokenizer, layout, prompt, split_width, batched
 ):
-    """With split_width W, ids in columns < W // 2 are guided by the prompt away from the negative and ids
-    in columns >= W // 2 by the negative away from the prompt (full forwards, no cache, as reference)."""
+    """Each guided id is the argmax of u + s (c - u) over image ids, c and u the log-probs of full forwards
+    (no cache) of the prompt and of the negative prompt, each followed by "<" and the ids so far. With
+    split_width W, ids in columns >= W // 2 swap the two: the negative guided away from the prompt.
+    ``batched``: the eager pair batch; else a path with steps of its own (prompt and negative apart)."""
     negative = protocol.build_prompt_ids(tiny_tokenizer, "A normal chest.", codebook_size=TINY_VQGAN.n_embed)
     sampling = SamplingConfig(temperature=0.0, guidance=2.5)
-    kw = {"negative_ids": negative, "split_width": 4}
+    kw = {"negative_ids": negative, "split_width": split_width}
     if not batched:
         kw["step"] = lambda *args: decode_step(*args)  # not the eager step itself: runs unbatched
     codes = list(generate_image(model, layout, prompt, 8, sampling, None, 512, **kw))[-1].codes
@@ -337,11 +317,13 @@ def test_a_split_drawing_swaps_the_prompts_roles_in_each_rows_second_half(
     for i in range(8):
         tail = [layout.image_open_id] + layout.shift(codes[:i])
         c, u = log_probs(list(prompt) + tail), log_probs(list(negative) + tail)
-        if i % 4 >= 2:
+        if split_width and i % split_width >= split_width // 2:
             c, u = u, c
         assert int(torch.argmax(u + 2.5 * (c - u))) == codes[i], i
-    whole = list(generate_image(model, layout, prompt, 8, sampling, None, 512, negative_ids=negative))
-    assert whole[-1].codes != codes  # the split changed the drawing (else this test checks nothing)
+    # Unguided, or guided without the split, draws differently (else this test checks nothing).
+    other = SamplingConfig(temperature=0.0) if split_width is None else sampling
+    unsplit = list(generate_image(model, layout, prompt, 8, other, None, 512, negative_ids=negative))
+    assert unsplit[-1].codes != codes
 
 
 def test_a_guided_drawing_runs_its_two_prompts_as_one_batch(model, tiny_tokenizer, layout, prompt):

@@ -139,13 +139,22 @@ def negative_reading(reading: FindingsReading) -> FindingsReading:
     return FindingsReading(states=states, attributes=attributes)
 
 
+def _one_side(reading: FindingsReading) -> dict[str, str]:
+    """The present findings stated on one side only, each with its side ("right" or "left")."""
+    sides = {}
+    for label, key in _SIDED.items():
+        where = (reading.attributes.get(key) or "").split()[:1]
+        if reading.present[label] and where in (["left"], ["right"]):
+            sides[label] = where[0]
+    return sides
+
+
 def side_reading(reading: FindingsReading, side: str) -> FindingsReading:
     """The findings of ``reading`` that lie in the patient's ``side`` ("right" or "left") of the chest: a
     finding stated on the other side only is left out; bilateral ones and those with no side stay."""
     states, attributes = dict(reading.states), dict(reading.attributes)
-    for label, key in _SIDED.items():
-        where = (attributes.get(key) or "").split()
-        if reading.present[label] and where and where[0] in ("left", "right") and where[0] != side:
+    for label, where in _one_side(reading).items():
+        if where != side:
             states[label] = "none"
             attributes.update(dict.fromkeys(_ABSENT[label], "none"))
     return FindingsReading(states=states, attributes=attributes)
@@ -153,12 +162,9 @@ def side_reading(reading: FindingsReading, side: str) -> FindingsReading:
 
 def _small_effusion_only(reading: FindingsReading) -> bool:
     """Whether the only finding on one side is a small effusion (then drawn whole: see the module)."""
-    one_sided = [
-        label
-        for label, key in _SIDED.items()
-        if reading.present[label] and (reading.attributes.get(key) or "").split()[:1] in (["left"], ["right"])
-    ]
-    return one_sided == ["effusion"] and reading.attributes.get("effusion_size") == UNDRAWN_SIZE
+    return (
+        list(_one_side(reading)) == ["effusion"] and reading.attributes.get("effusion_size") == UNDRAWN_SIZE
+    )
 
 
 def _sides(reading: FindingsReading) -> Negative | None:
