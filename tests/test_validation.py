@@ -47,3 +47,24 @@ def test_a_draw_seed_offset_moves_only_the_sampling_seeds(monkeypatch):
         validation._draw(None, None, seeds, log=lambda *a: None, seed_offset=offset)
     (start0, prompts0), (start7, prompts7) = seen
     assert start0 == seeds[0] and start7 == seeds[0] + 7 and prompts7 == prompts0
+
+
+def test_the_drawings_sampling_reaches_the_scorer_over_the_apps_defaults(monkeypatch):
+    seen = []
+
+    def fake_evaluate_draw(studio, reader, truths, *, seed_start, prompts, **kw):
+        seen.append(kw)
+        return {"prf": {"micro": {}}}, None
+
+    monkeypatch.setattr(validation, "evaluate_draw", fake_evaluate_draw)
+    seeds = list(splits.validation_seeds(2))
+    validation._draw(None, None, seeds, log=lambda *a: None)
+    asked = {"temperature": 0.8, "guidance": 1.0, "guide_away_from": "normal"}
+    validation._draw(None, None, seeds, log=lambda *a: None, sampling=asked)
+    assert (seen[0]["temperature"], seen[0]["top_p"]) == (1.0, 0.92)  # the app's sampling
+    assert {k: seen[1][k] for k in asked} == asked and seen[1]["top_p"] == 0.92
+    parsed = validation._parser().parse_args(["--weights", "w", "--draw-temperature", "0.8"])
+    assert (
+        parsed.draw_temperature == 0.8
+        and validation._parser().parse_args(["--weights", "w"]).draw_temperature == 1.0
+    )

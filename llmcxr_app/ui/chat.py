@@ -204,7 +204,7 @@ class ChatApp:
         """Answer one message: route it (see ui/routing.py), stream the answer into the conversation.
 
         `model`: the picker's short name (None: the default model); `guidance`, `guide_away_from`: the
-        drawings' (SamplingConfig; None: the model's own, "swapped"). Yields (chat messages, session,
+        drawings' (SamplingConfig; None: the model's own, SamplingConfig.guide_away_from). Yields (chat messages, session,
         textbox, *panel updates). Input problems raise gr.Error with their message and put the text back in
         the box; the conversation is never lost.
         """

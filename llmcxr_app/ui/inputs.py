@@ -9,7 +9,7 @@ from llmcxr_app.ui import render
 
 def sampling_from(temperature, top_p, max_new_tokens, seed, guidance=None, away_from=None) -> SamplingConfig:
     """The generation settings as the sliders and the seed box send them (a blank seed = random). A call
-    made before a setting existed sends none: guidance None is the model's own, away_from None "swapped".
+    made before a setting existed sends none: guidance None is the model's own, away_from None the default.
 
     Raises StudioInputError with a readable message for a value SamplingConfig refuses.
     """

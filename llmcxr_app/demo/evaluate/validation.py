@@ -59,8 +59,10 @@ def _draw(
     log,
     verbatim=False,
     seed_offset=0,
-    guide=(None, SamplingConfig.guide_away_from),
+    sampling: dict | None = None,
 ) -> dict:
+    """Drawing scores of the validation phantoms ``seeds``; ``sampling``: evaluate_draw's sampling keywords
+    (temperature, guidance, guide_away_from) over the app's defaults."""
     truths = [make_phantom(s, size=16).findings for s in seeds]
     prompts = [
         language.findings_text(f, np.random.default_rng([s, 0xD2A]))
@@ -71,13 +73,10 @@ def _draw(
         reader,
         truths,
         seed_start=seeds[0] + seed_offset,  # the drawings' sampling seeds; the texts stay the phantoms'
-        temperature=1.0,
-        top_p=0.92,
         log=log,
         prompts=prompts,
         verbatim=verbatim,
-        guidance=guide[0],
-        guide_away_from=guide[1],
+        **{"temperature": 1.0, "top_p": 0.92, **(sampling or {})},
     )
     return {
         "micro": scores["prf"]["micro"],
@@ -156,12 +155,13 @@ def validate(
     draw_seed_offset: int = 0,
     guidance: float | None = None,
     guide_away_from: str = SamplingConfig.guide_away_from,
+    draw_temperature: float = 1.0,
 ) -> dict:
     """Every validation figure (see the module docstring); ``verbatim``: draw from the texts and ask the
     questions as written, not as read (studio/reading.py); ``draw_seed_offset``: other sampling seeds for
     the same drawing requests, to see how much the drawing figures move with the sample alone;
-    ``guidance``, ``guide_away_from``: the drawings' SamplingConfig fields (guidance None: the checkpoint's
-    default, as the app draws; 1: unguided)."""
+    ``guidance``, ``guide_away_from``, ``draw_temperature``: the drawings' SamplingConfig fields (guidance
+    None: the checkpoint's default, as the app draws; 1: unguided; temperature 1.0: the app's)."""
     greedy = _text_sampling(EvalConfig(text_sampling="greedy"))
     # The first n phantoms serve reports and questions, the first n_template the templates' questions.
     all_seeds = list(splits.validation_seeds(max(n, n_template)))
@@ -180,7 +180,8 @@ def validate(
         if k
         else None
     )
-    off, g = draw_seed_offset, (guidance, guide_away_from)
+    off = draw_seed_offset
+    g = {"guidance": guidance, "guide_away_from": guide_away_from, "temperature": draw_temperature}
     draw = (
         _draw(studio, reader, list(splits.validation_seeds(n_draw)), log, verbatim, off, g)
         if n_draw
@@ -226,6 +227,12 @@ def _parser() -> argparse.ArgumentParser:
         default=SamplingConfig.guide_away_from,
         help="what guidance pushes the drawings away from (studio/guidance.py)",
     )
+    p.add_argument(
+        "--draw-temperature",
+        type=float,
+        default=SamplingConfig.temperature,
+        help="the drawings' sampling temperature (default %(default)s, the app's)",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument(
         "--verbatim", action="store_true", help="draw from the texts and ask the questions as written"
@@ -251,9 +258,11 @@ def main(argv: list[str] | None = None) -> int:
         draw_seed_offset=a.draw_seed_offset,
         guidance=a.guidance,
         guide_away_from=a.guide_away_from,
+        draw_temperature=a.draw_temperature,
     )
     res["draw_guidance"] = studio.info.draw_guidance if a.guidance is None else a.guidance
     res["guide_away_from"] = a.guide_away_from
+    res["draw_temperature"] = a.draw_temperature
     res["draw_prompt"] = "verbatim" if a.verbatim else studio.info.draw_prompt
     res["question_prompt"] = "verbatim" if a.verbatim else studio.info.question_prompt
     res["command"] = "python -m llmcxr_app.demo.evaluate.validation " + " ".join(
