@@ -26,7 +26,9 @@ Patterns are regular expressions over lower-cased text; word boundaries are adde
 
 from __future__ import annotations
 
-_SIZE_ADV = r"(?:(?:mildly|moderately|markedly|severely|slightly|massively|borderline|top[- ]normal)\s+)?"
+_SIZE_ADV = (
+    r"(?:(?:mildly|moderately|markedly|severely|slightly|massively|borderline|top[- ]normal|too|very)\s+)?"
+)
 _HEART = r"(?:heart(?:\s+size)?|cardiac\s+(?:silhouette|size|shadow|contour)|cardiomediastinal\s+silhouette)"
 _VERB = r"(?:\s+(?:is|appears|remains|looks|are|was|has\s+become))?"
 
@@ -38,33 +40,44 @@ TARGETS: dict[str, tuple[str, ...]] = {
         rf"enlarged\s+{_HEART}|enlargement\s+of\s+the\s+{_HEART}",
         rf"(?:the\s+)?{_HEART}{_VERB}\s+{_SIZE_ADV}(?:enlarged|large|big|increased|prominent)",
         r"(?:large|big|globular)\s+heart|(?:heart|cardiac)\s+is\s+(?:large|big)",
+        r"swelling\s+of\s+the\s+heart",  # plain words
     ),
     "effusion": (
         r"(?<!pericardial\s)(?<!pericardial\s\s)(?:pleural\s+)?(?:effusions?|effusoin|efusion|effussion|effs?)",
         r"pleural\s+fluid|hydro-?(?:pneumo)?thorax|fluid\s+in\s+the\s+(?:pleural\s+space|(?:\w+\s+){0,2}fissure)",  # CheXpert + RadLex
         r"(?:costophrenic|cp)\s+angles?\s+(?:(?:is|are|appears?|remains?)\s+)?(?:\w+\s+)?blunt\w*",
         r"blunt\w*\s+(?:of\s+)?(?:the\s+)?(?:\w+\s+)?(?:costophrenic|cp)\s+angles?",
-        r"layering\s+fluid|meniscus\s+sign",
+        r"layering\s+fluid|meniscus(?:\s+sign)?|ha?emo-?thorax",
+        # Plain words: fluid around a lung (in the lungs is oedema), fluid at a lung base.
+        r"(?:fluid|water)\s+(?:around|surrounding|outside)\s+(?:the\s+|both\s+|either\s+)?(?:\w+\s+)?lungs?",
+        r"(?:fluid|water)\s+at\s+(?:the\s+|both\s+)?(?:(?:left|right)\s+)?(?:lung\s+)?bases?",
     ),
     "pneumothorax": (
         r"pneumothora(?:x|ces)|pnuemothorax|pneumothroax|pneumothorx|ptx|pnx",  # RadLex, typos, abbreviations
         r"pleural\s+air(?:\s+collection)?|(?:apical|pleural)\s+air\s+collection",
         r"visceral\s+pleural\s+line|pleural\s+line\s+(?:is\s+)?(?:seen|visible)",
+        r"(?:absent|no|without)\s+lung\s+markings",  # the sign as a report states it
+        # Plain words: a collapsed (or dropped) lung, air leaked around a lung; a collapsed lobe is not one.
+        r"collapsed\s+lung|dropped\s+lung|lung\s+(?:is\s+|has\s+)?(?:partly\s+|partially\s+|fully\s+)?collapsed",
+        r"air\s+(?:leak\w*\s+)?(?:around|outside|surrounding)\s+(?:the\s+)?(?:\w+\s+)?lungs?",
     ),
     "consolidation": (
         r"consolidat\w*|consol|pneumonia|pneumonitis|infiltrates?|infiltration",  # CheXpert; "consol."
         r"air\s*-?\s*space\s+(?:disease|opacit\w+|process|consolidation)",  # RadLex "airspace disease"
         r"focal\s+(?:opacit\w+|opacification)|lobar\s+opacit\w+|air\s+bronchograms?",
+        r"(?:chest\s+|lung\s+)?infection|(?:patchy\s+|focal\s+)?shadowing",  # plain / British words
     ),
     "edema": (
         r"(?:pulmonary\s+|interstitial\s+|alveolar\s+)?o?edema|oedema",  # CheXpert "edema"
         r"(?:pulmonary\s+)?vascular\s+congestion|pulmonary\s+congestion|congestive\s+heart\s+failure|chf",
         r"cephali[sz]ation|kerley(?:\s+b)?\s+lines?|bat-?\s?wing|vascular\s+redistribution",  # RadLex
         r"fluid\s+overload|(?:pulmonary\s+)?venous\s+(?:hypertension|congestion)",
+        r"(?:fluid|water)\s+in\s+(?:the\s+|both\s+)?lungs",  # plain words (around the lungs: effusion)
     ),
     "ett": (
         r"endotracheal(?:\s+tube)?|endo-tracheal\s+tube|et\s+tube|ett|intubated|intubation",
         r"tracheostomy\s+tube|trach\s+tube",
+        r"breathing\s+tube|tube\s+in\s+the\s+windpipe|(?:on\s+(?:the\s+|a\s+)?)?ventilator",  # plain words
     ),
     "pacemaker": (
         r"pacemaker|pacer|ppm|pacing\s+(?:lead|wire|device|generator)s?|a?icd|defibrillator|cardioverter",
@@ -197,6 +210,7 @@ HEDGE: dict[str, tuple[str, ...]] = {
         "may be",
         "may have",
         "might be",
+        "could be",
         "question of",
         "questionable",
         "possible",
