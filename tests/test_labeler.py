@@ -290,7 +290,8 @@ def _print(name: str, table: dict) -> None:
         ("labeler_heldout.tsv", 0.85),
         ("labeler_heldout2.tsv", 0.85),
         ("labeler_plain_dev.tsv", 0.95),
-        ("labeler_plain_heldout.tsv", 0.6),  # scored once: micro-F1 0.81, side 0.62 (docs/LABELER.md)
+        ("labeler_plain_heldout.tsv", 0.6),  # scored clean once (micro-F1 0.81); its misses then led dev
+        ("labeler_plain_heldout2.tsv", 0.6),  # scored once after that: micro-F1 0.89 (docs/LABELER.md)
     ],
 )
 def test_hand_labelled_sets(name, floor):
@@ -306,7 +307,7 @@ def test_hand_labelled_sets(name, floor):
 
 
 def test_hand_labelled_sets_are_big_enough_and_distinct():
-    names = ("dev", "heldout", "heldout2", "plain_dev", "plain_heldout")
+    names = ("dev", "heldout", "heldout2", "plain_dev", "plain_heldout", "plain_heldout2")
     dev, held, held2, *plain = (_load(f"labeler_{x}.tsv") for x in names)
     assert len(dev) + len(held) + len(held2) >= 300 and all(len(rows) >= 40 for rows in plain)
     texts = [t for rows in (dev, held, held2, *plain) for t, _ in rows]

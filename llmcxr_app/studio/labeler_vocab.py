@@ -40,7 +40,7 @@ TARGETS: dict[str, tuple[str, ...]] = {
         rf"enlarged\s+{_HEART}|enlargement\s+of\s+the\s+{_HEART}",
         rf"(?:the\s+)?{_HEART}{_VERB}\s+{_SIZE_ADV}(?:enlarged|large|big|increased|prominent)",
         r"(?:large|big|globular)\s+heart|(?:heart|cardiac)\s+is\s+(?:large|big)",
-        r"swelling\s+of\s+the\s+heart",  # plain words
+        r"swelling\s+of\s+the\s+heart|swollen\s+heart|heart\s+(?:is\s+|looks\s+)?swollen",  # plain words
     ),
     "effusion": (
         r"(?<!pericardial\s)(?<!pericardial\s\s)(?:pleural\s+)?(?:effusions?|effusoin|efusion|effussion|effs?)",
@@ -49,8 +49,11 @@ TARGETS: dict[str, tuple[str, ...]] = {
         r"blunt\w*\s+(?:of\s+)?(?:the\s+)?(?:\w+\s+)?(?:costophrenic|cp)\s+angles?",
         r"layering\s+fluid|meniscus(?:\s+sign)?|ha?emo-?thorax",
         # Plain words: fluid around a lung (in the lungs is oedema), fluid at a lung base.
-        r"(?:fluid|water)\s+(?:around|surrounding|outside)\s+(?:the\s+|both\s+|either\s+)?(?:\w+\s+)?lungs?",
+        r"(?:fluid|water|blood)\s+(?:(?:has\s+)?collect\w*\s+)?(?:around|surrounding|outside)\s+"
+        r"(?:the\s+|both\s+|either\s+)?(?:\w+\s+)?lungs?",
         r"(?:fluid|water)\s+at\s+(?:the\s+|both\s+)?(?:(?:left|right)\s+)?(?:lung\s+)?bases?",
+        r"(?:fluid|water)\s+at\s+the\s+bottom\s+of\s+(?:the\s+)?(?:\w+\s+)?lungs?",
+        r"blood\s+in\s+the\s+(?:\w+\s+)?pleural\s+space",
     ),
     "pneumothorax": (
         r"pneumothora(?:x|ces)|pnuemothorax|pneumothroax|pneumothorx|ptx|pnx",  # RadLex, typos, abbreviations
@@ -58,8 +61,9 @@ TARGETS: dict[str, tuple[str, ...]] = {
         r"visceral\s+pleural\s+line|pleural\s+line\s+(?:is\s+)?(?:seen|visible)",
         r"(?:absent|no|without)\s+lung\s+markings",  # the sign as a report states it
         # Plain words: a collapsed (or dropped) lung, air leaked around a lung; a collapsed lobe is not one.
-        r"collapsed\s+lung|dropped\s+lung|lung\s+(?:is\s+|has\s+)?(?:partly\s+|partially\s+|fully\s+)?collapsed",
-        r"air\s+(?:leak\w*\s+)?(?:around|outside|surrounding)\s+(?:the\s+)?(?:\w+\s+)?lungs?",
+        r"(?:collapsed|dropped)\s+(?:(?:left|right)\s+)?lung|lung\s+(?:is\s+|has\s+)?(?:partly\s+|partially\s+|fully\s+)?"
+        r"(?:collapsed|dropped)",
+        r"air\s+(?:(?:leak\w*|trapped)\s+)?(?:around|outside|surrounding)\s+(?:the\s+)?(?:\w+\s+)?lungs?",
     ),
     "consolidation": (
         r"consolidat\w*|consol|pneumonia|pneumonitis|infiltrates?|infiltration",  # CheXpert; "consol."
@@ -73,15 +77,18 @@ TARGETS: dict[str, tuple[str, ...]] = {
         r"cephali[sz]ation|kerley(?:\s+b)?\s+lines?|bat-?\s?wing|vascular\s+redistribution",  # RadLex
         r"fluid\s+overload|(?:pulmonary\s+)?venous\s+(?:hypertension|congestion)",
         r"(?:fluid|water)\s+in\s+(?:the\s+|both\s+)?lungs",  # plain words (around the lungs: effusion)
+        r"lungs?\s+(?:are\s+)?(?:full\s+of\s+(?:fluid|water)|waterlogged)|waterlogged\s+lungs?",
     ),
     "ett": (
         r"endotracheal(?:\s+tube)?|endo-tracheal\s+tube|et\s+tube|ett|intubated|intubation",
         r"tracheostomy\s+tube|trach\s+tube",
         r"breathing\s+tube|tube\s+in\s+the\s+windpipe|(?:on\s+(?:the\s+|a\s+)?)?ventilator",  # plain words
+        r"tube\s+down\s+(?:into\s+)?(?:the\s+)?(?:throat|windpipe)|breathing\s+machine",
     ),
     "pacemaker": (
         r"pacemaker|pacer|ppm|pacing\s+(?:lead|wire|device|generator)s?|a?icd|defibrillator|cardioverter",
         r"(?:dual|single)[- ]chamber\s+(?:pacemaker|device)|transvenous\s+(?:leads?|pacing)",
+        r"heart\s+device",  # plain words
     ),
 }
 
@@ -137,6 +144,11 @@ NEGATION_ADD: dict[str, tuple[str, ...]] = {
         "have resolved",
         "removed",
         "has been removed",
+        "taken out",  # plain words, as "gone" and "re-expanded" (a lung that was collapsed)
+        "has gone",
+        "have gone",
+        "re-expanded",
+        "has re-expanded",
         "cleared",
         "no longer",
         "not seen",
