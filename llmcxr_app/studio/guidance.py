@@ -34,7 +34,7 @@ user's words).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from llmcxr_app.config import SamplingConfig
@@ -77,14 +77,9 @@ _SWAPS = {
 _WORD = re.compile(r"\b(" + "|".join(sorted(_SWAPS, key=len, reverse=True)) + r")\b", re.IGNORECASE)
 
 
-# The attribute that puts each one-sided finding on a side ("right", "left", "right upper", ...).
-_SIDED = {
-    "effusion": "effusion_side",
-    "pneumothorax": "pneumothorax_side",
-    "consolidation": "consolidation_zone",
-}
-# The attributes of a finding that is not there (read_findings of a text that does not name it).
-_ABSENT = {
+# The reading's attributes of each finding that can be on one side, the one that says where first ("right",
+# "left", "right upper", ...); all are "none" when the finding is not there.
+_ATTRIBUTES = {
     "effusion": ("effusion_side", "effusion_size"),
     "pneumothorax": ("pneumothorax_side",),
     "consolidation": ("consolidation_zone",),
@@ -128,22 +123,31 @@ def swapped_reading(reading: FindingsReading) -> FindingsReading:
     return FindingsReading(states=dict(reading.states), attributes=attributes)
 
 
+def _without(reading: FindingsReading, labels: Iterable[str]) -> FindingsReading:
+    """``reading`` with the findings ``labels`` not there (as a text that does not name them reads)."""
+    states, attributes = dict(reading.states), dict(reading.attributes)
+    for label in labels:
+        states[label] = "none"
+        attributes.update(dict.fromkeys(_ATTRIBUTES[label], "none"))
+    return FindingsReading(states=states, attributes=attributes)
+
+
+def _small_effusion(reading: FindingsReading) -> bool:
+    return reading.present["effusion"] and reading.attributes.get("effusion_size") == UNDRAWN_SIZE
+
+
 def negative_reading(reading: FindingsReading) -> FindingsReading:
     """What a canonical-prompt checkpoint's "swapped" negative states: ``swapped_reading``, except that a
     small effusion is not there at all (its swapped size would push towards leaving it out)."""
     swapped = swapped_reading(reading)
-    if not (reading.present["effusion"] and reading.attributes.get("effusion_size") == UNDRAWN_SIZE):
-        return swapped
-    states = {**swapped.states, "effusion": "none"}
-    attributes = {**swapped.attributes, "effusion_side": "none", "effusion_size": "none"}
-    return FindingsReading(states=states, attributes=attributes)
+    return _without(swapped, ["effusion"]) if _small_effusion(reading) else swapped
 
 
 def _one_side(reading: FindingsReading) -> dict[str, str]:
     """The present findings stated on one side only, each with its side ("right" or "left")."""
     sides = {}
-    for label, key in _SIDED.items():
-        where = (reading.attributes.get(key) or "").split()[:1]
+    for label, (where_key, *_) in _ATTRIBUTES.items():
+        where = (reading.attributes.get(where_key) or "").split()[:1]
         if reading.present[label] and where in (["left"], ["right"]):
             sides[label] = where[0]
     return sides
@@ -152,19 +156,12 @@ def _one_side(reading: FindingsReading) -> dict[str, str]:
 def side_reading(reading: FindingsReading, side: str) -> FindingsReading:
     """The findings of ``reading`` that lie in the patient's ``side`` ("right" or "left") of the chest: a
     finding stated on the other side only is left out; bilateral ones and those with no side stay."""
-    states, attributes = dict(reading.states), dict(reading.attributes)
-    for label, where in _one_side(reading).items():
-        if where != side:
-            states[label] = "none"
-            attributes.update(dict.fromkeys(_ABSENT[label], "none"))
-    return FindingsReading(states=states, attributes=attributes)
+    return _without(reading, [label for label, where in _one_side(reading).items() if where != side])
 
 
 def _small_effusion_only(reading: FindingsReading) -> bool:
     """Whether the only finding on one side is a small effusion (then drawn whole: see the module)."""
-    return (
-        list(_one_side(reading)) == ["effusion"] and reading.attributes.get("effusion_size") == UNDRAWN_SIZE
-    )
+    return list(_one_side(reading)) == ["effusion"] and _small_effusion(reading)
 
 
 def _sides(reading: FindingsReading) -> Negative | None:
